@@ -1,0 +1,29 @@
+# `make demo` and `make test` work on a fresh machine with Python 3.11 and a package registry.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch first, pinned, so nothing later pulls a CUDA build
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m scenarios.ecommerce_bank
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/pip install -e '.[test,bench]'
+	$(BIN)/python -m bench.he
+	$(BIN)/python -m bench.secure_step
+	$(BIN)/python -m bench.psi
+
+clean:
+	rm -rf $(VENV) runs work

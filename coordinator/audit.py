@@ -1,0 +1,29 @@
+"""Append-only audit log of every decryption request: who asked, for which step, how many."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import threading
+from pathlib import Path
+
+
+class AuditLog:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._lock = threading.Lock()
+
+    def record(self, who: str, run: str, step: str, tag: str, count: int, refused: str | None = None) -> None:
+        entry = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"), "who": who,
+                 "run": run, "step": step, "tag": tag, "count": count}
+        if refused:
+            entry["refused"] = refused
+        line = (json.dumps(entry, sort_keys=True) + "\n").encode()
+        with self._lock:
+            os.write(self._fd, line)
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        os.close(self._fd)

@@ -1,0 +1,37 @@
+"""The coordinator's config: its endpoint, its key and where it keeps its audit log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocol import config
+from protocol.config import NetworkConfig
+from protocol.paillier import ALLOWED_BITS, DEFAULT_BITS
+from protocol.workers import default_size
+
+ROLE = "coordinator"
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    network: NetworkConfig
+    workdir: Path
+    key_bits: int
+    key_file: Path
+    audit_log: Path
+    threads: int
+
+
+def load(path: Path) -> CoordinatorConfig:
+    root = config.load(path)
+    workdir = root.take_path("workdir")
+    network = config.read_network(root, ROLE, ("party_a", "party_b"))
+    key = root.sub("key")
+    bits = key.take_choice("bits", ALLOWED_BITS, DEFAULT_BITS)
+    key_file = key.take_path("file", str(workdir / "paillier_private_key.json"))
+    key.finish()
+    audit_log = root.take_path("audit_log", str(workdir / "audit.jsonl"))
+    threads = root.take_positive("threads", int, default_size())
+    root.finish()
+    return CoordinatorConfig(network, workdir, bits, key_file, audit_log, threads)

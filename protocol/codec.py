@@ -1,0 +1,129 @@
+"""Message codec: msgpack with typed extensions for numpy arrays and big integers.
+
+Nothing here ever unpickles: a decoded message holds only None, bool, int, float,
+str, bytes, lists, dicts, numpy arrays of plain numeric dtypes and big integers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gmpy2
+import msgpack
+import numpy as np
+
+_EXT_NDARRAY = 1
+_EXT_BIGINT = 2
+_EXT_BIGINTS = 3
+
+_ALLOWED_DTYPES = {
+    np.dtype(t).str
+    for t in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float32", "float64")
+}
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class CodecError(ValueError):
+    """A message that is not a well-formed payload of this protocol."""
+
+
+@dataclass(frozen=True)
+class BigInts:
+    """A vector of non-negative big integers (ciphertexts) sent as one fixed-width block."""
+
+    values: list
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def _default(obj: Any) -> msgpack.ExtType:
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.str not in _ALLOWED_DTYPES:
+            raise CodecError(f"numpy dtype {obj.dtype} cannot be sent")
+        arr = np.ascontiguousarray(obj)
+        header = msgpack.packb([arr.dtype.str, list(arr.shape)])
+        return msgpack.ExtType(_EXT_NDARRAY, header + arr.tobytes())
+    if isinstance(obj, BigInts):
+        return msgpack.ExtType(_EXT_BIGINTS, _pack_bigints(obj.values))
+    if isinstance(obj, (int, type(gmpy2.mpz(0)))):
+        value = int(obj)
+        sign = b"-" if value < 0 else b"+"
+        magnitude = abs(value)
+        return msgpack.ExtType(_EXT_BIGINT, sign + magnitude.to_bytes((magnitude.bit_length() + 7) // 8, "big"))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise CodecError(f"type {type(obj).__name__} cannot be sent")
+
+
+def _pack_bigints(values: list) -> bytes:
+    width = max((int(v).bit_length() + 7) // 8 for v in values) if values else 0
+    for v in values:
+        if v < 0:
+            raise CodecError("BigInts holds non-negative integers only")
+    body = b"".join(gmpy2.mpz(v).to_bytes(width, "big") for v in values)
+    return msgpack.packb([len(values), width]) + body
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == _EXT_NDARRAY:
+        unpacker = msgpack.Unpacker(max_buffer_size=len(data))
+        unpacker.feed(data)
+        try:
+            dtype, shape = next(unpacker)
+        except (StopIteration, ValueError) as exc:
+            raise CodecError("malformed array header") from exc
+        offset = unpacker.tell()
+        if dtype not in _ALLOWED_DTYPES or not all(isinstance(s, int) and s >= 0 for s in shape):
+            raise CodecError(f"array of dtype {dtype!r} shape {shape!r} is not allowed")
+        body = data[offset:]
+        if int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize != len(body):
+            raise CodecError("array body does not match its shape")
+        return np.frombuffer(body, dtype=np.dtype(dtype)).reshape(shape).copy()
+    if code == _EXT_BIGINT:
+        if not data or data[:1] not in (b"+", b"-"):
+            raise CodecError("malformed big integer")
+        value = int.from_bytes(data[1:], "big")
+        return -value if data[:1] == b"-" else value
+    if code == _EXT_BIGINTS:
+        unpacker = msgpack.Unpacker(max_buffer_size=len(data))
+        unpacker.feed(data)
+        try:
+            count, width = next(unpacker)
+        except (StopIteration, ValueError) as exc:
+            raise CodecError("malformed big-integer vector header") from exc
+        offset = unpacker.tell()
+        if not (isinstance(count, int) and isinstance(width, int)) or count < 0 or width < 0:
+            raise CodecError("malformed big-integer vector header")
+        if len(data) - offset != count * width:
+            raise CodecError("big-integer vector body does not match its header")
+        from_bytes = gmpy2.mpz.from_bytes
+        return [from_bytes(data[i : i + width], "big") for i in range(offset, offset + count * width, width)]
+    raise CodecError(f"unknown extension type {code}")
+
+
+def encode(obj: Any) -> bytes:
+    """Serialise a payload; ints beyond 64 bits and gmpy2 integers travel as big integers."""
+    return msgpack.packb(_lift_bigints(obj), default=_default, use_bin_type=True, datetime=False)
+
+
+def _lift_bigints(obj: Any) -> Any:
+    # msgpack handles int64 natively and raises on larger ints before calling `default`.
+    if isinstance(obj, int) and not isinstance(obj, bool) and not (_INT64[0] <= obj <= _INT64[1]):
+        return _default(obj)
+    if isinstance(obj, dict):
+        return {k: _lift_bigints(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_lift_bigints(v) for v in obj]
+    return obj
+
+
+def decode(data: bytes) -> Any:
+    """Parse a payload produced by `encode`; anything else raises CodecError."""
+    try:
+        return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+    except CodecError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise CodecError(f"undecodable message: {exc}") from exc

@@ -1,0 +1,205 @@
+"""Reading TOML configs with errors that name the file and the key.
+
+Each role builds its own dataclasses from a `Table`; the sections every role shares
+(network, TLS, peers) are read here.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protocol.errors import ConfigError
+from protocol.workers import default_size
+
+_MISSING = object()
+
+
+class Table:
+    """One TOML table of a config file; keys are taken once and leftovers are reported as typos."""
+
+    def __init__(self, data: dict, file: Path, where: str = ""):
+        self.data = dict(data)
+        self.file = file
+        self.where = where
+        self._taken: set[str] = set()
+
+    def _name(self, key: str) -> str:
+        return f"[{self.where}] {key}" if self.where else key
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.file}: {self._name(key)}: {message}")
+
+    def take(self, key: str, kind: type | tuple, default: Any = _MISSING) -> Any:
+        self._taken.add(key)
+        if key not in self.data:
+            if default is _MISSING:
+                raise ConfigError(f"{self.file}: missing key {self._name(key)}")
+            return default
+        value = self.data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise self.error(key, f"expected {names}, got {type(value).__name__} {value!r}")
+        return value
+
+    def take_list(self, key: str, default: Any = _MISSING) -> list[str]:
+        value = self.take(key, list, default)
+        if not all(isinstance(v, str) for v in value):
+            raise self.error(key, "expected a list of strings")
+        return list(value)
+
+    def take_path(self, key: str, default: Any = _MISSING) -> Path | None:
+        value = self.take(key, str, default)
+        if value is None or value == "":
+            return None
+        path = Path(value)
+        return path if path.is_absolute() else (self.file.parent / path)
+
+    def take_file(self, key: str) -> Path:
+        path = self.take_path(key)
+        if not path.is_file():
+            raise self.error(key, f"file {path} not found")
+        return path
+
+    def take_choice(self, key: str, choices: tuple, default: Any = _MISSING) -> Any:
+        value = self.take(key, type(choices[0]), default)
+        if value not in choices:
+            raise self.error(key, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        return value
+
+    def take_positive(self, key: str, kind: type = int, default: Any = _MISSING) -> Any:
+        value = self.take(key, kind, default)
+        if value <= 0:
+            raise self.error(key, f"must be positive, got {value}")
+        return value
+
+    def sub(self, key: str, required: bool = False) -> "Table":
+        where = f"{self.where}.{key}" if self.where else key
+        value = self.take(key, dict, _MISSING if required else {})
+        return Table(value, self.file, where)
+
+    def subs(self, key: str) -> dict[str, "Table"]:
+        """The named sub-tables of `key`, e.g. every [peers.NAME]."""
+        parent = self.sub(key)
+        parent.finish_dict()
+        return {name: parent.sub(name, required=True) for name in list(parent.data)}
+
+    def finish_dict(self) -> None:
+        """Mark every key as taken (for tables whose keys are names, not settings)."""
+        self._taken.update(self.data)
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self._taken)
+        if unknown:
+            raise ConfigError(f"{self.file}: unknown key {self._name(unknown[0])} (typo?)")
+
+
+def load(path: str | Path) -> Table:
+    """Parse a TOML file; a missing or malformed file is a ConfigError naming it."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {file} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {file} cannot be read: {exc}") from None
+    try:
+        return Table(tomllib.loads(text), file.resolve())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """How to reach and recognise one peer."""
+
+    role: str
+    address: str
+    name: str  # the name its certificate must carry (CN or DNS SAN)
+    ca: Path  # the CA bundle that signs its certificate
+    fingerprint: str | None  # optional pin: "sha256:<hex of the DER certificate>"
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Our own endpoint, TLS identity and peers, shared by every role."""
+
+    role: str
+    run_id: str
+    listen: str
+    cert: Path
+    key: Path
+    ca: Path
+    peers: dict[str, PeerConfig]
+    receive_timeout: float
+    peer_timeout: float
+    connect_timeout: float
+    max_message_bytes: int
+    record_dir: Path | None
+
+
+def read_network(root: Table, role: str, peer_roles: tuple[str, ...]) -> NetworkConfig:
+    """Read [network], [tls] and [peers.*]; every role in `peer_roles` must be configured."""
+    run_id = root.take("run_id", str)
+    net = root.sub("network", required=True)
+    listen = net.take("listen", str)
+    receive_timeout = net.take_positive("receive_timeout", float, 600.0)
+    peer_timeout = net.take_positive("peer_timeout", float, 20.0)
+    connect_timeout = net.take_positive("connect_timeout", float, 60.0)
+    max_message_bytes = int(net.take_positive("max_message_mb", float, 64.0) * 2**20)
+    record_dir = net.take_path("record_dir", None)
+    net.finish()
+
+    tls = root.sub("tls", required=True)
+    cert, key, ca = tls.take_file("cert"), tls.take_file("key"), tls.take_file("ca")
+    tls.finish()
+
+    peer_tables = root.subs("peers")
+    peers = {}
+    for peer_role in peer_roles:
+        if peer_role not in peer_tables:
+            raise ConfigError(f"{root.file}: missing table [peers.{peer_role}]")
+        t = peer_tables[peer_role]
+        fingerprint = t.take("fingerprint", str, None)
+        if fingerprint is not None and not fingerprint.startswith("sha256:"):
+            raise t.error("fingerprint", "must look like 'sha256:<64 hex digits>'")
+        peers[peer_role] = PeerConfig(
+            role=peer_role,
+            address=t.take("address", str),
+            name=t.take("name", str, peer_role),
+            ca=t.take_file("ca") if "ca" in t.data else ca,
+            fingerprint=fingerprint,
+        )
+        t.finish()
+    extra = sorted(set(peer_tables) - set(peer_roles))
+    if extra:
+        raise ConfigError(f"{root.file}: [peers.{extra[0]}] is not a role this process talks to ({', '.join(peer_roles)})")
+    return NetworkConfig(role, run_id, listen, cert, key, ca, peers, receive_timeout, peer_timeout,
+                         connect_timeout, max_message_bytes, record_dir)
+
+
+@dataclass(frozen=True)
+class PartyBasics:
+    """What both parties' configs share besides their data."""
+
+    network: NetworkConfig
+    workdir: Path
+    public_key_pin: str | None
+    workers: int
+
+
+def read_party_basics(root: Table, role: str, peer: str) -> PartyBasics:
+    workdir = root.take_path("workdir")
+    network = read_network(root, role, (peer, "coordinator"))
+    coordinator = root.sub("coordinator")
+    pin = coordinator.take("public_key_fingerprint", str, None) or None
+    coordinator.finish()
+    workers = root.take("workers", int, default_size())
+    if workers < 0:
+        raise root.error("workers", "must be 0 (work inline) or more")
+    return PartyBasics(network, workdir, pin, workers)

@@ -1,0 +1,27 @@
+"""Errors a user can act on. Each message names the file, key, column, row or peer at fault."""
+
+
+class VfrecError(Exception):
+    """Base of every error the command-line entry points report without a traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(VfrecError):
+    """The config file is missing, unreadable or holds a wrong key or value."""
+
+    exit_code = 2
+
+
+class DataError(VfrecError):
+    """An input table is missing, or a column or row in it is wrong."""
+
+    exit_code = 2
+
+
+class PeerError(VfrecError):
+    """A peer is unreachable, refused us, or sent something the protocol does not allow."""
+
+
+class ProtocolError(VfrecError):
+    """A protocol step cannot go on (empty intersection, bound exceeded, refused request)."""

@@ -1,0 +1,28 @@
+"""The frame of a party's run: endpoint up, coordinator's key in, work, and a clean stop.
+
+On any error the party tells its peers it stops (so they stop at once with its
+reason instead of waiting for a timeout) and closes its endpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from protocol.config import PartyBasics
+from protocol.decryption import receive_public_key
+from protocol.paillier import PublicKey
+from protocol.transport import Endpoint
+from protocol.workers import WorkerPool
+
+
+def run_party(basics: PartyBasics, body: Callable[[Endpoint, PublicKey, WorkerPool], None]) -> None:
+    endpoint = Endpoint(basics.network).start()
+    try:
+        public = receive_public_key(endpoint, basics.public_key_pin)
+        with WorkerPool(basics.workers) as pool:
+            body(endpoint, public, pool)
+    except BaseException as exc:
+        endpoint.abort(f"{basics.network.role} stopped: {exc or type(exc).__name__}")
+        raise
+    finally:
+        endpoint.close()

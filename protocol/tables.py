@@ -1,0 +1,111 @@
+"""Reading a party's own tables (CSV or Parquet) with errors naming file, column and row.
+
+Rows are numbered from 1 over the data rows (a CSV's header is line 1, so row r is
+on line r + 1). Everything here runs before any network traffic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from protocol.config import Table
+from protocol.errors import DataError
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A table named in a config: where it is, its key column and its feature columns."""
+
+    path: Path
+    id_column: str
+    numeric: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_config(cls, t: Table, id_key: str = "id_column") -> "TableSpec":
+        return cls(path=t.take_path("table"), id_column=t.take(id_key, str),
+                   numeric=t.take_list("numeric", []), categorical=t.take_list("categorical", []))
+
+
+def read_table(path: Path, columns: list[str], text_columns: list[str]) -> pd.DataFrame:
+    """Read `columns` of a CSV or Parquet file; `text_columns` are read as strings, never parsed."""
+    if not path.is_file():
+        raise DataError(f"table {path} not found")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+            for c in text_columns:
+                if c in frame.columns:
+                    frame[c] = frame[c].astype("string").fillna("")
+        else:
+            frame = pd.read_csv(path, dtype={c: str for c in text_columns}, keep_default_na=False,
+                                na_values=[""], low_memory=False)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"table {path} cannot be read: {exc}") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: column {missing[0]!r} not found; the table has columns "
+                        f"{', '.join(map(repr, frame.columns))}")
+    frame = frame[list(dict.fromkeys(columns))].copy()
+    for c in text_columns:
+        frame[c] = frame[c].fillna("").astype(str)
+    return frame
+
+
+def row_label(index: int) -> str:
+    return f"row {index + 1}"
+
+
+def numeric_column(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+    """The column as float64; a value that is empty or not a number stops the run naming its row."""
+    raw = frame[column]
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = np.flatnonzero(values.isna().to_numpy() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan)))
+    if bad.size:
+        i = int(bad[0])
+        shown = raw.iloc[i]
+        what = "is empty" if pd.isna(shown) or str(shown).strip() == "" else f"holds {shown!r}, not a finite number"
+        raise DataError(f"{path}: column {column!r} {row_label(i)} {what} ({bad.size} such rows)")
+    return values.to_numpy(dtype=np.float64)
+
+
+def categorical_column(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+    """The column as strings; an empty value stops the run naming its row."""
+    raw = frame[column]
+    empty = np.flatnonzero(raw.isna().to_numpy() | (raw.astype(str).str.strip() == "").to_numpy())
+    if empty.size:
+        raise DataError(f"{path}: column {column!r} {row_label(int(empty[0]))} is empty ({empty.size} such rows); "
+                        f"fill missing categories with an explicit value such as 'unknown'")
+    return raw.astype(str).to_numpy()
+
+
+@dataclass(frozen=True)
+class Features:
+    """A table's feature columns ready for a tower: standardised numbers and category codes."""
+
+    numeric: np.ndarray  # float32 (rows, len(spec.numeric)), zero mean, unit variance
+    categorical: np.ndarray  # int64 (rows, len(spec.categorical)), codes 0..cardinality-1
+    cardinalities: list[int]
+
+    def take(self, rows: np.ndarray) -> "Features":
+        return Features(self.numeric[rows], self.categorical[rows], self.cardinalities)
+
+
+def encode_features(frame: pd.DataFrame, spec: TableSpec) -> Features:
+    """Validate and encode the spec's feature columns; a bad value stops the run naming its row."""
+    numeric = np.zeros((len(frame), len(spec.numeric)), dtype=np.float32)
+    for j, column in enumerate(spec.numeric):
+        values = numeric_column(frame, column, spec.path)
+        std = values.std()
+        numeric[:, j] = (values - values.mean()) / (std if std > 0 else 1.0)
+    categorical = np.zeros((len(frame), len(spec.categorical)), dtype=np.int64)
+    cardinalities = []
+    for j, column in enumerate(spec.categorical):
+        codes, uniques = pd.factorize(categorical_column(frame, column, spec.path), sort=True)
+        categorical[:, j] = codes
+        cardinalities.append(len(uniques))
+    return Features(numeric, categorical, cardinalities)

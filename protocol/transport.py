@@ -1,0 +1,357 @@
+"""gRPC over mutual TLS: tag-addressed messages between named roles.
+
+Every process runs one `Endpoint`: a gRPC server that files incoming messages into
+an inbox, and one channel per peer. A message is (run id, tag, sequence number,
+payload). The sender's role is never read from the message: it is the peer whose
+pinned certificate the TLS handshake verified. Delivery is idempotent on
+(sender, tag, sequence), so a retry after a broken connection never applies a step
+twice. Every receive has a deadline, and a heartbeat notices a peer that died long
+before that deadline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import os
+import threading
+import time
+from collections import defaultdict
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any
+
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # grpc's C core logs every failed handshake at INFO
+
+import grpc  # noqa: E402
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from protocol import codec
+from protocol.config import NetworkConfig
+from protocol.errors import ConfigError, PeerError, ProtocolError
+
+log = logging.getLogger(__name__)
+
+_DELIVER = "/vfrec.Mailbox/Deliver"
+_PING = "/vfrec.Mailbox/Ping"
+_HEARTBEAT = 0.5
+_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+_TLS_HINTS = ("handshake", "certificate", "ssl_error", "tsi_")
+ABORT_TAG = "control/abort"
+
+
+@dataclass(frozen=True)
+class Message:
+    peer: str
+    tag: str
+    body: Any
+
+
+def _cert_fingerprint(pem: bytes) -> str:
+    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+class _PeerState:
+    """What the heartbeat knows about one peer."""
+
+    def __init__(self) -> None:
+        self.last_ok: float | None = None
+        self.last_error = "no answer yet"
+        self.tls_failures = 0
+
+
+class Endpoint:
+    """This process's server, inbox and channels to its peers."""
+
+    def __init__(self, cfg: NetworkConfig):
+        self.cfg = cfg
+        self._cond = threading.Condition()
+        self._pending: dict[tuple[str, str], dict[int, tuple[int, Any]]] = defaultdict(dict)
+        self._next_in: dict[tuple[str, str], int] = defaultdict(int)
+        self._next_out: dict[tuple[str, str], int] = defaultdict(int)
+        self._arrivals = itertools.count()
+        self._peers = {role: _PeerState() for role in cfg.peers}
+        self._aborted: dict[str, str] = {}
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._record_lock = threading.Lock()
+        self._record_file = None
+        self.bytes_sent: dict[str, int] = defaultdict(int)
+        self.bytes_received: dict[str, int] = defaultdict(int)
+        self._server: grpc.Server | None = None
+        self._channels: dict[str, grpc.Channel] = {}
+        self._deliver: dict[str, Any] = {}
+        self._ping: dict[str, Any] = {}
+        self._heartbeat: threading.Thread | None = None
+
+    # ---- life cycle -------------------------------------------------------------
+
+    def start(self) -> "Endpoint":
+        cfg = self.cfg
+        own_cert, own_key = cfg.cert.read_bytes(), cfg.key.read_bytes()
+        trusted = b"\n".join(sorted({p.ca.read_bytes() for p in cfg.peers.values()} | {cfg.ca.read_bytes()}))
+        limits = [("grpc.max_receive_message_length", cfg.max_message_bytes + 4096),
+                  ("grpc.max_send_message_length", cfg.max_message_bytes + 4096)]
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
+                                   options=limits + [("grpc.so_reuseport", 0)])
+        handlers = {
+            "Deliver": grpc.unary_unary_rpc_method_handler(self._on_deliver),
+            "Ping": grpc.unary_unary_rpc_method_handler(self._on_ping),
+        }
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("vfrec.Mailbox", handlers),))
+        creds = grpc.ssl_server_credentials([(own_key, own_cert)], root_certificates=trusted, require_client_auth=True)
+        try:
+            port = self._server.add_secure_port(cfg.listen, creds)
+        except RuntimeError as exc:
+            raise ConfigError(f"cannot listen on {cfg.listen}: {exc}") from None
+        if port == 0:
+            raise ConfigError(f"cannot listen on {cfg.listen}: address in use or invalid")
+        self._server.start()
+        for role, peer in cfg.peers.items():
+            channel_creds = grpc.ssl_channel_credentials(peer.ca.read_bytes(), own_key, own_cert)
+            options = limits + [("grpc.ssl_target_name_override", peer.name),
+                                ("grpc.initial_reconnect_backoff_ms", 200),
+                                ("grpc.max_reconnect_backoff_ms", 1000),
+                                ("grpc.min_reconnect_backoff_ms", 200)]
+            channel = grpc.secure_channel(peer.address, channel_creds, options=options)
+            self._channels[role] = channel
+            self._deliver[role] = channel.unary_unary(_DELIVER)
+            self._ping[role] = channel.unary_unary(_PING)
+        if cfg.record_dir is not None:
+            cfg.record_dir.mkdir(parents=True, exist_ok=True)
+            self._record_file = open(cfg.record_dir / f"{cfg.role}.wire", "ab")
+        self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        self._heartbeat.start()
+        log.info("%s listening on %s", cfg.role, cfg.listen)
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=2)
+        for channel in self._channels.values():
+            channel.close()
+        if self._server is not None:
+            self._server.stop(grace=0.5).wait()
+        if self._record_file is not None:
+            self._record_file.close()
+
+    def __enter__(self) -> "Endpoint":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- sending ----------------------------------------------------------------
+
+    def send(self, peer: str, tag: str, body: Any) -> None:
+        """Deliver `body` to `peer` under `tag`; retries until the peer is reachable or gone."""
+        self._check_peer(peer)
+        with self._cond:
+            seq = self._next_out[(peer, tag)]
+            self._next_out[(peer, tag)] = seq + 1
+        data = codec.encode({"run": self.cfg.run_id, "tag": tag, "seq": seq, "body": body})
+        if len(data) > self.cfg.max_message_bytes:
+            raise ProtocolError(f"message {tag!r} to {peer} is {len(data) / 2**20:.1f} MiB, over the "
+                                f"{self.cfg.max_message_bytes / 2**20:.0f} MiB limit ([network] max_message_mb)")
+        self._record("out", peer, data)
+        self._call(peer, self._deliver[peer], data, f"sending {tag!r}")
+        self.bytes_sent[peer] += len(data)
+
+    def abort(self, reason: str) -> None:
+        """Tell every reachable peer that this role stops, so they stop at once (best effort)."""
+        for peer in self.cfg.peers:
+            data = codec.encode({"run": self.cfg.run_id, "tag": ABORT_TAG, "seq": 0, "body": reason})
+            try:
+                self._deliver[peer](data, timeout=2.0)
+            except (grpc.RpcError, ValueError):
+                pass
+
+    def _call(self, peer: str, stub: Any, data: bytes, what: str) -> bytes:
+        state = self._peers[peer]
+        start = time.monotonic()
+        delay = 0.05
+        while True:
+            try:
+                answer = stub(data, timeout=max(30.0, self.cfg.peer_timeout))
+                state.last_ok = time.monotonic()
+                return answer
+            except grpc.RpcError as exc:
+                detail = exc.details() or exc.code().name
+                if exc.code() not in _RETRYABLE:
+                    raise PeerError(f"{self._who(peer)} refused {what}: {detail}") from None
+                state.last_error = detail
+                if _is_tls_failure(detail):
+                    raise PeerError(f"TLS handshake with {self._who(peer)} failed while {what}: {detail}") from None
+                limit = self.cfg.peer_timeout if state.last_ok is not None else self.cfg.connect_timeout
+                if time.monotonic() - start > limit:
+                    raise PeerError(f"{self._who(peer)} unreachable for {limit:.0f}s while {what}: {detail}") from None
+                if self._stop.wait(delay):
+                    raise PeerError(f"endpoint closed while {what}") from None
+                delay = min(delay * 2, 1.0)
+
+    # ---- receiving --------------------------------------------------------------
+
+    def recv(self, peer: str, tag: str, timeout: float | None = None) -> Any:
+        """The next message from `peer` under `tag`, in sequence order."""
+        self._check_peer(peer)
+        return self._wait(lambda: self._take((peer, tag)), (peer,), f"message {tag!r} from {peer}", timeout)
+
+    def recv_any(self, peers: tuple[str, ...], prefix: str, timeout: float | None = None) -> Message:
+        """The earliest-arrived message from any of `peers` whose tag starts with `prefix`."""
+        for p in peers:
+            self._check_peer(p)
+
+        def take() -> Any:
+            ready = [(arrival, key) for key, queue in self._pending.items()
+                     if key[0] in peers and key[1].startswith(prefix)
+                     for seq, (arrival, _) in queue.items() if seq == self._next_in[key]]
+            if not ready:
+                return _NOTHING
+            _, key = min(ready)
+            return Message(key[0], key[1], self._take(key))
+
+        return self._wait(take, peers, f"a {prefix!r} message from {' or '.join(peers)}", timeout)
+
+    def _take(self, key: tuple[str, str]) -> Any:
+        queue = self._pending.get(key)
+        seq = self._next_in[key]
+        if not queue or seq not in queue:
+            return _NOTHING
+        _, body = queue.pop(seq)
+        self._next_in[key] = seq + 1
+        return body
+
+    def _wait(self, take: Any, peers: tuple[str, ...], what: str, timeout: float | None) -> Any:
+        limit = self.cfg.receive_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        with self._cond:
+            while True:
+                item = take()
+                if item is not _NOTHING:
+                    return item
+                for peer in peers:
+                    self._raise_if_gone(peer, what)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise PeerError(f"no {what} within {limit:.0f}s ([network] receive_timeout)")
+                self._cond.wait(min(remaining, _HEARTBEAT))
+
+    def _raise_if_gone(self, peer: str, what: str) -> None:
+        if peer in self._aborted:
+            raise PeerError(f"{peer} stopped the run while this role waited for {what}: {self._aborted[peer]}")
+        state = self._peers[peer]
+        now = time.monotonic()
+        if state.tls_failures >= 2:
+            raise PeerError(f"TLS handshake with {self._who(peer)} failed while waiting for {what}: {state.last_error}")
+        if state.last_ok is None:
+            if now - self._started > self.cfg.connect_timeout:
+                raise PeerError(f"{self._who(peer)} never answered within {self.cfg.connect_timeout:.0f}s "
+                                f"([network] connect_timeout) while waiting for {what}: {state.last_error}")
+        elif now - state.last_ok > self.cfg.peer_timeout:
+            raise PeerError(f"{self._who(peer)} stopped answering for {self.cfg.peer_timeout:.0f}s "
+                            f"([network] peer_timeout) while waiting for {what}: {state.last_error}")
+
+    # ---- server side ------------------------------------------------------------
+
+    def _caller(self, context: grpc.ServicerContext) -> str:
+        """The role of the peer whose certificate the TLS handshake verified."""
+        auth = context.auth_context()
+        names = {v.decode() for v in auth.get("x509_common_name", []) + auth.get("x509_subject_alternative_name", [])}
+        pem = (auth.get("x509_pem_cert") or [b""])[0]
+        for role, peer in self.cfg.peers.items():
+            if peer.name in names:
+                if peer.fingerprint and _cert_fingerprint(pem) != peer.fingerprint:
+                    context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                  f"{self.cfg.role}: certificate for {peer.name!r} does not match the pinned fingerprint")
+                return role
+        context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                      f"{self.cfg.role}: certificate {sorted(names)} is not one of its configured peers")
+        raise AssertionError("unreachable")
+
+    def _on_ping(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        self._caller(context)
+        return codec.encode({"role": self.cfg.role, "run": self.cfg.run_id})
+
+    def _on_deliver(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        peer = self._caller(context)
+        try:
+            envelope = codec.decode(request)
+            run, tag, seq, body = envelope["run"], envelope["tag"], envelope["seq"], envelope["body"]
+            if not (isinstance(tag, str) and isinstance(seq, int) and seq >= 0):
+                raise ValueError("bad tag or sequence number")
+        except (codec.CodecError, KeyError, TypeError, ValueError) as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{self.cfg.role}: malformed message: {exc}")
+        if run != self.cfg.run_id:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"{self.cfg.role}: message for run {run!r}, but this process runs {self.cfg.run_id!r}")
+        self._record("in", peer, request)
+        key = (peer, tag)
+        with self._cond:
+            self._peers[peer].last_ok = time.monotonic()
+            if tag == ABORT_TAG:
+                self._aborted[peer] = str(body)[:2000]
+                self._cond.notify_all()
+                return b""
+            if seq >= self._next_in[key] and seq not in self._pending[key]:
+                self._pending[key][seq] = (next(self._arrivals), body)
+                self.bytes_received[peer] += len(request)
+                self._cond.notify_all()
+        return b""
+
+    # ---- heartbeat, records, helpers -------------------------------------------------
+
+    def _beat(self) -> None:
+        hello = b""
+        while not self._stop.wait(_HEARTBEAT):
+            for role, stub in self._ping.items():
+                state = self._peers[role]
+                try:
+                    stub(hello, timeout=2.0)
+                    state.last_ok, state.tls_failures = time.monotonic(), 0
+                except grpc.RpcError as exc:
+                    state.last_error = exc.details() or exc.code().name
+                    state.tls_failures = state.tls_failures + 1 if _is_tls_failure(state.last_error) else 0
+                except ValueError:  # channel closed during shutdown
+                    return
+            with self._cond:
+                self._cond.notify_all()
+
+    def _record(self, direction: str, peer: str, data: bytes) -> None:
+        if self._record_file is None:
+            return
+        frame = codec.encode({"dir": direction, "peer": peer, "data": data})
+        with self._record_lock:
+            self._record_file.write(len(frame).to_bytes(4, "big") + frame)
+            self._record_file.flush()
+
+    def _check_peer(self, peer: str) -> None:
+        if peer not in self.cfg.peers:
+            raise ProtocolError(f"{self.cfg.role} has no peer {peer!r} (configured: {', '.join(self.cfg.peers)})")
+
+    def _who(self, peer: str) -> str:
+        return f"{peer} at {self.cfg.peers[peer].address}"
+
+    def peer_alive(self, peer: str) -> bool:
+        state = self._peers[peer]
+        return state.last_ok is not None and time.monotonic() - state.last_ok <= self.cfg.peer_timeout
+
+
+_NOTHING = object()
+
+
+def _is_tls_failure(detail: str) -> bool:
+    low = detail.lower()
+    return any(h in low for h in _TLS_HINTS)
+
+
+def read_recording(path: str) -> list[dict]:
+    """Frames written by an endpoint with [network] record_dir set: dir, peer, data (raw envelope)."""
+    frames = []
+    with open(path, "rb") as f:
+        while header := f.read(4):
+            frames.append(codec.decode(f.read(int.from_bytes(header, "big"))))
+    return frames

@@ -1,0 +1,150 @@
+"""Write a local three-process deployment (certificates, configs) and run it.
+
+A `LocalRun` is a directory holding `certs/`, one TOML config per role and one work
+directory per role. Each role is started as its own OS process with
+`python -m <role> --config <role>.toml`, exactly as on separate hosts.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from protocol.certs import make_dev_pki
+
+ROLES = ("coordinator", "party_a", "party_b")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (str, Path)):
+        text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{text}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def to_toml(data: dict, prefix: str = "") -> str:
+    """A small TOML writer for configs: scalars, lists and nested tables."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            name = f"{prefix}.{k}" if prefix else k
+            lines.append(f"\n[{name}]")
+            lines.append(to_toml(v, name))
+    return "\n".join(line for line in lines if line != "")
+
+
+@dataclass
+class LocalRun:
+    root: Path
+    configs: dict[str, Path] = field(default_factory=dict)
+
+    def workdir(self, role: str) -> Path:
+        return self.root / "work" / role
+
+    def command(self, role: str) -> list[str]:
+        return [sys.executable, "-m", role, "--config", str(self.configs[role])]
+
+
+def write_local_run(root: Path, sections: dict[str, dict], run_id: str = "local", record: bool = False,
+                    peer_timeout: float = 20.0, connect_timeout: float = 60.0) -> LocalRun:
+    """Certificates and configs for the three roles on loopback; `sections` adds each role's own tables."""
+    root.mkdir(parents=True, exist_ok=True)
+    certs = root / "certs"
+    make_dev_pki(certs)
+    ports = dict(zip(ROLES, free_ports(len(ROLES))))
+    peers_of = {"coordinator": ("party_a", "party_b"), "party_a": ("party_b", "coordinator"),
+                "party_b": ("party_a", "coordinator")}
+    run = LocalRun(root)
+    for role in ROLES:
+        network = {"listen": f"127.0.0.1:{ports[role]}", "peer_timeout": peer_timeout,
+                   "connect_timeout": connect_timeout}
+        if record:
+            network["record_dir"] = str(root / "wire")
+        data = {
+            "run_id": run_id,
+            "workdir": str(run.workdir(role)),
+            "network": network,
+            "tls": {"cert": str(certs / f"{role}.pem"), "key": str(certs / f"{role}.key"), "ca": str(certs / "ca.pem")},
+            "peers": {p: {"address": f"127.0.0.1:{ports[p]}"} for p in peers_of[role]},
+            **sections.get(role, {}),
+        }
+        path = root / f"{role}.toml"
+        path.write_text(to_toml(data) + "\n")
+        run.configs[role] = path
+    return run
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+                PYTHONUNBUFFERED="1")
+
+
+def _tee(source: object, log: object) -> None:
+    while chunk := source.read1(4096):
+        log.write(chunk)
+        log.flush()
+        sys.stderr.buffer.write(chunk)
+        sys.stderr.buffer.flush()
+
+
+def start(run: LocalRun, role: str, stream: bool = False) -> subprocess.Popen:
+    """Start one role; its output goes to `<root>/<role>.out` (and, with `stream`, to our stderr too)."""
+    log = open(run.root / f"{role}.out", "ab")
+    if not stream:
+        return subprocess.Popen(run.command(role), cwd=str(ROOT), env=_env(), stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(run.command(role), cwd=str(ROOT), env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    threading.Thread(target=_tee, args=(proc.stdout, log), daemon=True).start()
+    return proc
+
+
+@dataclass(frozen=True)
+class Outcome:
+    returncode: int
+    output: str
+
+
+def wait_all(run: LocalRun, procs: dict[str, subprocess.Popen], timeout: float) -> dict[str, Outcome]:
+    """Wait for every role; kill what is left at `timeout` (never leaves an orphan)."""
+    deadline = time.monotonic() + timeout
+    try:
+        for proc in procs.values():
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return {role: Outcome(proc.returncode, (run.root / f"{role}.out").read_text(errors="replace"))
+            for role, proc in procs.items()}
+
+
+def run_all(run: LocalRun, timeout: float = 600.0, stream: str | None = None) -> dict[str, Outcome]:
+    """Start all three roles and wait for them; `stream` names a role whose stderr shows live."""
+    procs = {role: start(run, role, stream=(role == stream)) for role in ROLES}
+    return wait_all(run, procs, timeout)
