@@ -15,7 +15,7 @@ log = logging.getLogger("vfrec")
 
 def setup_logging(role: str, workdir: Path | None = None) -> None:
     """Timestamped lines on stderr, and the same in `<workdir>/<role>.log` once a workdir is known."""
-    fmt = logging.Formatter(f"%(asctime)s {role} %(levelname)s %(message)s", "%H:%M:%S")
+    fmt = logging.Formatter(f"%(asctime)s.%(msecs)03d {role} %(levelname)s %(message)s", "%H:%M:%S")
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in root.handlers):
@@ -39,7 +39,6 @@ def run(role: str, description: str, main: Callable[[Path], None]) -> None:
         main(args.config)
     except VfrecError as exc:
         log.error("%s", exc)
-        print(f"{role}: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print(f"{role}: interrupted", file=sys.stderr)

@@ -42,7 +42,7 @@ def _default(obj: Any) -> msgpack.ExtType:
     if isinstance(obj, np.ndarray):
         if obj.dtype.str not in _ALLOWED_DTYPES:
             raise CodecError(f"numpy dtype {obj.dtype} cannot be sent")
-        arr = np.ascontiguousarray(obj)
+        arr = obj if obj.flags.c_contiguous else obj.copy(order="C")
         header = msgpack.packb([arr.dtype.str, list(arr.shape)])
         return msgpack.ExtType(_EXT_NDARRAY, header + arr.tobytes())
     if isinstance(obj, BigInts):
@@ -58,7 +58,7 @@ def _default(obj: Any) -> msgpack.ExtType:
 
 
 def _pack_bigints(values: list) -> bytes:
-    width = max((int(v).bit_length() + 7) // 8 for v in values) if values else 0
+    width = max([1] + [(int(v).bit_length() + 7) // 8 for v in values])
     for v in values:
         if v < 0:
             raise CodecError("BigInts holds non-negative integers only")
@@ -80,7 +80,7 @@ def _ext_hook(code: int, data: bytes) -> Any:
         body = data[offset:]
         if int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize != len(body):
             raise CodecError("array body does not match its shape")
-        return np.frombuffer(body, dtype=np.dtype(dtype)).reshape(shape).copy()
+        return np.frombuffer(body, dtype=np.dtype(dtype)).reshape(tuple(shape)).copy()
     if code == _EXT_BIGINT:
         if not data or data[:1] not in (b"+", b"-"):
             raise CodecError("malformed big integer")
@@ -94,7 +94,7 @@ def _ext_hook(code: int, data: bytes) -> Any:
         except (StopIteration, ValueError) as exc:
             raise CodecError("malformed big-integer vector header") from exc
         offset = unpacker.tell()
-        if not (isinstance(count, int) and isinstance(width, int)) or count < 0 or width < 0:
+        if not (isinstance(count, int) and isinstance(width, int)) or count < 0 or width < 1:
             raise CodecError("malformed big-integer vector header")
         if len(data) - offset != count * width:
             raise CodecError("big-integer vector body does not match its header")

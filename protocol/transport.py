@@ -113,9 +113,9 @@ class Endpoint:
         for role, peer in cfg.peers.items():
             channel_creds = grpc.ssl_channel_credentials(peer.ca.read_bytes(), own_key, own_cert)
             options = limits + [("grpc.ssl_target_name_override", peer.name),
-                                ("grpc.initial_reconnect_backoff_ms", 200),
-                                ("grpc.max_reconnect_backoff_ms", 1000),
-                                ("grpc.min_reconnect_backoff_ms", 200)]
+                                ("grpc.initial_reconnect_backoff_ms", 100),
+                                ("grpc.max_reconnect_backoff_ms", 500),
+                                ("grpc.min_reconnect_backoff_ms", 100)]
             channel = grpc.secure_channel(peer.address, channel_creds, options=options)
             self._channels[role] = channel
             self._deliver[role] = channel.unary_unary(_DELIVER)
@@ -135,7 +135,7 @@ class Endpoint:
         for channel in self._channels.values():
             channel.close()
         if self._server is not None:
-            self._server.stop(grace=0.5).wait()
+            self._server.stop(grace=0.1).wait()
         if self._record_file is not None:
             self._record_file.close()
 
@@ -188,10 +188,10 @@ class Endpoint:
                     raise PeerError(f"TLS handshake with {self._who(peer)} failed while {what}: {detail}") from None
                 limit = self.cfg.peer_timeout if state.last_ok is not None else self.cfg.connect_timeout
                 if time.monotonic() - start > limit:
-                    raise PeerError(f"{self._who(peer)} unreachable for {limit:.0f}s while {what}: {detail}") from None
+                    raise PeerError(self._silence(peer, what)) from None
                 if self._stop.wait(delay):
                     raise PeerError(f"endpoint closed while {what}") from None
-                delay = min(delay * 2, 1.0)
+                delay = min(delay * 2, 0.25)
 
     # ---- receiving --------------------------------------------------------------
 
@@ -247,13 +247,17 @@ class Endpoint:
         now = time.monotonic()
         if state.tls_failures >= 2:
             raise PeerError(f"TLS handshake with {self._who(peer)} failed while waiting for {what}: {state.last_error}")
+        if state.last_ok is None and now - self._started > self.cfg.connect_timeout or \
+                state.last_ok is not None and now - state.last_ok > self.cfg.peer_timeout:
+            raise PeerError(self._silence(peer, f"waiting for {what}"))
+
+    def _silence(self, peer: str, what: str) -> str:
+        state = self._peers[peer]
         if state.last_ok is None:
-            if now - self._started > self.cfg.connect_timeout:
-                raise PeerError(f"{self._who(peer)} never answered within {self.cfg.connect_timeout:.0f}s "
-                                f"([network] connect_timeout) while waiting for {what}: {state.last_error}")
-        elif now - state.last_ok > self.cfg.peer_timeout:
-            raise PeerError(f"{self._who(peer)} stopped answering for {self.cfg.peer_timeout:.0f}s "
-                            f"([network] peer_timeout) while waiting for {what}: {state.last_error}")
+            return (f"{self._who(peer)} never answered within {self.cfg.connect_timeout:.0f}s "
+                    f"([network] connect_timeout) while {what}: {state.last_error}")
+        return (f"{self._who(peer)} stopped answering for {self.cfg.peer_timeout:.0f}s "
+                f"([network] peer_timeout) while {what}: {state.last_error}")
 
     # ---- server side ------------------------------------------------------------
 

@@ -28,12 +28,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PsiSettings:
-    chunk_size: int = 16384
+    chunk_size: int = 8192
     show_progress: bool = True
 
     @classmethod
     def from_config(cls, t: Table) -> "PsiSettings":
-        settings = cls(chunk_size=t.take_positive("chunk_size", int, 16384),
+        settings = cls(chunk_size=t.take_positive("chunk_size", int, 8192),
                        show_progress=t.take("progress", bool, True))
         t.finish()
         return settings

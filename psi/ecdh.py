@@ -30,6 +30,7 @@ MATCH_BYTES = 16  # doubly-blinded values are compared on this prefix; 2^-128 co
 _P = gmpy2.mpz(2**255 - 19)
 _A = 486662
 _U_MASK = (1 << 255) - 1
+_from_bytes = gmpy2.mpz.from_bytes
 
 
 def new_secret() -> bytes:
@@ -47,11 +48,11 @@ def hash_to_point(salt: bytes, ident: bytes) -> bytes:
     prefix = DOMAIN + salt
     counter = 0
     while True:
-        digest = hashlib.sha256(prefix + counter.to_bytes(2, "little") + ident).digest()
-        u = gmpy2.mpz(int.from_bytes(digest, "little") & _U_MASK)
-        rhs = (u * u * u + _A * u * u + u) % _P
-        if u and gmpy2.legendre(rhs, _P) == 1:
-            return int(u).to_bytes(POINT_BYTES, "little")
+        digest = hashlib.sha512(prefix + bytes((counter,)) + ident).digest()
+        for half in (digest[:32], digest[32:]):  # two candidates per hash; each is on the curve with odds 1/2
+            u = _from_bytes(half, "little") & _U_MASK
+            if u and gmpy2.legendre(u * (u * (u + _A) + 1) % _P, _P) == 1:
+                return u.to_bytes(POINT_BYTES, "little")
         counter += 1
 
 

@@ -148,7 +148,7 @@ def intersect(s: _Session, own_size: int, order: np.ndarray, peer_double: list[b
     return np.array([position for _, position in shared], dtype=np.int64)
 
 
-def run_psi(endpoint: Endpoint, peer: str, ids: list[str], pool: WorkerPool, chunk: int = 16384,
+def run_psi(endpoint: Endpoint, peer: str, ids: list[str], pool: WorkerPool, chunk: int = 8192,
             show_progress: bool = True) -> PsiResult:
     """Both roles call this with their normalised, duplicate-free IDs."""
     start = time.perf_counter()

@@ -1,0 +1,155 @@
+"""PSI benchmark: our ECDH-PSI end to end with three real processes, against openmined-psi.
+
+    python -m bench.psi                      # 100k x 100k and 1M x 1M, 50 % overlap
+    python -m bench.psi --sizes 100000       # just one size
+
+For each size it writes two generated tables (the same customers' e-mails written
+differently on each side), runs coordinator + party A + party B as processes over
+mutual TLS and reports wall time (process start to exit), the PSI phase time, IDs
+per second per party and bytes each way. In the same run it times openmined-psi
+(C++ ECDH-PSI on P-256, one thread, in process, no network) on the 100k x 100k sets,
+and the curve libraries we chose between. Results also go to runs/bench/psi.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from scenarios.launch import run_all, write_local_run
+
+OUT = Path("runs/bench")
+
+
+def make_tables(root: Path, n: int) -> tuple[Path, Path]:
+    """n IDs each, n/2 shared: e-mails in the shop's and the bank's own formats."""
+    half = n // 2
+    root.mkdir(parents=True, exist_ok=True)
+    a, b = root / "shop.csv", root / "bank.csv"
+    pd.DataFrame({"email": [f" Customer.{i}@Example.COM" for i in range(n)]}).to_csv(a, index=False)
+    pd.DataFrame({"mail": [f"customer.{i}@example.com" for i in range(half, half + n)]}).to_csv(b, index=False)
+    return a, b
+
+
+def run_ours(root: Path, n: int, workers: int) -> dict:
+    a, b = make_tables(root, n)
+    psi = {"chunk_size": 8192, "progress": False}
+    sections = {"party_a": {"workers": workers, "users": {"table": str(a), "id_column": "email", "ids": {"kind": "email"}},
+                            "psi": psi},
+                "party_b": {"workers": workers, "users": {"table": str(b), "id_column": "mail", "ids": {"kind": "email"}},
+                            "psi": psi}}
+    run = write_local_run(root / "run", sections, run_id=f"bench-psi-{n}")
+    start = time.perf_counter()
+    out = run_all(run, timeout=3600)
+    wall = time.perf_counter() - start
+    failed = {r: o.output[-3000:] for r, o in out.items() if o.returncode != 0}
+    if failed:
+        raise SystemExit(f"PSI run failed: {failed}")
+    sa = json.loads((run.workdir("party_a") / "psi" / "summary.json").read_text())
+    sb = json.loads((run.workdir("party_b") / "psi" / "summary.json").read_text())
+    assert sa["intersection_size"] == sb["intersection_size"] == n // 2
+    return {"n": n, "wall_s": wall, "psi_s": max(sa["seconds"], sb["seconds"]),
+            "ids_per_s_a": (sa["own_size"] + sa["peer_size"]) / sa["seconds"],
+            "ids_per_s_b": (sb["own_size"] + sb["peer_size"]) / sb["seconds"],
+            "mb_a_to_b": sa["bytes_sent"] / 1e6, "mb_b_to_a": sb["bytes_sent"] / 1e6,
+            "intersection": sa["intersection_size"]}
+
+
+def run_openmined(n: int) -> dict:
+    import private_set_intersection.python as omp
+
+    half = n // 2
+    client_items = [f"customer.{i}@example.com" for i in range(n)]
+    server_items = [f"customer.{i}@example.com" for i in range(half, half + n)]
+    client = omp.client.CreateWithNewKey(True)
+    server = omp.server.CreateWithNewKey(True)
+    start = time.perf_counter()
+    setup = server.CreateSetupMessage(1e-9, len(client_items), server_items, omp.DataStructure.RAW)
+    request = client.CreateRequest(client_items)
+    response = server.ProcessRequest(request)
+    shared = client.GetIntersection(setup, response)
+    seconds = time.perf_counter() - start
+    assert len(shared) == half
+    return {"n": n, "seconds": seconds,
+            "mb": (setup.ByteSize() + request.ByteSize() + response.ByteSize()) / 1e6}
+
+
+def curve_rates(count: int = 10000) -> dict[str, float]:
+    """Variable-base scalar multiplications per second on Curve25519, per library."""
+    import nacl.bindings
+    from Crypto.PublicKey import ECC
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+    from psi.ecdh import hash_to_point
+
+    points = [hash_to_point(b"bench", i.to_bytes(4, "little")) for i in range(count)]
+    secret = os.urandom(32)
+    rates = {}
+    start = time.perf_counter()
+    for p in points:
+        nacl.bindings.crypto_scalarmult(secret, p)
+    rates["pynacl (libsodium) X25519"] = count / (time.perf_counter() - start)
+    key = X25519PrivateKey.from_private_bytes(secret)
+    start = time.perf_counter()
+    for p in points:
+        key.exchange(X25519PublicKey.from_public_bytes(p))
+    rates["cryptography (OpenSSL) X25519"] = count / (time.perf_counter() - start)
+    q = ECC.generate(curve="curve25519").public_key().pointQ
+    scalar = int.from_bytes(hashlib.sha256(secret).digest(), "little") >> 2
+    small = count // 10
+    start = time.perf_counter()
+    for _ in range(small):
+        q * scalar
+    rates["pycryptodome Curve25519"] = small / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for i in range(count):
+        hash_to_point(b"bench", i.to_bytes(4, "little"))
+    rates["hash to curve (ours)"] = count / (time.perf_counter() - start)
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="100000,1000000", help="comma-separated set sizes per party")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes per party")
+    parser.add_argument("--no-openmined", action="store_true", help="skip the openmined-psi baseline")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    results: dict = {"cores": os.cpu_count(), "curves": curve_rates(), "ours": []}
+    print("curve libraries, scalar multiplications per second (one core):")
+    for name, rate in results["curves"].items():
+        print(f"  {name:32s} {rate:10,.0f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            print(f"running our PSI {n:,} x {n:,} ...", flush=True)
+            results["ours"].append(run_ours(Path(tmp) / str(n), n, args.workers))
+    if not args.no_openmined and 100_000 in sizes:
+        print("running openmined-psi 100,000 x 100,000 ...", flush=True)
+        results["openmined"] = run_openmined(100_000)
+
+    print(f"\n{'set sizes':>21} | {'wall s':>7} | {'PSI s':>7} | {'IDs/s A':>9} | {'IDs/s B':>9} | "
+          f"{'MB A->B':>8} | {'MB B->A':>8}")
+    for r in results["ours"]:
+        print(f"{r['n']:>9,} x {r['n']:>9,} | {r['wall_s']:7.1f} | {r['psi_s']:7.1f} | {r['ids_per_s_a']:9,.0f} | "
+              f"{r['ids_per_s_b']:9,.0f} | {r['mb_a_to_b']:8.1f} | {r['mb_b_to_a']:8.1f}")
+    if "openmined" in results:
+        om = results["openmined"]
+        ours = next(r for r in results["ours"] if r["n"] == 100_000)
+        results["ratio_vs_openmined_wall"] = om["seconds"] / ours["wall_s"]
+        results["ratio_vs_openmined_psi"] = om["seconds"] / ours["psi_s"]
+        print(f"\nopenmined-psi 100,000 x 100,000: {om['seconds']:.1f} s, {om['mb']:.1f} MB in all")
+        print(f"ours is {results['ratio_vs_openmined_wall']:.1f}x faster end to end (process start to exit), "
+              f"{results['ratio_vs_openmined_psi']:.1f}x on the PSI phase alone")
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "psi.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The message codec round-trips every payload type and refuses anything else."""
+
+from __future__ import annotations
+
+import gmpy2
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from protocol.codec import BigInts, CodecError, decode, encode
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(), st.binary())
+payloads = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                        st.dictionaries(st.text(max_size=5), inner, max_size=4)),
+                        max_leaves=20)
+
+
+@given(payloads)
+def test_roundtrip(payload: object) -> None:
+    assert decode(encode(payload)) == payload
+
+
+@given(hnp.arrays(st.sampled_from([np.int64, np.float32, np.uint8, np.bool_]), hnp.array_shapes(min_dims=0, max_dims=3)))
+def test_arrays_roundtrip(arr: np.ndarray) -> None:
+    out = decode(encode({"a": arr}))["a"]
+    assert out.dtype == arr.dtype and out.shape == arr.shape
+    np.testing.assert_array_equal(out, arr)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=2**4096), max_size=20))
+def test_bigints_roundtrip(values: list[int]) -> None:
+    out = decode(encode(BigInts([gmpy2.mpz(v) for v in values])))
+    assert [int(v) for v in out] == values
+
+
+def test_refuses_object_arrays_and_foreign_types() -> None:
+    with pytest.raises(CodecError):
+        encode(np.array([object()], dtype=object))
+    with pytest.raises(CodecError):
+        encode({1, 2})
+    with pytest.raises(CodecError):
+        encode(BigInts([-1]))
+
+
+def test_refuses_garbage_and_lying_headers() -> None:
+    with pytest.raises(CodecError):
+        decode(b"\xc1")
+    good = encode(np.arange(4, dtype=np.int64))
+    with pytest.raises(CodecError):
+        decode(good[:-3])
+    pickled = b"\x80\x04\x95"  # a pickle header is just garbage to the codec
+    with pytest.raises(CodecError):
+        decode(pickled + b"\x00" * 8)

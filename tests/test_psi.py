@@ -1,0 +1,131 @@
+"""PSI in one process over the memory network: the result is the normalised intersection."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from protocol.errors import DataError, ProtocolError
+from protocol.workers import WorkerPool
+from psi.ecdh import POINT_BYTES, blind_ids, hash_to_point, new_secret, reblind
+from psi.ids import Normalizer, normalize_ids
+from psi.session import run_psi
+from tests.fakes import MemoryNetwork, run_roles
+
+POOL = WorkerPool(0)
+TEXT = Normalizer(kind="text")
+
+
+def psi_both(ids_a: list[str], ids_b: list[str], chunk: int = 7) -> tuple[list[str], list[str]]:
+    net = MemoryNetwork()
+    a, b = net.endpoint("party_a"), net.endpoint("party_b")
+    ra, rb = run_roles((run_psi, a, "party_b", ids_a, POOL, chunk, False), (run_psi, b, "party_a", ids_b, POOL, chunk, False))
+    return [ids_a[i] for i in ra.positions], [ids_b[i] for i in rb.positions]
+
+
+def variant(s: str, how: int) -> str:
+    """The same ID as another system might write it: case, padding, or a compatibility form."""
+    forms = [s, s.upper(), f"  {s}\t", s.title(), unicodedata.normalize("NFKD", s), f"\n{s.lower()} "]
+    return forms[how % len(forms)]
+
+
+base_ids = st.lists(st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=12),
+                    max_size=40)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(universe=base_ids, data=st.data())
+def test_psi_equals_normalised_intersection(universe: list[str], data: st.DataObject) -> None:
+    picks_a = data.draw(st.lists(st.sampled_from(universe), unique=True) if universe else st.just([]))
+    picks_b = data.draw(st.lists(st.sampled_from(universe), unique=True) if universe else st.just([]))
+    raw_a = [variant(s, data.draw(st.integers(0, 5))) for s in picks_a]
+    raw_b = [variant(s, data.draw(st.integers(0, 5))) for s in picks_b]
+    # each side keeps one row per normalised, non-empty ID, as its input checks demand
+    ids_a = list(dict.fromkeys(x for x in map(TEXT, raw_a) if x))
+    ids_b = list(dict.fromkeys(x for x in map(TEXT, raw_b) if x))
+    shared_a, shared_b = psi_both(ids_a, ids_b)
+    assert shared_a == shared_b
+    assert set(shared_a) == set(ids_a) & set(ids_b)
+    assert len(shared_a) == len(set(shared_a))
+
+
+@pytest.mark.parametrize("overlap", ["full", "zero", "empty_a", "both_empty"])
+def test_psi_edge_overlaps(overlap: str) -> None:
+    ids = [f"user{i}@example.com" for i in range(50)]
+    cases = {"full": (ids, ids[::-1]), "zero": (ids[:25], ids[25:]), "empty_a": ([], ids), "both_empty": ([], [])}
+    ids_a, ids_b = cases[overlap]
+    shared_a, shared_b = psi_both(ids_a, ids_b)
+    assert shared_a == shared_b
+    assert set(shared_a) == set(ids_a) & set(ids_b)
+
+
+def test_canonical_order_is_not_input_order() -> None:
+    ids = [f"id{i}" for i in range(200)]
+    shared_a, shared_b = psi_both(ids, list(reversed(ids)), chunk=33)
+    assert shared_a == shared_b
+    assert shared_a != ids and shared_a != sorted(ids)  # ordered by blinded value, so it reveals no input order
+
+
+def test_reblind_commutes_and_rejects_garbage() -> None:
+    salt, a, b = b"s" * 32, new_secret(), new_secret()
+    ab = reblind(blind_ids(["x", "y"], salt, a), b)
+    ba = reblind(blind_ids(["y", "x"], salt, b), a)
+    assert ab[:16] == ba[16:] and ab[16:] == ba[:16]
+    with pytest.raises(ProtocolError, match="position 1"):
+        reblind(blind_ids(["x"], salt, a) + bytes(POINT_BYTES), b)
+    with pytest.raises(ProtocolError, match="multiple"):
+        reblind(b"short", b)
+
+
+def test_hash_lands_on_the_curve_not_the_twist() -> None:
+    p = 2**255 - 19
+    for i in range(200):
+        u = int.from_bytes(hash_to_point(b"salt", f"id{i}".encode()), "little")
+        rhs = (u**3 + 486662 * u**2 + u) % p
+        assert pow(rhs, (p - 1) // 2, p) == 1
+
+
+def test_salt_changes_every_blinded_value() -> None:
+    s1, s2 = b"1" * 32, b"2" * 32
+    assert hash_to_point(s1, b"alice") != hash_to_point(s2, b"alice")
+
+
+@pytest.mark.parametrize(("raw", "kind", "expected"), [
+    ("  Alice@Example.COM ", "email", "alice@example.com"),
+    ("alice @example.com", "email", "alice@example.com"),
+    ("ＡＬＩＣＥ", "text", "alice"),
+    ("Jean  Dupont", "text", "jean dupont"),
+    ("STRASSE", "text", "strasse"),
+    ("Straße", "text", "strasse"),
+])
+def test_normalisation(raw: str, kind: str, expected: str) -> None:
+    assert Normalizer(kind=kind)(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["+1 (555) 010-4477", "1-555-010-4477", "555.010.4477", "001 555 010 4477"])
+def test_phone_formats_meet(raw: str) -> None:
+    assert Normalizer(kind="phone", country_code="1")(raw) == "15550104477"
+
+
+def test_duplicates_after_normalisation_name_rows(tmp_path) -> None:
+    raw = ["a@x.com", "b@x.com", " A@X.com", "c@x.com", "B@x.com"]
+    with pytest.raises(DataError, match=r"2 duplicated IDs .*row 1 and row 3; row 2 and row 5"):
+        normalize_ids(raw, Normalizer(kind="email"), tmp_path / "users.csv", "email")
+
+
+def test_empty_id_names_row(tmp_path) -> None:
+    with pytest.raises(DataError, match=r"users.csv: column 'email' row 2 has an empty ID"):
+        normalize_ids(["a@x.com", "  ", "b@x.com"], Normalizer(kind="email"), tmp_path / "users.csv", "email")
+
+
+def test_positions_index_the_party_list() -> None:
+    ids_a = ["q", "w", "e", "r"]
+    net = MemoryNetwork()
+    ra, _ = run_roles((run_psi, net.endpoint("party_a"), "party_b", ids_a, POOL, 2, False),
+                      (run_psi, net.endpoint("party_b"), "party_a", ["e", "q"], POOL, 2, False))
+    assert sorted(ra.positions.tolist()) == [0, 2]
+    assert ra.positions.dtype == np.int64
