@@ -9,11 +9,14 @@ ever reach the role DESIGN.md gives it to. Everything a party sends here is mask
 from __future__ import annotations
 
 import gmpy2
+import numpy as np
 
+from protocol import packing
 from protocol.codec import BigInts
 from protocol.errors import ProtocolError
-from protocol.paillier import PublicKey
+from protocol.paillier import Encryptor, PublicKey
 from protocol.transport import Endpoint
+from protocol.workers import WorkerPool
 
 COORDINATOR = "coordinator"
 REQUEST_PREFIX = "coordinator/decrypt/"
@@ -48,3 +51,10 @@ PUBLIC_KEY_TAG = "coordinator/public_key"
 def receive_public_key(endpoint: Endpoint, pinned: str | None) -> PublicKey:
     """The coordinator's public key, checked against the config's pin when there is one."""
     return PublicKey.from_message(endpoint.recv(COORDINATOR, PUBLIC_KEY_TAG), pinned)
+
+
+def decrypt_masked(endpoint: Endpoint, step: str, label: str, value: packing.Packed, enc: Encryptor,
+                   pool: WorkerPool | None = None) -> np.ndarray:
+    """The integer matrix behind `value`, learnt without the coordinator seeing it: mask, ask, unmask."""
+    masked, r = packing.mask(value, enc, pool)
+    return packing.unmask(request_decryption(endpoint, step, label, masked.flat()), masked, r)
