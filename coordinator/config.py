@@ -20,7 +20,7 @@ class CoordinatorConfig:
     key_bits: int
     key_file: Path
     audit_log: Path
-    threads: int
+    workers: int
 
 
 def load(path: Path) -> CoordinatorConfig:
@@ -32,6 +32,8 @@ def load(path: Path) -> CoordinatorConfig:
     key_file = key.take_path("file", str(workdir / "paillier_private_key.json"))
     key.finish()
     audit_log = root.take_path("audit_log", str(workdir / "audit.jsonl"))
-    threads = root.take_positive("threads", int, default_size())
+    workers = root.take("workers", int, default_size())
+    if workers < 0:
+        raise root.error("workers", "must be 0 (decrypt inline) or more")
     root.finish()
-    return CoordinatorConfig(network, workdir, bits, key_file, audit_log, threads)
+    return CoordinatorConfig(network, workdir, bits, key_file, audit_log, workers)

@@ -19,7 +19,9 @@ from protocol.codec import BigInts
 from protocol.decryption import DONE_TAG, POLICY, PUBLIC_KEY_TAG, REPLY_PREFIX, REQUEST_PREFIX
 from protocol.errors import ProtocolError, VfrecError
 from protocol.paillier import load_or_create_private_key
+from protocol.timing import StepClock
 from protocol.transport import Endpoint, Message
+from protocol.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 PARTIES = ("party_a", "party_b")
@@ -60,18 +62,24 @@ def serve(cfg: CoordinatorConfig) -> None:
     log.info("%s %d-bit Paillier key %s (%s)", "created" if created else "loaded", key.public.bits,
              key.public.fingerprint, cfg.key_file)
     audit = AuditLog(cfg.audit_log)
-    decryptor = Decryptor(key, cfg.threads)
+    pool = WorkerPool(cfg.workers)
+    decryptor = Decryptor(key, pool)
     endpoint = Endpoint(cfg.network).start()
     try:
         send_public_key(endpoint, key.public.to_message())
         served = 0
+        clock = StepClock(endpoint)
         while True:
             msg = endpoint.recv_any(PARTIES, "")
+            clock.restart()
             if msg.tag == DONE_TAG:
+                clock.write(cfg.workdir / "timing.json")
                 log.info("run finished (announced by %s); %d decryption requests served", msg.peer, served)
                 return
             if msg.tag.startswith(REQUEST_PREFIX):
                 handle_decrypt(endpoint, decryptor, audit, msg)
+                step, _, label = msg.tag[len(REQUEST_PREFIX):].partition("/")
+                clock.lap(f"decrypt {step}" + (" for evaluation" if label.startswith("eval/") else ""))
                 served += 1
             else:
                 log.warning("ignored unexpected message %r from %s", msg.tag, msg.peer)
@@ -80,7 +88,7 @@ def serve(cfg: CoordinatorConfig) -> None:
         raise
     finally:
         endpoint.close()
-        decryptor.close()
+        pool.close()
         audit.close()
 
 

@@ -1,12 +1,18 @@
-"""Party A's config: its endpoint, user table, and how it takes part in PSI."""
+"""Party A's config: endpoint, tables, model, training, secure-layer and evaluation settings.
+
+Without an [interactions] table, A only aligns customers with B (PSI) and stops.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from party_a.data import InteractionsSpec
 from protocol import config
-from protocol.config import PartyBasics
+from protocol.config import PartyBasics, Table
+from protocol.secure_layer import LayerPlan
+from protocol.tables import TableSpec
 from psi.align import PsiSettings, UserIds, read_users_and_psi
 
 ROLE = "party_a"
@@ -14,15 +20,116 @@ PEER = "party_b"
 
 
 @dataclass(frozen=True)
+class ModelSettings:
+    d: int = 16  # width of e_B, B's tower output
+    h: int = 16  # width of e_A, u and z
+    id_dim: int = 8
+    feature_dim: int = 8
+    tower_hidden: tuple[int, ...] = (64,)
+    top_hidden: tuple[int, ...] = (64, 32)
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 12
+    batch_users: int = 32
+    positives: int = 4
+    negatives: int = 24
+    lr: float = 0.005  # Adam, A's towers and top model
+    lr_w: float = 0.05  # SGD on W, under encryption
+    seed: int = 7
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class SecureSettings:
+    e_bits: int = 14
+    w_bits: int = 16
+    delta_bits: int = 16
+    w_max: float = 8.0
+    delta_max: float = 2.0
+    init_std: float = 0.0
+    encryption: str = "djn"
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    negatives: int = 99
+    k: int = 10
+    cold_max_train: int = 2
+    seed: int = 11
+
+
+@dataclass(frozen=True)
+class Training:
+    interactions: InteractionsSpec
+    items: TableSpec | None
+    model: ModelSettings
+    train: TrainSettings
+    secure: SecureSettings
+    eval: EvalSettings
+
+    def plan(self) -> LayerPlan:
+        s = self.secure
+        return LayerPlan(d=self.model.d, h=self.model.h, batch_users=self.train.batch_users, lr_w=self.train.lr_w,
+                         e_bits=s.e_bits, w_bits=s.w_bits, delta_bits=s.delta_bits, w_max=s.w_max,
+                         delta_max=s.delta_max, init_std=s.init_std)
+
+
+@dataclass(frozen=True)
 class PartyAConfig:
     basics: PartyBasics
     users: UserIds
     psi: PsiSettings
+    training: Training | None
+
+
+def _settings(t: Table, cls: type, positive: tuple[str, ...] = ()) -> object:
+    """Fill dataclass `cls` from table `t`, each key optional with the dataclass default."""
+    values = {}
+    for name, default in cls.__dataclass_fields__.items():
+        d = default.default
+        if isinstance(d, tuple):
+            values[name] = tuple(int(v) for v in t.take(name, list, list(d)))
+        elif name in positive:
+            values[name] = t.take_positive(name, type(d), d)
+        else:
+            values[name] = t.take(name, type(d), d)
+    t.finish()
+    return cls(**values)
+
+
+def read_training(root: Table) -> Training | None:
+    if "interactions" not in root.data:
+        for section in ("items", "model", "train", "secure", "eval"):
+            if section in root.data:
+                raise root.error(section, "needs an [interactions] table to train on")
+        return None
+    interactions = InteractionsSpec.from_config(root.sub("interactions", required=True))
+    items = None
+    if "items" in root.data:
+        t = root.sub("items")
+        items = TableSpec.from_config(t)
+        t.finish()
+    model = _settings(root.sub("model"), ModelSettings, ("d", "h", "id_dim", "feature_dim"))
+    train = _settings(root.sub("train"), TrainSettings, ("epochs", "batch_users", "positives", "lr", "lr_w"))
+    secure_table = root.sub("secure")
+    secure = _settings(secure_table, SecureSettings, ("e_bits", "w_bits", "delta_bits", "w_max", "delta_max"))
+    if secure.encryption not in ("djn", "full"):
+        raise secure_table.error("encryption", f"must be 'djn' or 'full', got {secure.encryption!r}")
+    evaluation = _settings(root.sub("eval"), EvalSettings, ("negatives", "k"))
+    if train.negatives < 0:
+        raise root.error("train", "negatives must be 0 or more")
+    return Training(interactions, items, model, train, secure, evaluation)
 
 
 def load(path: Path) -> PartyAConfig:
     root = config.load(path)
     basics = config.read_party_basics(root, ROLE, PEER)
     users, psi = read_users_and_psi(root)
+    training = read_training(root)
     root.finish()
-    return PartyAConfig(basics, users, psi)
+    if training is not None:
+        training.plan()  # a plan that cannot work stops the run here, before any traffic
+    return PartyAConfig(basics, users, psi, training)

@@ -1,33 +1,48 @@
-"""Party A's run: it drives. Align customers with B, then end the run for everyone."""
+"""Party A's run: it drives. Align customers with B, train if configured, end the run for everyone."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 from party_a.config import PEER, ROLE, PartyAConfig, load
+from party_a.data import align, load_tables
 from protocol.cli import setup_logging
 from protocol.decryption import COORDINATOR, DONE_TAG
 from protocol.paillier import PublicKey
 from protocol.party import run_party
+from protocol.secure_layer import COMMANDS
 from protocol.tables import encode_features
 from protocol.transport import Endpoint
 from protocol.workers import WorkerPool
-from psi.align import align
+from psi.align import align as align_ids
 
 log = logging.getLogger(__name__)
 
 
 def main(config_path: Path) -> None:
     cfg: PartyAConfig = load(config_path)
-    setup_logging(ROLE, cfg.basics.workdir)
+    workdir = cfg.basics.workdir
+    setup_logging(ROLE, workdir)
     frame, ids = cfg.users.load()
-    encode_features(frame, cfg.users.table)
+    training = cfg.training
+    if training is None:
+        encode_features(frame, cfg.users.table)
+    else:
+        tables = load_tables(frame, ids, cfg.users.table, cfg.users.normalizer, training.interactions, training.items)
 
     def body(endpoint: Endpoint, public: PublicKey, pool: WorkerPool) -> None:
-        align(endpoint, PEER, ids, pool, cfg.psi, cfg.basics.workdir)
-        for peer in (COORDINATOR, PEER):
-            endpoint.send(peer, DONE_TAG, None)
+        psi = align_ids(endpoint, PEER, ids, pool, cfg.psi, workdir)
+        if training is not None:
+            from party_a.train import run_training  # torch loads only when there is training to do
+
+            report = run_training(endpoint, public, pool, align(tables, psi.positions), training, workdir)
+            report["psi"] = json.loads((workdir / "psi" / "summary.json").read_text())
+            (workdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+            log.info("report written to %s", workdir / "report.json")
+        endpoint.send(PEER, COMMANDS, {"op": "done"})
+        endpoint.send(COORDINATOR, DONE_TAG, None)
         log.info("run finished")
 
     run_party(cfg.basics, body)

@@ -1,4 +1,4 @@
-"""Party B's run: align customers with A, then follow A's lead until A ends the run."""
+"""Party B's run: align customers with A, then follow A's commands until A ends the run."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 from party_b.config import PEER, ROLE, PartyBConfig, load
 from protocol.cli import setup_logging
-from protocol.decryption import DONE_TAG
 from protocol.paillier import PublicKey
 from protocol.party import run_party
+from protocol.secure_layer import COMMANDS
 from protocol.tables import encode_features
 from protocol.transport import Endpoint
 from protocol.workers import WorkerPool
@@ -20,13 +20,19 @@ log = logging.getLogger(__name__)
 
 def main(config_path: Path) -> None:
     cfg: PartyBConfig = load(config_path)
-    setup_logging(ROLE, cfg.basics.workdir)
+    workdir = cfg.basics.workdir
+    setup_logging(ROLE, workdir)
     frame, ids = cfg.users.load()
-    encode_features(frame, cfg.users.table)
+    features = encode_features(frame, cfg.users.table)
 
     def body(endpoint: Endpoint, public: PublicKey, pool: WorkerPool) -> None:
-        align(endpoint, PEER, ids, pool, cfg.psi, cfg.basics.workdir)
-        endpoint.recv(PEER, DONE_TAG)
-        log.info("run finished (announced by %s)", PEER)
+        psi = align(endpoint, PEER, ids, pool, cfg.psi, workdir)
+        first = endpoint.recv(PEER, COMMANDS)
+        if isinstance(first, dict) and first.get("op") == "done":
+            log.info("run finished (announced by %s) after PSI", PEER)
+            return
+        from party_b.follow import follow  # torch loads only when A asks for training
+
+        follow(endpoint, public, pool, features.take(psi.positions), cfg.tower, workdir, first)
 
     run_party(cfg.basics, body)

@@ -26,7 +26,7 @@ from protocol.workers import WorkerPool
 
 mpz = gmpy2.mpz
 _MAX_WINDOW = 10
-_PARALLEL_MULTS = 4000  # below this a worker round trip costs more than it saves
+_PARALLEL_MULTS = 1500  # below this a worker round trip costs more than it saves
 
 
 @dataclass(frozen=True)

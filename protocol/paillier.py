@@ -28,6 +28,7 @@ from pathlib import Path
 import gmpy2
 from phe import paillier as phe_paillier
 
+from protocol.codec import BigInts
 from protocol.errors import ConfigError, ProtocolError
 
 mpz = gmpy2.mpz
@@ -196,3 +197,14 @@ class Encryptor:
 
     def rerandomize(self, c: mpz) -> mpz:
         return c * self.obfuscator() % self.public.n2
+
+
+_DECRYPTION_KEYS: dict[str, PrivateKey] = {}
+
+
+def decrypt_task(key_json: str, ciphertexts: list) -> BigInts:
+    """Worker entry (the coordinator's own workers): CRT decryptions; the parsed key is kept between tasks."""
+    key = _DECRYPTION_KEYS.get(key_json)
+    if key is None:
+        key = _DECRYPTION_KEYS[key_json] = PrivateKey.from_json(key_json)
+    return BigInts([key.raw_decrypt(c) for c in ciphertexts])

@@ -24,11 +24,16 @@ class TableSpec:
     id_column: str
     numeric: list[str] = field(default_factory=list)
     categorical: list[str] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)  # numeric columns taken log1p before standardising
 
     @classmethod
     def from_config(cls, t: Table, id_key: str = "id_column") -> "TableSpec":
-        return cls(path=t.take_path("table"), id_column=t.take(id_key, str),
-                   numeric=t.take_list("numeric", []), categorical=t.take_list("categorical", []))
+        spec = cls(path=t.take_path("table"), id_column=t.take(id_key, str), numeric=t.take_list("numeric", []),
+                   categorical=t.take_list("categorical", []), log=t.take_list("log", []))
+        stray = [c for c in spec.log if c not in spec.numeric]
+        if stray:
+            raise t.error("log", f"{stray[0]!r} is not one of the numeric columns")
+        return spec
 
 
 def read_table(path: Path, columns: list[str], text_columns: list[str]) -> pd.DataFrame:
@@ -100,6 +105,11 @@ def encode_features(frame: pd.DataFrame, spec: TableSpec) -> Features:
     numeric = np.zeros((len(frame), len(spec.numeric)), dtype=np.float32)
     for j, column in enumerate(spec.numeric):
         values = numeric_column(frame, column, spec.path)
+        if column in spec.log:
+            if values.min() < 0:
+                i = int(np.argmin(values))
+                raise DataError(f"{spec.path}: column {column!r} {row_label(i)} is negative; log1p needs values >= 0")
+            values = np.log1p(values)
         std = values.std()
         numeric[:, j] = (values - values.mean()) / (std if std > 0 else 1.0)
     categorical = np.zeros((len(frame), len(spec.categorical)), dtype=np.int64)

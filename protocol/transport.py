@@ -81,6 +81,7 @@ class Endpoint:
         self._record_file = None
         self.bytes_sent: dict[str, int] = defaultdict(int)
         self.bytes_received: dict[str, int] = defaultdict(int)
+        self.waited = 0.0  # seconds spent blocked in receives, for timing reports
         self._server: grpc.Server | None = None
         self._channels: dict[str, grpc.Channel] = {}
         self._deliver: dict[str, Any] = {}
@@ -227,11 +228,13 @@ class Endpoint:
 
     def _wait(self, take: Any, peers: tuple[str, ...], what: str, timeout: float | None) -> Any:
         limit = self.cfg.receive_timeout if timeout is None else timeout
+        started = time.perf_counter()
         deadline = time.monotonic() + limit
         with self._cond:
             while True:
                 item = take()
                 if item is not _NOTHING:
+                    self.waited += time.perf_counter() - started
                     return item
                 for peer in peers:
                     self._raise_if_gone(peer, what)

@@ -70,24 +70,24 @@ class LocalRun:
 
 def write_local_run(root: Path, sections: dict[str, dict], run_id: str = "local", record: bool = False,
                     peer_timeout: float = 20.0, connect_timeout: float = 60.0) -> LocalRun:
-    """Certificates and configs for the three roles on loopback; `sections` adds each role's own tables."""
+    """Certificates and configs for the three roles on loopback; `sections` adds each role's own tables
+    (relative paths in them are relative to `root`, where the configs are written)."""
     root.mkdir(parents=True, exist_ok=True)
-    certs = root / "certs"
-    make_dev_pki(certs)
+    make_dev_pki(root / "certs")
     ports = dict(zip(ROLES, free_ports(len(ROLES))))
     peers_of = {"coordinator": ("party_a", "party_b"), "party_a": ("party_b", "coordinator"),
                 "party_b": ("party_a", "coordinator")}
     run = LocalRun(root)
-    for role in ROLES:
+    for role in ROLES:  # paths relative to the config's directory, so a run directory can move
         network = {"listen": f"127.0.0.1:{ports[role]}", "peer_timeout": peer_timeout,
                    "connect_timeout": connect_timeout}
         if record:
-            network["record_dir"] = str(root / "wire")
+            network["record_dir"] = "wire"
         data = {
             "run_id": run_id,
-            "workdir": str(run.workdir(role)),
+            "workdir": f"work/{role}",
             "network": network,
-            "tls": {"cert": str(certs / f"{role}.pem"), "key": str(certs / f"{role}.key"), "ca": str(certs / "ca.pem")},
+            "tls": {"cert": f"certs/{role}.pem", "key": f"certs/{role}.key", "ca": "certs/ca.pem"},
             "peers": {p: {"address": f"127.0.0.1:{ports[p]}"} for p in peers_of[role]},
             **sections.get(role, {}),
         }

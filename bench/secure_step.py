@@ -1,0 +1,133 @@
+"""Secure interactive layer throughput: three real processes, 2048-bit keys, d = h = 16.
+
+    python -m bench.secure_step                     # 2048 shared users, batches of 32 and 256
+    python -m bench.secure_step --users 1024 --batches 256
+
+A user-step is one user's share of one training step (steps 1-7 of DESIGN.md). For
+each batch size the bench runs one epoch over generated tables with the real
+coordinator, A and B processes over mutual TLS and reports user-steps per second of
+the secure training (evaluation excluded), and where each role spends its busy time
+(wall time minus time blocked on a peer), per step.
+
+In the same run it times the layer done FATE-style with unpacked python-paillier:
+B encrypts e_B element by element, A holds W in the clear and computes [u] = [e_B]·W
+and [∇W] = [e_B]ᵀ·δ, the key holder decrypts u per user and ∇W once per batch. That
+baseline runs in one process with no network at all, which only flatters it.
+Results also go to runs/bench/secure_step.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from phe import paillier as phe_paillier
+
+from scenarios.launch import run_all, write_local_run
+
+D = H = 16
+
+
+def make_tables(root: Path, users: int, items: int = 64, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    ids = [f"user{i}@example.com" for i in range(users)]
+    paths = {"a_users": root / "a_users.csv", "b_users": root / "b_users.csv", "orders": root / "orders.csv"}
+    pd.DataFrame({"email": ids}).to_csv(paths["a_users"], index=False)
+    pd.DataFrame({"email": ids, **{f"x{k}": rng.normal(size=users) for k in range(10)}}).to_csv(paths["b_users"],
+                                                                                               index=False)
+    orders = [(ids[u], f"item{rng.integers(items)}") for u in range(users) for _ in range(3)]
+    pd.DataFrame(orders, columns=["email", "item"]).to_csv(paths["orders"], index=False)
+    return paths
+
+
+def run_ours(root: Path, users: int, batch_users: int) -> dict:
+    paths = make_tables(root, users)
+    sections = {
+        "party_a": {"users": {"table": str(paths["a_users"]), "id_column": "email"},
+                    "interactions": {"table": str(paths["orders"]), "user_column": "email", "item_column": "item"},
+                    "train": {"epochs": 1, "batch_users": batch_users, "progress": False},
+                    "psi": {"progress": False}},
+        "party_b": {"users": {"table": str(paths["b_users"]), "id_column": "email",
+                              "numeric": [f"x{k}" for k in range(10)]}, "psi": {"progress": False}},
+    }
+    run = write_local_run(root / "run", sections, run_id=f"bench-step-{batch_users}")
+    out = run_all(run, timeout=3600)
+    failed = {r: o.output[-3000:] for r, o in out.items() if o.returncode}
+    if failed:
+        raise SystemExit(f"run failed: {failed}")
+    report = json.loads((run.workdir("party_a") / "report.json").read_text())
+    timing = report["timing"]
+    steps = -(-users // batch_users)
+    roles = {"A": {k: v for k, v in timing["phases"].items() if not k.startswith(("A alone", "evaluation"))},
+             "B": {k: v for k, v in json.loads((run.workdir("party_b") / "timing.json").read_text()).items()
+                   if not k.startswith("forward")},
+             "C": {k: v for k, v in json.loads((run.workdir("coordinator") / "timing.json").read_text()).items()
+                   if not k.endswith("evaluation")}}
+    return {"batch_users": batch_users, "users": users, "steps": steps,
+            "seconds": timing["secure_training_seconds"], "user_steps_per_s": timing["user_steps_per_second"],
+            "roles": roles}
+
+
+def fate_style(batch_users: int, sample_users: int = 3) -> dict:
+    """Seconds per user-step of the unpacked layer, measured on a few users and one batch's ∇W decryption."""
+    public, private = phe_paillier.generate_paillier_keypair(n_length=2048)
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.25, size=(D, H))
+    start = time.perf_counter()
+    for _ in range(sample_users):
+        e_b = [public.encrypt(float(v)) for v in np.tanh(rng.normal(size=D))]  # B
+        u = [sum((e_b[k] * float(w[k, j]) for k in range(1, D)), e_b[0] * float(w[0, j])) for j in range(H)]  # A
+        [private.decrypt(c) for c in u]  # key holder (masking omitted, which only helps the baseline)
+        delta = rng.normal(0, 0.1, size=H)
+        grad = [[e_b[k] * float(delta[j]) for j in range(H)] for k in range(D)]  # A: [∇W] += [e_B]ᵀ δ
+    per_user = (time.perf_counter() - start) / sample_users
+    start = time.perf_counter()
+    [private.decrypt(c) for row in grad for c in row]  # ∇W once per batch
+    per_batch = time.perf_counter() - start
+    seconds = per_user + per_batch / batch_users
+    return {"seconds_per_user_step": seconds, "user_steps_per_s": 1 / seconds}
+
+
+def print_roles(r: dict) -> None:
+    total = r["users"]
+    print(f"\nbatch {r['batch_users']}: busy milliseconds per user-step, by role and step")
+    for role, phases in r["roles"].items():
+        for phase, t in phases.items():
+            print(f"  {role} {phase:<62} {1000 * t['busy_s'] / total:7.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=2048, help="shared users (one epoch over all of them)")
+    parser.add_argument("--batches", default="32,256", help="comma-separated users per batch")
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for b in (int(x) for x in args.batches.split(",")):
+            print(f"secure training, {args.users} users in batches of {b} ...", flush=True)
+            results.append(run_ours(Path(tmp) / f"b{b}", args.users, b))
+    print("FATE-style unpacked phe layer ...", flush=True)
+    fate = {r["batch_users"]: fate_style(r["batch_users"]) for r in results}
+
+    print(f"\n{'users/batch':>11} | {'steps':>5} | {'seconds':>8} | {'user-steps/s':>12} | {'FATE-style/s':>12} | "
+          f"{'ratio':>7}")
+    for r in results:
+        f = fate[r["batch_users"]]
+        r["fate_style"] = f
+        r["ratio"] = r["user_steps_per_s"] / f["user_steps_per_s"]
+        print(f"{r['batch_users']:>11} | {r['steps']:>5} | {r['seconds']:8.1f} | {r['user_steps_per_s']:12.1f} | "
+              f"{f['user_steps_per_s']:12.2f} | {r['ratio']:6.0f}x")
+    for r in results:
+        print_roles(r)
+    Path("runs/bench").mkdir(parents=True, exist_ok=True)
+    Path("runs/bench/secure_step.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

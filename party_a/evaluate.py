@@ -1,0 +1,75 @@
+"""Evaluation at A: leave-last-out, each held-out item ranked against sampled negatives.
+
+For every user with a held-out item, that item and `negatives` (default 99) items
+the user never chose are scored; metrics are averaged over users:
+- AUC: the share of negatives scored below the held-out item (ties count half);
+- HR@k: whether the held-out item ranks in the top k;
+- NDCG@k: 1 / log2(rank + 1) when it does.
+The negatives are drawn once per run from a fixed seed, so every model and epoch is
+scored on the same lists. Cold users are those with at most `cold_max_train`
+training positives. Item popularity (training counts) is scored as a floor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from party_a.data import ActiveData
+from party_a.model import ActiveModel
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    users: np.ndarray  # shared-user indices with a held-out item
+    items: np.ndarray  # (users, 1 + negatives): held-out item first
+    cold: np.ndarray  # bool per evaluated user
+
+
+def eval_set(data: ActiveData, negatives: int, cold_max_train: int, seed: int) -> EvalSet:
+    rng = np.random.default_rng(seed)
+    users = np.flatnonzero(data.test_item >= 0)
+    items = np.empty((len(users), 1 + negatives), dtype=np.int64)
+    for row, s in enumerate(users):
+        candidates = np.setdiff1d(np.arange(data.n_items), np.fromiter(data.seen[s], dtype=np.int64))
+        items[row, 0] = data.test_item[s]
+        items[row, 1:] = rng.choice(candidates, size=negatives, replace=candidates.size < negatives)
+    cold = np.array([data.train[s].size <= cold_max_train for s in users], dtype=bool)
+    return EvalSet(users, items, cold)
+
+
+def metrics(scores: np.ndarray, cold: np.ndarray, k: int) -> dict:
+    """AUC, HR@k, NDCG@k overall and for cold users, from scores with the held-out item in column 0."""
+    pos, neg = scores[:, :1], scores[:, 1:]
+    above = (neg > pos).sum(1) + 0.5 * (neg == pos).sum(1)
+    rank = 1 + above
+    auc = 1 - above / neg.shape[1]
+    hit = rank <= k
+    ndcg = np.where(hit, 1 / np.log2(rank + 1), 0.0)
+
+    def summary(mask: np.ndarray) -> dict:
+        if not mask.any():
+            return {"users": 0, "auc": None, "hr": None, "ndcg": None}
+        return {"users": int(mask.sum()), "auc": float(auc[mask].mean()), "hr": float(hit[mask].mean()),
+                "ndcg": float(ndcg[mask].mean())}
+
+    return {"overall": summary(np.ones(len(scores), dtype=bool)), "cold": summary(cold)}
+
+
+@torch.no_grad()
+def model_scores(model: ActiveModel, ev: EvalSet, u: np.ndarray) -> np.ndarray:
+    """Scores of the evaluation lists; `u` holds B's contribution per shared user (zeros for A alone)."""
+    model.eval()
+    width = ev.items.shape[1]
+    users = torch.from_numpy(np.repeat(ev.users, width))
+    u_rows = torch.from_numpy(np.asarray(u, dtype=np.float32)[np.repeat(ev.users, width)])
+    scores = model(users, torch.from_numpy(ev.items.ravel()), u_rows).numpy().reshape(ev.items.shape)
+    model.train()
+    return scores
+
+
+def popularity_scores(data: ActiveData, ev: EvalSet) -> np.ndarray:
+    counts = np.bincount(np.concatenate([t for t in data.train] + [np.empty(0, np.int64)]), minlength=data.n_items)
+    return counts[ev.items].astype(np.float64)

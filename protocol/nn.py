@@ -1,0 +1,44 @@
+"""Torch building blocks both parties' towers use (the parties may not import each other)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from protocol.tables import Features
+
+
+def mlp(inputs: int, hidden: list[int], outputs: int) -> nn.Sequential:
+    """Linear layers with ReLU between them; no activation after the last."""
+    layers: list[nn.Module] = []
+    width = inputs
+    for size in hidden:
+        layers += [nn.Linear(width, size), nn.ReLU()]
+        width = size
+    layers.append(nn.Linear(width, outputs))
+    return nn.Sequential(*layers)
+
+
+class FeatureTower(nn.Module):
+    """An optional ID embedding, embedded categorical columns and numeric columns, through an MLP."""
+
+    def __init__(self, features: Features, outputs: int, hidden: list[int], feature_dim: int,
+                 ids: int = 0, id_dim: int = 0):
+        super().__init__()
+        self.features = features
+        self.id_embedding = nn.Embedding(ids, id_dim) if ids and id_dim else None
+        self.embeddings = nn.ModuleList(nn.Embedding(c, min(feature_dim, c)) for c in features.cardinalities)
+        width = features.numeric.shape[1] + sum(min(feature_dim, c) for c in features.cardinalities)
+        width += id_dim if self.id_embedding is not None else 0
+        if width == 0:
+            raise ValueError("a tower needs an ID embedding or at least one feature column")
+        self.mlp = mlp(width, hidden, outputs)
+        self.numeric = torch.from_numpy(features.numeric)
+        self.categorical = torch.from_numpy(features.categorical)
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        parts = [self.numeric[rows]]
+        parts += [emb(self.categorical[rows, j]) for j, emb in enumerate(self.embeddings)]
+        if self.id_embedding is not None:
+            parts.append(self.id_embedding(rows))
+        return self.mlp(torch.cat(parts, dim=1))

@@ -1,0 +1,124 @@
+"""The centralised baseline: the federated model's architecture on the joined plaintext tables.
+
+Same model for A, same tower B, the interactive layer with W in the clear, the same
+batches, negatives, seeds and optimisers (Adam for the towers, SGD for W) as the
+secure run, and the same evaluation lists. Only an experiment can run this, since it
+needs both parties' tables in one place. The interactive layer is pluggable, so a
+test can put the secure layer's integer arithmetic in its place.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from party_a import config as party_a_config
+from party_a.config import Training
+from party_a.data import ActiveData, align, load_tables
+from party_a.evaluate import eval_set, metrics, model_scores
+from party_a.model import ActiveModel, active_step
+from party_a.sampler import Sampler
+from party_b import config as party_b_config
+from party_b.config import TowerSettings
+from party_b.tower import TowerB, passive_step
+from protocol.tables import Features, encode_features
+from psi.align import read_aligned_rows
+
+
+class Layer(Protocol):
+    def forward(self, e_b: np.ndarray) -> np.ndarray: ...
+
+    def backward(self, e_b: np.ndarray, delta: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class PlainLayer:
+    """u = e_B·W; backward returns g = δ·Wᵀ and takes an SGD step on W."""
+
+    w: np.ndarray
+    lr_w: float
+
+    def forward(self, e_b: np.ndarray) -> np.ndarray:
+        return e_b @ self.w
+
+    def backward(self, e_b: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        g = delta @ self.w.T
+        self.w = self.w - self.lr_w * (e_b.T @ delta)
+        return g
+
+
+def initial_w(d: int, h: int, init_std: float, seed: int) -> np.ndarray:
+    """W0 from the distribution the secure layer's two shares add up to."""
+    return np.random.default_rng(seed).normal(0.0, init_std or 1 / math.sqrt(d), size=(d, h))
+
+
+@dataclass
+class Trained:
+    model: ActiveModel
+    tower: TowerB
+    layer: Layer
+    report: list[dict]
+
+
+def train(data: ActiveData, b_features: Features, training: Training, tower: TowerSettings, layer: Layer,
+          max_steps: int | None = None, evaluate: bool = True) -> Trained:
+    """Train like the secure run, batch for batch; `max_steps` stops early (for exactness checks)."""
+    torch.set_num_threads(1)
+    t = training.train
+    model = ActiveModel(data, training.model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr)
+    torch.manual_seed(tower.seed)
+    tower_b = TowerB(b_features, training.model.d, list(tower.hidden), tower.feature_dim)
+    optimizer_b = torch.optim.Adam(tower_b.parameters(), lr=tower.lr)
+    sampler = Sampler(data, t.batch_users, t.positives, t.negatives, t.seed)
+    ev = eval_set(data, training.eval.negatives, training.eval.cold_max_train, training.eval.seed)
+    report, steps = [], 0
+    for epoch in range(1, t.epochs + 1):
+        losses = []
+        for batch in sampler.epoch(epoch):
+            if max_steps is not None and steps >= max_steps:
+                return Trained(model, tower_b, layer, report)
+            users = torch.from_numpy(batch.users)
+            e_b = tower_b(users)
+            u = layer.forward(e_b.detach().numpy().astype(np.float64))
+            loss, delta = active_step(model, optimizer, users, torch.from_numpy(batch.items),
+                                      torch.from_numpy(batch.labels), torch.from_numpy(batch.rows_user),
+                                      torch.from_numpy(u).float())
+            g = layer.backward(e_b.detach().numpy().astype(np.float64), delta.numpy().astype(np.float64))
+            passive_step(optimizer_b, e_b, torch.from_numpy(g).float())
+            losses.append(loss)
+            steps += 1
+        if evaluate:
+            with torch.no_grad():
+                u_all = layer.forward(tower_b(torch.arange(data.n_users)).numpy().astype(np.float64))
+            report.append({"epoch": epoch, "loss": float(np.mean(losses)),
+                           "centralised": metrics(model_scores(model, ev, u_all), ev.cold, training.eval.k)})
+    return Trained(model, tower_b, layer, report)
+
+
+@dataclass(frozen=True)
+class Joined:
+    """Both parties' sides of the shared users, in the PSI order, read from their configs and work dirs."""
+
+    data: ActiveData
+    b_features: Features
+    training: Training
+    tower: TowerSettings
+
+
+def load_joined(config_a: Path, config_b: Path) -> Joined:
+    cfg_a, cfg_b = party_a_config.load(config_a), party_b_config.load(config_b)
+    if cfg_a.training is None:
+        raise ValueError(f"{config_a} has no [interactions]: nothing was trained")
+    frame_a, ids_a = cfg_a.users.load()
+    frame_b, _ = cfg_b.users.load()
+    t = cfg_a.training
+    tables = load_tables(frame_a, ids_a, cfg_a.users.table, cfg_a.users.normalizer, t.interactions, t.items)
+    data = align(tables, read_aligned_rows(cfg_a.basics.workdir))
+    b_features = encode_features(frame_b, cfg_b.users.table).take(read_aligned_rows(cfg_b.basics.workdir))
+    return Joined(data, b_features, t, cfg_b.tower)

@@ -1,0 +1,97 @@
+"""One federated experiment end to end: three processes, then the centralised baseline, one report.
+
+Writes to the run directory:
+- report.json: party A's report (federated and A alone per epoch, popularity, timing,
+  PSI) with the centralised baseline added to every epoch;
+- curves.png: AUC, HR@10 and NDCG@10 per epoch, overall and for cold users.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from scenarios.centralised import PlainLayer, initial_w, load_joined, train
+from scenarios.launch import LocalRun, run_all
+
+MODELS = (("popularity", "popularity"), ("a_alone", "A alone"), ("federated", "federated"),
+          ("centralised", "centralised"))
+METRICS = (("auc", "AUC"), ("hr", "HR@10"), ("ndcg", "NDCG@10"))
+
+
+class ExperimentError(RuntimeError):
+    pass
+
+
+def run_experiment(run: LocalRun, timeout: float = 3600.0, stream: bool = True, w0_seed: int = 3) -> dict:
+    """Run coordinator, A and B as processes, then the centralised baseline on the same split."""
+    started = time.perf_counter()
+    outcomes = run_all(run, timeout, stream="party_a" if stream else None)
+    failed = {role: o for role, o in outcomes.items() if o.returncode != 0}
+    if failed:
+        detail = "\n".join(f"--- {role} (exit {o.returncode}):\n{o.output[-2500:]}" for role, o in failed.items())
+        raise ExperimentError(f"the run in {run.root} failed:\n{detail}")
+    federated_seconds = time.perf_counter() - started
+    report = json.loads((run.workdir("party_a") / "report.json").read_text())
+    joined = load_joined(run.configs["party_a"], run.configs["party_b"])
+    plan = joined.training.plan()
+    w0 = initial_w(plan.d, plan.h, plan.init_std, w0_seed)
+    centralised = train(joined.data, joined.b_features, joined.training, joined.tower, PlainLayer(w0, plan.lr_w))
+    for entry, extra in zip(report["epochs"], centralised.report):
+        entry["centralised"] = extra["centralised"]
+        entry["loss"]["centralised"] = extra["loss"]
+    report["wall_seconds"] = {"federated_run": round(federated_seconds, 1),
+                              "total": round(time.perf_counter() - started, 1)}
+    (run.root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot_curves(report, run.root / "curves.png")
+    return report
+
+
+def final(report: dict, model: str) -> dict:
+    return report["popularity"] if model == "popularity" else report["epochs"][-1][model]
+
+
+def summary_table(report: dict) -> str:
+    """The result table: each model's final-epoch metrics, overall and for cold users."""
+    head = f"{'model':<12} | " + " ".join(f"{n:>8}" for _, n in METRICS) + " | " + \
+        " ".join(f"{'cold ' + n:>12}" for _, n in METRICS)
+    lines = [head, "-" * len(head)]
+    for key, name in MODELS:
+        m = final(report, key)
+        cells = [f"{m['overall'][k]:8.4f}" for k, _ in METRICS]
+        cold = [f"{m['cold'][k]:12.4f}" if m["cold"]["users"] else f"{'-':>12}" for k, _ in METRICS]
+        lines.append(f"{name:<12} | " + " ".join(cells) + " | " + " ".join(cold))
+    fed, alone, cent = (final(report, k) for k in ("federated", "a_alone", "centralised"))
+    lines.append("")
+    for scope in ("overall", "cold"):
+        if fed[scope]["users"]:
+            lines.append(f"{scope:>7}: federated vs A alone AUC {fed[scope]['auc'] - alone[scope]['auc']:+.4f}, "
+                         f"HR@10 {fed[scope]['hr'] - alone[scope]['hr']:+.4f}, NDCG@10 "
+                         f"{fed[scope]['ndcg'] - alone[scope]['ndcg']:+.4f}; vs centralised AUC "
+                         f"{fed[scope]['auc'] - cent[scope]['auc']:+.4f} ({fed[scope]['users']} users)")
+    return "\n".join(lines)
+
+
+def plot_curves(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [e["epoch"] for e in report["epochs"]]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7), sharex=True)
+    for row, scope in enumerate(("overall", "cold")):
+        for col, (key, name) in enumerate(METRICS):
+            ax = axes[row, col]
+            for model, label in MODELS[1:]:
+                ax.plot(epochs, [e[model][scope][key] for e in report["epochs"]], marker="o", label=label)
+            ax.axhline(report["popularity"][scope][key], color="grey", linestyle="--", label="popularity")
+            ax.set_title(f"{name} ({scope})")
+            ax.grid(alpha=0.3)
+            if row == 1:
+                ax.set_xlabel("epoch")
+    axes[0, 0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
