@@ -104,6 +104,7 @@ def run_training(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, data: 
     report: dict = {
         "shared_users": data.n_users, "items": data.n_items, "evaluated_users": int(ev.users.size),
         "cold_users": int(ev.cold.sum()), "plan": plan.to_message(), "key_bits": public.bits,
+        "eval": {"k": cfg.eval.k, "negatives": cfg.eval.negatives, "cold_max_train": cfg.eval.cold_max_train},
         "popularity": metrics(popularity_scores(data, ev), ev.cold, cfg.eval.k), "epochs": [],
     }
     log.info("training on %d shared users, %d items; evaluating %d users (%d cold)", data.n_users, data.n_items,

@@ -8,16 +8,23 @@ Writes to the run directory:
 
 from __future__ import annotations
 
+import argparse
 import json
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from scenarios.centralised import PlainLayer, initial_w, load_joined, train
-from scenarios.launch import LocalRun, run_all
+from scenarios.launch import LocalRun, run_all, write_local_run
 
 MODELS = (("popularity", "popularity"), ("a_alone", "A alone"), ("federated", "federated"),
           ("centralised", "centralised"))
-METRICS = (("auc", "AUC"), ("hr", "HR@10"), ("ndcg", "NDCG@10"))
+
+
+def metric_names(report: dict) -> tuple[tuple[str, str], ...]:
+    k = report["eval"]["k"]
+    return ("auc", "AUC"), ("hr", f"HR@{k}"), ("ndcg", f"NDCG@{k}")
 
 
 class ExperimentError(RuntimeError):
@@ -54,20 +61,21 @@ def final(report: dict, model: str) -> dict:
 
 def summary_table(report: dict) -> str:
     """The result table: each model's final-epoch metrics, overall and for cold users."""
-    head = f"{'model':<12} | " + " ".join(f"{n:>8}" for _, n in METRICS) + " | " + \
-        " ".join(f"{'cold ' + n:>12}" for _, n in METRICS)
+    metrics = metric_names(report)
+    head = f"{'model':<12} | " + " ".join(f"{n:>8}" for _, n in metrics) + " | " + \
+        " ".join(f"{'cold ' + n:>12}" for _, n in metrics)
     lines = [head, "-" * len(head)]
     for key, name in MODELS:
         m = final(report, key)
-        cells = [f"{m['overall'][k]:8.4f}" for k, _ in METRICS]
-        cold = [f"{m['cold'][k]:12.4f}" if m["cold"]["users"] else f"{'-':>12}" for k, _ in METRICS]
+        cells = [f"{m['overall'][k]:8.4f}" for k, _ in metrics]
+        cold = [f"{m['cold'][k]:12.4f}" if m["cold"]["users"] else f"{'-':>12}" for k, _ in metrics]
         lines.append(f"{name:<12} | " + " ".join(cells) + " | " + " ".join(cold))
     fed, alone, cent = (final(report, k) for k in ("federated", "a_alone", "centralised"))
     lines.append("")
     for scope in ("overall", "cold"):
         if fed[scope]["users"]:
             lines.append(f"{scope:>7}: federated vs A alone AUC {fed[scope]['auc'] - alone[scope]['auc']:+.4f}, "
-                         f"HR@10 {fed[scope]['hr'] - alone[scope]['hr']:+.4f}, NDCG@10 "
+                         f"{metrics[1][1]} {fed[scope]['hr'] - alone[scope]['hr']:+.4f}, {metrics[2][1]} "
                          f"{fed[scope]['ndcg'] - alone[scope]['ndcg']:+.4f}; vs centralised AUC "
                          f"{fed[scope]['auc'] - cent[scope]['auc']:+.4f} ({fed[scope]['users']} users)")
     return "\n".join(lines)
@@ -82,7 +90,7 @@ def plot_curves(report: dict, path: Path) -> None:
     epochs = [e["epoch"] for e in report["epochs"]]
     fig, axes = plt.subplots(2, 3, figsize=(13, 7), sharex=True)
     for row, scope in enumerate(("overall", "cold")):
-        for col, (key, name) in enumerate(METRICS):
+        for col, (key, name) in enumerate(metric_names(report)):
             ax = axes[row, col]
             for model, label in MODELS[1:]:
                 ax.plot(epochs, [e[model][scope][key] for e in report["epochs"]], marker="o", label=label)
@@ -95,3 +103,51 @@ def plot_curves(report: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def fresh_run_dir(root: Path) -> None:
+    """Empty `root` for a new run, refusing to delete a directory that does not hold a previous run."""
+    if root.exists():
+        if not (root / "party_a.toml").exists() and any(root.iterdir()):
+            raise SystemExit(f"{root} exists and does not hold a previous run; choose another --dir")
+        shutil.rmtree(root)
+
+
+def scenario_main(doc: str, prepare: Callable[..., LocalRun], default_dir: str, users_help: str,
+                  default_users: int, default_epochs: int) -> None:
+    """The command line every scenario shares: build a run, run it, print the table."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--dir", type=Path, default=Path(default_dir), help="run directory (replaced)")
+    parser.add_argument("--users", type=int, default=default_users, help=users_help)
+    parser.add_argument("--epochs", type=int, default=default_epochs)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    run = prepare(args.dir, args.users, args.epochs, args.seed)
+    print(f"tables, certificates and configs in {args.dir}; starting the coordinator and both parties", flush=True)
+    report = run_experiment(run)
+    print()
+    print(summary_table(report))
+    t = report["timing"]
+    print(f"\nsecure training {t['secure_training_seconds']:.0f}s ({t['user_steps_per_second']:.0f} user-steps/s), "
+          f"whole run {report['wall_seconds']['total']:.0f}s; report {args.dir / 'report.json'}, "
+          f"curves {args.dir / 'curves.png'}")
+
+
+def build_run(root: Path, tables: dict[str, Path], a: dict, b: dict, run_id: str, epochs: int, key_bits: int = 2048,
+              progress: bool = True, tower: dict | None = None, record: bool = False, **train: object) -> LocalRun:
+    """Configs and certificates for a scenario in `root`: A's and B's table sections plus the shared settings.
+
+    `tables` are the scenario's files (under `root`); `a` and `b` name them by key with "{key}" in "table"."""
+    rel = {k: str(p.relative_to(root)) for k, p in tables.items()}
+
+    def resolve(section: dict) -> dict:
+        return {k: resolve(v) if isinstance(v, dict) else (rel[v[1:-1]] if k == "table" else v)
+                for k, v in section.items()}
+
+    sections = {
+        "coordinator": {"key": {"bits": key_bits}},
+        "party_a": {**resolve(a), "train": {"epochs": epochs, "progress": progress, **train},
+                    "psi": {"progress": progress}},
+        "party_b": {**resolve(b), "model": tower or {}, "psi": {"progress": progress}},
+    }
+    return write_local_run(root, sections, run_id=run_id, record=record)

@@ -24,7 +24,7 @@ an item of that category by popularity and by how well its price band fits the
 person's affluence. Orders carry a timestamp and a rating; ratings below 4 are
 browsing the shop does not count as a purchase. A share of users is cold: two or
 three purchases in all, so one or two left to train on after the last one is held
-out. Everyone else buys between 4 and 30 times.
+out. Everyone else buys between 4 and 30 times (and holds 4 to 7 bank products).
 
 For the second story (the bank recommends its own products) the roles swap: the
 bank's take-up history of cards, instalment plans, insurance and savings products
@@ -105,9 +105,9 @@ def bank_phone(number: int, rng: np.random.Generator) -> str:
     return f"1{s}" if rng.random() < 0.5 else f"{s[:3]}-{s[3:6]}-{s[6:]}"
 
 
-def _purchase_counts(world: World, people: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _purchase_counts(world: World, people: np.ndarray, rng: np.random.Generator, most: int = 30) -> np.ndarray:
     return np.where(world.cold[people], rng.integers(2, 4, size=people.size),
-                    np.minimum(4 + rng.geometric(0.12, size=people.size), 30))
+                    np.minimum(4 + rng.geometric(0.12, size=people.size), most))
 
 
 def _choose(weights: np.ndarray, rng: np.random.Generator) -> int:
@@ -196,12 +196,12 @@ def bank_takeup(world: World, rng: np.random.Generator) -> pd.DataFrame:
     want = np.array([p[3] for p in PRODUCTS])
     follows = [CATEGORIES.index(p[2]) if p[2] else None for p in PRODUCTS]
     rows = []
-    counts = _purchase_counts(world, world.bank, rng)
+    counts = _purchase_counts(world, world.bank, rng, most=7)
     for person, n in zip(world.bank, counts):
         taste, aff = world.taste[person], world.affluence[person]
-        score = np.array([4.0 * taste[k] if k is not None else 0.3 for k in follows]) - 0.6 * (want - aff) ** 2
+        score = np.array([7.0 * taste[k] if k is not None else 0.3 for k in follows]) - 0.4 * (want - aff) ** 2
         weights = np.exp(score)
-        taken = rng.choice(len(PRODUCTS), size=min(n, len(PRODUCTS) - 2), replace=False, p=weights / weights.sum())
+        taken = rng.choice(len(PRODUCTS), size=n, replace=False, p=weights / weights.sum())
         day = np.sort(rng.uniform(0, 1500, size=taken.size))
         rows += [(bank_phone(world.phone[person], rng), f"P{j:02d}", f"{d:.2f}") for j, d in zip(taken, day)]
     return pd.DataFrame(rows, columns=["customer", "product_id", "opened_day"])
@@ -211,7 +211,7 @@ def shop_behaviour(world: World, rng: np.random.Generator) -> pd.DataFrame:
     """The shop's view of its users as behaviour columns (story 2's passive party)."""
     p = world.shop
     frame: dict = {"customer_phone": [shop_phone(n) for n in world.phone[p]]}
-    activity = rng.gamma(2.0, 3.0, p.size) * np.exp(0.2 * world.affluence[p])
+    activity = rng.gamma(3.0, 6.0, p.size) * np.exp(0.2 * world.affluence[p])
     for k, cat in enumerate(CATEGORIES):
         frame[f"orders_{cat}"] = rng.poisson(activity * world.taste[p, k])
     frame["avg_basket"] = np.round(np.exp(3.5 + 0.5 * world.affluence[p] + rng.normal(0, 0.3, p.size)), 2)
