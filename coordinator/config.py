@@ -7,7 +7,7 @@ from pathlib import Path
 
 from protocol import config
 from protocol.config import NetworkConfig
-from protocol.paillier import ALLOWED_BITS, DEFAULT_BITS
+from protocol.paillier import DEFAULT_BITS, DEPLOYABLE_BITS
 from protocol.workers import default_size
 
 ROLE = "coordinator"
@@ -28,7 +28,7 @@ def load(path: Path) -> CoordinatorConfig:
     workdir = root.take_path("workdir")
     network = config.read_network(root, ROLE, ("party_a", "party_b"))
     key = root.sub("key")
-    bits = key.take_choice("bits", ALLOWED_BITS, DEFAULT_BITS)
+    bits = key.take_choice("bits", DEPLOYABLE_BITS, DEFAULT_BITS)
     key_file = key.take_path("file", str(workdir / "paillier_private_key.json"))
     key.finish()
     audit_log = root.take_path("audit_log", str(workdir / "audit.jsonl"))

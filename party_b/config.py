@@ -40,10 +40,12 @@ def load(path: Path) -> PartyBConfig:
     users, psi = read_users_and_psi(root)
     m = root.sub("model")
     d = TowerSettings()
+    secure = root.sub("secure")
     tower = TowerSettings(hidden=tuple(int(v) for v in m.take("hidden", list, list(d.hidden))),
                           feature_dim=m.take_positive("feature_dim", int, d.feature_dim),
                           lr=m.take_positive("lr", float, d.lr), seed=m.take("seed", int, d.seed),
-                          encryption=m.take_choice("encryption", ("djn", "full"), d.encryption))
+                          encryption=secure.take_choice("encryption", ("djn", "full"), d.encryption))
     m.finish()
+    secure.finish()
     root.finish()
     return PartyBConfig(basics, users, psi, tower)

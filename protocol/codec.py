@@ -34,9 +34,6 @@ class BigInts:
 
     values: list
 
-    def __len__(self) -> int:
-        return len(self.values)
-
 
 def _default(obj: Any) -> msgpack.ExtType:
     if isinstance(obj, np.ndarray):
@@ -66,18 +63,25 @@ def _pack_bigints(values: list) -> bytes:
     return msgpack.packb([len(values), width]) + body
 
 
+def _header(data: bytes, what: str) -> tuple[list, bytes]:
+    """Split an extension into its msgpack header (a two-item list) and its raw body."""
+    unpacker = msgpack.Unpacker(max_buffer_size=len(data))
+    unpacker.feed(data)
+    try:
+        header = next(unpacker)
+    except (StopIteration, ValueError) as exc:
+        raise CodecError(f"malformed {what} header") from exc
+    if not isinstance(header, list) or len(header) != 2:
+        raise CodecError(f"malformed {what} header")
+    return header, data[unpacker.tell():]
+
+
 def _ext_hook(code: int, data: bytes) -> Any:
     if code == _EXT_NDARRAY:
-        unpacker = msgpack.Unpacker(max_buffer_size=len(data))
-        unpacker.feed(data)
-        try:
-            dtype, shape = next(unpacker)
-        except (StopIteration, ValueError) as exc:
-            raise CodecError("malformed array header") from exc
-        offset = unpacker.tell()
-        if dtype not in _ALLOWED_DTYPES or not all(isinstance(s, int) and s >= 0 for s in shape):
+        (dtype, shape), body = _header(data, "array")
+        if dtype not in _ALLOWED_DTYPES or not isinstance(shape, list) or \
+                not all(isinstance(s, int) and s >= 0 for s in shape):
             raise CodecError(f"array of dtype {dtype!r} shape {shape!r} is not allowed")
-        body = data[offset:]
         if int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize != len(body):
             raise CodecError("array body does not match its shape")
         return np.frombuffer(body, dtype=np.dtype(dtype)).reshape(tuple(shape)).copy()
@@ -87,19 +91,13 @@ def _ext_hook(code: int, data: bytes) -> Any:
         value = int.from_bytes(data[1:], "big")
         return -value if data[:1] == b"-" else value
     if code == _EXT_BIGINTS:
-        unpacker = msgpack.Unpacker(max_buffer_size=len(data))
-        unpacker.feed(data)
-        try:
-            count, width = next(unpacker)
-        except (StopIteration, ValueError) as exc:
-            raise CodecError("malformed big-integer vector header") from exc
-        offset = unpacker.tell()
+        (count, width), body = _header(data, "big-integer vector")
         if not (isinstance(count, int) and isinstance(width, int)) or count < 0 or width < 1:
             raise CodecError("malformed big-integer vector header")
-        if len(data) - offset != count * width:
+        if len(body) != count * width:
             raise CodecError("big-integer vector body does not match its header")
         from_bytes = gmpy2.mpz.from_bytes
-        return [from_bytes(data[i : i + width], "big") for i in range(offset, offset + count * width, width)]
+        return [from_bytes(body[i : i + width], "big") for i in range(0, count * width, width)]
     raise CodecError(f"unknown extension type {code}")
 
 

@@ -26,7 +26,3 @@ def decode(v: np.ndarray, bits: int) -> np.ndarray:
     scale = 1 << bits
     return np.array([int(x) / scale for x in arr.ravel()], dtype=np.float64).reshape(arr.shape)
 
-
-def bound_int(real_bound: float, bits: int) -> int:
-    """The integer bound at scale 2^bits of reals within ±real_bound."""
-    return int(np.ceil(real_bound * 2**bits))

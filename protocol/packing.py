@@ -131,9 +131,6 @@ class Packed:
     def flat(self) -> list[mpz]:
         return [c for row in self.cts for c in row]
 
-    def take(self, rows: list[int] | np.ndarray) -> "Packed":
-        return Packed(self.public, self.layout, self.scale, self.bound, [self.cts[int(r)] for r in rows])
-
     def to_message(self) -> dict:
         lay = self.layout
         return {"layout": [lay.length, lay.slot_bits, lay.slots], "scale": self.scale, "bound": self.bound,

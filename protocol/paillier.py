@@ -33,7 +33,8 @@ from protocol.errors import ConfigError, ProtocolError
 
 mpz = gmpy2.mpz
 DEFAULT_BITS = 2048
-ALLOWED_BITS = (1024, 2048, 3072)  # 1024 only for logic tests; every default run uses 2048
+DEPLOYABLE_BITS = (2048, 3072)  # what a coordinator may create and a party accepts
+ALLOWED_BITS = (1024, *DEPLOYABLE_BITS)  # 1024 only for logic tests, never through a config
 _DJN_EXPONENT_BITS = {1024: 320, 2048: 448, 3072: 512}
 _WINDOW = 8
 
@@ -60,17 +61,14 @@ class PublicKey:
     @classmethod
     def from_message(cls, message: dict, pinned: str | None = None) -> "PublicKey":
         key = cls(mpz(message["n"]))
-        if key.bits not in ALLOWED_BITS and key.bits + 1 not in ALLOWED_BITS:
-            raise ProtocolError(f"coordinator sent a {key.bits}-bit Paillier key; expected one of {ALLOWED_BITS}")
+        if key.bits not in DEPLOYABLE_BITS:
+            raise ProtocolError(f"coordinator sent a {key.bits}-bit Paillier key; expected one of {DEPLOYABLE_BITS}")
         if key.fingerprint != message.get("fingerprint"):
             raise ProtocolError("coordinator's public key does not match the fingerprint it sent with it")
         if pinned and key.fingerprint != pinned:
             raise ProtocolError(f"coordinator's public key {key.fingerprint} does not match the pinned "
                                 f"[coordinator] public_key_fingerprint {pinned}")
         return key
-
-    def raw_add(self, c1: mpz, c2: mpz) -> mpz:
-        return c1 * c2 % self.n2
 
     def raw_add_plain(self, c: mpz, m: int) -> mpz:
         """[x] -> [x + m] without new randomness."""
@@ -141,7 +139,7 @@ def load_or_create_private_key(path: Path, bits: int) -> tuple[PrivateKey, bool]
             key = PrivateKey.from_json(path.read_text())
         except (ValueError, KeyError) as exc:
             raise ConfigError(f"private key {path} is corrupt: {exc}") from None
-        if key.public.bits != bits and key.public.bits + 1 != bits:
+        if key.public.bits != bits:
             raise ConfigError(f"private key {path} has {key.public.bits} bits but [key] bits = {bits}")
         return key, False
     key = generate_keypair(bits)
@@ -194,9 +192,6 @@ class Encryptor:
         """[m] for an integer m (reduced mod n, so negative m wraps to n - |m|)."""
         n, n2 = self.public.n, self.public.n2
         return (1 + (mpz(m) % n) * n) % n2 * self.obfuscator() % n2
-
-    def rerandomize(self, c: mpz) -> mpz:
-        return c * self.obfuscator() % self.public.n2
 
 
 _DECRYPTION_KEYS: dict[str, PrivateKey] = {}

@@ -342,10 +342,6 @@ class Endpoint:
     def _who(self, peer: str) -> str:
         return f"{peer} at {self.cfg.peers[peer].address}"
 
-    def peer_alive(self, peer: str) -> bool:
-        state = self._peers[peer]
-        return state.last_ok is not None and time.monotonic() - state.last_ok <= self.cfg.peer_timeout
-
 
 _NOTHING = object()
 

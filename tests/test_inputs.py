@@ -54,22 +54,18 @@ def test_bad_numeric_value_names_row(tmp_path: Path) -> None:
         encode_features(frame, u.table)
 
 
-def test_nan_numeric_value_names_row(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("csv", "spec", "message"), [
+    ("id,income\na,1\nb,\nc,NaN\n", {"numeric": ["income"]}, r"column 'income' row 2 is empty \(2 such rows\)"),
+    ("id,region\na,north\nb,\n", {"categorical": ["region"]}, r"column 'region' row 2 is empty"),
+    ("id,amount\na,5\nb,-1\n", {"numeric": ["amount"], "log": ["amount"]}, r"column 'amount' row 2 is negative"),
+])
+def test_missing_or_bad_feature_values_name_row(tmp_path: Path, csv: str, spec: dict, message: str) -> None:
     path = tmp_path / "users.csv"
-    path.write_text("id,income\na,1\nb,\nc,NaN\n")
-    spec = TableSpec(path, "id", numeric=["income"])
-    frame, _ = UserIds(spec, Normalizer()).load()
-    with pytest.raises(DataError, match=r"column 'income' row 2 is empty \(2 such rows\)"):
-        encode_features(frame, spec)
-
-
-def test_empty_category_names_row(tmp_path: Path) -> None:
-    path = tmp_path / "users.csv"
-    path.write_text("id,region\na,north\nb,\n")
-    spec = TableSpec(path, "id", categorical=["region"])
-    frame, _ = UserIds(spec, Normalizer()).load()
-    with pytest.raises(DataError, match=r"column 'region' row 2 is empty"):
-        encode_features(frame, spec)
+    path.write_text(csv)
+    table = TableSpec(path, "id", **spec)
+    frame, _ = UserIds(table, Normalizer()).load()
+    with pytest.raises(DataError, match=message):
+        encode_features(frame, table)
 
 
 def test_parquet_tables(tmp_path: Path) -> None:
