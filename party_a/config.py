@@ -37,6 +37,7 @@ class TrainSettings:
     positives: int = 4
     negatives: int = 24
     lr: float = 0.005  # Adam, A's towers and top model
+    weight_decay: float = 1e-4  # of that Adam: keeps the ID embeddings from overfitting
     lr_w: float = 0.05  # SGD on W, under encryption
     seed: int = 7
     progress: bool = True
@@ -119,8 +120,9 @@ def read_training(root: Table) -> Training | None:
     if secure.encryption not in ("djn", "full"):
         raise secure_table.error("encryption", f"must be 'djn' or 'full', got {secure.encryption!r}")
     evaluation = _settings(root.sub("eval"), EvalSettings, ("negatives", "k"))
-    if train.negatives < 0:
-        raise root.error("train", "negatives must be 0 or more")
+    for name in ("negatives", "weight_decay"):
+        if getattr(train, name) < 0:
+            raise root.error("train", f"{name} must be 0 or more")
     return Training(interactions, items, model, train, secure, evaluation)
 
 

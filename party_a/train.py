@@ -97,8 +97,8 @@ def run_training(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, data: 
 
     t = cfg.train
     federated, alone = ActiveModel(data, cfg.model), ActiveModel(data, cfg.model)
-    opt_fed = torch.optim.Adam(federated.parameters(), lr=t.lr)
-    opt_alone = torch.optim.Adam(alone.parameters(), lr=t.lr)
+    opt_fed = torch.optim.Adam(federated.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    opt_alone = torch.optim.Adam(alone.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     sampler = Sampler(data, t.batch_users, t.positives, t.negatives, t.seed)
     ev: EvalSet = eval_set(data, cfg.eval.negatives, cfg.eval.cold_max_train, cfg.eval.seed)
     report: dict = {

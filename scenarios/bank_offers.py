@@ -42,7 +42,7 @@ SHOP = {
 def prepare(root: Path, users: int, epochs: int, seed: int, **settings: object) -> LocalRun:
     """Tables, certificates and configs of a fresh run in `root` (settings: key_bits, progress, tower, [train] keys)."""
     fresh_run_dir(root)
-    tables = write_bank_offers(root / "data", users, seed)
+    tables = write_bank_offers(root / "party_a" / "data", root / "party_b" / "data", users, seed)
     return build_run(root, tables, BANK, SHOP, f"bank-offers-{seed}", epochs, **settings)
 
 

@@ -9,7 +9,6 @@ test can put the secure layer's integer arithmetic in its place.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -52,11 +51,6 @@ class PlainLayer:
         return g
 
 
-def initial_w(d: int, h: int, init_std: float, seed: int) -> np.ndarray:
-    """W0 from the distribution the secure layer's two shares add up to."""
-    return np.random.default_rng(seed).normal(0.0, init_std or 1 / math.sqrt(d), size=(d, h))
-
-
 @dataclass
 class Trained:
     model: ActiveModel
@@ -71,7 +65,7 @@ def train(data: ActiveData, b_features: Features, training: Training, tower: Tow
     torch.set_num_threads(1)
     t = training.train
     model = ActiveModel(data, training.model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     torch.manual_seed(tower.seed)
     tower_b = TowerB(b_features, training.model.d, list(tower.hidden), tower.feature_dim)
     optimizer_b = torch.optim.Adam(tower_b.parameters(), lr=tower.lr)

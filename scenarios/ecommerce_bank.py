@@ -41,7 +41,8 @@ BANK = {
 def prepare(root: Path, users: int, epochs: int, seed: int, **settings: object) -> LocalRun:
     """Tables, certificates and configs of a fresh run in `root` (settings: key_bits, progress, tower, [train] keys)."""
     fresh_run_dir(root)
-    tables = write_ecommerce_bank(root / "data", users, max(30, int(users * ITEMS_PER_USER)), seed)
+    items = max(30, int(users * ITEMS_PER_USER))
+    tables = write_ecommerce_bank(root / "party_a" / "data", root / "party_b" / "data", users, items, seed)
     return build_run(root, tables, SHOP, BANK, f"ecommerce-bank-{seed}", epochs, **settings)
 
 

@@ -2,7 +2,8 @@
 
 Writes to the run directory:
 - report.json: party A's report (federated and A alone per epoch, popularity, timing,
-  PSI) with the centralised baseline added to every epoch;
+  PSI) with the centralised baseline added to every epoch (same split, batches, seeds
+  and initial W as the federated model);
 - curves.png: AUC, HR@10 and NDCG@10 per epoch, overall and for cold users.
 """
 
@@ -10,12 +11,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from scenarios.centralised import PlainLayer, initial_w, load_joined, train
+import numpy as np
+
+from protocol import fixedpoint, packing
+from protocol.codec import decode
+from protocol.paillier import PrivateKey
+from protocol.secure_layer import LayerPlan
+from scenarios.centralised import PlainLayer, load_joined, train
 from scenarios.launch import LocalRun, run_all, write_local_run
 
 MODELS = (("popularity", "popularity"), ("a_alone", "A alone"), ("federated", "federated"),
@@ -31,7 +39,22 @@ class ExperimentError(RuntimeError):
     pass
 
 
-def run_experiment(run: LocalRun, timeout: float = 3600.0, stream: bool = True, w0_seed: int = 3) -> dict:
+def decrypt_saved(run: LocalRun, role: str, name: str) -> np.ndarray:
+    """An encrypted W a party saved (`<workdir>/model/<name>.msgpack`), decrypted with the coordinator's key.
+
+    Only an experiment that holds all three roles can do this: no party can."""
+    key = PrivateKey.from_json((run.workdir("coordinator") / "paillier_private_key.json").read_text())
+    saved = run.workdir(role) / "model" / f"{name}.msgpack"
+    return packing.decrypt(key, packing.Packed.from_message(decode(saved.read_bytes()), key.public, saved.name))
+
+
+def federated_w0(run: LocalRun, plan: LayerPlan) -> np.ndarray:
+    """The W0 the federated run drew as secret shares, so the centralised baseline starts where it started
+    and the two differ only by the secure layer's fixed point and rounding."""
+    return fixedpoint.decode(decrypt_saved(run, "party_b", "w_rows_init"), plan.w_bits)
+
+
+def run_experiment(run: LocalRun, timeout: float = 3600.0, stream: bool = True) -> dict:
     """Run coordinator, A and B as processes, then the centralised baseline on the same split."""
     started = time.perf_counter()
     outcomes = run_all(run, timeout, stream="party_a" if stream else None)
@@ -43,8 +66,8 @@ def run_experiment(run: LocalRun, timeout: float = 3600.0, stream: bool = True, 
     report = json.loads((run.workdir("party_a") / "report.json").read_text())
     joined = load_joined(run.configs["party_a"], run.configs["party_b"])
     plan = joined.training.plan()
-    w0 = initial_w(plan.d, plan.h, plan.init_std, w0_seed)
-    centralised = train(joined.data, joined.b_features, joined.training, joined.tower, PlainLayer(w0, plan.lr_w))
+    centralised = train(joined.data, joined.b_features, joined.training, joined.tower,
+                        PlainLayer(federated_w0(run, plan), plan.lr_w))
     for entry, extra in zip(report["epochs"], centralised.report):
         entry["centralised"] = extra["centralised"]
         entry["loss"]["centralised"] = extra["loss"]
@@ -108,7 +131,7 @@ def plot_curves(report: dict, path: Path) -> None:
 def fresh_run_dir(root: Path) -> None:
     """Empty `root` for a new run, refusing to delete a directory that does not hold a previous run."""
     if root.exists():
-        if not (root / "party_a.toml").exists() and any(root.iterdir()):
+        if not (root / "party_a" / "party_a.toml").exists() and any(root.iterdir()):
             raise SystemExit(f"{root} exists and does not hold a previous run; choose another --dir")
         shutil.rmtree(root)
 
@@ -137,17 +160,17 @@ def build_run(root: Path, tables: dict[str, Path], a: dict, b: dict, run_id: str
               progress: bool = True, tower: dict | None = None, record: bool = False, **train: object) -> LocalRun:
     """Configs and certificates for a scenario in `root`: A's and B's table sections plus the shared settings.
 
-    `tables` are the scenario's files (under `root`); `a` and `b` name them by key with "{key}" in "table"."""
-    rel = {k: str(p.relative_to(root)) for k, p in tables.items()}
+    `tables` are the scenario's files, each in its owner's directory (`root/<role>/...`); `a` and `b` name
+    them by key as "{key}" in "table"."""
 
-    def resolve(section: dict) -> dict:
-        return {k: resolve(v) if isinstance(v, dict) else (rel[v[1:-1]] if k == "table" else v)
-                for k, v in section.items()}
+    def resolve(section: dict, role: str) -> dict:
+        return {k: resolve(v, role) if isinstance(v, dict) else
+                (os.path.relpath(tables[v[1:-1]], root / role) if k == "table" else v) for k, v in section.items()}
 
     sections = {
         "coordinator": {"key": {"bits": key_bits}},
-        "party_a": {**resolve(a), "train": {"epochs": epochs, "progress": progress, **train},
+        "party_a": {**resolve(a, "party_a"), "train": {"epochs": epochs, "progress": progress, **train},
                     "psi": {"progress": progress}},
-        "party_b": {**resolve(b), "model": tower or {}, "psi": {"progress": progress}},
+        "party_b": {**resolve(b, "party_b"), **({"model": tower} if tower else {}), "psi": {"progress": progress}},
     }
     return write_local_run(root, sections, run_id=run_id, record=record)

@@ -1,13 +1,16 @@
 """Write a local three-process deployment (certificates, configs) and run it.
 
-A `LocalRun` is a directory holding `certs/`, one TOML config per role and one work
-directory per role. Each role is started as its own OS process with
-`python -m <role> --config <role>.toml`, exactly as on separate hosts.
+A `LocalRun` lays each role out as it would be on its own host: `<root>/<role>/`
+holds its config (`<role>.toml`), `certs/` with its own certificate and key and the
+CA certificate, its tables (placed there by the caller), `work/` and the process's
+output. The development CA's key stays in `<root>/ca/`. Each role is started as its
+own OS process with `python -m <role> --config <role>.toml`.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from protocol.certs import make_dev_pki
+from protocol.certs import make_ca, make_role_cert
 
 ROLES = ("coordinator", "party_a", "party_b")
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +54,8 @@ def to_toml(data: dict, prefix: str = "") -> str:
     for k, v in data.items():
         if isinstance(v, dict):
             name = f"{prefix}.{k}" if prefix else k
-            lines.append(f"\n[{name}]")
+            if not v or any(not isinstance(x, dict) for x in v.values()):  # a header only where keys follow
+                lines.append(f"\n[{name}]")
             lines.append(to_toml(v, name))
     return "\n".join(line for line in lines if line != "")
 
@@ -61,8 +65,14 @@ class LocalRun:
     root: Path
     configs: dict[str, Path] = field(default_factory=dict)
 
+    def dir(self, role: str) -> Path:
+        return self.root / role
+
     def workdir(self, role: str) -> Path:
-        return self.root / "work" / role
+        return self.root / role / "work"
+
+    def output(self, role: str) -> Path:
+        return self.root / role / "output.log"
 
     def command(self, role: str) -> list[str]:
         return [sys.executable, "-m", role, "--config", str(self.configs[role])]
@@ -70,28 +80,31 @@ class LocalRun:
 
 def write_local_run(root: Path, sections: dict[str, dict], run_id: str = "local", record: bool = False,
                     peer_timeout: float = 20.0, connect_timeout: float = 60.0) -> LocalRun:
-    """Certificates and configs for the three roles on loopback; `sections` adds each role's own tables
-    (relative paths in them are relative to `root`, where the configs are written)."""
-    root.mkdir(parents=True, exist_ok=True)
-    make_dev_pki(root / "certs")
+    """Certificates and configs for the three roles on loopback; `sections` adds each role's own settings
+    (relative paths in them are relative to that role's directory, where its config is written)."""
+    ca_cert, ca_key = make_ca(root / "ca")
     ports = dict(zip(ROLES, free_ports(len(ROLES))))
     peers_of = {"coordinator": ("party_a", "party_b"), "party_a": ("party_b", "coordinator"),
                 "party_b": ("party_a", "coordinator")}
     run = LocalRun(root)
-    for role in ROLES:  # paths relative to the config's directory, so a run directory can move
+    for role in ROLES:  # paths relative to the config's directory, so a role's directory can move
+        certs = run.dir(role) / "certs"
+        certs.mkdir(parents=True, exist_ok=True)
+        make_role_cert(certs, role, ca_cert, ca_key)
+        shutil.copy(root / "ca" / "ca.pem", certs / "ca.pem")
         network = {"listen": f"127.0.0.1:{ports[role]}", "peer_timeout": peer_timeout,
                    "connect_timeout": connect_timeout}
         if record:
             network["record_dir"] = "wire"
         data = {
             "run_id": run_id,
-            "workdir": f"work/{role}",
+            "workdir": "work",
             "network": network,
             "tls": {"cert": f"certs/{role}.pem", "key": f"certs/{role}.key", "ca": "certs/ca.pem"},
             "peers": {p: {"address": f"127.0.0.1:{ports[p]}"} for p in peers_of[role]},
             **sections.get(role, {}),
         }
-        path = root / f"{role}.toml"
+        path = run.dir(role) / f"{role}.toml"
         path.write_text(to_toml(data) + "\n")
         run.configs[role] = path
     return run
@@ -111,8 +124,9 @@ def _tee(source: object, log: object) -> None:
 
 
 def start(run: LocalRun, role: str, stream: bool = False) -> subprocess.Popen:
-    """Start one role; its output goes to `<root>/<role>.out` (and, with `stream`, to our stderr too)."""
-    log = open(run.root / f"{role}.out", "ab")
+    """Start one role; its output goes to `run.output(role)` (and, with `stream`, to our stderr too)."""
+    run.output(role).parent.mkdir(parents=True, exist_ok=True)
+    log = open(run.output(role), "ab")
     if not stream:
         return subprocess.Popen(run.command(role), cwd=str(ROOT), env=_env(), stdout=log, stderr=subprocess.STDOUT)
     proc = subprocess.Popen(run.command(role), cwd=str(ROOT), env=_env(), stdout=subprocess.PIPE,
@@ -140,7 +154,7 @@ def wait_all(run: LocalRun, procs: dict[str, subprocess.Popen], timeout: float) 
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    return {role: Outcome(proc.returncode, (run.root / f"{role}.out").read_text(errors="replace"))
+    return {role: Outcome(proc.returncode, run.output(role).read_text(errors="replace"))
             for role, proc in procs.items()}
 
 

@@ -221,14 +221,16 @@ def shop_behaviour(world: World, rng: np.random.Generator) -> pd.DataFrame:
     return pd.DataFrame(frame)
 
 
-def write_ecommerce_bank(out: Path, shop_users_count: int, items: int, seed: int, **world_args: float) -> dict:
-    """Story 1 tables: the shop is A (users, catalogue, orders), the bank is B (customers)."""
+def write_ecommerce_bank(shop: Path, bank: Path, shop_users_count: int, items: int, seed: int,
+                         **world_args: float) -> dict:
+    """Story 1 tables: the shop's (users, catalogue, orders) into `shop`, the bank's (customers) into `bank`."""
     rng = np.random.default_rng(seed + 1)
     world = make_world(shop_users_count, seed=seed, **world_args)
-    out.mkdir(parents=True, exist_ok=True)
+    shop.mkdir(parents=True, exist_ok=True)
+    bank.mkdir(parents=True, exist_ok=True)
     catalogue = shop_catalogue(items, rng)
-    paths = {"shop_users": out / "shop_users.csv", "catalogue": out / "catalogue.csv",
-             "orders": out / "orders.csv", "bank_customers": out / "bank_customers.csv"}
+    paths = {"shop_users": shop / "shop_users.csv", "catalogue": shop / "catalogue.csv",
+             "orders": shop / "orders.csv", "bank_customers": bank / "bank_customers.csv"}
     shop_users(world, rng).to_csv(paths["shop_users"], index=False)
     catalogue.drop(columns="popularity").to_csv(paths["catalogue"], index=False)
     shop_orders(world, catalogue, rng).to_csv(paths["orders"], index=False)
@@ -236,13 +238,14 @@ def write_ecommerce_bank(out: Path, shop_users_count: int, items: int, seed: int
     return paths
 
 
-def write_bank_offers(out: Path, shop_users_count: int, seed: int, **world_args: float) -> dict:
-    """Story 2 tables: the bank is A (customers, products, take-up), the shop is B (behaviour)."""
+def write_bank_offers(bank: Path, shop: Path, shop_users_count: int, seed: int, **world_args: float) -> dict:
+    """Story 2 tables: the bank's (customers, products, take-up) into `bank`, the shop's (behaviour) into `shop`."""
     rng = np.random.default_rng(seed + 2)
     world = make_world(shop_users_count, seed=seed, **world_args)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"bank_customers": out / "bank_customers.csv", "products": out / "products.csv",
-             "takeup": out / "takeup.csv", "shop_behaviour": out / "shop_behaviour.csv"}
+    bank.mkdir(parents=True, exist_ok=True)
+    shop.mkdir(parents=True, exist_ok=True)
+    paths = {"bank_customers": bank / "bank_customers.csv", "products": bank / "products.csv",
+             "takeup": bank / "takeup.csv", "shop_behaviour": shop / "shop_behaviour.csv"}
     customers = bank_customers(world, rng, with_products=True)
     customers[["phone", "age_band", "segment", "tenure_years"]].to_csv(paths["bank_customers"], index=False)
     bank_products().to_csv(paths["products"], index=False)

@@ -55,15 +55,17 @@ def test_decryption_service(tmp_path: Path) -> None:
         assert "ciphertext 1: ciphertext out of range" in a.recv("coordinator", "coordinator/decrypted/forward/bad")["error"]
 
         # a third party with a certificate from the same CA is not a peer of the coordinator
-        certs = run.root / "certs"
-        ca_cert = x509.load_pem_x509_certificate((certs / "ca.pem").read_bytes())
-        ca_key = serialization.load_pem_private_key((certs / "ca.key").read_bytes(), None)
+        ca = run.root / "ca"
+        ca_cert = x509.load_pem_x509_certificate((ca / "ca.pem").read_bytes())
+        ca_key = serialization.load_pem_private_key((ca / "ca.key").read_bytes(), None)
+        certs = run.root / "eve"
+        certs.mkdir()
         make_role_cert(certs, "eve", ca_cert, ca_key)
         c_addr = config.load(run.configs["party_a"]).data["peers"]["coordinator"]["address"]
         eve_cfg = dataclasses.replace(a.cfg, role="eve", listen=f"127.0.0.1:{free_ports(1)[0]}",
                                       cert=certs / "eve.pem", key=certs / "eve.key",
                                       peers={"coordinator": PeerConfig("coordinator", c_addr, "coordinator",
-                                                                       certs / "ca.pem", None)})
+                                                                       ca / "ca.pem", None)})
         with Endpoint(eve_cfg) as eve:
             with pytest.raises(PeerError, match="is not one of its configured peers"):
                 request_decryption(eve, "forward", "e0/b0", packing.mask(u, enc)[0].flat())

@@ -70,7 +70,7 @@ def test_wire_holds_no_id_nor_its_hash(tmp_path: Path) -> None:
     run = psi_run(tmp_path, ids_a, ids_b, record=True)
     out = run_all(run, timeout=120)
     assert all(o.returncode == 0 for o in out.values())
-    frames = [f for path in (run.root / "wire").glob("*.wire") for f in read_recording(str(path))]
+    frames = [f for path in run.root.glob("*/wire/*.wire") for f in read_recording(str(path))]
     assert len(frames) > 10 and {f["dir"] for f in frames} == {"in", "out"}
     wire = b"\n".join(f["data"] for f in frames)
     normalised = {EMAIL(x) for x in ids_a + ids_b}
@@ -89,7 +89,7 @@ def test_certificate_from_another_ca_is_refused(tmp_path: Path) -> None:
     other = tmp_path / "other-ca"
     make_dev_pki(other, ("party_b",), "Some other CA")
     for suffix in ("pem", "key"):
-        shutil.copy(other / f"party_b.{suffix}", run.root / "certs" / f"party_b.{suffix}")
+        shutil.copy(other / f"party_b.{suffix}", run.dir("party_b") / "certs" / f"party_b.{suffix}")
     start_time = time.monotonic()
     out = run_all(run, timeout=90)
     assert out["party_a"].returncode != 0
@@ -103,7 +103,7 @@ def test_killing_b_mid_psi_stops_a_naming_b(tmp_path: Path) -> None:
     ids_a, ids_b = emails(range(0, 120_000), "shop"), emails(range(60_000, 180_000), "bank")
     run = psi_run(tmp_path, ids_a, ids_b, peer_timeout=4)
     procs = {role: start(run, role) for role in ("coordinator", "party_a", "party_b")}
-    b_log = run.root / "party_b.out"
+    b_log = run.output("party_b")
     deadline = time.monotonic() + 60
     while "PSI with party_a" not in b_log.read_text() and time.monotonic() < deadline:
         time.sleep(0.2)

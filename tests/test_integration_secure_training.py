@@ -31,7 +31,7 @@ from protocol.secure_layer import LayerPlan
 from protocol.transport import read_recording
 from scenarios.centralised import load_joined, train
 from scenarios.ecommerce_bank import BANK, SHOP
-from scenarios.experiment import build_run
+from scenarios.experiment import build_run, decrypt_saved
 from scenarios.launch import LocalRun, run_all
 from scenarios.synth import write_ecommerce_bank
 
@@ -68,7 +68,7 @@ class FixedPointLayer:
 
 def small_run(root: Path, shop_users: int, items: int, batch_users: int, record: bool = False) -> LocalRun:
     """Story 1 at a tiny size, one epoch, the held-out item ranked against 20 others."""
-    tables = write_ecommerce_bank(root / "data", shop_users, items, seed=5)
+    tables = write_ecommerce_bank(root / "party_a" / "data", root / "party_b" / "data", shop_users, items, seed=5)
     shop = {**SHOP, "eval": {"negatives": 20}}
     return build_run(root, tables, shop, BANK, "exactness", epochs=1, progress=False, batch_users=batch_users,
                      record=record)
@@ -83,19 +83,11 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> LocalRun:
     return run
 
 
-def key_of(run: LocalRun) -> PrivateKey:
-    return PrivateKey.from_json((run.workdir("coordinator") / "paillier_private_key.json").read_text())
-
-
-def decrypt_file(path: Path, key: PrivateKey) -> np.ndarray:
-    return packing.decrypt(key, packing.Packed.from_message(decode(path.read_bytes()), key.public, path.name))
-
-
 def twin(run: LocalRun) -> tuple:
-    key = key_of(run)
+    key = PrivateKey.from_json((run.workdir("coordinator") / "paillier_private_key.json").read_text())
     joined = load_joined(run.configs["party_a"], run.configs["party_b"])
     plan = joined.training.plan()
-    w0 = decrypt_file(run.workdir("party_b") / "model" / "w_rows_init.msgpack", key)
+    w0 = decrypt_saved(run, "party_b", "w_rows_init")
     layer = FixedPointLayer(w0, plan)
     trained = train(joined.data, joined.b_features, joined.training, joined.tower, layer, max_steps=STEPS,
                     evaluate=False)
@@ -106,8 +98,8 @@ def test_secure_steps_match_the_plaintext_twin(recorded: LocalRun) -> None:
     key, plan, layer, trained = twin(recorded)
     assert len(layer.delta_seen) == STEPS  # 60 shared users in batches of 20
     model_dir_a, model_dir_b = recorded.workdir("party_a") / "model", recorded.workdir("party_b") / "model"
-    w_rows = decrypt_file(model_dir_b / "w_rows.msgpack", key)
-    w_cols = decrypt_file(model_dir_a / "w_cols.msgpack", key)
+    w_rows = decrypt_saved(recorded, "party_b", "w_rows")
+    w_cols = decrypt_saved(recorded, "party_a", "w_cols")
     assert (w_cols.T == w_rows).all(), "A's [W] by columns and B's [W] by rows hold different W"
     units = np.abs((w_rows - layer.w).astype(np.int64))
     assert units.max() <= 2 * STEPS, f"W differs by {units.max()} units of 2^-{plan.w_bits}"
@@ -125,8 +117,8 @@ def test_one_secure_step_is_exact_but_for_rounding_w(tmp_path: Path) -> None:
     assert all(o.returncode == 0 for o in out.values()), {r: o.output[-3000:] for r, o in out.items()}
     key, plan, layer, trained = twin(run)
     assert len(layer.delta_seen) == 1  # all 20 shared users in one batch
-    w_rows = decrypt_file(run.workdir("party_b") / "model" / "w_rows.msgpack", key)
-    w0 = decrypt_file(run.workdir("party_b") / "model" / "w_rows_init.msgpack", key)
+    w_rows = decrypt_saved(run, "party_b", "w_rows")
+    w0 = decrypt_saved(run, "party_b", "w_rows_init")
     assert (w_rows != w0).any(), "W did not move: the comparison below would prove nothing"
     assert np.abs((w_rows - layer.w).astype(np.int64)).max() <= 1
     for saved, ours in ((run.workdir("party_a") / "model" / "active.pt", trained.model),
@@ -137,7 +129,7 @@ def test_one_secure_step_is_exact_but_for_rounding_w(tmp_path: Path) -> None:
 
 
 def frames(run: LocalRun) -> list[dict]:
-    return [f for path in sorted((run.root / "wire").glob("*.wire")) for f in read_recording(str(path))]
+    return [f for path in sorted(run.root.glob("*/wire/*.wire")) for f in read_recording(str(path))]
 
 
 def walk(obj: object):

@@ -174,7 +174,7 @@ def test_hand_written_config_for_other_tables(tmp_path: Path) -> None:
     from protocol.certs import make_dev_pki
     from scenarios.launch import LocalRun
 
-    src = write_ecommerce_bank(tmp_path / "generated", 150, 40, seed=3)
+    src = write_ecommerce_bank(tmp_path / "generated", tmp_path / "generated", 150, 40, seed=3)
     (tmp_path / "shop").mkdir()
     (tmp_path / "bank").mkdir()
     pd.read_csv(src["shop_users"], dtype=str).rename(columns={"customer_phone": "Mobile No.", "signup_channel": "Channel"})[
