@@ -41,10 +41,11 @@ def make_tables(root: Path, n: int) -> tuple[Path, Path]:
 def run_ours(root: Path, n: int, workers: int) -> dict:
     a, b = make_tables(root, n)
     psi = {"chunk_size": 8192, "progress": False}
-    sections = {"party_a": {"workers": workers, "users": {"table": str(a), "id_column": "email", "ids": {"kind": "email"}},
-                            "psi": psi},
-                "party_b": {"workers": workers, "users": {"table": str(b), "id_column": "mail", "ids": {"kind": "email"}},
-                            "psi": psi}}
+    email = {"kind": "email"}
+    sections = {"party_a": {"workers": workers, "psi": psi,
+                            "users": {"table": str(a), "id_column": "email", "ids": email}},
+                "party_b": {"workers": workers, "psi": psi,
+                            "users": {"table": str(b), "id_column": "mail", "ids": email}}}
     run = write_local_run(root / "run", sections, run_id=f"bench-psi-{n}")
     start = time.perf_counter()
     out = run_all(run, timeout=3600)

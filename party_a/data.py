@@ -65,7 +65,8 @@ def _item_table(spec: TableSpec | None, interaction_items: pd.Series) -> tuple[l
     frame = read_table(spec.path, [spec.id_column, *spec.numeric, *spec.categorical], [spec.id_column])
     ids = frame[spec.id_column].str.strip()
     if (ids == "").any():
-        raise DataError(f"{spec.path}: column {spec.id_column!r} {row_label(int(np.flatnonzero(ids == '')[0]))} is empty")
+        first = int(np.flatnonzero(ids == "")[0])
+        raise DataError(f"{spec.path}: column {spec.id_column!r} {row_label(first)} is empty")
     dup = ids.duplicated(keep=False)
     if dup.any():
         rows = np.flatnonzero(dup)

@@ -134,8 +134,8 @@ def run_training(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, data: 
                  "federated": metrics(model_scores(federated, ev, u_all), ev.cold, cfg.eval.k),
                  "a_alone": metrics(model_scores(alone, ev, zeros), ev.cold, cfg.eval.k)}
         report["epochs"].append(entry)
-        log.info("epoch %d/%d (%.0fs): %s | %s", epoch, t.epochs, entry["seconds"], _line("federated", entry["federated"]),
-                 _line("A alone", entry["a_alone"]))
+        log.info("epoch %d/%d (%.0fs): %s | %s", epoch, t.epochs, entry["seconds"],
+                 _line("federated", entry["federated"]), _line("A alone", entry["a_alone"]))
     report["timing"] = {"secure_training_seconds": round(secure_seconds, 2), "user_steps": user_steps,
                         "user_steps_per_second": round(user_steps / secure_seconds, 2) if secure_seconds else None,
                         "phases": clock.summary()}

@@ -33,7 +33,7 @@ A = "party_a"
 
 def _users(cmd: dict, n_users: int, limit: int) -> torch.Tensor:
     users = cmd.get("users")
-    if not isinstance(users, np.ndarray) or users.ndim != 1 or users.dtype.kind not in "iu" or not 0 < users.size <= limit:
+    if not (isinstance(users, np.ndarray) and users.ndim == 1 and users.dtype.kind in "iu" and 0 < users.size <= limit):
         raise ProtocolError(f"party_a sent a malformed user batch for {cmd.get('label')!r}")
     if users.min() < 0 or users.max() >= n_users:
         raise ProtocolError(f"party_a named users outside the {n_users} shared ones")

@@ -178,7 +178,8 @@ def read_network(root: Table, role: str, peer_roles: tuple[str, ...]) -> Network
         t.finish()
     extra = sorted(set(peer_tables) - set(peer_roles))
     if extra:
-        raise ConfigError(f"{root.file}: [peers.{extra[0]}] is not a role this process talks to ({', '.join(peer_roles)})")
+        raise ConfigError(f"{root.file}: [peers.{extra[0]}] is not a role this process talks to "
+                          f"({', '.join(peer_roles)})")
     return NetworkConfig(role, run_id, listen, cert, key, ca, peers, receive_timeout, peer_timeout,
                          connect_timeout, max_message_bytes, record_dir)
 

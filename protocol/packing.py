@@ -232,7 +232,8 @@ def add_plain(a: Packed, values: np.ndarray, bound: int) -> Packed:
         raise ProtocolError("add_plain: a value exceeds its declared bound")
     total = a.bound + bound
     a.layout.check(total, "add_plain")
-    cts = [[a.public.raw_add_plain(c, p) for c, p in zip(row, plains)] for row, plains in zip(a.cts, pack(values, a.layout))]
+    cts = [[a.public.raw_add_plain(c, p) for c, p in zip(row, plains)]
+           for row, plains in zip(a.cts, pack(values, a.layout))]
     return Packed(a.public, a.layout, a.scale, total, cts)
 
 

@@ -163,7 +163,9 @@ class Encryptor:
             n, n2 = public.n, public.n2
             x = mpz(secrets.randbelow(int(n) - 2) + 2)
             h_s = gmpy2.powmod(-(x * x) % n, n, n2)
-            self._exp_bits = _DJN_EXPONENT_BITS.get(public.bits, _DJN_EXPONENT_BITS[min(ALLOWED_BITS, key=lambda b: abs(b - public.bits))])
+            if public.bits not in _DJN_EXPONENT_BITS:
+                raise ConfigError(f"no DJN exponent size for a {public.bits}-bit key ({sorted(_DJN_EXPONENT_BITS)})")
+            self._exp_bits = _DJN_EXPONENT_BITS[public.bits]
             base = h_s
             for _ in range((self._exp_bits + _WINDOW - 1) // _WINDOW):
                 row = [mpz(1), base]

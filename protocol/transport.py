@@ -272,8 +272,8 @@ class Endpoint:
         for role, peer in self.cfg.peers.items():
             if peer.name in names:
                 if peer.fingerprint and _cert_fingerprint(pem) != peer.fingerprint:
-                    context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                  f"{self.cfg.role}: certificate for {peer.name!r} does not match the pinned fingerprint")
+                    context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{self.cfg.role}: certificate for "
+                                  f"{peer.name!r} does not match the pinned fingerprint")
                 return role
         context.abort(grpc.StatusCode.PERMISSION_DENIED,
                       f"{self.cfg.role}: certificate {sorted(names)} is not one of its configured peers")

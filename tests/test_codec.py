@@ -22,7 +22,8 @@ def test_roundtrip(payload: object) -> None:
     assert decode(encode(payload)) == payload
 
 
-@given(hnp.arrays(st.sampled_from([np.int64, np.float32, np.uint8, np.bool_]), hnp.array_shapes(min_dims=0, max_dims=3)))
+@given(hnp.arrays(st.sampled_from([np.int64, np.float32, np.uint8, np.bool_]),
+                  hnp.array_shapes(min_dims=0, max_dims=3)))
 def test_arrays_roundtrip(arr: np.ndarray) -> None:
     out = decode(encode({"a": arr}))["a"]
     assert out.dtype == arr.dtype and out.shape == arr.shape

@@ -93,7 +93,8 @@ def test_cli_reports_bad_input_before_any_network(tmp_path: Path) -> None:
     config = party_a_config(tmp_path, {"table": str(table), "id_column": "email", "ids": {"kind": "email"}})
     result = run_party_a(config)
     assert result.returncode == 2
-    assert "users.csv: column 'email' has 1 duplicated IDs after normalisation (2 rows); first: row 1 and row 3" in result.stderr
+    expected = "users.csv: column 'email' has 1 duplicated IDs after normalisation (2 rows); first: row 1 and row 3"
+    assert expected in result.stderr
     assert "listening" not in result.stderr  # it stopped before opening its endpoint
 
 

@@ -52,7 +52,8 @@ def test_decryption_service(tmp_path: Path) -> None:
 
         # malformed ciphertexts are refused, naming the first bad one
         a.send("coordinator", "coordinator/decrypt/forward/bad", {"ciphertexts": BigInts([u.flat()[0], 0])})
-        assert "ciphertext 1: ciphertext out of range" in a.recv("coordinator", "coordinator/decrypted/forward/bad")["error"]
+        reply = a.recv("coordinator", "coordinator/decrypted/forward/bad")
+        assert "ciphertext 1: ciphertext out of range" in reply["error"]
 
         # a third party with a certificate from the same CA is not a peer of the coordinator
         ca = run.root / "ca"

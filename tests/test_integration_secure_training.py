@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy.stats import kstest
 
 from protocol import fixedpoint, packing
 from protocol.codec import decode
@@ -186,13 +187,17 @@ def test_the_wire_holds_nothing_in_the_clear(recorded: LocalRun) -> None:
         needles += [row.tobytes(), row.astype(np.float64).tobytes()]
     assert needles and [hashlib.sha256(x).hexdigest() for x in needles if x in wire] == []
 
-    # 5. what the coordinator decrypted for the forward step never equals a true u
-    replies = [b for f, b in zip(recorded_frames, bodies) if f["dir"] == "in" and f["peer"] == "coordinator"
-               and isinstance(b, dict) and "plaintexts" in b]
-    assert replies
-    true_u = {int(v) for v in np.asarray(layer.u_seen[0]).ravel()}
-    seen = set()
-    for reply in replies:
-        for p in reply["plaintexts"]:
-            seen |= {int(v) for v in packing.unpack([p], rows, 1, n).ravel()}
-    assert not (true_u - {0}) & seen
+    # 5. what the coordinator decrypts for steps 3 and 5 is uniform over the mask range, and never a true u
+    def decrypted(step: str, layout: packing.Layout) -> np.ndarray:
+        replies = [b for f, b in zip(recorded_frames, bodies) if f["dir"] == "in" and f["peer"] == "coordinator"
+                   and decode(f["data"])["tag"].startswith(f"coordinator/decrypted/{step}/")]
+        slots = [v for r in replies for p in r["plaintexts"] for v in packing.unpack([p], layout, 1, n).ravel()]
+        return np.array([int(v) for v in slots], dtype=object)
+
+    for step, layout, bound in (("forward", rows, plan.u_bound), ("backward", cols, plan.g_bound)):
+        values = decrypted(step, layout)
+        assert values.size > 500
+        uniform = (values / 2 ** (bound.bit_length() + packing.SIGMA)).astype(float)
+        assert kstest(uniform, "uniform").pvalue > 1e-3, f"{step}: decrypted values are not uniform over the mask"
+    true_u = {int(v) for v in np.asarray(layer.u_seen[0]).ravel()} - {0}
+    assert not true_u & set(decrypted("forward", rows))

@@ -23,7 +23,8 @@ TEXT = Normalizer(kind="text")
 def psi_both(ids_a: list[str], ids_b: list[str], chunk: int = 7) -> tuple[list[str], list[str]]:
     net = MemoryNetwork()
     a, b = net.endpoint("party_a"), net.endpoint("party_b")
-    ra, rb = run_roles((run_psi, a, "party_b", ids_a, POOL, chunk, False), (run_psi, b, "party_a", ids_b, POOL, chunk, False))
+    ra, rb = run_roles((run_psi, a, "party_b", ids_a, POOL, chunk, False),
+                       (run_psi, b, "party_a", ids_b, POOL, chunk, False))
     return [ids_a[i] for i in ra.positions], [ids_b[i] for i in rb.positions]
 
 

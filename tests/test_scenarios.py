@@ -177,8 +177,9 @@ def test_hand_written_config_for_other_tables(tmp_path: Path) -> None:
     src = write_ecommerce_bank(tmp_path / "generated", tmp_path / "generated", 150, 40, seed=3)
     (tmp_path / "shop").mkdir()
     (tmp_path / "bank").mkdir()
-    pd.read_csv(src["shop_users"], dtype=str).rename(columns={"customer_phone": "Mobile No.", "signup_channel": "Channel"})[
-        ["Mobile No.", "Channel"]].to_csv(tmp_path / "shop" / "members.csv", index=False)
+    members = pd.read_csv(src["shop_users"], dtype=str).rename(
+        columns={"customer_phone": "Mobile No.", "signup_channel": "Channel"})
+    members[["Mobile No.", "Channel"]].to_csv(tmp_path / "shop" / "members.csv", index=False)
     pd.read_csv(src["orders"], dtype={"customer_phone": str}).rename(
         columns={"customer_phone": "buyer", "sku": "article", "rating": "stars", "timestamp": "sold_at"}).to_csv(
         tmp_path / "shop" / "sales.csv", index=False)
