@@ -24,6 +24,7 @@ from party_a.model import ActiveModel, active_step
 from party_a.sampler import Batch, Sampler
 from protocol import fixedpoint
 from protocol.codec import encode
+from protocol.packing import Packed
 from protocol.paillier import Encryptor, PublicKey
 from protocol.secure_layer import (COMMANDS, Side, a_refresh_weights, a_send_gradients, a_unmask_contribution,
                                    init_a_share_weights)
@@ -41,7 +42,7 @@ def tensors(batch: Batch) -> tuple[torch.Tensor, ...]:
 
 
 def secure_step(side: Side, label: str, batch: Batch, model: ActiveModel, optimizer: torch.optim.Optimizer,
-                w_cols: object, clock: StepClock) -> tuple[float, object]:
+                w_cols: Packed, clock: StepClock) -> tuple[float, Packed]:
     """One training step of the federated model through DESIGN.md steps 1-7, A's side."""
     plan = side.plan
     side.endpoint.send(B, COMMANDS, {"op": "step", "label": label, "users": batch.users})
@@ -143,7 +144,7 @@ def run_training(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, data: 
     return report
 
 
-def save_model(workdir: Path, model: ActiveModel, w_cols: object) -> None:
+def save_model(workdir: Path, model: ActiveModel, w_cols: Packed) -> None:
     """A's trained state: its model (torch state dict, load with weights_only=True) and its [W] by columns."""
     out = workdir / "model"
     out.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from party_b.tower import TowerB, passive_step
 from protocol import fixedpoint
 from protocol.codec import encode
 from protocol.errors import ProtocolError
+from protocol.packing import Packed
 from protocol.paillier import Encryptor, PublicKey
 from protocol.secure_layer import (COMMANDS, LayerPlan, Side, b_finish_refresh, b_forward_contribution,
                                    b_send_masked_update, b_unmask_gradient, b_update_weights, init_b_share_weights)
@@ -44,7 +45,7 @@ def _quantise(e_b: torch.Tensor, plan: LayerPlan) -> np.ndarray:
     return fixedpoint.encode(e_b.detach().numpy(), plan.e_bits).astype(np.int64)
 
 
-def save_state(workdir: Path, tower: TowerB, w_rows: object, name: str) -> None:
+def save_state(workdir: Path, tower: TowerB, w_rows: Packed, name: str) -> None:
     out = workdir / "model"
     out.mkdir(parents=True, exist_ok=True)
     torch.save(tower.state_dict(), out / "tower_b.pt")

@@ -130,8 +130,12 @@ class LayerPlan:
         return (self.update_bound >> self.shift).bit_length() + 1 + SIGMA
 
     @property
+    def m_prime_bound(self) -> int:
+        return (1 << self.m_prime_bits) - 1
+
+    @property
     def refresh_mask_bound(self) -> int:
-        return ((1 << self.m_prime_bits) - 1) * 2**self.shift + 2**self.shift - 1
+        return self.m_prime_bound * 2**self.shift + 2**self.shift - 1
 
     @property
     def q_bound(self) -> int:
@@ -151,7 +155,7 @@ class LayerPlan:
     @property
     def col_slot_bits(self) -> int:
         """Slots of W by columns hold g + R' and Q - M' on the way."""
-        need = max(self._masked(self.g_bound), self.q_bound + (1 << self.m_prime_bits), self.w_bound)
+        need = max(self._masked(self.g_bound), self.q_bound + self.m_prime_bound, self.w_bound)
         return need.bit_length() + 1
 
     def describe(self, public: PublicKey) -> str:
@@ -183,13 +187,16 @@ class Side:
     def peer(self) -> str:
         return B if self.endpoint.cfg.role == A else A
 
-    def receive(self, tag: str, what: str, layout: Layout, scale: int) -> Packed:
-        """An encrypted matrix from the peer, checked against the layout and scale the plan implies."""
-        packed = Packed.from_message(self.endpoint.recv(self.peer, tag), self.public, f"{what} from {self.peer}")
-        if packed.layout != layout or packed.scale != scale:
-            raise ProtocolError(f"{what} from {self.peer}: layout {packed.layout} at 2^{packed.scale}, "
-                                f"expected {layout} at 2^{scale}")
+    def checked(self, msg: dict, what: str, layout: Layout, scale: int, bound: int | None = None) -> Packed:
+        """An encrypted matrix from the peer's message, checked against what the plan implies."""
+        packed = Packed.from_message(msg, self.public, f"{what} from {self.peer}")
+        if packed.layout != layout or packed.scale != scale or (bound is not None and packed.bound > bound):
+            raise ProtocolError(f"{what} from {self.peer}: layout {packed.layout} at 2^{packed.scale} bounded by "
+                                f"2^{packed.bound.bit_length()}, expected {layout} at 2^{scale}")
         return packed
+
+    def receive(self, tag: str, what: str, layout: Layout, scale: int) -> Packed:
+        return self.checked(self.endpoint.recv(self.peer, tag), what, layout, scale)
 
     def encrypt(self, values: np.ndarray, layout: Layout, scale: int, bound: int) -> Packed:
         return packing.encrypt(self.enc, values, layout, scale, bound, self.pool)
@@ -259,13 +266,10 @@ def a_send_gradients(a: Side, label: str, w_cols: Packed, delta_q: np.ndarray) -
 
 def b_unmask_gradient(b: Side, label: str) -> tuple[np.ndarray, Packed]:
     """Step 5 (B): g = δ·Wᵀ through a mask and the coordinator (integers at 2^(delta_bits + w_bits)); and [δ]."""
+    p = b.plan
     msg = b.endpoint.recv(A, f"{label}/gradients")
-    g = Packed.from_message(msg["g"], b.public, "[g] from party_a")
-    delta = Packed.from_message(msg["delta"], b.public, "[delta] from party_a")
-    if g.layout != b.cols or g.scale != b.plan.delta_bits + b.plan.w_bits:
-        raise ProtocolError(f"[g] from party_a has layout {g.layout} at 2^{g.scale}, not as planned")
-    if delta.layout != b.rows or delta.scale != b.plan.delta_bits or delta.bound > b.plan.delta_bound:
-        raise ProtocolError(f"[delta] from party_a has layout {delta.layout} at 2^{delta.scale}, not as planned")
+    g = b.checked(msg["g"], "[g]", b.cols, p.delta_bits + p.w_bits)
+    delta = b.checked(msg["delta"], "[delta]", b.rows, p.delta_bits, p.delta_bound)
     return decrypt_masked(b.endpoint, "backward", label, g, b.enc, b.pool), delta
 
 
@@ -287,7 +291,7 @@ def b_send_masked_update(b: Side, label: str, w_new: Packed) -> np.ndarray:
     low = np.array([[secrets.randbits(p.shift) for _ in range(p.h)] for _ in range(p.d)], dtype=object)
     mask = m_prime * 2**p.shift + low
     masked = packing.add(w_new, b.encrypt(mask, b.rows, w_new.scale, p.refresh_mask_bound))
-    m_cols = b.encrypt(np.ascontiguousarray(m_prime.T), b.cols, p.w_bits, (1 << p.m_prime_bits) - 1)
+    m_cols = b.encrypt(np.ascontiguousarray(m_prime.T), b.cols, p.w_bits, p.m_prime_bound)
     b.endpoint.send(A, f"{label}/refresh", {"masked": masked.to_message(), "m_cols": m_cols.to_message()})
     return m_prime
 
@@ -296,10 +300,8 @@ def a_refresh_weights(a: Side, label: str) -> Packed:
     """Step 7, A: decrypt W' + M, divide by 2^s, re-encrypt both ways; returns A's new [W] by columns."""
     p = a.plan
     msg = a.endpoint.recv(B, f"{label}/refresh")
-    masked = Packed.from_message(msg["masked"], a.public, "[W'+M] from party_b")
-    m_cols = Packed.from_message(msg["m_cols"], a.public, "[M'] from party_b")
-    if masked.layout != a.rows or masked.scale != p.w_bits + p.shift or m_cols.layout != a.cols:
-        raise ProtocolError("refresh from party_b does not match the plan")
+    masked = a.checked(msg["masked"], "[W'+M]", a.rows, p.w_bits + p.shift)
+    m_cols = a.checked(msg["m_cols"], "[M']", a.cols, p.w_bits, p.m_prime_bound)
     plain = packing.unpack(request_decryption(a.endpoint, "refresh", label, masked.flat()), a.rows, masked.rows,
                            a.public.n)
     q = plain >> p.shift  # floor division: exact for the M' part, stochastic rounding of W'/2^s thanks to M''
@@ -311,4 +313,4 @@ def a_refresh_weights(a: Side, label: str) -> Packed:
 def b_finish_refresh(b: Side, label: str, m_prime: np.ndarray) -> Packed:
     """Step 7, B: remove M' from A's [Q] by rows; returns B's new [W] by rows."""
     q_rows = b.receive(f"{label}/q_rows", "[Q] from party_a", b.rows, b.plan.w_bits)
-    return _as_w(packing.add_plain(q_rows, -m_prime, (1 << b.plan.m_prime_bits) - 1), b)
+    return _as_w(packing.add_plain(q_rows, -m_prime, b.plan.m_prime_bound), b)
