@@ -36,19 +36,18 @@ def handle_decrypt(endpoint: Endpoint, decryptor: Decryptor, audit: AuditLog, ms
     """Decrypt one batch for the party that asked, if the step is that party's to ask."""
     request = msg.tag[len(REQUEST_PREFIX):]
     step = request.split("/", 1)[0]
-    ciphertexts = msg.body.get("ciphertexts", []) if isinstance(msg.body, dict) else []
+    ciphertexts = msg.body.get("ciphertexts") if isinstance(msg.body, dict) else None
     refused = None
-    if POLICY.get(step) != msg.peer:
+    if not isinstance(ciphertexts, list):
+        ciphertexts, refused = [], "request holds no ciphertext vector"
+    elif POLICY.get(step) != msg.peer:
         refused = f"{msg.peer} may not ask for decryptions of step {step!r}"
-    elif not isinstance(ciphertexts, list):
-        refused = "request holds no ciphertext vector"
     else:
         try:
             decryptor.validate(ciphertexts)
         except ProtocolError as exc:
             refused = str(exc)
-    audit.record(msg.peer, endpoint.cfg.run_id, step, msg.tag, len(ciphertexts) if isinstance(ciphertexts, list) else 0,
-                 refused)
+    audit.record(msg.peer, endpoint.cfg.run_id, step, msg.tag, len(ciphertexts), refused)
     reply_tag = REPLY_PREFIX + request
     if refused:
         log.warning("refused %s from %s: %s", msg.tag, msg.peer, refused)

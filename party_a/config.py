@@ -86,21 +86,6 @@ class PartyAConfig:
     training: Training | None
 
 
-def _settings(t: Table, cls: type, positive: tuple[str, ...] = ()) -> object:
-    """Fill dataclass `cls` from table `t`, each key optional with the dataclass default."""
-    values = {}
-    for name, default in cls.__dataclass_fields__.items():
-        d = default.default
-        if isinstance(d, tuple):
-            values[name] = tuple(int(v) for v in t.take(name, list, list(d)))
-        elif name in positive:
-            values[name] = t.take_positive(name, type(d), d)
-        else:
-            values[name] = t.take(name, type(d), d)
-    t.finish()
-    return cls(**values)
-
-
 def read_training(root: Table) -> Training | None:
     if "interactions" not in root.data:
         for section in ("items", "model", "train", "secure", "eval"):
@@ -113,13 +98,13 @@ def read_training(root: Table) -> Training | None:
         t = root.sub("items")
         items = TableSpec.from_config(t)
         t.finish()
-    model = _settings(root.sub("model"), ModelSettings, ("d", "h", "id_dim", "feature_dim"))
-    train = _settings(root.sub("train"), TrainSettings, ("epochs", "batch_users", "positives", "lr", "lr_w"))
+    model = root.sub("model").take_settings(ModelSettings, ("d", "h", "id_dim", "feature_dim"))
+    train = root.sub("train").take_settings(TrainSettings, ("epochs", "batch_users", "positives", "lr", "lr_w"))
     secure_table = root.sub("secure")
-    secure = _settings(secure_table, SecureSettings, ("e_bits", "w_bits", "delta_bits", "w_max", "delta_max"))
+    secure = secure_table.take_settings(SecureSettings, ("e_bits", "w_bits", "delta_bits", "w_max", "delta_max"))
     if secure.encryption not in ("djn", "full"):
         raise secure_table.error("encryption", f"must be 'djn' or 'full', got {secure.encryption!r}")
-    evaluation = _settings(root.sub("eval"), EvalSettings, ("negatives", "k"))
+    evaluation = root.sub("eval").take_settings(EvalSettings, ("negatives", "k"))
     for name in ("negatives", "weight_decay"):
         if getattr(train, name) < 0:
             raise root.error("train", f"{name} must be 0 or more")

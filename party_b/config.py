@@ -23,7 +23,6 @@ class TowerSettings:
     feature_dim: int = 8
     lr: float = 0.005  # Adam
     seed: int = 2
-    encryption: str = "djn"
 
 
 @dataclass(frozen=True)
@@ -32,20 +31,16 @@ class PartyBConfig:
     users: UserIds
     psi: PsiSettings
     tower: TowerSettings
+    encryption: str  # how B draws encryption randomness: "djn" or "full"
 
 
 def load(path: Path) -> PartyBConfig:
     root = config.load(path)
     basics = config.read_party_basics(root, ROLE, PEER)
     users, psi = read_users_and_psi(root)
-    m = root.sub("model")
-    d = TowerSettings()
+    tower = root.sub("model").take_settings(TowerSettings, ("feature_dim", "lr"))
     secure = root.sub("secure")
-    tower = TowerSettings(hidden=tuple(int(v) for v in m.take("hidden", list, list(d.hidden))),
-                          feature_dim=m.take_positive("feature_dim", int, d.feature_dim),
-                          lr=m.take_positive("lr", float, d.lr), seed=m.take("seed", int, d.seed),
-                          encryption=secure.take_choice("encryption", ("djn", "full"), d.encryption))
-    m.finish()
+    encryption = secure.take_choice("encryption", ("djn", "full"), "djn")
     secure.finish()
     root.finish()
-    return PartyBConfig(basics, users, psi, tower)
+    return PartyBConfig(basics, users, psi, tower, encryption)

@@ -53,7 +53,7 @@ def save_state(workdir: Path, tower: TowerB, w_rows: Packed, name: str) -> None:
 
 
 def follow(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, features: Features, settings: TowerSettings,
-           workdir: Path, first: dict) -> None:
+           encryption: str, workdir: Path, first: dict) -> None:
     """Run A's commands, starting with `first`, until A says 'done'."""
     torch.set_num_threads(1)
     n_users = features.numeric.shape[0]
@@ -72,7 +72,7 @@ def follow(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, features: Fe
             return
         if op == "init":
             plan = LayerPlan.from_message(cmd["plan"])
-            side = Side(endpoint, public, Encryptor(public, settings.encryption), pool, plan)
+            side = Side(endpoint, public, Encryptor(public, encryption), pool, plan)
             torch.manual_seed(settings.seed)
             tower = TowerB(features, plan.d, list(settings.hidden), settings.feature_dim)
             optimizer = torch.optim.Adam(tower.parameters(), lr=settings.lr)

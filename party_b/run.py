@@ -33,6 +33,6 @@ def main(config_path: Path) -> None:
             return
         from party_b.follow import follow  # torch loads only when A asks for training
 
-        follow(endpoint, public, pool, features.take(psi.positions), cfg.tower, workdir, first)
+        follow(endpoint, public, pool, features.take(psi.positions), cfg.tower, cfg.encryption, workdir, first)
 
     run_party(cfg.basics, body)

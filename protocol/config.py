@@ -78,6 +78,20 @@ class Table:
             raise self.error(key, f"must be positive, got {value}")
         return value
 
+    def take_settings(self, cls: type, positive: tuple[str, ...] = ()) -> Any:
+        """Fill dataclass `cls` from this table, every key optional with the dataclass default; then finish."""
+        values = {}
+        for name, f in cls.__dataclass_fields__.items():
+            default = f.default
+            if isinstance(default, tuple):
+                values[name] = tuple(int(v) for v in self.take(name, list, list(default)))
+            elif name in positive:
+                values[name] = self.take_positive(name, type(default), default)
+            else:
+                values[name] = self.take(name, type(default), default)
+        self.finish()
+        return cls(**values)
+
     def sub(self, key: str, required: bool = False) -> "Table":
         where = f"{self.where}.{key}" if self.where else key
         value = self.take(key, dict, _MISSING if required else {})
