@@ -29,10 +29,10 @@ import gmpy2
 import numpy as np
 from phe import paillier as phe_paillier
 
-from protocol import packing
-from protocol.multiexp import plan
-from protocol.paillier import Encryptor, PrivateKey, PublicKey
-from protocol.workers import WorkerPool
+from protocol.crypto import packing
+from protocol.crypto.multiexp import plan
+from protocol.crypto.paillier import Encryptor, PrivateKey, PublicKey
+from protocol.runtime.workers import WorkerPool
 
 D = H = 16
 E_BITS = 14  # fixed-point bits of e_B (|e_B| ≤ 1)

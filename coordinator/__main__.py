@@ -1,4 +1,4 @@
 from coordinator.service import main
-from protocol.cli import run
+from protocol.runtime.cli import run
 
 run("coordinator", "Coordinator: holds the Paillier key pair and decrypts masked values for the parties.", main)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocol import config
-from protocol.config import NetworkConfig
-from protocol.paillier import DEFAULT_BITS, DEPLOYABLE_BITS
-from protocol.workers import default_size
+from protocol.runtime import config
+from protocol.runtime.config import NetworkConfig
+from protocol.crypto.paillier import DEFAULT_BITS, DEPLOYABLE_BITS
+from protocol.runtime.workers import default_size
 
 ROLE = "coordinator"
 

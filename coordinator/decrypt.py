@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from protocol.codec import BigInts
-from protocol.paillier import PrivateKey
-from protocol.workers import WorkerPool
+from protocol.net.codec import BigInts
+from protocol.crypto.paillier import PrivateKey
+from protocol.runtime.workers import WorkerPool
 
-_TASK = "protocol.paillier:decrypt_task"
+_TASK = "protocol.crypto.paillier:decrypt_task"
 
 
 class Decryptor:

@@ -14,14 +14,14 @@ from pathlib import Path
 from coordinator.audit import AuditLog
 from coordinator.config import ROLE, CoordinatorConfig, load
 from coordinator.decrypt import Decryptor
-from protocol.cli import setup_logging
-from protocol.codec import BigInts
-from protocol.decryption import DONE_TAG, POLICY, PUBLIC_KEY_TAG, REPLY_PREFIX, REQUEST_PREFIX
+from protocol.runtime.cli import setup_logging
+from protocol.net.codec import BigInts
+from protocol.layer.decryption import DONE_TAG, POLICY, PUBLIC_KEY_TAG, REPLY_PREFIX, REQUEST_PREFIX
 from protocol.errors import ProtocolError, VfrecError
-from protocol.paillier import load_or_create_private_key
-from protocol.timing import StepClock
-from protocol.transport import Endpoint, Message
-from protocol.workers import WorkerPool
+from protocol.crypto.paillier import load_or_create_private_key
+from protocol.runtime.timing import StepClock
+from protocol.net.transport import Endpoint, Message
+from protocol.runtime.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 PARTIES = ("party_a", "party_b")

@@ -1,4 +1,4 @@
 from party_a.run import main
-from protocol.cli import run
+from protocol.runtime.cli import run
 
 run("party_a", "Active party: holds the labels, drives PSI and training, evaluates.", main)

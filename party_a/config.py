@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from party_a.data import InteractionsSpec
-from protocol import config
-from protocol.config import PartyBasics, Table
-from protocol.secure_layer import LayerPlan
-from protocol.tables import TableSpec
+from protocol.runtime import config
+from protocol.runtime.config import PartyBasics, Table
+from protocol.layer.steps import LayerPlan
+from protocol.data.tables import TableSpec
 from psi.align import PsiSettings, UserIds, read_users_and_psi
 
 ROLE = "party_a"

@@ -19,7 +19,7 @@ from torch import nn
 
 from party_a.config import ModelSettings
 from party_a.data import ActiveData
-from protocol.nn import FeatureTower, mlp
+from protocol.data.towers import FeatureTower, mlp
 
 
 class ActiveModel(nn.Module):

@@ -8,14 +8,14 @@ from pathlib import Path
 
 from party_a.config import PEER, ROLE, PartyAConfig, load
 from party_a.data import align, load_tables
-from protocol.cli import setup_logging
-from protocol.decryption import COORDINATOR, DONE_TAG
-from protocol.paillier import PublicKey
-from protocol.party import run_party
-from protocol.secure_layer import COMMANDS
-from protocol.tables import encode_features
-from protocol.transport import Endpoint
-from protocol.workers import WorkerPool
+from protocol.runtime.cli import setup_logging
+from protocol.layer.decryption import COORDINATOR, DONE_TAG
+from protocol.crypto.paillier import PublicKey
+from protocol.runtime.party import run_party
+from protocol.layer.steps import COMMANDS
+from protocol.data.tables import encode_features
+from protocol.net.transport import Endpoint
+from protocol.runtime.workers import WorkerPool
 from psi.align import align as align_ids
 
 log = logging.getLogger(__name__)

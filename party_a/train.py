@@ -22,15 +22,15 @@ from party_a.data import ActiveData
 from party_a.evaluate import EvalSet, eval_set, metrics, model_scores, popularity_scores
 from party_a.model import ActiveModel, active_step
 from party_a.sampler import Batch, Sampler
-from protocol import fixedpoint
-from protocol.codec import encode
-from protocol.packing import Packed
-from protocol.paillier import Encryptor, PublicKey
-from protocol.secure_layer import (COMMANDS, Side, a_refresh_weights, a_send_gradients, a_unmask_contribution,
+from protocol.crypto import fixedpoint
+from protocol.net.codec import encode
+from protocol.crypto.packing import Packed
+from protocol.crypto.paillier import Encryptor, PublicKey
+from protocol.layer.steps import (COMMANDS, Side, a_refresh_weights, a_send_gradients, a_unmask_contribution,
                                    init_a_share_weights)
-from protocol.timing import StepClock
-from protocol.transport import Endpoint
-from protocol.workers import WorkerPool
+from protocol.runtime.timing import StepClock
+from protocol.net.transport import Endpoint
+from protocol.runtime.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 B = "party_b"

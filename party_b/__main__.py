@@ -1,4 +1,4 @@
 from party_b.run import main
-from protocol.cli import run
+from protocol.runtime.cli import run
 
 run("party_b", "Passive party: aligns customers with party A and trains tower B on its own columns.", main)

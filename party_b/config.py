@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocol import config
-from protocol.config import PartyBasics
+from protocol.runtime import config
+from protocol.runtime.config import PartyBasics
 from psi.align import PsiSettings, UserIds, read_users_and_psi
 
 ROLE = "party_b"

@@ -16,17 +16,17 @@ import torch
 
 from party_b.config import TowerSettings
 from party_b.tower import TowerB, passive_step
-from protocol import fixedpoint
-from protocol.codec import encode
+from protocol.crypto import fixedpoint
+from protocol.net.codec import encode
 from protocol.errors import ProtocolError
-from protocol.packing import Packed
-from protocol.paillier import Encryptor, PublicKey
-from protocol.secure_layer import (COMMANDS, LayerPlan, Side, b_finish_refresh, b_forward_contribution,
+from protocol.crypto.packing import Packed
+from protocol.crypto.paillier import Encryptor, PublicKey
+from protocol.layer.steps import (COMMANDS, LayerPlan, Side, b_finish_refresh, b_forward_contribution,
                                    b_send_masked_update, b_unmask_gradient, b_update_weights, init_b_share_weights)
-from protocol.tables import Features
-from protocol.timing import StepClock
-from protocol.transport import Endpoint
-from protocol.workers import WorkerPool
+from protocol.data.tables import Features
+from protocol.runtime.timing import StepClock
+from protocol.net.transport import Endpoint
+from protocol.runtime.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 A = "party_a"

@@ -6,13 +6,13 @@ import logging
 from pathlib import Path
 
 from party_b.config import PEER, ROLE, PartyBConfig, load
-from protocol.cli import setup_logging
-from protocol.paillier import PublicKey
-from protocol.party import run_party
-from protocol.secure_layer import COMMANDS
-from protocol.tables import encode_features
-from protocol.transport import Endpoint
-from protocol.workers import WorkerPool
+from protocol.runtime.cli import setup_logging
+from protocol.crypto.paillier import PublicKey
+from protocol.runtime.party import run_party
+from protocol.layer.steps import COMMANDS
+from protocol.data.tables import encode_features
+from protocol.net.transport import Endpoint
+from protocol.runtime.workers import WorkerPool
 from psi.align import align
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from protocol.nn import FeatureTower
-from protocol.tables import Features
+from protocol.data.towers import FeatureTower
+from protocol.data.tables import Features
 
 
 class TowerB(nn.Module):

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from protocol.config import Table
+from protocol.runtime.config import Table
 from protocol.errors import ProtocolError
-from protocol.tables import TableSpec, read_table
-from protocol.transport import Endpoint
-from protocol.workers import WorkerPool
+from protocol.data.tables import TableSpec, read_table
+from protocol.net.transport import Endpoint
+from protocol.runtime.workers import WorkerPool
 from psi.ids import Normalizer, normalize_ids
 from psi.session import PsiResult, run_psi
 

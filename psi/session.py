@@ -28,8 +28,8 @@ import numpy as np
 from tqdm import tqdm
 
 from protocol.errors import ProtocolError
-from protocol.transport import Endpoint
-from protocol.workers import WorkerPool
+from protocol.net.transport import Endpoint
+from protocol.runtime.workers import WorkerPool
 from psi.ecdh import MATCH_BYTES, POINT_BYTES, new_secret, session_salt
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from party_a.sampler import Sampler
 from party_b import config as party_b_config
 from party_b.config import TowerSettings
 from party_b.tower import TowerB, passive_step
-from protocol.tables import Features, encode_features
+from protocol.data.tables import Features, encode_features
 from psi.align import read_aligned_rows
 
 

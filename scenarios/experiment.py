@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from protocol import fixedpoint, packing
-from protocol.codec import decode
-from protocol.paillier import PrivateKey
-from protocol.secure_layer import LayerPlan
+from protocol.crypto import fixedpoint, packing
+from protocol.net.codec import decode
+from protocol.crypto.paillier import PrivateKey
+from protocol.layer.steps import LayerPlan
 from scenarios.centralised import PlainLayer, load_joined, train
 from scenarios.launch import LocalRun, run_all, write_local_run
 

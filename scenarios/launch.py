@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from protocol.certs import make_ca, make_role_cert
+from protocol.net.certs import make_ca, make_role_cert
 
 ROLES = ("coordinator", "party_a", "party_b")
 ROOT = Path(__file__).resolve().parent.parent

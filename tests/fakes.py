@@ -8,7 +8,7 @@ from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
-from protocol import codec
+from protocol.net import codec
 
 
 class MemoryNetwork:

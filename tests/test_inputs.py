@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from protocol.errors import ConfigError, DataError
-from protocol.tables import TableSpec, encode_features
+from protocol.data.tables import TableSpec, encode_features
 from psi.align import UserIds
 from psi.ids import Normalizer
 from scenarios.launch import ROOT, to_toml, write_local_run

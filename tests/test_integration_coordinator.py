@@ -11,14 +11,15 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from protocol import config, packing
-from protocol.certs import make_role_cert
-from protocol.codec import BigInts
-from protocol.config import PeerConfig
-from protocol.decryption import DONE_TAG, decrypt_masked, receive_public_key, request_decryption
+from protocol.crypto import packing
+from protocol.runtime import config
+from protocol.net.certs import make_role_cert
+from protocol.net.codec import BigInts
+from protocol.runtime.config import PeerConfig
+from protocol.layer.decryption import DONE_TAG, decrypt_masked, receive_public_key, request_decryption
 from protocol.errors import PeerError, ProtocolError
-from protocol.paillier import Encryptor
-from protocol.transport import Endpoint
+from protocol.crypto.paillier import Encryptor
+from protocol.net.transport import Endpoint
 from scenarios.launch import free_ports, start, wait_all, write_local_run
 
 pytestmark = pytest.mark.integration

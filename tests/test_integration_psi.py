@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from protocol.certs import make_dev_pki
-from protocol.transport import read_recording
+from protocol.net.certs import make_dev_pki
+from protocol.net.transport import read_recording
 from psi.ids import Normalizer
 from scenarios.launch import LocalRun, run_all, start, wait_all, write_local_run
 

@@ -25,11 +25,11 @@ import pytest
 import torch
 from scipy.stats import kstest
 
-from protocol import fixedpoint, packing
-from protocol.codec import decode
-from protocol.paillier import PrivateKey
-from protocol.secure_layer import LayerPlan
-from protocol.transport import read_recording
+from protocol.crypto import fixedpoint, packing
+from protocol.net.codec import decode
+from protocol.crypto.paillier import PrivateKey
+from protocol.layer.steps import LayerPlan
+from protocol.net.transport import read_recording
 from scenarios.centralised import load_joined, train
 from scenarios.ecommerce_bank import BANK, SHOP
 from scenarios.experiment import build_run, decrypt_saved

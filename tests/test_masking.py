@@ -8,8 +8,8 @@ import secrets
 import numpy as np
 from scipy.stats import ks_2samp
 
-from protocol import packing
-from protocol.paillier import Encryptor, generate_keypair
+from protocol.crypto import packing
+from protocol.crypto.paillier import Encryptor, generate_keypair
 
 KEY = generate_keypair(1024)
 ENC = Encryptor(KEY.public)

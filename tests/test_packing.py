@@ -13,12 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol import fixedpoint, packing
-from protocol.codec import decode, encode
+from protocol.crypto import fixedpoint, packing
+from protocol.net.codec import decode, encode
 from protocol.errors import ProtocolError
-from protocol.multiexp import plan, power_products
-from protocol.paillier import Encryptor, PrivateKey, generate_keypair
-from protocol.workers import WorkerPool
+from protocol.crypto.multiexp import plan, power_products
+from protocol.crypto.paillier import Encryptor, PrivateKey, generate_keypair
+from protocol.runtime.workers import WorkerPool
 
 KEY_1024: PrivateKey = generate_keypair(1024)
 ENC_1024 = Encryptor(KEY_1024.public)

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol.errors import DataError, ProtocolError
-from protocol.workers import WorkerPool
+from protocol.runtime.workers import WorkerPool
 from psi.ecdh import POINT_BYTES, blind_ids, hash_to_point, new_secret, reblind
 from psi.ids import Normalizer, normalize_ids
 from psi.session import run_psi

@@ -171,7 +171,7 @@ address = "127.0.0.1:{port_b}"
 
 def test_hand_written_config_for_other_tables(tmp_path: Path) -> None:
     """Other file names, column names and formats: only the configs know them."""
-    from protocol.certs import make_dev_pki
+    from protocol.net.certs import make_dev_pki
     from scenarios.launch import LocalRun
 
     src = write_ecommerce_bank(tmp_path / "generated", tmp_path / "generated", 150, 40, seed=3)

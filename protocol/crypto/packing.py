@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import gmpy2
 import numpy as np
 
-from protocol.codec import BigInts
+from protocol.net.codec import BigInts
 from protocol.errors import ProtocolError
-from protocol.multiexp import parallel_power_products
-from protocol.paillier import Encryptor, PrivateKey, PublicKey
-from protocol.workers import WorkerPool
+from protocol.crypto.multiexp import parallel_power_products
+from protocol.crypto.paillier import Encryptor, PrivateKey, PublicKey
+from protocol.runtime.workers import WorkerPool
 
 mpz = gmpy2.mpz
 SIGMA = 40
@@ -179,7 +179,7 @@ def encrypt_plaintexts(enc: Encryptor, plaintexts: list, pool: WorkerPool | None
         return [enc.encrypt(p) for p in plaintexts]
     parts = np.array_split(np.arange(len(plaintexts)), min(pool.size, len(plaintexts)))
     n = int(enc.public.n)
-    futures = [pool.submit("protocol.packing:encrypt_task", n, enc.mode, [int(plaintexts[i]) for i in idx])
+    futures = [pool.submit("protocol.crypto.packing:encrypt_task", n, enc.mode, [int(plaintexts[i]) for i in idx])
                for idx in parts]
     return [c for f in futures for c in f.result()]
 

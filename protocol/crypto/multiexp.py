@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import gmpy2
 import numpy as np
 
-from protocol.codec import BigInts
-from protocol.workers import WorkerPool
+from protocol.net.codec import BigInts
+from protocol.runtime.workers import WorkerPool
 
 mpz = gmpy2.mpz
 _MAX_WINDOW = 10
@@ -132,5 +132,6 @@ def parallel_power_products(bases: list, scalars: np.ndarray, mod: int, pool: Wo
         return power_products(bases, scalars, mod)
     parts = np.array_split(np.arange(rows), min(pool.size, rows))
     shipped = BigInts([mpz(b) for b in bases])
-    futures = [pool.submit("protocol.multiexp:power_products_task", shipped, scalars[idx], int(mod)) for idx in parts]
+    futures = [pool.submit("protocol.crypto.multiexp:power_products_task", shipped, scalars[idx], int(mod))
+               for idx in parts]
     return [c for f in futures for c in f.result()]

@@ -28,7 +28,7 @@ from pathlib import Path
 import gmpy2
 from phe import paillier as phe_paillier
 
-from protocol.codec import BigInts
+from protocol.net.codec import BigInts
 from protocol.errors import ConfigError, ProtocolError
 
 mpz = gmpy2.mpz

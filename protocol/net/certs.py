@@ -1,7 +1,7 @@
 """A development CA and one certificate per role, so everything runs on one machine.
 
-    python -m protocol.certs --out certs/            # ca.pem + coordinator/party_a/party_b
-    python -m protocol.certs --out other/ --ca-name "Other CA" --roles party_b
+    python -m protocol.net.certs --out certs/            # ca.pem + coordinator/party_a/party_b
+    python -m protocol.net.certs --out other/ --ca-name "Other CA" --roles party_b
 
 Each certificate carries its role name as CN and as a DNS name, plus localhost and
 127.0.0.1, so a peer can verify it both by name and on loopback. Private keys are

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from protocol.config import Table
+from protocol.runtime.config import Table
 from protocol.errors import DataError
 
 

@@ -23,11 +23,11 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from protocol import codec
+from protocol.net import codec
 from protocol.errors import ProtocolError
 
 _ALLOWED_PACKAGES = ("protocol.", "psi.")
-_ROOT = Path(__file__).resolve().parent.parent
+_ROOT = Path(__file__).resolve().parents[2]
 
 
 def resolve(op: str) -> Callable:
@@ -61,7 +61,7 @@ def _read_frame(stream: Any) -> bytes | None:
 class _Worker:
     def __init__(self, index: int, tasks: "queue.Queue[tuple[str, tuple, Future] | None]"):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(_ROOT), os.environ.get("PYTHONPATH", "")]))
-        self.proc = subprocess.Popen([sys.executable, "-m", "protocol.workers"], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-m", "protocol.runtime.workers"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env, cwd=str(_ROOT))
         self.tasks = tasks
         self.thread = threading.Thread(target=self._serve, name=f"worker-{index}", daemon=True)

@@ -7,7 +7,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from protocol.transport import Endpoint
+from protocol.net.transport import Endpoint
 
 
 class StepClock:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from protocol.errors import ConfigError
-from protocol.workers import default_size
+from protocol.runtime.workers import default_size
 
 _MISSING = object()
 

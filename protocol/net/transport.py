@@ -28,8 +28,8 @@ import grpc  # noqa: E402
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from protocol import codec
-from protocol.config import NetworkConfig
+from protocol.net import codec
+from protocol.runtime.config import NetworkConfig
 from protocol.errors import ConfigError, PeerError, ProtocolError
 
 log = logging.getLogger(__name__)

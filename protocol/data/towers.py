@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from protocol.tables import Features
+from protocol.data.tables import Features
 
 
 def mlp(inputs: int, hidden: list[int], outputs: int) -> nn.Sequential:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import gmpy2
 import numpy as np
 
-from protocol import packing
-from protocol.codec import BigInts
+from protocol.crypto import packing
+from protocol.net.codec import BigInts
 from protocol.errors import ProtocolError
-from protocol.paillier import Encryptor, PublicKey
-from protocol.transport import Endpoint
-from protocol.workers import WorkerPool
+from protocol.crypto.paillier import Encryptor, PublicKey
+from protocol.net.transport import Endpoint
+from protocol.runtime.workers import WorkerPool
 
 COORDINATOR = "coordinator"
 REQUEST_PREFIX = "coordinator/decrypt/"

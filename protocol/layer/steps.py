@@ -38,13 +38,13 @@ from functools import cached_property
 
 import numpy as np
 
-from protocol import packing
-from protocol.decryption import decrypt_masked, request_decryption
+from protocol.crypto import packing
+from protocol.layer.decryption import decrypt_masked, request_decryption
 from protocol.errors import ProtocolError
-from protocol.packing import SIGMA, Layout, Packed
-from protocol.paillier import Encryptor, PublicKey
-from protocol.transport import Endpoint
-from protocol.workers import WorkerPool
+from protocol.crypto.packing import SIGMA, Layout, Packed
+from protocol.crypto.paillier import Encryptor, PublicKey
+from protocol.net.transport import Endpoint
+from protocol.runtime.workers import WorkerPool
 
 A, B = "party_a", "party_b"
 COMMANDS = "cmd"  # A's orders to B, in sequence: init, step, forward, done

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from protocol.config import PartyBasics
-from protocol.decryption import receive_public_key
-from protocol.paillier import PublicKey
-from protocol.transport import Endpoint
-from protocol.workers import WorkerPool
+from protocol.runtime.config import PartyBasics
+from protocol.layer.decryption import receive_public_key
+from protocol.crypto.paillier import PublicKey
+from protocol.net.transport import Endpoint
+from protocol.runtime.workers import WorkerPool
 
 
 def run_party(basics: PartyBasics, body: Callable[[Endpoint, PublicKey, WorkerPool], None]) -> None:
