@@ -1,4 +1,5 @@
 from coordinator.service import main
+from protocol.roles import C
 from protocol.runtime.cli import run
 
-run("coordinator", "Coordinator: holds the Paillier key pair and decrypts masked values for the parties.", main)
+run(C, "Coordinator: holds the Paillier key pair and decrypts masked values for the parties.", main)

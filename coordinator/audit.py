@@ -1,4 +1,4 @@
-"""Append-only audit log of every decryption request: who asked, for which step, how many."""
+"""Append-only audit log of every decryption request: who asked, for which step and label, how many."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ class AuditLog:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._lock = threading.Lock()
 
-    def record(self, who: str, run: str, step: str, tag: str, count: int, refused: str | None = None) -> None:
+    def record(self, who: str, run: str, step: str, label: str, count: int, refused: str | None = None) -> None:
         entry = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"), "who": who,
-                 "run": run, "step": step, "tag": tag, "count": count}
+                 "run": run, "step": step, "label": label, "count": count}
         if refused:
             entry["refused"] = refused
         line = (json.dumps(entry, sort_keys=True) + "\n").encode()

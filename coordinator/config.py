@@ -8,9 +8,7 @@ from pathlib import Path
 from protocol.runtime import config
 from protocol.runtime.config import NetworkConfig
 from protocol.crypto.paillier import DEFAULT_BITS, DEPLOYABLE_BITS
-from protocol.runtime.workers import default_size
-
-ROLE = "coordinator"
+from protocol.roles import PEERS, C
 
 
 @dataclass(frozen=True)
@@ -26,14 +24,12 @@ class CoordinatorConfig:
 def load(path: Path) -> CoordinatorConfig:
     root = config.load(path)
     workdir = root.take_path("workdir")
-    network = config.read_network(root, ROLE, ("party_a", "party_b"))
+    network = config.read_network(root, C)
     key = root.sub("key")
     bits = key.take_choice("bits", DEPLOYABLE_BITS, DEFAULT_BITS)
     key_file = key.take_path("file", str(workdir / "paillier_private_key.json"))
     key.finish()
     audit_log = root.take_path("audit_log", str(workdir / "audit.jsonl"))
-    workers = root.take("workers", int, default_size())
-    if workers < 0:
-        raise root.error("workers", "must be 0 (decrypt inline) or more")
+    workers = config.read_workers(root)
     root.finish()
     return CoordinatorConfig(network, workdir, bits, key_file, audit_log, workers)

@@ -1,59 +1,108 @@
 """The coordinator process: holds the Paillier key pair, decrypts masked values on request.
 
-It sends its public key to both parties, then serves decryption requests until
-party A announces the end of the run. A request is served only for the role the
-protocol step names (protocol/decryption.py), the answer goes to that role alone,
-and every request, served or refused, is appended to the audit log.
+It announces its public key to both parties, then serves requests until party A
+announces the end of the run. Requests are dispatched on their type (`HANDLERS`). A
+decryption is served only for the role the protocol step names
+(protocol/layer/decryption.py), the answer goes to that role alone, and every
+request, served or refused, is appended to the audit log. A malformed request gets
+an error reply; it never stops the service.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from coordinator.audit import AuditLog
-from coordinator.config import ROLE, CoordinatorConfig, load
+from coordinator.config import CoordinatorConfig, load
 from coordinator.decrypt import Decryptor
-from protocol.runtime.cli import setup_logging
-from protocol.net.codec import BigInts
-from protocol.layer.decryption import DONE_TAG, POLICY, PUBLIC_KEY_TAG, REPLY_PREFIX, REQUEST_PREFIX
-from protocol.errors import ProtocolError, VfrecError
+from protocol import messages
 from protocol.crypto.paillier import load_or_create_private_key
+from protocol.errors import ProtocolError, VfrecError
+from protocol.layer.decryption import POLICY, Step
+from protocol.messages import DecryptReply, DecryptRequest, PublicKeyAnnouncement, RunDone
+from protocol.net.message import Message
+from protocol.net.transport import Endpoint
+from protocol.roles import PEERS, C
+from protocol.runtime.cli import setup_logging
 from protocol.runtime.timing import StepClock
-from protocol.net.transport import Endpoint, Message
 from protocol.runtime.workers import WorkerPool
 
 log = logging.getLogger(__name__)
-PARTIES = ("party_a", "party_b")
 
 
-def send_public_key(endpoint: Endpoint, message: dict) -> None:
-    for party in PARTIES:
-        endpoint.send(party, PUBLIC_KEY_TAG, message)
+@dataclass
+class Service:
+    """What the handlers share."""
+
+    cfg: CoordinatorConfig
+    endpoint: Endpoint
+    decryptor: Decryptor
+    audit: AuditLog
+    clock: StepClock
+    served: int = 0
+    done: bool = False
 
 
-def handle_decrypt(endpoint: Endpoint, decryptor: Decryptor, audit: AuditLog, msg: Message) -> None:
+def handle_decrypt(service: Service, peer: str, request: DecryptRequest) -> None:
     """Decrypt one batch for the party that asked, if the step is that party's to ask."""
-    request = msg.tag[len(REQUEST_PREFIX):]
-    step = request.split("/", 1)[0]
-    ciphertexts = msg.body.get("ciphertexts") if isinstance(msg.body, dict) else None
     refused = None
-    if not isinstance(ciphertexts, list):
-        ciphertexts, refused = [], "request holds no ciphertext vector"
-    elif POLICY.get(step) != msg.peer:
-        refused = f"{msg.peer} may not ask for decryptions of step {step!r}"
+    if request.step not in POLICY:
+        refused = f"unknown step {request.step!r}; steps are {', '.join(POLICY)}"
+    elif POLICY[Step(request.step)] != peer:
+        refused = f"{peer} may not ask for decryptions of step {request.step!r}"
     else:
         try:
-            decryptor.validate(ciphertexts)
+            service.decryptor.validate(request.ciphertexts)
         except ProtocolError as exc:
             refused = str(exc)
-    audit.record(msg.peer, endpoint.cfg.run_id, step, msg.tag, len(ciphertexts), refused)
-    reply_tag = REPLY_PREFIX + request
+    refuse_or_reply(service, peer, request.step, request.label, len(request.ciphertexts), refused,
+                    lambda: service.decryptor.decrypt(request.ciphertexts))
+    service.clock.lap(f"decrypt {request.step}")
+
+
+def refuse_or_reply(service: Service, peer: str, step: str, label: str, count: int, refused: str | None,
+                    decrypt: Callable[[], list]) -> None:
+    """Audit the request, then send the plaintexts or the refusal to `peer` alone."""
+    service.audit.record(peer, service.cfg.network.run_id, step, label, count, refused)
     if refused:
-        log.warning("refused %s from %s: %s", msg.tag, msg.peer, refused)
-        endpoint.send(msg.peer, reply_tag, {"error": refused})
+        log.warning("refused a decryption of %s/%s for %s: %s", step[:40], label[:80], peer, refused)
+        messages.send(service.endpoint, peer, DecryptReply(step, label, None, refused))
         return
-    endpoint.send(msg.peer, reply_tag, {"plaintexts": BigInts(decryptor.decrypt(ciphertexts))})
+    messages.send(service.endpoint, peer, DecryptReply(step, label, decrypt(), None))
+    service.served += 1
+
+
+def handle_done(service: Service, peer: str, request: RunDone) -> None:
+    service.clock.write(service.cfg.workdir / "timing.json")
+    log.info("run finished (announced by %s); %d decryption requests served", peer, service.served)
+    service.done = True
+
+
+HANDLERS: dict[type[Message], Callable[[Service, str, Message], None]] = {
+    DecryptRequest: handle_decrypt,
+    RunDone: handle_done,
+}
+_BY_TAG = {kind.TAG: kind for kind in HANDLERS}
+
+
+def serve_one(service: Service) -> None:
+    """Take the next request from either party and dispatch it on its type."""
+    msg = service.endpoint.recv_any(PEERS[C], frozenset(_BY_TAG))
+    service.clock.restart()
+    kind = _BY_TAG[msg.tag]
+    try:
+        request = kind.from_message(msg.body, msg.peer)
+    except ProtocolError as exc:
+        if kind is not DecryptRequest:
+            raise
+        body = msg.body if isinstance(msg.body, dict) else {}
+        step, label = (v if isinstance(v, str) else "" for v in (body.get("step"), body.get("label")))
+        refuse_or_reply(service, msg.peer, step, label, 0, str(exc), list)
+        return
+    HANDLERS[kind](service, msg.peer, request)
 
 
 def serve(cfg: CoordinatorConfig) -> None:
@@ -62,26 +111,13 @@ def serve(cfg: CoordinatorConfig) -> None:
              key.public.fingerprint, cfg.key_file)
     audit = AuditLog(cfg.audit_log)
     pool = WorkerPool(cfg.workers)
-    decryptor = Decryptor(key, pool)
-    endpoint = Endpoint(cfg.network).start()
+    endpoint = Endpoint(cfg.network, messages.inbox_tags(C)).start()
     try:
-        send_public_key(endpoint, key.public.to_message())
-        served = 0
-        clock = StepClock(endpoint)
-        while True:
-            msg = endpoint.recv_any(PARTIES, "")
-            clock.restart()
-            if msg.tag == DONE_TAG:
-                clock.write(cfg.workdir / "timing.json")
-                log.info("run finished (announced by %s); %d decryption requests served", msg.peer, served)
-                return
-            if msg.tag.startswith(REQUEST_PREFIX):
-                handle_decrypt(endpoint, decryptor, audit, msg)
-                step, _, label = msg.tag[len(REQUEST_PREFIX):].partition("/")
-                clock.lap(f"decrypt {step}" + (" for evaluation" if label.startswith("eval/") else ""))
-                served += 1
-            else:
-                log.warning("ignored unexpected message %r from %s", msg.tag, msg.peer)
+        for party in PEERS[C]:
+            messages.send(endpoint, party, PublicKeyAnnouncement(int(key.public.n), key.public.fingerprint))
+        service = Service(cfg, endpoint, Decryptor(key, pool), audit, StepClock(endpoint))
+        while not service.done:
+            serve_one(service)
     except VfrecError as exc:
         endpoint.abort(f"coordinator stopped: {exc}")
         raise
@@ -93,5 +129,5 @@ def serve(cfg: CoordinatorConfig) -> None:
 
 def main(config_path: Path) -> None:
     cfg = load(config_path)
-    setup_logging(ROLE, cfg.workdir)
+    setup_logging(C, cfg.workdir)
     serve(cfg)

@@ -1,4 +1,5 @@
 from party_a.run import main
+from protocol.roles import A
 from protocol.runtime.cli import run
 
-run("party_a", "Active party: holds the labels, drives PSI and training, evaluates.", main)
+run(A, "Active party: holds the labels, drives PSI and training, evaluates.", main)

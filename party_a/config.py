@@ -11,12 +11,12 @@ from pathlib import Path
 from party_a.data import InteractionsSpec
 from protocol.runtime import config
 from protocol.runtime.config import PartyBasics, Table
-from protocol.layer.steps import LayerPlan
+from protocol.crypto.paillier import ENCRYPTION_MODES
+from protocol.layer.plan import LayerPlan
+from protocol.roles import A
 from protocol.data.tables import TableSpec
-from psi.align import PsiSettings, UserIds, read_users_and_psi
-
-ROLE = "party_a"
-PEER = "party_b"
+from psi.align import UserIds, read_users_and_psi
+from psi.session import PsiSettings
 
 
 @dataclass(frozen=True)
@@ -45,13 +45,15 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class SecureSettings:
-    e_bits: int = 14
-    w_bits: int = 16
-    delta_bits: int = 16
-    w_max: float = 8.0
-    delta_max: float = 2.0
-    init_std: float = 0.0
-    encryption: str = "djn"
+    """[secure]: the layer plan's fixed point and bounds (defaults are the plan's) and A's encryption mode."""
+
+    e_bits: int = LayerPlan.e_bits
+    w_bits: int = LayerPlan.w_bits
+    delta_bits: int = LayerPlan.delta_bits
+    w_max: float = LayerPlan.w_max
+    delta_max: float = LayerPlan.delta_max
+    init_std: float = LayerPlan.init_std
+    encryption: str = ENCRYPTION_MODES[0]
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,9 @@ def read_training(root: Table) -> Training | None:
     train = root.sub("train").take_settings(TrainSettings, ("epochs", "batch_users", "positives", "lr", "lr_w"))
     secure_table = root.sub("secure")
     secure = secure_table.take_settings(SecureSettings, ("e_bits", "w_bits", "delta_bits", "w_max", "delta_max"))
-    if secure.encryption not in ("djn", "full"):
-        raise secure_table.error("encryption", f"must be 'djn' or 'full', got {secure.encryption!r}")
+    if secure.encryption not in ENCRYPTION_MODES:
+        raise secure_table.error("encryption", f"must be one of {', '.join(map(repr, ENCRYPTION_MODES))}, got "
+                                               f"{secure.encryption!r}")
     evaluation = root.sub("eval").take_settings(EvalSettings, ("negatives", "k"))
     for name in ("negatives", "weight_decay"):
         if getattr(train, name) < 0:
@@ -113,7 +116,7 @@ def read_training(root: Table) -> Training | None:
 
 def load(path: Path) -> PartyAConfig:
     root = config.load(path)
-    basics = config.read_party_basics(root, ROLE, PEER)
+    basics = config.read_party_basics(root, A)
     users, psi = read_users_and_psi(root)
     training = read_training(root)
     root.finish()

@@ -6,15 +6,16 @@ import json
 import logging
 from pathlib import Path
 
-from party_a.config import PEER, ROLE, PartyAConfig, load
+from party_a.config import PartyAConfig, load
 from party_a.data import align, load_tables
-from protocol.runtime.cli import setup_logging
-from protocol.layer.decryption import COORDINATOR, DONE_TAG
+from protocol import messages
 from protocol.crypto.paillier import PublicKey
-from protocol.runtime.party import run_party
-from protocol.layer.steps import COMMANDS
 from protocol.data.tables import encode_features
+from protocol.messages import Finish, RunDone
 from protocol.net.transport import Endpoint
+from protocol.roles import A, B, C
+from protocol.runtime.cli import setup_logging
+from protocol.runtime.party import run_party
 from protocol.runtime.workers import WorkerPool
 from psi.align import align as align_ids
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 def main(config_path: Path) -> None:
     cfg: PartyAConfig = load(config_path)
     workdir = cfg.basics.workdir
-    setup_logging(ROLE, workdir)
+    setup_logging(A, workdir)
     frame, ids = cfg.users.load()
     training = cfg.training
     if training is None:
@@ -33,7 +34,7 @@ def main(config_path: Path) -> None:
         tables = load_tables(frame, ids, cfg.users.table, cfg.users.normalizer, training.interactions, training.items)
 
     def body(endpoint: Endpoint, public: PublicKey, pool: WorkerPool) -> None:
-        psi = align_ids(endpoint, PEER, ids, pool, cfg.psi, workdir)
+        psi = align_ids(endpoint, B, ids, pool, cfg.psi, workdir)
         if training is not None:
             from party_a.train import run_training  # torch loads only when there is training to do
 
@@ -41,8 +42,8 @@ def main(config_path: Path) -> None:
             report["psi"] = json.loads((workdir / "psi" / "summary.json").read_text())
             (workdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
             log.info("report written to %s", workdir / "report.json")
-        endpoint.send(PEER, COMMANDS, {"op": "done"})
-        endpoint.send(COORDINATOR, DONE_TAG, None)
+        messages.send(endpoint, B, Finish())
+        messages.send(endpoint, C, RunDone())
         log.info("run finished")
 
     run_party(cfg.basics, body)

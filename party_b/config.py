@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protocol.runtime import config
+from protocol.crypto.paillier import ENCRYPTION_MODES
+from protocol.roles import B
 from protocol.runtime.config import PartyBasics
-from psi.align import PsiSettings, UserIds, read_users_and_psi
-
-ROLE = "party_b"
-PEER = "party_a"
+from psi.align import UserIds, read_users_and_psi
+from psi.session import PsiSettings
 
 
 @dataclass(frozen=True)
@@ -31,16 +31,16 @@ class PartyBConfig:
     users: UserIds
     psi: PsiSettings
     tower: TowerSettings
-    encryption: str  # how B draws encryption randomness: "djn" or "full"
+    encryption: str  # how B draws encryption randomness: one of ENCRYPTION_MODES
 
 
 def load(path: Path) -> PartyBConfig:
     root = config.load(path)
-    basics = config.read_party_basics(root, ROLE, PEER)
+    basics = config.read_party_basics(root, B)
     users, psi = read_users_and_psi(root)
     tower = root.sub("model").take_settings(TowerSettings, ("feature_dim", "lr"))
     secure = root.sub("secure")
-    encryption = secure.take_choice("encryption", ("djn", "full"), "djn")
+    encryption = secure.take_choice("encryption", ENCRYPTION_MODES, ENCRYPTION_MODES[0])
     secure.finish()
     root.finish()
     return PartyBConfig(basics, users, psi, tower, encryption)

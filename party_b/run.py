@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from party_b.config import PEER, ROLE, PartyBConfig, load
-from protocol.runtime.cli import setup_logging
+from party_b.config import PartyBConfig, load
+from protocol import messages
 from protocol.crypto.paillier import PublicKey
-from protocol.runtime.party import run_party
-from protocol.layer.steps import COMMANDS
 from protocol.data.tables import encode_features
+from protocol.messages import Finish
 from protocol.net.transport import Endpoint
+from protocol.roles import A, B
+from protocol.runtime.cli import setup_logging
+from protocol.runtime.party import run_party
 from protocol.runtime.workers import WorkerPool
 from psi.align import align
 
@@ -21,18 +23,19 @@ log = logging.getLogger(__name__)
 def main(config_path: Path) -> None:
     cfg: PartyBConfig = load(config_path)
     workdir = cfg.basics.workdir
-    setup_logging(ROLE, workdir)
+    setup_logging(B, workdir)
     frame, ids = cfg.users.load()
     features = encode_features(frame, cfg.users.table)
 
     def body(endpoint: Endpoint, public: PublicKey, pool: WorkerPool) -> None:
-        psi = align(endpoint, PEER, ids, pool, cfg.psi, workdir)
-        first = endpoint.recv(PEER, COMMANDS)
-        if isinstance(first, dict) and first.get("op") == "done":
-            log.info("run finished (announced by %s) after PSI", PEER)
+        psi = align(endpoint, A, ids, pool, cfg.psi, workdir)
+        first = messages.receive_command(endpoint, A)
+        if isinstance(first, Finish):
+            log.info("run finished (announced by %s) after PSI", A)
             return
-        from party_b.follow import follow  # torch loads only when A asks for training
+        from party_b.follow import Follower  # torch loads only when A asks for training
 
-        follow(endpoint, public, pool, features.take(psi.positions), cfg.tower, cfg.encryption, workdir, first)
+        Follower(endpoint, public, pool, features.take(psi.positions), cfg.tower, cfg.encryption,
+                 workdir).follow(first)
 
     run_party(cfg.basics, body)

@@ -21,28 +21,15 @@ from protocol.data.tables import TableSpec, read_table
 from protocol.net.transport import Endpoint
 from protocol.runtime.workers import WorkerPool
 from psi.ids import Normalizer, normalize_ids
-from psi.session import PsiResult, run_psi
+from psi.session import PsiResult, PsiSettings, run_psi
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PsiSettings:
-    chunk_size: int = 8192
-    show_progress: bool = True
-
-    @classmethod
-    def from_config(cls, t: Table) -> "PsiSettings":
-        settings = cls(chunk_size=t.take_positive("chunk_size", int, 8192),
-                       show_progress=t.take("progress", bool, True))
-        t.finish()
-        return settings
 
 
 def align(endpoint: Endpoint, peer: str, ids: list[str], pool: WorkerPool, settings: PsiSettings,
           workdir: Path) -> PsiResult:
     """Run PSI with `peer`; stop on an empty intersection; write the aligned row order."""
-    result = run_psi(endpoint, peer, ids, pool, settings.chunk_size, settings.show_progress)
+    result = run_psi(endpoint, peer, ids, pool, settings)
     if result.positions.size == 0:
         raise ProtocolError(f"PSI with {peer} found no shared customers ({result.own_size} IDs here, "
                             f"{result.peer_size} at {peer}); check that both sides normalise IDs the same way "

@@ -11,7 +11,10 @@
    sorting them by value gives both sides the same canonical order.
 
 Only set sizes and the intersection are revealed. Memory stays bounded by a window
-of chunks in flight; the curve work runs on the role's worker pool.
+of chunks in flight; the curve work runs on the role's worker pool. The peer is held
+to what it announced: at most `max_peer_ids` IDs ([psi] max_peer_ids), chunks of
+exactly its chunk size (the last may be shorter), and never more points than its
+announced size, so it can neither exhaust memory nor probe more IDs than it has.
 """
 
 from __future__ import annotations
@@ -27,16 +30,39 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from protocol import messages
 from protocol.errors import ProtocolError
+from protocol.messages import PsiBlinded, PsiDoubled, PsiHello
 from protocol.net.transport import Endpoint
+from protocol.runtime.config import Table
 from protocol.runtime.workers import WorkerPool
 from psi.ecdh import MATCH_BYTES, POINT_BYTES, new_secret, session_salt
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+MAX_CHUNK = 1 << 20  # IDs per chunk a peer may announce: a chunk is at most 32 MiB of points
+VERSION = 2
 _BLIND = "psi.ecdh:blind_ids"
 _REBLIND = "psi.ecdh:reblind"
+
+
+@dataclass(frozen=True)
+class PsiSettings:
+    """[psi] in a party's config."""
+
+    chunk_size: int = 8192
+    show_progress: bool = True
+    max_peer_ids: int = 1_000_000_000
+
+    @classmethod
+    def from_config(cls, t: Table) -> "PsiSettings":
+        settings = cls(chunk_size=t.take_positive("chunk_size", int, cls.chunk_size),
+                       show_progress=t.take("progress", bool, cls.show_progress),
+                       max_peer_ids=t.take_positive("max_peer_ids", int, cls.max_peer_ids))
+        if settings.chunk_size > MAX_CHUNK:
+            raise t.error("chunk_size", f"must be at most {MAX_CHUNK}")
+        t.finish()
+        return settings
 
 
 @dataclass(frozen=True)
@@ -83,18 +109,22 @@ def _pipeline(pool: WorkerPool, tasks: Iterable[tuple], op: str, sink: Callable[
         done += 1
 
 
-def exchange_hello(endpoint: Endpoint, peer: str, size: int, chunk: int) -> tuple[bytes, int, int]:
+def exchange_hello(endpoint: Endpoint, peer: str, size: int, chunk: int, max_peer_ids: int) -> tuple[bytes, int, int]:
     """Step 1: agree on the session salt; learn the peer's set size and chunk size."""
     nonce = os.urandom(32)
-    endpoint.send(peer, "psi/hello", {"version": VERSION, "nonce": nonce, "size": size, "chunk": chunk})
-    hello = endpoint.recv(peer, "psi/hello")
-    if hello.get("version") != VERSION:
-        raise ProtocolError(f"{peer} speaks PSI version {hello.get('version')}, this party {VERSION}")
-    peer_nonce, peer_size, peer_chunk = hello["nonce"], int(hello["size"]), int(hello["chunk"])
-    if len(peer_nonce) != 32 or peer_size < 0 or peer_chunk <= 0:
-        raise ProtocolError(f"{peer} sent a malformed PSI hello")
-    low, high = (nonce, peer_nonce) if endpoint.cfg.role < peer else (peer_nonce, nonce)
-    return session_salt(endpoint.cfg.run_id, low, high), peer_size, peer_chunk
+    messages.send(endpoint, peer, PsiHello(VERSION, nonce, size, chunk))
+    hello = messages.receive(endpoint, peer, PsiHello)
+    if hello.version != VERSION:
+        raise ProtocolError(f"{peer} speaks PSI version {hello.version}, this party {VERSION}")
+    if len(hello.nonce) != 32:
+        raise ProtocolError(f"{peer} sent PsiHello with field 'nonce' of {len(hello.nonce)} bytes, expected 32")
+    if not 0 <= hello.size <= max_peer_ids:
+        raise ProtocolError(f"{peer} announced {hello.size} IDs (field 'size'); this party accepts 0 to "
+                            f"{max_peer_ids} ([psi] max_peer_ids)")
+    if not 1 <= hello.chunk <= MAX_CHUNK:
+        raise ProtocolError(f"{peer} sent PsiHello with field 'chunk' = {hello.chunk}, expected 1 to {MAX_CHUNK}")
+    low, high = (nonce, hello.nonce) if endpoint.cfg.role < peer else (hello.nonce, nonce)
+    return session_salt(endpoint.cfg.run_id, low, high), hello.size, hello.chunk
 
 
 def stream_own_blinded(s: _Session, ids: list[str], order: np.ndarray) -> None:
@@ -102,7 +132,7 @@ def stream_own_blinded(s: _Session, ids: list[str], order: np.ndarray) -> None:
     chunks = _chunks(len(ids), s.chunk)
 
     def send(index: int, points: bytes) -> None:
-        s.endpoint.send(s.peer, "psi/blinded", points)
+        messages.send(s.endpoint, s.peer, PsiBlinded(points))
         s.progress.update(len(points) // POINT_BYTES)
 
     tasks = (([ids[j] for j in order[c.start : c.stop]], s.salt, s.secret) for c in chunks)
@@ -114,14 +144,15 @@ def reblind_peer_stream(s: _Session) -> list[bytes]:
     received: list[bytes] = []
 
     def incoming() -> Iterable[tuple]:
-        for _ in _chunks(s.peer_size, s.peer_chunk):
-            points = s.endpoint.recv(s.peer, "psi/blinded")
-            if not isinstance(points, bytes):
-                raise ProtocolError(f"{s.peer} sent a malformed PSI chunk")
+        for expected in _chunks(s.peer_size, s.peer_chunk):
+            points = messages.receive(s.endpoint, s.peer, PsiBlinded).points
+            if len(points) != len(expected) * POINT_BYTES:
+                raise ProtocolError(f"{s.peer} sent PsiBlinded with field 'points' of {len(points)} bytes; its "
+                                    f"hello announced {len(expected)} points of {POINT_BYTES} bytes in this chunk")
             yield (points, s.secret)
 
     def send_back(index: int, values: bytes) -> None:
-        s.endpoint.send(s.peer, "psi/double", values)
+        messages.send(s.endpoint, s.peer, PsiDoubled(values))
         received.append(values)
         s.progress.update(len(values) // MATCH_BYTES)
 
@@ -132,14 +163,13 @@ def reblind_peer_stream(s: _Session) -> list[bytes]:
 def intersect(s: _Session, own_size: int, order: np.ndarray, peer_double: list[bytes]) -> np.ndarray:
     """Step 4: match doubly-blinded values; return our positions in the canonical shared order."""
     own_double = []
-    for _ in _chunks(own_size, s.chunk):
-        values = s.endpoint.recv(s.peer, "psi/double")
-        if not isinstance(values, bytes) or len(values) % MATCH_BYTES:
-            raise ProtocolError(f"{s.peer} sent a malformed doubly-blinded chunk")
+    for expected in _chunks(own_size, s.chunk):
+        values = messages.receive(s.endpoint, s.peer, PsiDoubled).values
+        if len(values) != len(expected) * MATCH_BYTES:
+            raise ProtocolError(f"{s.peer} sent PsiDoubled with field 'values' of {len(values)} bytes for a chunk "
+                                f"of {len(expected)} IDs ({MATCH_BYTES} bytes each)")
         own_double.append(values)
     own = b"".join(own_double)
-    if len(own) != own_size * MATCH_BYTES:
-        raise ProtocolError(f"{s.peer} returned {len(own) // MATCH_BYTES} values for our {own_size} IDs")
     theirs = b"".join(peer_double)
     peer_set = {theirs[k : k + MATCH_BYTES] for k in range(0, len(theirs), MATCH_BYTES)}
     shared = [(own[k * MATCH_BYTES : (k + 1) * MATCH_BYTES], int(order[k])) for k in range(own_size)
@@ -148,17 +178,17 @@ def intersect(s: _Session, own_size: int, order: np.ndarray, peer_double: list[b
     return np.array([position for _, position in shared], dtype=np.int64)
 
 
-def run_psi(endpoint: Endpoint, peer: str, ids: list[str], pool: WorkerPool, chunk: int = 8192,
-            show_progress: bool = True) -> PsiResult:
+def run_psi(endpoint: Endpoint, peer: str, ids: list[str], pool: WorkerPool, settings: PsiSettings) -> PsiResult:
     """Both roles call this with their normalised, duplicate-free IDs."""
     start = time.perf_counter()
     sent0, received0 = endpoint.bytes_sent[peer], endpoint.bytes_received[peer]
-    salt, peer_size, peer_chunk = exchange_hello(endpoint, peer, len(ids), chunk)
+    salt, peer_size, peer_chunk = exchange_hello(endpoint, peer, len(ids), settings.chunk_size,
+                                                 settings.max_peer_ids)
     log.info("PSI with %s: %d own IDs, %d peer IDs", peer, len(ids), peer_size)
     order = np.random.default_rng(int.from_bytes(os.urandom(8), "little")).permutation(len(ids))
-    with tqdm(total=2 * len(ids) + peer_size, desc="PSI", unit="id", disable=not show_progress,
+    with tqdm(total=2 * len(ids) + peer_size, desc="PSI", unit="id", disable=not settings.show_progress,
               mininterval=0.5, leave=False) as progress:
-        s = _Session(endpoint, peer, pool, salt, new_secret(), chunk, peer_size, peer_chunk, progress)
+        s = _Session(endpoint, peer, pool, salt, new_secret(), settings.chunk_size, peer_size, peer_chunk, progress)
         failure: list[BaseException] = []
 
         def own_stream() -> None:

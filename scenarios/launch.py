@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from protocol.net.certs import make_ca, make_role_cert
+from protocol.roles import PEERS, Role
 
-ROLES = ("coordinator", "party_a", "party_b")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -79,21 +79,20 @@ class LocalRun:
 
 
 def write_local_run(root: Path, sections: dict[str, dict], run_id: str = "local", record: bool = False,
-                    peer_timeout: float = 20.0, connect_timeout: float = 60.0) -> LocalRun:
+                    peer_timeout: float | None = None, connect_timeout: float | None = None) -> LocalRun:
     """Certificates and configs for the three roles on loopback; `sections` adds each role's own settings
     (relative paths in them are relative to that role's directory, where its config is written)."""
     ca_cert, ca_key = make_ca(root / "ca")
-    ports = dict(zip(ROLES, free_ports(len(ROLES))))
-    peers_of = {"coordinator": ("party_a", "party_b"), "party_a": ("party_b", "coordinator"),
-                "party_b": ("party_a", "coordinator")}
+    ports = dict(zip(Role, free_ports(len(Role))))
     run = LocalRun(root)
-    for role in ROLES:  # paths relative to the config's directory, so a role's directory can move
+    for role in Role:  # paths relative to the config's directory, so a role's directory can move
         certs = run.dir(role) / "certs"
         certs.mkdir(parents=True, exist_ok=True)
         make_role_cert(certs, role, ca_cert, ca_key)
         shutil.copy(root / "ca" / "ca.pem", certs / "ca.pem")
-        network = {"listen": f"127.0.0.1:{ports[role]}", "peer_timeout": peer_timeout,
-                   "connect_timeout": connect_timeout}
+        network = {"listen": f"127.0.0.1:{ports[role]}"}
+        network.update({k: v for k, v in (("peer_timeout", peer_timeout), ("connect_timeout", connect_timeout))
+                        if v is not None})
         if record:
             network["record_dir"] = "wire"
         data = {
@@ -101,7 +100,7 @@ def write_local_run(root: Path, sections: dict[str, dict], run_id: str = "local"
             "workdir": "work",
             "network": network,
             "tls": {"cert": f"certs/{role}.pem", "key": f"certs/{role}.key", "ca": "certs/ca.pem"},
-            "peers": {p: {"address": f"127.0.0.1:{ports[p]}"} for p in peers_of[role]},
+            "peers": {p: {"address": f"127.0.0.1:{ports[p]}"} for p in PEERS[role]},
             **sections.get(role, {}),
         }
         path = run.dir(role) / f"{role}.toml"
@@ -160,5 +159,5 @@ def wait_all(run: LocalRun, procs: dict[str, subprocess.Popen], timeout: float) 
 
 def run_all(run: LocalRun, timeout: float = 600.0, stream: str | None = None) -> dict[str, Outcome]:
     """Start all three roles and wait for them; `stream` names a role whose stderr shows live."""
-    procs = {role: start(run, role, stream=(role == stream)) for role in ROLES}
+    procs = {role: start(run, role, stream=(role == stream)) for role in Role}
     return wait_all(run, procs, timeout)

@@ -14,9 +14,10 @@ from cryptography.hazmat.primitives import serialization
 from protocol.crypto import packing
 from protocol.runtime import config
 from protocol.net.certs import make_role_cert
-from protocol.net.codec import BigInts
 from protocol.runtime.config import PeerConfig
-from protocol.layer.decryption import DONE_TAG, decrypt_masked, receive_public_key, request_decryption
+from protocol import messages
+from protocol.layer.decryption import Step, decrypt_masked, receive_public_key, request_decryption
+from protocol.messages import DecryptReply, DecryptRequest, RunDone
 from protocol.errors import PeerError, ProtocolError
 from protocol.crypto.paillier import Encryptor
 from protocol.net.transport import Endpoint
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 def endpoint_for(config_path: Path, role: str) -> Endpoint:
     root = config.load(config_path)
-    return Endpoint(config.read_network(root, role, ("party_b" if role == "party_a" else "party_a", "coordinator")))
+    return Endpoint(config.read_network(root, role), messages.inbox_tags(role))
 
 
 def test_decryption_service(tmp_path: Path) -> None:
@@ -45,16 +46,16 @@ def test_decryption_service(tmp_path: Path) -> None:
         u = packing.encrypt(enc, values, layout, 0, 2**40)
 
         # the right role gets the right values back, through a mask
-        assert (decrypt_masked(a, "forward", "e0/b0", u, enc) == values).all()
+        assert (decrypt_masked(a, Step.FORWARD, "e0/b0", u, enc) == values).all()
 
         # the other party may not ask for A's step
         with pytest.raises(ProtocolError, match="party_b may not ask for decryptions of step 'forward'"):
-            request_decryption(b, "forward", "e0/b0", packing.mask(u, enc)[0].flat())
+            request_decryption(b, Step.FORWARD, "e0/b0", packing.mask(u, enc)[0].flat())
 
         # malformed ciphertexts are refused, naming the first bad one
-        a.send("coordinator", "coordinator/decrypt/forward/bad", {"ciphertexts": BigInts([u.flat()[0], 0])})
-        reply = a.recv("coordinator", "coordinator/decrypted/forward/bad")
-        assert "ciphertext 1: ciphertext out of range" in reply["error"]
+        messages.send(a, "coordinator", DecryptRequest("forward", "bad", [u.flat()[0], 0]))
+        reply = messages.receive(a, "coordinator", DecryptReply)
+        assert "ciphertext 1: ciphertext out of range" in reply.error
 
         # a third party with a certificate from the same CA is not a peer of the coordinator
         ca = run.root / "ca"
@@ -68,11 +69,11 @@ def test_decryption_service(tmp_path: Path) -> None:
                                       cert=certs / "eve.pem", key=certs / "eve.key",
                                       peers={"coordinator": PeerConfig("coordinator", c_addr, "coordinator",
                                                                        ca / "ca.pem", None)})
-        with Endpoint(eve_cfg) as eve:
+        with Endpoint(eve_cfg, {"coordinator": frozenset({DecryptReply.TAG})}) as eve:
             with pytest.raises(PeerError, match="is not one of its configured peers"):
-                request_decryption(eve, "forward", "e0/b0", packing.mask(u, enc)[0].flat())
+                request_decryption(eve, Step.FORWARD, "e0/b0", packing.mask(u, enc)[0].flat())
 
-        a.send("coordinator", DONE_TAG, None)
+        messages.send(a, "coordinator", RunDone())
         out = wait_all(run, {"coordinator": coordinator}, timeout=30)
         assert out["coordinator"].returncode == 0, out["coordinator"].output
     finally:
@@ -84,5 +85,5 @@ def test_decryption_service(tmp_path: Path) -> None:
     audit = [json.loads(line) for line in (run.workdir("coordinator") / "audit.jsonl").read_text().splitlines()]
     assert [(e["who"], e["step"], e["count"], "refused" in e) for e in audit] == [
         ("party_a", "forward", 5, False), ("party_b", "forward", 5, True), ("party_a", "forward", 2, True)]
-    assert all(e["run"] == "local" and e["tag"].startswith("coordinator/decrypt/") for e in audit)
+    assert all(e["run"] == "local" and e["label"] in ("e0/b0", "bad") for e in audit)
     assert (run.workdir("coordinator") / "audit.jsonl").stat().st_mode & 0o777 == 0o600

@@ -189,8 +189,9 @@ def test_the_wire_holds_nothing_in_the_clear(recorded: LocalRun) -> None:
 
     # 5. what the coordinator decrypts for steps 3 and 5 is uniform over the mask range, and never a true u
     def decrypted(step: str, layout: packing.Layout) -> np.ndarray:
+        steps = {"forward": ("forward", "evaluate"), "backward": ("backward",)}[step]
         replies = [b for f, b in zip(recorded_frames, bodies) if f["dir"] == "in" and f["peer"] == "coordinator"
-                   and decode(f["data"])["tag"].startswith(f"coordinator/decrypted/{step}/")]
+                   and decode(f["data"])["tag"] == "coordinator/decrypted" and b["step"] in steps]
         slots = [v for r in replies for p in r["plaintexts"] for v in packing.unpack([p], layout, 1, n).ravel()]
         return np.array([int(v) for v in slots], dtype=object)
 

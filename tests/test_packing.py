@@ -129,13 +129,13 @@ def test_overflow_is_refused_never_silent() -> None:
 def test_bad_matrices_from_the_wire_are_refused() -> None:
     layout = packing.Layout.fit(4, 64, KEY_1024.public)
     cx = enc(np.zeros((2, 4), dtype=object), layout, 5)
-    msg = decode(encode(cx.to_message()))
+    msg = decode(encode(cx.to_wire().to_message()))
     assert (dec(packing.Packed.from_message(msg, KEY_1024.public, "t")) == 0).all()
     n2 = KEY_1024.public.n2
     for bad, match in [({**msg, "cts": [n2 + 1, 5]}, "out of range"),
                        ({**msg, "cts": [KEY_1024.p * 7, 5]}, "not invertible"),
                        ({**msg, "rows": 3}, "ciphertexts for 3 rows"),
-                       ({**msg, "layout": [4, 600, 4]}, "does not fit"),
+                       ({**msg, "layout": {"length": 4, "slot_bits": 600, "slots": 4}}, "does not fit"),
                        ({**msg, "bound": 2**80}, "overflow"),
                        ({"layout": [1]}, "malformed")]:
         with pytest.raises(ProtocolError, match=match):

@@ -13,7 +13,7 @@ from protocol.errors import DataError, ProtocolError
 from protocol.runtime.workers import WorkerPool
 from psi.ecdh import POINT_BYTES, blind_ids, hash_to_point, new_secret, reblind
 from psi.ids import Normalizer, normalize_ids
-from psi.session import run_psi
+from psi.session import PsiSettings, run_psi
 from tests.fakes import MemoryNetwork, run_roles
 
 POOL = WorkerPool(0)
@@ -23,8 +23,8 @@ TEXT = Normalizer(kind="text")
 def psi_both(ids_a: list[str], ids_b: list[str], chunk: int = 7) -> tuple[list[str], list[str]]:
     net = MemoryNetwork()
     a, b = net.endpoint("party_a"), net.endpoint("party_b")
-    ra, rb = run_roles((run_psi, a, "party_b", ids_a, POOL, chunk, False),
-                       (run_psi, b, "party_a", ids_b, POOL, chunk, False))
+    ra, rb = run_roles((run_psi, a, "party_b", ids_a, POOL, PsiSettings(chunk, False)),
+                       (run_psi, b, "party_a", ids_b, POOL, PsiSettings(chunk, False)))
     return [ids_a[i] for i in ra.positions], [ids_b[i] for i in rb.positions]
 
 
@@ -126,7 +126,7 @@ def test_empty_id_names_row(tmp_path) -> None:
 def test_positions_index_the_party_list() -> None:
     ids_a = ["q", "w", "e", "r"]
     net = MemoryNetwork()
-    ra, _ = run_roles((run_psi, net.endpoint("party_a"), "party_b", ids_a, POOL, 2, False),
-                      (run_psi, net.endpoint("party_b"), "party_a", ["e", "q"], POOL, 2, False))
+    ra, _ = run_roles((run_psi, net.endpoint("party_a"), "party_b", ids_a, POOL, PsiSettings(2, False)),
+                      (run_psi, net.endpoint("party_b"), "party_a", ["e", "q"], POOL, PsiSettings(2, False)))
     assert sorted(ra.positions.tolist()) == [0, 2]
     assert ra.positions.dtype == np.int64

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 import gmpy2
 import numpy as np
 
-from protocol.net.codec import BigInts
 from protocol.errors import ProtocolError
 from protocol.crypto.multiexp import parallel_power_products
 from protocol.crypto.paillier import Encryptor, PrivateKey, PublicKey
+from protocol.net.codec import BigInts
+from protocol.net.message import BigIntList, Message
 from protocol.runtime.workers import WorkerPool
 
 mpz = gmpy2.mpz
@@ -35,7 +36,7 @@ _PARALLEL_ENCRYPTIONS = 16
 
 
 @dataclass(frozen=True)
-class Layout:
+class Layout(Message):
     """`length` values per row vector, `slots` of `slot_bits` bits per ciphertext."""
 
     length: int
@@ -64,7 +65,8 @@ class Layout:
                                 f"slots (at most 2^{self.slot_bits - 1}); widen the slots or lower a fixed-point scale")
 
     def check_key(self, public: PublicKey) -> None:
-        if self.slots * self.slot_bits > public.bits - 1 or self.slots < 1 or self.slots > self.length:
+        if self.slot_bits < 2 or self.slots < 1 or self.slots > self.length or \
+                self.slots * self.slot_bits > public.bits - 1:
             raise ProtocolError(f"layout of {self.slots} slots of {self.slot_bits} bits does not fit a "
                                 f"{public.bits}-bit key")
 
@@ -131,28 +133,36 @@ class Packed:
     def flat(self) -> list[mpz]:
         return [c for row in self.cts for c in row]
 
-    def to_message(self) -> dict:
-        lay = self.layout
-        return {"layout": [lay.length, lay.slot_bits, lay.slots], "scale": self.scale, "bound": self.bound,
-                "rows": self.rows, "cts": BigInts(self.flat())}
+    def to_wire(self) -> "EncryptedMatrix":
+        return EncryptedMatrix(self.layout, self.scale, self.bound, self.rows, self.flat())
 
     @classmethod
-    def from_message(cls, msg: dict, public: PublicKey, what: str) -> "Packed":
-        """Rebuild a matrix from a peer's message, refusing anything malformed."""
-        try:
-            layout = Layout(*(int(x) for x in msg["layout"]))
-            scale, bound, rows, flat = int(msg["scale"]), int(msg["bound"]), int(msg["rows"]), msg["cts"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError(f"{what}: malformed encrypted matrix ({exc})") from None
-        layout.check_key(public)
-        layout.check(bound, what)
-        if not isinstance(flat, list) or rows < 0 or len(flat) != rows * layout.ciphertexts:
-            count = len(flat) if isinstance(flat, list) else "no list of"
-            raise ProtocolError(f"{what}: {count} ciphertexts for {rows} rows of {layout.ciphertexts}")
-        for i, c in enumerate(flat):
+    def from_wire(cls, m: "EncryptedMatrix", public: PublicKey, what: str) -> "Packed":
+        """Rebuild a matrix that arrived as `m`, refusing one that does not fit the key or is not ciphertexts."""
+        m.layout.check_key(public)
+        m.layout.check(m.bound, what)
+        if m.rows < 0 or len(m.cts) != m.rows * m.layout.ciphertexts:
+            raise ProtocolError(f"{what}: {len(m.cts)} ciphertexts for {m.rows} rows of {m.layout.ciphertexts}")
+        for i, c in enumerate(m.cts):
             public.check_ciphertext(c, f"{what}: ciphertext {i}")
-        per = layout.ciphertexts
-        return cls(public, layout, scale, bound, [flat[r * per : (r + 1) * per] for r in range(rows)])
+        per = m.layout.ciphertexts
+        return cls(public, m.layout, m.scale, m.bound, [m.cts[r * per : (r + 1) * per] for r in range(m.rows)])
+
+    @classmethod
+    def from_message(cls, body: object, public: PublicKey, what: str, peer: str = "the file") -> "Packed":
+        """`from_wire` for a raw message body (a saved matrix, or a test's hand-made body)."""
+        return cls.from_wire(EncryptedMatrix.from_message(body, peer, what), public, what)
+
+
+@dataclass(frozen=True)
+class EncryptedMatrix(Message):
+    """A `Packed` matrix as it travels: layout, scale, bound, row count and the ciphertexts row by row."""
+
+    layout: Layout
+    scale: int
+    bound: int
+    rows: int
+    cts: BigIntList
 
 
 # ---- encryption and decryption ------------------------------------------------------

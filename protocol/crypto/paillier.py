@@ -35,6 +35,7 @@ mpz = gmpy2.mpz
 DEFAULT_BITS = 2048
 DEPLOYABLE_BITS = (2048, 3072)  # what a coordinator may create and a party accepts
 ALLOWED_BITS = (1024, *DEPLOYABLE_BITS)  # 1024 only for logic tests, never through a config
+ENCRYPTION_MODES = ("djn", "full")  # the first is the default
 _DJN_EXPONENT_BITS = {1024: 320, 2048: 448, 3072: 512}
 _WINDOW = 8
 
@@ -55,15 +56,13 @@ class PublicKey:
     def fingerprint(self) -> str:
         return "sha256:" + hashlib.sha256(int(self.n).to_bytes((self.bits + 7) // 8, "big")).hexdigest()
 
-    def to_message(self) -> dict:
-        return {"n": int(self.n), "fingerprint": self.fingerprint}
-
     @classmethod
-    def from_message(cls, message: dict, pinned: str | None = None) -> "PublicKey":
-        key = cls(mpz(message["n"]))
+    def announced(cls, n: int, fingerprint: str, pinned: str | None = None) -> "PublicKey":
+        """The coordinator's key as it announced it: a deployable size, its own fingerprint, and the pin if any."""
+        key = cls(mpz(n))
         if key.bits not in DEPLOYABLE_BITS:
             raise ProtocolError(f"coordinator sent a {key.bits}-bit Paillier key; expected one of {DEPLOYABLE_BITS}")
-        if key.fingerprint != message.get("fingerprint"):
+        if key.fingerprint != fingerprint:
             raise ProtocolError("coordinator's public key does not match the fingerprint it sent with it")
         if pinned and key.fingerprint != pinned:
             raise ProtocolError(f"coordinator's public key {key.fingerprint} does not match the pinned "
@@ -153,9 +152,9 @@ def load_or_create_private_key(path: Path, bits: int) -> tuple[PrivateKey, bool]
 class Encryptor:
     """Fresh encryptions and obfuscators under one public key ("djn" or "full", see module doc)."""
 
-    def __init__(self, public: PublicKey, mode: str = "djn"):
-        if mode not in ("djn", "full"):
-            raise ConfigError(f"encryption mode must be 'djn' or 'full', got {mode!r}")
+    def __init__(self, public: PublicKey, mode: str = ENCRYPTION_MODES[0]):
+        if mode not in ENCRYPTION_MODES:
+            raise ConfigError(f"encryption mode must be one of {ENCRYPTION_MODES}, got {mode!r}")
         self.public = public
         self.mode = mode
         self._table: list[list[mpz]] = []

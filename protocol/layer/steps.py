@@ -1,7 +1,9 @@
-"""The secure interactive layer of DESIGN.md: u = e_B·W with W only ever encrypted.
+"""The secure interactive layer (docs/design.md): u = e_B·W with W only ever encrypted.
 
 B keeps [W] packed by rows ([W_k,:], d ciphertexts), A by columns ([W_:,j], h
-ciphertexts). Each function below is one numbered step for one role:
+ciphertexts). Each function below is one numbered step for one role, and the
+sequences at the end (`INIT`, `TRAINING_STEP`, `FORWARD_ONLY`) put them in the one
+order both roles run them in (`run`):
 
   init    both: [W0] = [W_A] + [W_B], each party encrypting a secret random share
   step 1  B: [u_i] = Σ_k e_B[i,k]·[W_k,:], sent to A                 b_forward_contribution
@@ -33,173 +35,100 @@ from __future__ import annotations
 
 import math
 import secrets
-from dataclasses import asdict, dataclass, field
-from functools import cached_property
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
-from protocol.crypto import packing
-from protocol.layer.decryption import decrypt_masked, request_decryption
-from protocol.errors import ProtocolError
-from protocol.crypto.packing import SIGMA, Layout, Packed
+from protocol import messages
+from protocol.crypto import fixedpoint, packing
+from protocol.crypto.packing import Layout, Packed
 from protocol.crypto.paillier import Encryptor, PublicKey
+from protocol.errors import ProtocolError
+from protocol.layer.decryption import Step, decrypt_masked, request_decryption
+from protocol.layer.plan import LayerPlan
+from protocol.messages import Contribution, Gradients, MaskedUpdate, RefreshedRows, WeightShare
+from protocol.net.message import Message
 from protocol.net.transport import Endpoint
+from protocol.roles import A, B, other_party
+from protocol.runtime.timing import StepClock
 from protocol.runtime.workers import WorkerPool
 
-A, B = "party_a", "party_b"
-COMMANDS = "cmd"  # A's orders to B, in sequence: init, step, forward, done
+
+class TopModel(Protocol):
+    """A's model as the layer needs it: learn from u, return δ = ∂L/∂u (one row per user)."""
+
+    def learn(self, u: np.ndarray) -> np.ndarray: ...
 
 
-@dataclass(frozen=True)
-class LayerPlan:
-    """Everything both parties must agree on for the layer; A decides and sends it to B."""
+class UserTower(Protocol):
+    """B's tower as the layer needs it: e_B for some users, then learn from g = ∂L/∂e_B for the same users."""
 
-    d: int
-    h: int
-    batch_users: int
-    lr_w: float
-    e_bits: int = 14
-    w_bits: int = 16
-    delta_bits: int = 16
-    w_max: float = 8.0
-    delta_max: float = 2.0
-    init_std: float = 0.0  # std of W0; 0 means 1/sqrt(d)
+    def embed(self, users: np.ndarray) -> np.ndarray: ...
 
-    def __post_init__(self) -> None:
-        for name in ("d", "h", "batch_users", "e_bits", "w_bits", "delta_bits"):
-            if getattr(self, name) <= 0:
-                raise ProtocolError(f"layer plan: {name} must be positive")
-        if not (self.lr_w > 0 and self.w_max > 0 and self.delta_max > 0):
-            raise ProtocolError("layer plan: lr_w, w_max and delta_max must be positive")
-
-    def to_message(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_message(cls, msg: dict) -> "LayerPlan":
-        try:
-            return cls(**msg)
-        except TypeError as exc:
-            raise ProtocolError(f"malformed layer plan: {exc}") from None
-
-    # ---- integer bounds at each scale --------------------------------------------------
-
-    @property
-    def e_bound(self) -> int:
-        return 1 << self.e_bits
-
-    @property
-    def w_bound(self) -> int:
-        return math.ceil(self.w_max * 2**self.w_bits)
-
-    @property
-    def delta_bound(self) -> int:
-        return math.ceil(self.delta_max * 2**self.delta_bits)
-
-    @property
-    def lr_bits(self) -> int:
-        """Enough bits for L = lr_w / batch_users to keep 16 significant bits."""
-        return 16 + max(0, math.ceil(math.log2(self.batch_users / self.lr_w)))
-
-    @property
-    def lr_int(self) -> int:
-        return max(1, round(self.lr_w / self.batch_users * 2**self.lr_bits))
-
-    @property
-    def shift(self) -> int:
-        return self.e_bits + self.delta_bits + self.lr_bits - self.w_bits
-
-    @property
-    def u_bound(self) -> int:
-        return self.d * self.e_bound * self.w_bound
-
-    @property
-    def g_bound(self) -> int:
-        return self.h * self.delta_bound * self.w_bound
-
-    @property
-    def grad_bound(self) -> int:
-        return self.batch_users * self.e_bound * self.delta_bound
-
-    @property
-    def update_bound(self) -> int:
-        return self.w_bound * 2**self.shift + self.lr_int * self.grad_bound
-
-    @property
-    def m_prime_bits(self) -> int:
-        return (self.update_bound >> self.shift).bit_length() + 1 + SIGMA
-
-    @property
-    def m_prime_bound(self) -> int:
-        return (1 << self.m_prime_bits) - 1
-
-    @property
-    def refresh_mask_bound(self) -> int:
-        return self.m_prime_bound * 2**self.shift + 2**self.shift - 1
-
-    @property
-    def q_bound(self) -> int:
-        return ((self.update_bound + self.refresh_mask_bound) >> self.shift) + 1
-
-    @staticmethod
-    def _masked(bound: int) -> int:
-        return bound + (1 << (bound.bit_length() + SIGMA))
-
-    @property
-    def row_slot_bits(self) -> int:
-        """Slots of W by rows hold u + R, W' + M, Q and δ."""
-        need = max(self._masked(self.u_bound), self.update_bound + self.refresh_mask_bound, self.q_bound,
-                   self.delta_bound, self.w_bound)
-        return need.bit_length() + 1
-
-    @property
-    def col_slot_bits(self) -> int:
-        """Slots of W by columns hold g + R' and Q - M' on the way."""
-        need = max(self._masked(self.g_bound), self.q_bound + self.m_prime_bound, self.w_bound)
-        return need.bit_length() + 1
-
-    def describe(self, public: PublicKey) -> str:
-        rows, cols = self.layouts(public)
-        return (f"secure layer d={self.d} h={self.h}: fixed point e 2^-{self.e_bits}, W 2^-{self.w_bits}, "
-                f"delta 2^-{self.delta_bits}; |W| assumed <= {self.w_max}; rows {rows.slots}x{rows.slot_bits}-bit "
-                f"slots ({rows.ciphertexts} ct), columns {cols.slots}x{cols.slot_bits}-bit ({cols.ciphertexts} ct)")
-
-    def layouts(self, public: PublicKey) -> tuple[Layout, Layout]:
-        return Layout.fit(self.h, self.row_slot_bits, public), Layout.fit(self.d, self.col_slot_bits, public)
+    def learn(self, g: np.ndarray) -> None: ...
 
 
 @dataclass
 class Side:
-    """One party's handle on the layer."""
+    """One party's handle on the layer, holding its own layout of [W] (`w`)."""
 
     endpoint: Endpoint
     public: PublicKey
     enc: Encryptor
     pool: WorkerPool | None
     plan: LayerPlan
+    w: Packed | None = None
     rows: Layout = field(init=False)
     cols: Layout = field(init=False)
 
     def __post_init__(self) -> None:
         self.rows, self.cols = self.plan.layouts(self.public)
 
-    @cached_property
-    def peer(self) -> str:
-        return B if self.endpoint.cfg.role == A else A
+    @property
+    def role(self) -> str:
+        return self.endpoint.cfg.role
 
-    def checked(self, msg: dict, what: str, layout: Layout, scale: int, bound: int | None = None) -> Packed:
-        """An encrypted matrix from the peer's message, checked against what the plan implies."""
-        packed = Packed.from_message(msg, self.public, f"{what} from {self.peer}")
+    @property
+    def peer(self) -> str:
+        return other_party(self.role)
+
+    def receive(self, kind: type[messages.M], label: str) -> messages.M:
+        """The peer's next `kind` message, which must belong to step `label`."""
+        message = messages.receive(self.endpoint, self.peer, kind)
+        messages.expect_label(message, label, self.peer)
+        return message
+
+    def checked(self, message: Message, name: str, layout: Layout, scale: int, bound: int | None = None) -> Packed:
+        """Field `name` of the peer's message as an encrypted matrix, checked against what the plan implies."""
+        what = f"{type(message).__name__}.{name} from {self.peer}"
+        packed = Packed.from_wire(getattr(message, name), self.public, what)
         if packed.layout != layout or packed.scale != scale or (bound is not None and packed.bound > bound):
-            raise ProtocolError(f"{what} from {self.peer}: layout {packed.layout} at 2^{packed.scale} bounded by "
+            raise ProtocolError(f"{what}: layout {packed.layout} at 2^{packed.scale} bounded by "
                                 f"2^{packed.bound.bit_length()}, expected {layout} at 2^{scale}")
         return packed
 
-    def receive(self, tag: str, what: str, layout: Layout, scale: int) -> Packed:
-        return self.checked(self.endpoint.recv(self.peer, tag), what, layout, scale)
-
     def encrypt(self, values: np.ndarray, layout: Layout, scale: int, bound: int) -> Packed:
         return packing.encrypt(self.enc, values, layout, scale, bound, self.pool)
+
+
+@dataclass
+class Turn:
+    """One pass of one role through a sequence: the step's label and users, its own model, and what the
+    stages hand each other."""
+
+    label: str
+    users: np.ndarray
+    model: TopModel | UserTower | None = None
+    decrypt_as: Step = Step.FORWARD  # steps 2-3 during training, or Step.EVALUATE
+    e_q: np.ndarray | None = None  # B: e_B at 2^e_bits
+    u: np.ndarray | None = None  # A: u at 2^(e_bits + w_bits)
+    delta_q: np.ndarray | None = None  # A: δ·batch_users at 2^delta_bits
+    g: np.ndarray | None = None  # B: g at 2^(delta_bits + w_bits)
+    delta: Packed | None = None  # B: [δ] by rows
+    w_new: Packed | None = None  # B: [W'] before the refresh
+    m_prime: np.ndarray | None = None  # B: the refresh mask's high part
 
 
 def _as_w(p: Packed, side: Side) -> Packed:
@@ -221,96 +150,165 @@ def _secret_rng() -> np.random.Generator:
 # ---- initialisation ---------------------------------------------------------------------
 
 
-def init_a_share_weights(a: Side, label: str) -> Packed:
-    """A: encrypt its share both ways, send the rows to B, add B's columns. Returns A's [W0] by columns."""
+def init_a_share_weights(a: Side, turn: Turn) -> None:
+    """A: encrypt its share both ways, send the rows to B, add B's columns: A's [W0] by columns."""
     share = _draw_share(a.plan, _secret_rng())
     half = a.plan.w_bound // 2 + 1
-    a.endpoint.send(B, f"{label}/share_rows", a.encrypt(share, a.rows, a.plan.w_bits, half).to_message())
-    theirs = a.receive(f"{label}/share_cols", "B's share of W0", a.cols, a.plan.w_bits)
-    return _as_w(packing.add(a.encrypt(share.T, a.cols, a.plan.w_bits, half), theirs), a)
+    messages.send(a.endpoint, B, WeightShare(turn.label, a.encrypt(share, a.rows, a.plan.w_bits, half).to_wire()))
+    theirs = a.checked(a.receive(WeightShare, turn.label), "share", a.cols, a.plan.w_bits, half)
+    a.w = _as_w(packing.add(a.encrypt(share.T, a.cols, a.plan.w_bits, half), theirs), a)
 
 
-def init_b_share_weights(b: Side, label: str) -> Packed:
-    """B: encrypt its share both ways, send the columns to A, add A's rows. Returns B's [W0] by rows."""
+def init_b_share_weights(b: Side, turn: Turn) -> None:
+    """B: encrypt its share both ways, send the columns to A, add A's rows: B's [W0] by rows."""
     share = _draw_share(b.plan, _secret_rng())
     half = b.plan.w_bound // 2 + 1
-    b.endpoint.send(A, f"{label}/share_cols", b.encrypt(share.T, b.cols, b.plan.w_bits, half).to_message())
-    theirs = b.receive(f"{label}/share_rows", "A's share of W0", b.rows, b.plan.w_bits)
-    return _as_w(packing.add(b.encrypt(share, b.rows, b.plan.w_bits, half), theirs), b)
+    messages.send(b.endpoint, A, WeightShare(turn.label, b.encrypt(share.T, b.cols, b.plan.w_bits, half).to_wire()))
+    theirs = b.checked(b.receive(WeightShare, turn.label), "share", b.rows, b.plan.w_bits, half)
+    b.w = _as_w(packing.add(b.encrypt(share, b.rows, b.plan.w_bits, half), theirs), b)
 
 
 # ---- forward ------------------------------------------------------------------------------
 
 
-def b_forward_contribution(b: Side, label: str, w_rows: Packed, e_q: np.ndarray) -> None:
-    """Step 1 (B): [u] = e_B·[W] by rows, sent to A."""
-    u = packing.lincomb(e_q, b.plan.e_bound, b.plan.e_bits, w_rows, b.pool)
-    b.endpoint.send(A, f"{label}/u", u.to_message())
+def b_forward_contribution(b: Side, turn: Turn) -> None:
+    """Step 1 (B): e_B from tower B, [u] = e_B·[W] by rows, sent to A."""
+    turn.e_q = fixedpoint.encode(turn.model.embed(turn.users), b.plan.e_bits).astype(np.int64)
+    u = packing.lincomb(turn.e_q, b.plan.e_bound, b.plan.e_bits, b.w, b.pool)
+    messages.send(b.endpoint, A, Contribution(turn.label, u.to_wire()))
 
 
-def a_unmask_contribution(a: Side, label: str) -> np.ndarray:
-    """Steps 2-3 (A): mask [u], have the coordinator decrypt u + R, remove R. Integers at 2^(e_bits + w_bits)."""
-    u = a.receive(f"{label}/u", "[u]", a.rows, a.plan.e_bits + a.plan.w_bits)
-    return decrypt_masked(a.endpoint, "forward", label, u, a.enc, a.pool)
+def a_unmask_contribution(a: Side, turn: Turn) -> None:
+    """Steps 2-3 (A): mask [u], have the coordinator decrypt u + R, remove R."""
+    u = a.checked(a.receive(Contribution, turn.label), "u", a.rows, a.plan.e_bits + a.plan.w_bits)
+    turn.u = decrypt_masked(a.endpoint, turn.decrypt_as, turn.label, u, a.enc, a.pool)
+
+
+def a_top_model(a: Side, turn: Turn) -> None:
+    """A's own work between steps 3 and 4: its model learns from u and gives δ = ∂L/∂u, sent at scale
+    δ·batch_users (clipped to ±delta_max) so its fixed-point digits are not wasted."""
+    p = a.plan
+    delta = turn.model.learn(fixedpoint.decode(turn.u, p.e_bits + p.w_bits))
+    turn.delta_q = fixedpoint.encode(delta * p.batch_users, p.delta_bits, bound=p.delta_max).astype(np.int64)
 
 
 # ---- backward -----------------------------------------------------------------------------
 
 
-def a_send_gradients(a: Side, label: str, w_cols: Packed, delta_q: np.ndarray) -> None:
+def a_send_gradients(a: Side, turn: Turn) -> None:
     """Step 4 (A): [g] = δ·[W]ᵀ by columns and [δ] by rows, sent to B."""
-    g = packing.lincomb(delta_q, a.plan.delta_bound, a.plan.delta_bits, w_cols, a.pool)
-    delta = a.encrypt(delta_q, a.rows, a.plan.delta_bits, a.plan.delta_bound)
-    a.endpoint.send(B, f"{label}/gradients", {"g": g.to_message(), "delta": delta.to_message()})
+    p = a.plan
+    g = packing.lincomb(turn.delta_q, p.delta_bound, p.delta_bits, a.w, a.pool)
+    delta = a.encrypt(turn.delta_q, a.rows, p.delta_bits, p.delta_bound)
+    messages.send(a.endpoint, B, Gradients(turn.label, g.to_wire(), delta.to_wire()))
 
 
-def b_unmask_gradient(b: Side, label: str) -> tuple[np.ndarray, Packed]:
-    """Step 5 (B): g = δ·Wᵀ through a mask and the coordinator (integers at 2^(delta_bits + w_bits)); and [δ]."""
+def b_unmask_gradient(b: Side, turn: Turn) -> None:
+    """Step 5 (B): g = δ·Wᵀ through a mask and the coordinator; keeps [δ] for step 6."""
     p = b.plan
-    msg = b.endpoint.recv(A, f"{label}/gradients")
-    g = b.checked(msg["g"], "[g]", b.cols, p.delta_bits + p.w_bits)
-    delta = b.checked(msg["delta"], "[delta]", b.rows, p.delta_bits, p.delta_bound)
-    return decrypt_masked(b.endpoint, "backward", label, g, b.enc, b.pool), delta
+    message = b.receive(Gradients, turn.label)
+    g = b.checked(message, "g", b.cols, p.delta_bits + p.w_bits)
+    turn.delta = b.checked(message, "delta", b.rows, p.delta_bits, p.delta_bound)
+    turn.g = decrypt_masked(b.endpoint, Step.BACKWARD, turn.label, g, b.enc, b.pool)
 
 
-def b_update_weights(b: Side, w_rows: Packed, e_q: np.ndarray, delta: Packed) -> Packed:
+def b_tower_backward(b: Side, turn: Turn) -> None:
+    """B's own work after step 5: tower B learns from g (A sent δ·batch_users, so g is divided back)."""
+    turn.model.learn(fixedpoint.decode(turn.g, b.plan.delta_bits + b.plan.w_bits) / b.plan.batch_users)
+
+
+def b_update_weights(b: Side, turn: Turn) -> None:
     """Step 6 (B): [W'] = 2^s·[W] - L·[e_Bᵀ δ], at scale 2^(e_bits + delta_bits + lr_bits)."""
     p = b.plan
-    grad = packing.lincomb(np.ascontiguousarray(e_q.T), p.e_bound, p.e_bits, delta, b.pool)
-    kept = packing.multiply(w_rows, 2**p.shift, extra_scale=p.shift)
-    return packing.add(kept, packing.multiply(grad, -p.lr_int, extra_scale=p.lr_bits))
+    grad = packing.lincomb(np.ascontiguousarray(turn.e_q.T), p.e_bound, p.e_bits, turn.delta, b.pool)
+    kept = packing.multiply(b.w, 2**p.shift, extra_scale=p.shift)
+    turn.w_new = packing.add(kept, packing.multiply(grad, -p.lr_int, extra_scale=p.lr_bits))
 
 
 # ---- refresh --------------------------------------------------------------------------------
 
 
-def b_send_masked_update(b: Side, label: str, w_new: Packed) -> np.ndarray:
-    """Step 7, B: send [W' + M'·2^s + M''] by rows and [M'] by columns; returns M'."""
+def b_send_masked_update(b: Side, turn: Turn) -> None:
+    """Step 7, B: send [W' + M'·2^s + M''] by rows and [M'] by columns; keeps M'."""
     p = b.plan
-    m_prime = np.array([[secrets.randbits(p.m_prime_bits) for _ in range(p.h)] for _ in range(p.d)], dtype=object)
+    turn.m_prime = np.array([[secrets.randbits(p.m_prime_bits) for _ in range(p.h)] for _ in range(p.d)],
+                            dtype=object)
     low = np.array([[secrets.randbits(p.shift) for _ in range(p.h)] for _ in range(p.d)], dtype=object)
-    mask = m_prime * 2**p.shift + low
-    masked = packing.add(w_new, b.encrypt(mask, b.rows, w_new.scale, p.refresh_mask_bound))
-    m_cols = b.encrypt(np.ascontiguousarray(m_prime.T), b.cols, p.w_bits, p.m_prime_bound)
-    b.endpoint.send(A, f"{label}/refresh", {"masked": masked.to_message(), "m_cols": m_cols.to_message()})
-    return m_prime
+    mask = turn.m_prime * 2**p.shift + low
+    masked = packing.add(turn.w_new, b.encrypt(mask, b.rows, turn.w_new.scale, p.refresh_mask_bound))
+    m_cols = b.encrypt(np.ascontiguousarray(turn.m_prime.T), b.cols, p.w_bits, p.m_prime_bound)
+    messages.send(b.endpoint, A, MaskedUpdate(turn.label, masked.to_wire(), m_cols.to_wire()))
 
 
-def a_refresh_weights(a: Side, label: str) -> Packed:
-    """Step 7, A: decrypt W' + M, divide by 2^s, re-encrypt both ways; returns A's new [W] by columns."""
+def a_refresh_weights(a: Side, turn: Turn) -> None:
+    """Step 7, A: decrypt W' + M, divide by 2^s, re-encrypt both ways: A's new [W] by columns."""
     p = a.plan
-    msg = a.endpoint.recv(B, f"{label}/refresh")
-    masked = a.checked(msg["masked"], "[W'+M]", a.rows, p.w_bits + p.shift)
-    m_cols = a.checked(msg["m_cols"], "[M']", a.cols, p.w_bits, p.m_prime_bound)
-    plain = packing.unpack(request_decryption(a.endpoint, "refresh", label, masked.flat()), a.rows, masked.rows,
-                           a.public.n)
+    message = a.receive(MaskedUpdate, turn.label)
+    masked = a.checked(message, "masked", a.rows, p.w_bits + p.shift)
+    m_cols = a.checked(message, "m_cols", a.cols, p.w_bits, p.m_prime_bound)
+    plain = packing.unpack(request_decryption(a.endpoint, Step.REFRESH, turn.label, masked.flat()), a.rows,
+                           masked.rows, a.public.n)
     q = plain >> p.shift  # floor division: exact for the M' part, stochastic rounding of W'/2^s thanks to M''
-    a.endpoint.send(B, f"{label}/q_rows", a.encrypt(q, a.rows, p.w_bits, p.q_bound).to_message())
+    messages.send(a.endpoint, B, RefreshedRows(turn.label, a.encrypt(q, a.rows, p.w_bits, p.q_bound).to_wire()))
     q_cols = a.encrypt(np.ascontiguousarray(q.T), a.cols, p.w_bits, p.q_bound)
-    return _as_w(packing.add(q_cols, packing.multiply(m_cols, -1)), a)
+    a.w = _as_w(packing.add(q_cols, packing.multiply(m_cols, -1)), a)
 
 
-def b_finish_refresh(b: Side, label: str, m_prime: np.ndarray) -> Packed:
-    """Step 7, B: remove M' from A's [Q] by rows; returns B's new [W] by rows."""
-    q_rows = b.receive(f"{label}/q_rows", "[Q] from party_a", b.rows, b.plan.w_bits)
-    return _as_w(packing.add_plain(q_rows, -m_prime, b.plan.m_prime_bound), b)
+def b_finish_refresh(b: Side, turn: Turn) -> None:
+    """Step 7, B: remove M' from A's [Q] by rows: B's new [W] by rows."""
+    q_rows = b.checked(b.receive(RefreshedRows, turn.label), "q_rows", b.rows, b.plan.w_bits, b.plan.q_bound)
+    b.w = _as_w(packing.add_plain(q_rows, -turn.m_prime, b.plan.m_prime_bound), b)
+
+
+# ---- the sequences both roles run ------------------------------------------------------------
+
+StageFn = Callable[[Side, Turn], None]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One entry of a sequence: what A does and what B does there (either may be nothing)."""
+
+    name: str
+    a: StageFn | None = None
+    b: StageFn | None = None
+
+
+@dataclass(frozen=True)
+class Sequence:
+    name: str
+    stages: tuple[Stage, ...]
+
+
+INIT = Sequence("init", (Stage("[W0] = [W_A] + [W_B], shares exchanged", a=init_a_share_weights,
+                               b=init_b_share_weights),))
+
+_STEP_1 = Stage("step 1: tower B, [u] = e_B·[W] to A", b=b_forward_contribution)
+_STEPS_2_3 = Stage("steps 2-3: [u + R] decrypted by C, R removed", a=a_unmask_contribution)
+
+TRAINING_STEP = Sequence("train", (
+    _STEP_1,
+    _STEPS_2_3,
+    Stage("top model forward and backward", a=a_top_model),
+    Stage("step 4: [g] and [delta] to B", a=a_send_gradients),
+    Stage("step 5: [g + R'] decrypted by C, R' removed", b=b_unmask_gradient),
+    Stage("tower B backward and update", b=b_tower_backward),
+    Stage("step 6: [W'] from [e_B^T delta]", b=b_update_weights),
+    Stage("step 7: [W' + M] and [M'] to A", b=b_send_masked_update),
+    Stage("step 7: W' + M decrypted, [Q] re-encrypted both ways", a=a_refresh_weights),
+    Stage("step 7: M' removed from [Q] by rows", b=b_finish_refresh),
+))
+
+FORWARD_ONLY = Sequence("forward", (_STEP_1, _STEPS_2_3))
+
+
+def run(sequence: Sequence, side: Side, turn: Turn, clock: StepClock | None = None) -> Turn:
+    """Run this role's part of `sequence`, stage by stage. Both roles walk the same list, so every message
+    is received at a stage after the one that sends it, and the two can never wait on each other."""
+    for stage in sequence.stages:
+        act = stage.a if side.role == A else stage.b
+        if act is not None:
+            act(side, turn)
+            if clock is not None:
+                clock.lap(f"{sequence.name}: {stage.name}")
+    return turn

@@ -23,7 +23,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-ROLES = ("coordinator", "party_a", "party_b")
+from protocol.roles import Role
+
+ROLES = tuple(str(role) for role in Role)
 _VALIDITY = dt.timedelta(days=365)
 
 

@@ -7,6 +7,13 @@ pinned certificate the TLS handshake verified. Delivery is idempotent on
 (sender, tag, sequence), so a retry after a broken connection never applies a step
 twice. Every receive has a deadline, and a heartbeat notices a peer that died long
 before that deadline.
+
+The inbox is bounded. Each role names, per sender, the tags it accepts
+(protocol/messages.py `inbox_tags`); any other tag is refused at the door. A message
+`_AHEAD` or more sequence numbers ahead of the next expected one, or one that would
+take a sender's undelivered bytes past `_INBOX_LIMIT` times the message size limit,
+is refused with RESOURCE_EXHAUSTED and not kept. An honest sender treats that as
+back-pressure and retries within its peer timeout; a flood costs the receiver nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import threading
 import time
 from collections import defaultdict
 from concurrent import futures
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +45,9 @@ log = logging.getLogger(__name__)
 _DELIVER = "/vfrec.Mailbox/Deliver"
 _PING = "/vfrec.Mailbox/Ping"
 _HEARTBEAT = 0.5
-_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+_AHEAD = 4096  # how far ahead of the next expected sequence number a message may be
+_INBOX_LIMIT = 4  # undelivered bytes per sender, in units of [network] max_message_mb
 _TLS_HINTS = ("handshake", "certificate", "ssl_error", "tsi_")
 ABORT_TAG = "control/abort"
 
@@ -66,10 +76,13 @@ class _PeerState:
 class Endpoint:
     """This process's server, inbox and channels to its peers."""
 
-    def __init__(self, cfg: NetworkConfig):
+    def __init__(self, cfg: NetworkConfig, tags: Mapping[str, frozenset[str]]):
+        """`tags`: for each peer, the tags this endpoint accepts from it (protocol.messages.inbox_tags)."""
         self.cfg = cfg
+        self._tags = tags
+        self._inbox_bytes: dict[str, int] = defaultdict(int)
         self._cond = threading.Condition()
-        self._pending: dict[tuple[str, str], dict[int, tuple[int, Any]]] = defaultdict(dict)
+        self._pending: dict[tuple[str, str], dict[int, tuple[int, Any, int]]] = defaultdict(dict)
         self._next_in: dict[tuple[str, str], int] = defaultdict(int)
         self._next_out: dict[tuple[str, str], int] = defaultdict(int)
         self._arrivals = itertools.count()
@@ -182,13 +195,20 @@ class Endpoint:
                 return answer
             except grpc.RpcError as exc:
                 detail = exc.details() or exc.code().name
+                if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                    raise ProtocolError(f"{self._who(peer)} refused {what}: {detail}") from None
                 if exc.code() not in _RETRYABLE:
                     raise PeerError(f"{self._who(peer)} refused {what}: {detail}") from None
                 state.last_error = detail
                 if _is_tls_failure(detail):
                     raise PeerError(f"TLS handshake with {self._who(peer)} failed while {what}: {detail}") from None
-                limit = self.cfg.peer_timeout if state.last_ok is not None else self.cfg.connect_timeout
-                if time.monotonic() - start > limit:
+                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # alive but full: back-pressure
+                    if time.monotonic() - start > self.cfg.receive_timeout:
+                        raise PeerError(f"{self._who(peer)} kept its inbox full for "
+                                        f"{self.cfg.receive_timeout:.0f}s ([network] receive_timeout) while "
+                                        f"{what}") from None
+                elif time.monotonic() - start > (self.cfg.peer_timeout if state.last_ok is not None
+                                                 else self.cfg.connect_timeout):
                     raise PeerError(self._silence(peer, what)) from None
                 if self._stop.wait(delay):
                     raise PeerError(f"endpoint closed while {what}") from None
@@ -201,28 +221,28 @@ class Endpoint:
         self._check_peer(peer)
         return self._wait(lambda: self._take((peer, tag)), (peer,), f"message {tag!r} from {peer}", timeout)
 
-    def recv_any(self, peers: tuple[str, ...], prefix: str, timeout: float | None = None) -> Message:
-        """The earliest-arrived message from any of `peers` whose tag starts with `prefix`."""
+    def recv_any(self, peers: tuple[str, ...], tags: frozenset[str], timeout: float | None = None) -> Message:
+        """The earliest-arrived message from any of `peers` under one of `tags`."""
         for p in peers:
             self._check_peer(p)
 
         def take() -> Any:
-            ready = [(arrival, key) for key, queue in self._pending.items()
-                     if key[0] in peers and key[1].startswith(prefix)
-                     for seq, (arrival, _) in queue.items() if seq == self._next_in[key]]
+            ready = [(queue[self._next_in[key]][0], key) for key, queue in self._pending.items()
+                     if key[0] in peers and key[1] in tags and self._next_in[key] in queue]
             if not ready:
                 return _NOTHING
             _, key = min(ready)
             return Message(key[0], key[1], self._take(key))
 
-        return self._wait(take, peers, f"a {prefix!r} message from {' or '.join(peers)}", timeout)
+        return self._wait(take, peers, f"a message from {' or '.join(peers)}", timeout)
 
     def _take(self, key: tuple[str, str]) -> Any:
         queue = self._pending.get(key)
         seq = self._next_in[key]
         if not queue or seq not in queue:
             return _NOTHING
-        _, body = queue.pop(seq)
+        _, body, size = queue.pop(seq)
+        self._inbox_bytes[key[0]] -= size
         self._next_in[key] = seq + 1
         return body
 
@@ -295,6 +315,9 @@ class Endpoint:
         if run != self.cfg.run_id:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                           f"{self.cfg.role}: message for run {run!r}, but this process runs {self.cfg.run_id!r}")
+        if tag != ABORT_TAG and tag not in self._tags.get(peer, ()):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"{self.cfg.role}: {peer} may not send it messages tagged {tag[:80]!r}")
         self._record("in", peer, request)
         key = (peer, tag)
         with self._cond:
@@ -304,7 +327,13 @@ class Endpoint:
                 self._cond.notify_all()
                 return b""
             if seq >= self._next_in[key] and seq not in self._pending[key]:
-                self._pending[key][seq] = (next(self._arrivals), body)
+                if seq >= self._next_in[key] + _AHEAD or \
+                        self._inbox_bytes[peer] + len(request) > _INBOX_LIMIT * self.cfg.max_message_bytes:
+                    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                  f"{self.cfg.role}: inbox for {peer} is full (message {tag!r} number {seq}, "
+                                  f"next expected {self._next_in[key]}); retry later")
+                self._pending[key][seq] = (next(self._arrivals), body, len(request))
+                self._inbox_bytes[peer] += len(request)
                 self.bytes_received[peer] += len(request)
                 self._cond.notify_all()
         return b""

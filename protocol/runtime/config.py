@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from protocol.errors import ConfigError
+from protocol.roles import PEERS, Role
 from protocol.runtime.workers import default_size
 
 _MISSING = object()
@@ -157,8 +158,9 @@ class NetworkConfig:
     record_dir: Path | None
 
 
-def read_network(root: Table, role: str, peer_roles: tuple[str, ...]) -> NetworkConfig:
-    """Read [network], [tls] and [peers.*]; every role in `peer_roles` must be configured."""
+def read_network(root: Table, role: Role) -> NetworkConfig:
+    """Read [network], [tls] and [peers.*]; every peer of `role` must be configured."""
+    peer_roles = PEERS[role]
     run_id = root.take("run_id", str)
     net = root.sub("network", required=True)
     listen = net.take("listen", str)
@@ -208,13 +210,18 @@ class PartyBasics:
     workers: int
 
 
-def read_party_basics(root: Table, role: str, peer: str) -> PartyBasics:
-    workdir = root.take_path("workdir")
-    network = read_network(root, role, (peer, "coordinator"))
-    coordinator = root.sub("coordinator")
-    pin = coordinator.take("public_key_fingerprint", str, None) or None
-    coordinator.finish()
+def read_workers(root: Table) -> int:
+    """`workers`: the size of the role's process pool, by default one per core; 0 works inline."""
     workers = root.take("workers", int, default_size())
     if workers < 0:
         raise root.error("workers", "must be 0 (work inline) or more")
-    return PartyBasics(network, workdir, pin, workers)
+    return workers
+
+
+def read_party_basics(root: Table, role: Role) -> PartyBasics:
+    workdir = root.take_path("workdir")
+    network = read_network(root, role)
+    coordinator = root.sub("coordinator")
+    pin = coordinator.take("public_key_fingerprint", str, None) or None
+    coordinator.finish()
+    return PartyBasics(network, workdir, pin, read_workers(root))

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from protocol.runtime.config import PartyBasics
-from protocol.layer.decryption import receive_public_key
+from protocol import messages
 from protocol.crypto.paillier import PublicKey
+from protocol.layer.decryption import receive_public_key
 from protocol.net.transport import Endpoint
+from protocol.runtime.config import PartyBasics
 from protocol.runtime.workers import WorkerPool
 
 
 def run_party(basics: PartyBasics, body: Callable[[Endpoint, PublicKey, WorkerPool], None]) -> None:
-    endpoint = Endpoint(basics.network).start()
+    endpoint = Endpoint(basics.network, messages.inbox_tags(basics.network.role)).start()
     try:
         public = receive_public_key(endpoint, basics.public_key_pin)
         with WorkerPool(basics.workers) as pool:

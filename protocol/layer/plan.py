@@ -1,0 +1,124 @@
+"""The plan of the secure layer: widths, fixed-point scales, bounds and slot layouts.
+
+A decides the plan and sends it to B with the first command; both derive every
+integer bound and slot width from it, so neither has to trust a bound the other
+declares later. See docs/design.md, "Numerics of the packed ciphertexts".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from protocol.crypto.packing import SIGMA, Layout
+from protocol.crypto.paillier import PublicKey
+from protocol.errors import ProtocolError
+from protocol.net.message import Message
+
+
+@dataclass(frozen=True)
+class LayerPlan(Message):
+    """Everything both parties must agree on for the layer; A decides and sends it to B."""
+
+    d: int
+    h: int
+    batch_users: int
+    lr_w: float
+    e_bits: int = 14
+    w_bits: int = 16
+    delta_bits: int = 16
+    w_max: float = 8.0
+    delta_max: float = 2.0
+    init_std: float = 0.0  # std of W0; 0 means 1/sqrt(d)
+
+    def __post_init__(self) -> None:
+        for name in ("d", "h", "batch_users", "e_bits", "w_bits", "delta_bits"):
+            if getattr(self, name) <= 0:
+                raise ProtocolError(f"layer plan: {name} must be positive")
+        if not (self.lr_w > 0 and self.w_max > 0 and self.delta_max > 0):
+            raise ProtocolError("layer plan: lr_w, w_max and delta_max must be positive")
+
+    # ---- integer bounds at each scale --------------------------------------------------
+
+    @property
+    def e_bound(self) -> int:
+        return 1 << self.e_bits
+
+    @property
+    def w_bound(self) -> int:
+        return math.ceil(self.w_max * 2**self.w_bits)
+
+    @property
+    def delta_bound(self) -> int:
+        return math.ceil(self.delta_max * 2**self.delta_bits)
+
+    @property
+    def lr_bits(self) -> int:
+        """Enough bits for L = lr_w / batch_users to keep 16 significant bits."""
+        return 16 + max(0, math.ceil(math.log2(self.batch_users / self.lr_w)))
+
+    @property
+    def lr_int(self) -> int:
+        return max(1, round(self.lr_w / self.batch_users * 2**self.lr_bits))
+
+    @property
+    def shift(self) -> int:
+        return self.e_bits + self.delta_bits + self.lr_bits - self.w_bits
+
+    @property
+    def u_bound(self) -> int:
+        return self.d * self.e_bound * self.w_bound
+
+    @property
+    def g_bound(self) -> int:
+        return self.h * self.delta_bound * self.w_bound
+
+    @property
+    def grad_bound(self) -> int:
+        return self.batch_users * self.e_bound * self.delta_bound
+
+    @property
+    def update_bound(self) -> int:
+        return self.w_bound * 2**self.shift + self.lr_int * self.grad_bound
+
+    @property
+    def m_prime_bits(self) -> int:
+        return (self.update_bound >> self.shift).bit_length() + 1 + SIGMA
+
+    @property
+    def m_prime_bound(self) -> int:
+        return (1 << self.m_prime_bits) - 1
+
+    @property
+    def refresh_mask_bound(self) -> int:
+        return self.m_prime_bound * 2**self.shift + 2**self.shift - 1
+
+    @property
+    def q_bound(self) -> int:
+        return ((self.update_bound + self.refresh_mask_bound) >> self.shift) + 1
+
+    @staticmethod
+    def _masked(bound: int) -> int:
+        return bound + (1 << (bound.bit_length() + SIGMA))
+
+    @property
+    def row_slot_bits(self) -> int:
+        """Slots of W by rows hold u + R, W' + M, Q and δ."""
+        need = max(self._masked(self.u_bound), self.update_bound + self.refresh_mask_bound, self.q_bound,
+                   self.delta_bound, self.w_bound)
+        return need.bit_length() + 1
+
+    @property
+    def col_slot_bits(self) -> int:
+        """Slots of W by columns hold g + R' and Q - M' on the way."""
+        need = max(self._masked(self.g_bound), self.q_bound + self.m_prime_bound, self.w_bound)
+        return need.bit_length() + 1
+
+    def describe(self, public: PublicKey) -> str:
+        rows, cols = self.layouts(public)
+        return (f"secure layer d={self.d} h={self.h}: fixed point e 2^-{self.e_bits}, W 2^-{self.w_bits}, "
+                f"delta 2^-{self.delta_bits}; |W| assumed <= {self.w_max}; rows {rows.slots}x{rows.slot_bits}-bit "
+                f"slots ({rows.ciphertexts} ct), columns {cols.slots}x{cols.slot_bits}-bit ({cols.ciphertexts} ct)")
+
+    def layouts(self, public: PublicKey) -> tuple[Layout, Layout]:
+        return Layout.fit(self.h, self.row_slot_bits, public), Layout.fit(self.d, self.col_slot_bits, public)

@@ -1,0 +1,256 @@
+"""Every message the roles exchange: its fields, its tag, and who may send it to whom.
+
+A tag names a stream between two roles; messages on one stream arrive in order.
+Tags are a fixed set, so the transport keeps a bounded inbox and refuses any tag
+this module does not route from that sender to that receiver. A message that
+belongs to a protocol step carries the step's `label`, and the receiver checks it
+against the label it expects (`expect_label`).
+
+The step-by-step meaning of each message is in docs/design.md; the functions that
+send and receive them are in psi/session.py, protocol/layer/ and coordinator/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from protocol.crypto.packing import EncryptedMatrix
+from protocol.errors import ProtocolError
+from protocol.layer.plan import LayerPlan
+from protocol.net.message import BigIntList, IntVector, Message
+from protocol.roles import A, B, C, Role
+
+M = TypeVar("M", bound=Message)
+
+
+# ---- the coordinator's key and its decryption service ------------------------------------
+
+
+@dataclass(frozen=True)
+class PublicKeyAnnouncement(Message):
+    """C → A, B: the Paillier public key every ciphertext of the run is under."""
+
+    TAG: ClassVar[str] = "coordinator/public_key"
+    n: int
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class DecryptRequest(Message):
+    """A or B → C: masked ciphertexts of one protocol step, to be decrypted for the sender alone."""
+
+    TAG: ClassVar[str] = "coordinator/decrypt"
+    step: str
+    label: str
+    ciphertexts: BigIntList
+
+
+@dataclass(frozen=True)
+class DecryptReply(Message):
+    """C → the party that asked: the plaintexts in [0, n), or why the request was refused."""
+
+    TAG: ClassVar[str] = "coordinator/decrypted"
+    step: str
+    label: str
+    plaintexts: BigIntList | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class RunDone(Message):
+    """A → C: the run is over; the coordinator stops serving."""
+
+    TAG: ClassVar[str] = "control/done"
+
+
+# ---- PSI (both parties run the same steps, psi/session.py) ------------------------------
+
+
+@dataclass(frozen=True)
+class PsiHello(Message):
+    """Step 1: a fresh nonce for the session salt, the set size and the chunk size the sender will use."""
+
+    TAG: ClassVar[str] = "psi/hello"
+    version: int
+    nonce: bytes
+    size: int
+    chunk: int
+
+
+@dataclass(frozen=True)
+class PsiBlinded(Message):
+    """Step 2: one chunk of the sender's blinded IDs, 32 bytes each."""
+
+    TAG: ClassVar[str] = "psi/blinded"
+    points: bytes
+
+
+@dataclass(frozen=True)
+class PsiDoubled(Message):
+    """Step 3: the receiver's chunk blinded again, in the order received, cut to the match length."""
+
+    TAG: ClassVar[str] = "psi/double"
+    values: bytes
+
+
+# ---- A's commands to B, one stream, in order (party_b/follow.py) -------------------------
+
+
+@dataclass(frozen=True)
+class Command(Message):
+    """Base of A's commands; the body carries `op` to tell them apart on their one stream."""
+
+    TAG: ClassVar[str] = "layer/command"
+    OP: ClassVar[str] = ""
+
+    def to_message(self) -> dict:
+        return {"op": self.OP, **super().to_message()}
+
+
+@dataclass(frozen=True)
+class Init(Command):
+    """Build the layer with A's plan and exchange shares of W0."""
+
+    OP: ClassVar[str] = "init"
+    plan: LayerPlan
+
+
+@dataclass(frozen=True)
+class TrainStep(Command):
+    """One training step (steps 1-7) for these shared users."""
+
+    OP: ClassVar[str] = "step"
+    label: str
+    users: IntVector
+
+
+@dataclass(frozen=True)
+class Forward(Command):
+    """Steps 1-3 only, for these shared users (evaluation)."""
+
+    OP: ClassVar[str] = "forward"
+    label: str
+    users: IntVector
+
+
+@dataclass(frozen=True)
+class Finish(Command):
+    """The run is over: save and stop."""
+
+    OP: ClassVar[str] = "done"
+
+
+COMMANDS: dict[str, type[Command]] = {c.OP: c for c in (Init, TrainStep, Forward, Finish)}
+
+
+def command_from_message(body: Any, peer: str) -> Command:
+    """The command behind `body`, chosen by its `op`."""
+    op = body.get("op") if isinstance(body, dict) else None
+    if op not in COMMANDS:
+        shown = "no field 'op'" if not isinstance(body, dict) or "op" not in body else f"op {op!r}"
+        raise ProtocolError(f"{peer} sent a command with {shown}; expected one of {', '.join(COMMANDS)}")
+    return COMMANDS[op].from_message({k: v for k, v in body.items() if k != "op"}, peer)
+
+
+# ---- the secure layer between the parties (protocol/layer/steps.py) ---------------------
+
+
+@dataclass(frozen=True)
+class WeightShare(Message):
+    """Init: the sender's secret share of W0, encrypted in the receiver's layout."""
+
+    TAG: ClassVar[str] = "layer/share"
+    label: str
+    share: EncryptedMatrix
+
+
+@dataclass(frozen=True)
+class Contribution(Message):
+    """Step 1, B → A: [u] = e_B·[W] for the step's users."""
+
+    TAG: ClassVar[str] = "layer/u"
+    label: str
+    u: EncryptedMatrix
+
+
+@dataclass(frozen=True)
+class Gradients(Message):
+    """Step 4, A → B: [g] = δ·[W]ᵀ by columns and [δ] by rows."""
+
+    TAG: ClassVar[str] = "layer/gradients"
+    label: str
+    g: EncryptedMatrix
+    delta: EncryptedMatrix
+
+
+@dataclass(frozen=True)
+class MaskedUpdate(Message):
+    """Step 7, B → A: [W' + M] by rows and [M'] by columns."""
+
+    TAG: ClassVar[str] = "layer/refresh"
+    label: str
+    masked: EncryptedMatrix
+    m_cols: EncryptedMatrix
+
+
+@dataclass(frozen=True)
+class RefreshedRows(Message):
+    """Step 7, A → B: [Q] = [(W' + M) / 2^s] by rows, freshly encrypted."""
+
+    TAG: ClassVar[str] = "layer/q_rows"
+    label: str
+    q_rows: EncryptedMatrix
+
+
+# ---- routes --------------------------------------------------------------------------------
+
+ROUTES: dict[type[Message], tuple[tuple[Role, Role], ...]] = {
+    PublicKeyAnnouncement: ((C, A), (C, B)),
+    DecryptRequest: ((A, C), (B, C)),
+    DecryptReply: ((C, A), (C, B)),
+    RunDone: ((A, C),),
+    PsiHello: ((A, B), (B, A)),
+    PsiBlinded: ((A, B), (B, A)),
+    PsiDoubled: ((A, B), (B, A)),
+    Command: ((A, B),),
+    WeightShare: ((A, B), (B, A)),
+    Contribution: ((B, A),),
+    Gradients: ((A, B),),
+    MaskedUpdate: ((B, A),),
+    RefreshedRows: ((A, B),),
+}
+
+
+def inbox_tags(receiver: str) -> Mapping[str, frozenset[str]]:
+    """For each sender, the tags `receiver` accepts from it; the transport refuses every other tag."""
+    tags: dict[str, set[str]] = {}
+    for cls, routes in ROUTES.items():
+        for sender, to in routes:
+            if to == receiver:
+                tags.setdefault(str(sender), set()).add(cls.TAG)
+    return {sender: frozenset(t) for sender, t in tags.items()}
+
+
+def send(endpoint: Any, peer: str, message: Message) -> None:
+    """Send `message` to `peer` under its tag."""
+    endpoint.send(peer, message.TAG, message.to_message())
+
+
+def receive(endpoint: Any, peer: str, kind: type[M], timeout: float | None = None) -> M:
+    """The next `kind` message from `peer`, checked field by field."""
+    return kind.from_message(endpoint.recv(peer, kind.TAG, timeout=timeout), peer)
+
+
+def receive_command(endpoint: Any, peer: str) -> Command:
+    """A's next command."""
+    return command_from_message(endpoint.recv(peer, Command.TAG), peer)
+
+
+def expect_label(message: Message, label: str, peer: str) -> None:
+    """Refuse a step message that belongs to another step than the one the receiver is in."""
+    got = getattr(message, "label")
+    if got != label:
+        raise ProtocolError(f"{peer} sent {type(message).__name__} with field 'label' = {got!r} while this role "
+                            f"is in step {label!r}")
