@@ -19,8 +19,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from protocol import messages
 from protocol.net.certs import make_ca, make_role_cert
+from protocol.net.transport import Endpoint
 from protocol.roles import PEERS, Role
+from protocol.runtime import config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,6 +79,10 @@ class LocalRun:
 
     def command(self, role: str) -> list[str]:
         return [sys.executable, "-m", role, "--config", str(self.configs[role])]
+
+    def endpoint(self, role: Role) -> Endpoint:
+        """An endpoint for `role` in this process (not started), for a test that plays that role itself."""
+        return Endpoint(config.read_network(config.load(self.configs[role]), role), messages.inbox_tags(role))
 
 
 def write_local_run(root: Path, sections: dict[str, dict], run_id: str = "local", record: bool = False,

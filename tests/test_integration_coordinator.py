@@ -26,16 +26,11 @@ from scenarios.launch import free_ports, start, wait_all, write_local_run
 pytestmark = pytest.mark.integration
 
 
-def endpoint_for(config_path: Path, role: str) -> Endpoint:
-    root = config.load(config_path)
-    return Endpoint(config.read_network(root, role), messages.inbox_tags(role))
-
-
 def test_decryption_service(tmp_path: Path) -> None:
     run = write_local_run(tmp_path, {}, peer_timeout=30)
     coordinator = start(run, "coordinator")
-    a = endpoint_for(run.configs["party_a"], "party_a").start()
-    b = endpoint_for(run.configs["party_b"], "party_b").start()
+    a = run.endpoint("party_a").start()
+    b = run.endpoint("party_b").start()
     try:
         public = receive_public_key(a, None)
         assert receive_public_key(b, public.fingerprint).n == public.n

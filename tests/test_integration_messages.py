@@ -1,0 +1,137 @@
+"""Malformed and misrouted messages against real roles over mutual TLS.
+
+- Each role's endpoint refuses a tag it does not accept from that sender, and the
+  sender gets a ProtocolError naming the refusing role and the tag.
+- The coordinator process answers a malformed decryption request with an error that
+  names the peer and the field, and serves the next request.
+- The party processes stop with a ProtocolError naming the peer and the field (exit
+  code 1, one line, no traceback) when the other party sends a malformed message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from protocol import messages
+from protocol.crypto import packing
+from protocol.crypto.paillier import Encryptor, generate_keypair
+from protocol.errors import ProtocolError
+from protocol.layer.decryption import Step, decrypt_masked, receive_public_key
+from protocol.messages import DecryptReply, Init, PublicKeyAnnouncement, RunDone
+from protocol.roles import A, B, C, PEERS
+from protocol.runtime.workers import WorkerPool
+from psi.session import PsiSettings, run_psi
+from scenarios.launch import LocalRun, start, wait_all, write_local_run
+
+pytestmark = pytest.mark.integration
+IDS = [f"customer{i}@example.com" for i in range(30)]
+
+
+def small_run(root: Path, train: bool = False) -> LocalRun:
+    root.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"email": IDS}).to_csv(root / "a.csv", index=False)
+    pd.DataFrame({"email": IDS, "x": np.arange(len(IDS), dtype=float)}).to_csv(root / "b.csv", index=False)
+    pd.DataFrame({"email": IDS * 3, "item": [f"i{k % 7}" for k in range(3 * len(IDS))]}).to_csv(root / "orders.csv",
+                                                                                              index=False)
+    users = {"id_column": "email", "ids": {"kind": "email"}}
+    a = {"users": {"table": str(root / "a.csv"), **users}, "psi": {"progress": False}, "workers": 0}
+    if train:
+        a["interactions"] = {"table": str(root / "orders.csv"), "user_column": "email", "item_column": "item"}
+        a["train"] = {"progress": False}
+    b = {"users": {"table": str(root / "b.csv"), "numeric": ["x"], **users}, "psi": {"progress": False},
+         "workers": 0}
+    return write_local_run(root / "run", {A: a, B: b}, peer_timeout=20)
+
+
+def announce_key(coordinator, parties: tuple[str, ...]) -> None:
+    public = generate_keypair(2048).public
+    for party in parties:
+        messages.send(coordinator, party, PublicKeyAnnouncement(int(public.n), public.fingerprint))
+
+
+def test_each_role_refuses_tags_it_does_not_accept(tmp_path: Path) -> None:
+    run = small_run(tmp_path)
+    ends = {role: run.endpoint(role).start() for role in (A, B, C)}
+    try:
+        for sender, endpoint in ends.items():
+            for receiver in PEERS[sender]:
+                with pytest.raises(ProtocolError, match=f"{receiver}: {sender} may not send it messages tagged "
+                                                        f"'no/such/tag'"):
+                    endpoint.send(receiver, "no/such/tag", {})
+        # a real tag on a route the protocol does not have
+        with pytest.raises(ProtocolError, match="coordinator: party_b may not send it messages tagged 'control/done'"):
+            messages.send(ends[B], C, RunDone())
+        with pytest.raises(ProtocolError, match="party_b: party_a may not send it messages tagged 'layer/u'"):
+            ends[A].send(B, "layer/u", {})
+    finally:
+        for endpoint in ends.values():
+            endpoint.close()
+
+
+def test_coordinator_answers_malformed_requests_and_goes_on(tmp_path: Path) -> None:
+    run = small_run(tmp_path)
+    coordinator = start(run, C)
+    a, b = run.endpoint(A).start(), run.endpoint(B).start()
+    try:
+        public = receive_public_key(a, None)
+        bad = [({"step": "forward", "label": "x"}, "without field 'ciphertexts'"),
+               ({"step": "forward", "label": "x", "ciphertexts": ["x"]}, "DecryptRequest.ciphertexts as list"),
+               ({"step": 5, "label": "x", "ciphertexts": []}, "DecryptRequest.step as int"),
+               ({"step": "forward", "label": "x", "ciphertexts": [], "more": 1}, "unexpected field 'more'"),
+               ("not a map", "expected a map of fields")]
+        for body, match in bad:
+            a.send(C, "coordinator/decrypt", body)
+            reply = messages.receive(a, C, DecryptReply)
+            assert reply.plaintexts is None and reply.error.startswith("party_a sent") and match in reply.error
+        enc = Encryptor(public)
+        values = np.arange(-8, 8).reshape(1, 16).astype(object)
+        u = packing.encrypt(enc, values, packing.Layout.fit(16, 96, public), 0, 8)
+        assert (decrypt_masked(a, Step.FORWARD, "after", u, enc) == values).all()
+        messages.send(a, C, RunDone())
+        out = wait_all(run, {C: coordinator}, timeout=30)
+        assert out[C].returncode == 0, out[C].output
+    finally:
+        a.close()
+        b.close()
+        if coordinator.poll() is None:
+            coordinator.kill()
+
+
+def test_party_b_stops_on_a_malformed_command(tmp_path: Path) -> None:
+    run = small_run(tmp_path)
+    b = start(run, B)
+    c, a = run.endpoint(C).start(), run.endpoint(A).start()
+    try:
+        announce_key(c, (B,))
+        run_psi(a, B, IDS, WorkerPool(0), PsiSettings(show_progress=False))
+        a.send(B, "layer/command", {"op": "step", "label": "e1/b0"})
+        out = wait_all(run, {B: b}, timeout=60)[B]
+    finally:
+        a.close()
+        c.close()
+    assert out.returncode == 1, out.output
+    assert "party_a sent TrainStep without field 'users'" in out.output
+    assert "Traceback" not in out.output
+
+
+def test_party_a_stops_on_a_malformed_share(tmp_path: Path) -> None:
+    run = small_run(tmp_path, train=True)
+    a = start(run, A)
+    c, b = run.endpoint(C).start(), run.endpoint(B).start()
+    try:
+        announce_key(c, (A,))
+        run_psi(b, A, IDS, WorkerPool(0), PsiSettings(show_progress=False))
+        init = messages.receive_command(b, A)
+        assert isinstance(init, Init) and init.plan.batch_users > 0
+        b.send(A, "layer/share", {"label": "init", "share": {"layout": "rows"}})
+        out = wait_all(run, {A: a}, timeout=60)[A]
+    finally:
+        b.close()
+        c.close()
+    assert out.returncode == 1, out.output
+    assert "party_b sent a malformed WeightShare.share.layout: expected a map of fields, got str" in out.output
+    assert "Traceback" not in out.output
