@@ -1,0 +1,48 @@
+"""The import contract in pyproject.toml holds, and breaks when a forbidden import is added.
+
+The roles never import each other, the shared contract and PSI import no role, and
+protocol/crypto imports neither torch nor grpc (directly or through another module).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("protocol", "psi", "party_a", "party_b", "coordinator")
+LINT = str(Path(sys.executable).with_name("lint-imports"))
+
+
+def lint(root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([LINT, "--no-cache"], cwd=root, capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(root), "PATH": str(Path(sys.executable).parent)})
+
+
+def test_the_contract_holds() -> None:
+    result = lint(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 kept, 0 broken" in result.stdout
+
+
+@pytest.mark.parametrize("module, line, contract", [
+    ("party_a/model.py", "import party_b.tower", "the roles never import each other"),
+    ("coordinator/audit.py", "from party_a import data", "the roles never import each other"),
+    ("psi/ecdh.py", "import party_a.sampler", "the shared contract and PSI import no role"),
+    ("protocol/crypto/fixedpoint.py", "import torch", "protocol.crypto imports neither torch nor grpc"),
+    ("protocol/crypto/fixedpoint.py", "from protocol.net import transport", "protocol.crypto imports neither torch "
+                                                                            "nor grpc"),
+])
+def test_a_forbidden_import_breaks_it(tmp_path: Path, module: str, line: str, contract: str) -> None:
+    for package in PACKAGES:
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    target = tmp_path / module
+    target.write_text(target.read_text() + f"\n{line}\n")
+    result = lint(tmp_path)
+    assert result.returncode != 0
+    assert f"{contract} BROKEN" in result.stdout, result.stdout
