@@ -29,15 +29,16 @@ import gmpy2
 import numpy as np
 from phe import paillier as phe_paillier
 
+from party_a.config import ModelSettings, SecureSettings, TrainSettings, layer_plan
 from protocol.crypto import packing
 from protocol.crypto.multiexp import plan
 from protocol.crypto.paillier import Encryptor, PrivateKey, PublicKey
 from protocol.runtime.workers import WorkerPool
 
-D = H = 16
-E_BITS = 14  # fixed-point bits of e_B (|e_B| ≤ 1)
-W_BITS = 16
-SLOT_BITS = 96
+PLAN = layer_plan(ModelSettings(), TrainSettings(), SecureSettings())  # the default run's layer
+D, H = PLAN.d, PLAN.h
+E_BITS, W_BITS = PLAN.e_bits, PLAN.w_bits  # fixed-point bits of e_B (|e_B| ≤ 1) and of W
+SLOT_BITS = PLAN.row_slot_bits
 
 
 def timed(fn, repeat: int = 3) -> float:
@@ -94,10 +95,10 @@ def bench_bits(bits: int, users: int, naive_users: int, pool: WorkerPool) -> dic
     enc = Encryptor(public)
     layout = packing.Layout.fit(H, SLOT_BITS, public)
     rng = np.random.default_rng(0)
-    w = rng.integers(-(2**W_BITS), 2**W_BITS, size=(D, H)).astype(object)
+    w = rng.integers(-PLAN.w_bound, PLAN.w_bound, size=(D, H)).astype(object)
     x = rng.integers(-(2**40), 2**40, size=(users, H)).astype(object)
-    e = rng.integers(-(2**E_BITS), 2**E_BITS, size=(users, D))
-    cw = packing.encrypt(enc, w, layout, W_BITS, 2**W_BITS)
+    e = rng.integers(-(PLAN.e_bound), PLAN.e_bound, size=(users, D))
+    cw = packing.encrypt(enc, w, layout, W_BITS, PLAN.w_bound)
     cx = packing.encrypt(enc, x, layout, 0, 2**40)
     values = users * H
     out: dict = {"bits": bits, "users": users}
@@ -122,11 +123,11 @@ def bench_bits(bits: int, users: int, naive_users: int, pool: WorkerPool) -> dic
     out["decrypt"] = {"packed": values / t_dec, "floor": values / t_dec_floor, "naive": len(naive_cts) / t_dec_naive}
 
     # forward linear combination, step 1
-    t_lin = timed(lambda: packing.lincomb(e, 2**E_BITS, E_BITS, cw))
-    t_lin_pool = timed(lambda: packing.lincomb(e, 2**E_BITS, E_BITS, cw, pool))
-    mults, squarings = exact_mults(e + 2**E_BITS, D)
+    t_lin = timed(lambda: packing.lincomb(e, PLAN.e_bound, E_BITS, cw))
+    t_lin_pool = timed(lambda: packing.lincomb(e, PLAN.e_bound, E_BITS, cw, pool))
+    mults, squarings = exact_mults(e + PLAN.e_bound, D)
     correction = D + users  # product of the column, and one multiplication per output
-    t_lin_floor = floor_seconds(public, mults + correction, squarings, [(public.n2, 2**E_BITS)], 1)
+    t_lin_floor = floor_seconds(public, mults + correction, squarings, [(public.n2, PLAN.e_bound)], 1)
     w_naive = [[phe_pub.encrypt(float(v) / 2**W_BITS) for v in row] for row in w]
     e_naive = e[:naive_users] / 2.0**E_BITS
 
@@ -155,7 +156,7 @@ def main() -> None:
             print(f"measuring {bits}-bit keys ...", flush=True)
             results.append(bench_bits(bits, args.users, args.naive_users, pool))
         workers = pool.size
-    print(f"\nvalues per second (d = h = 16, one core unless marked; pool = {workers} worker processes)")
+    print(f"\nvalues per second (d = {D}, h = {H}, one core unless marked; pool = {workers} worker processes)")
     print(f"{'bits':>5} {'operation':>9} | {'naive phe':>10} | {'packed':>10} | {'pool':>10} | {'floor':>10} | "
           f"{'packed/naive':>12} | {'floor/packed':>12}")
     for r in results:

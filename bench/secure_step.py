@@ -3,7 +3,7 @@
     python -m bench.secure_step                     # 2048 shared users, batches of 32 and 256
     python -m bench.secure_step --users 1024 --batches 256
 
-A user-step is one user's share of one training step (steps 1-7 of DESIGN.md). For
+A user-step is one user's share of one training step (steps 1-7 of docs/design.md). For
 each batch size the bench runs one epoch over generated tables with the real
 coordinator, A and B processes over mutual TLS and reports user-steps per second of
 the secure training (evaluation excluded), and where each role spends its busy time
@@ -28,9 +28,13 @@ import numpy as np
 import pandas as pd
 from phe import paillier as phe_paillier
 
+from party_a.config import ModelSettings
+from protocol.layer.decryption import Step
+from protocol.layer.steps import TRAINING_STEP
 from scenarios.launch import run_all, write_local_run
 
-D = H = 16
+MODEL = ModelSettings()  # the runs below use A's default model, hence its d and h
+D, H = MODEL.d, MODEL.h
 
 
 def make_tables(root: Path, users: int, items: int = 64, seed: int = 0) -> dict:
@@ -64,11 +68,12 @@ def run_ours(root: Path, users: int, batch_users: int) -> dict:
     report = json.loads((run.workdir("party_a") / "report.json").read_text())
     timing = report["timing"]
     steps = -(-users // batch_users)
-    roles = {"A": {k: v for k, v in timing["phases"].items() if not k.startswith(("A alone", "evaluation"))},
+    training = f"{TRAINING_STEP.name}:"  # the parties' phases of a training step; the rest is evaluation
+    roles = {"A": {k: v for k, v in timing["phases"].items() if k.startswith(training)},
              "B": {k: v for k, v in json.loads((run.workdir("party_b") / "timing.json").read_text()).items()
-                   if not k.startswith("forward")},
+                   if k.startswith(training)},
              "C": {k: v for k, v in json.loads((run.workdir("coordinator") / "timing.json").read_text()).items()
-                   if not k.endswith("evaluation")}}
+                   if k != f"decrypt {Step.EVALUATE}"}}
     return {"batch_users": batch_users, "users": users, "steps": steps,
             "seconds": timing["secure_training_seconds"], "user_steps_per_s": timing["user_steps_per_second"],
             "roles": roles}

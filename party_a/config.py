@@ -74,10 +74,14 @@ class Training:
     eval: EvalSettings
 
     def plan(self) -> LayerPlan:
-        s = self.secure
-        return LayerPlan(d=self.model.d, h=self.model.h, batch_users=self.train.batch_users, lr_w=self.train.lr_w,
-                         e_bits=s.e_bits, w_bits=s.w_bits, delta_bits=s.delta_bits, w_max=s.w_max,
-                         delta_max=s.delta_max, init_std=s.init_std)
+        return layer_plan(self.model, self.train, self.secure)
+
+
+def layer_plan(model: ModelSettings, train: TrainSettings, secure: SecureSettings) -> LayerPlan:
+    """The plan A sends B, from A's settings (`layer_plan(ModelSettings(), ...)` is the default run's)."""
+    return LayerPlan(d=model.d, h=model.h, batch_users=train.batch_users, lr_w=train.lr_w, e_bits=secure.e_bits,
+                     w_bits=secure.w_bits, delta_bits=secure.delta_bits, w_max=secure.w_max,
+                     delta_max=secure.delta_max, init_std=secure.init_std)
 
 
 @dataclass(frozen=True)
