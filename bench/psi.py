@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from psi.session import PsiSettings
 from scenarios.launch import run_all, write_local_run
 
 OUT = Path("runs/bench")
@@ -40,7 +41,7 @@ def make_tables(root: Path, n: int) -> tuple[Path, Path]:
 
 def run_ours(root: Path, n: int, workers: int) -> dict:
     a, b = make_tables(root, n)
-    psi = {"chunk_size": 8192, "progress": False}
+    psi = {"chunk_size": PsiSettings.chunk_size, "progress": False}
     email = {"kind": "email"}
     sections = {"party_a": {"workers": workers, "psi": psi,
                             "users": {"table": str(a), "id_column": "email", "ids": email}},

@@ -29,6 +29,7 @@ import pandas as pd
 from phe import paillier as phe_paillier
 
 from party_a.config import ModelSettings
+from protocol.crypto.paillier import DEFAULT_BITS
 from protocol.layer.decryption import Step
 from protocol.layer.steps import TRAINING_STEP
 from scenarios.launch import run_all, write_local_run
@@ -81,7 +82,7 @@ def run_ours(root: Path, users: int, batch_users: int) -> dict:
 
 def fate_style(batch_users: int, sample_users: int = 3) -> dict:
     """Seconds per user-step of the unpacked layer, measured on a few users and one batch's ∇W decryption."""
-    public, private = phe_paillier.generate_paillier_keypair(n_length=2048)
+    public, private = phe_paillier.generate_paillier_keypair(n_length=DEFAULT_BITS)
     rng = np.random.default_rng(0)
     w = rng.normal(0, 0.25, size=(D, H))
     start = time.perf_counter()

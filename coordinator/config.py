@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from protocol.crypto.paillier import DEFAULT_BITS, DEPLOYABLE_BITS
+from protocol.roles import C
 from protocol.runtime import config
 from protocol.runtime.config import NetworkConfig
-from protocol.crypto.paillier import DEFAULT_BITS, DEPLOYABLE_BITS
-from protocol.roles import PEERS, C
 
 
 @dataclass(frozen=True)

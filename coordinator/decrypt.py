@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from protocol.net.codec import BigInts
 from protocol.crypto.paillier import PrivateKey
+from protocol.net.codec import BigInts
 from protocol.runtime.workers import WorkerPool
 
 _TASK = "protocol.crypto.paillier:decrypt_task"

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from party_a.data import InteractionsSpec
-from protocol.runtime import config
-from protocol.runtime.config import PartyBasics, Table
 from protocol.crypto.paillier import ENCRYPTION_MODES
+from protocol.data.tables import TableSpec
 from protocol.layer.plan import LayerPlan
 from protocol.roles import A
-from protocol.data.tables import TableSpec
+from protocol.runtime import config
+from protocol.runtime.config import PartyBasics, Table
 from psi.align import UserIds, read_users_and_psi
 from psi.session import PsiSettings
 

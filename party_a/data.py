@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from protocol.runtime.config import Table
-from protocol.errors import DataError
 from protocol.data.tables import Features, TableSpec, encode_features, numeric_column, read_table, row_label
+from protocol.errors import DataError
+from protocol.runtime.config import Table
 from psi.ids import Normalizer
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocol.runtime import config
 from protocol.crypto.paillier import ENCRYPTION_MODES
 from protocol.roles import B
+from protocol.runtime import config
 from protocol.runtime.config import PartyBasics
 from psi.align import UserIds, read_users_and_psi
 from psi.session import PsiSettings

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from protocol.data.towers import FeatureTower
 from protocol.data.tables import Features
+from protocol.data.towers import FeatureTower
 
 
 class TowerB(nn.Module):

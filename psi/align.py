@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from protocol.runtime.config import Table
-from protocol.errors import ProtocolError
 from protocol.data.tables import TableSpec, read_table
+from protocol.errors import ProtocolError
 from protocol.net.transport import Endpoint
+from protocol.runtime.config import Table
 from protocol.runtime.workers import WorkerPool
 from psi.ids import Normalizer, normalize_ids
 from psi.session import PsiResult, PsiSettings, run_psi

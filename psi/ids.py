@@ -12,9 +12,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocol.runtime.config import Table
-from protocol.errors import DataError
 from protocol.data.tables import row_label
+from protocol.errors import DataError
+from protocol.runtime.config import Table
 
 _SPACES = re.compile(r"\s+")
 _NON_DIGITS = re.compile(r"\D")

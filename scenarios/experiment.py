@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from protocol.crypto import fixedpoint, packing
+from protocol.crypto.paillier import DEFAULT_BITS, PrivateKey
+from protocol.layer.plan import LayerPlan
 from protocol.net.codec import decode
-from protocol.crypto.paillier import PrivateKey
-from protocol.layer.steps import LayerPlan
 from scenarios.centralised import PlainLayer, load_joined, train
 from scenarios.launch import LocalRun, run_all, write_local_run
 
@@ -156,8 +156,9 @@ def scenario_main(doc: str, prepare: Callable[..., LocalRun], default_dir: str, 
           f"curves {args.dir / 'curves.png'}")
 
 
-def build_run(root: Path, tables: dict[str, Path], a: dict, b: dict, run_id: str, epochs: int, key_bits: int = 2048,
-              progress: bool = True, tower: dict | None = None, record: bool = False, **train: object) -> LocalRun:
+def build_run(root: Path, tables: dict[str, Path], a: dict, b: dict, run_id: str, epochs: int,
+              key_bits: int = DEFAULT_BITS, progress: bool = True, tower: dict | None = None, record: bool = False,
+              **train: object) -> LocalRun:
     """Configs and certificates for a scenario in `root`: A's and B's table sections plus the shared settings.
 
     `tables` are the scenario's files, each in its owner's directory (`root/<role>/...`); `a` and `b` name

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from protocol.errors import ConfigError, DataError
 from protocol.data.tables import TableSpec, encode_features
+from protocol.errors import ConfigError, DataError
 from psi.align import UserIds
 from psi.ids import Normalizer
 from scenarios.launch import ROOT, to_toml, write_local_run

@@ -11,16 +11,16 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from protocol.crypto import packing
-from protocol.runtime import config
-from protocol.net.certs import make_role_cert
-from protocol.runtime.config import PeerConfig
 from protocol import messages
+from protocol.crypto import packing
+from protocol.crypto.paillier import Encryptor
+from protocol.errors import PeerError, ProtocolError
 from protocol.layer.decryption import Step, decrypt_masked, receive_public_key, request_decryption
 from protocol.messages import DecryptReply, DecryptRequest, RunDone
-from protocol.errors import PeerError, ProtocolError
-from protocol.crypto.paillier import Encryptor
+from protocol.net.certs import make_role_cert
 from protocol.net.transport import Endpoint
+from protocol.runtime import config
+from protocol.runtime.config import PeerConfig
 from scenarios.launch import free_ports, start, wait_all, write_local_run
 
 pytestmark = pytest.mark.integration

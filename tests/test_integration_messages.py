@@ -22,7 +22,7 @@ from protocol.crypto.paillier import Encryptor, generate_keypair
 from protocol.errors import ProtocolError
 from protocol.layer.decryption import Step, decrypt_masked, receive_public_key
 from protocol.messages import DecryptReply, Init, PublicKeyAnnouncement, RunDone
-from protocol.roles import A, B, C, PEERS
+from protocol.roles import PEERS, A, B, C
 from protocol.runtime.workers import WorkerPool
 from psi.session import PsiSettings, run_psi
 from scenarios.launch import LocalRun, start, wait_all, write_local_run

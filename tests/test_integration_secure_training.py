@@ -26,9 +26,9 @@ import torch
 from scipy.stats import kstest
 
 from protocol.crypto import fixedpoint, packing
-from protocol.net.codec import decode
 from protocol.crypto.paillier import PrivateKey
-from protocol.layer.steps import LayerPlan
+from protocol.layer.plan import LayerPlan
+from protocol.net.codec import decode
 from protocol.net.transport import read_recording
 from scenarios.centralised import load_joined, train
 from scenarios.ecommerce_bank import BANK, SHOP

@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol.crypto import fixedpoint, packing
-from protocol.net.codec import decode, encode
-from protocol.errors import ProtocolError
 from protocol.crypto.multiexp import plan, power_products
 from protocol.crypto.paillier import Encryptor, PrivateKey, generate_keypair
+from protocol.errors import ProtocolError
+from protocol.net.codec import decode, encode
 from protocol.runtime.workers import WorkerPool
 
 KEY_1024: PrivateKey = generate_keypair(1024)

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import gmpy2
 import numpy as np
 
-from protocol.errors import ProtocolError
 from protocol.crypto.multiexp import parallel_power_products
 from protocol.crypto.paillier import Encryptor, PrivateKey, PublicKey
+from protocol.errors import ProtocolError
 from protocol.net.codec import BigInts
 from protocol.net.message import BigIntList, Message
 from protocol.runtime.workers import WorkerPool

@@ -28,8 +28,8 @@ from pathlib import Path
 import gmpy2
 from phe import paillier as phe_paillier
 
-from protocol.net.codec import BigInts
 from protocol.errors import ConfigError, ProtocolError
+from protocol.net.codec import BigInts
 
 mpz = gmpy2.mpz
 DEFAULT_BITS = 2048

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from protocol.runtime.config import Table
 from protocol.errors import DataError
+from protocol.runtime.config import Table
 
 
 @dataclass(frozen=True)

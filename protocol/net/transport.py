@@ -25,8 +25,8 @@ import os
 import threading
 import time
 from collections import defaultdict
-from concurrent import futures
 from collections.abc import Mapping
+from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,9 +36,9 @@ import grpc  # noqa: E402
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from protocol.errors import ConfigError, PeerError, ProtocolError
 from protocol.net import codec
 from protocol.runtime.config import NetworkConfig
-from protocol.errors import ConfigError, PeerError, ProtocolError
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from protocol.net import codec
 from protocol.errors import ProtocolError
+from protocol.net import codec
 
 _ALLOWED_PACKAGES = ("protocol.", "psi.")
 _ROOT = Path(__file__).resolve().parents[2]
