@@ -22,10 +22,11 @@ are not wasted; B divides g by batch_users and the W step size is L = lr_w /
 batch_users at 2^lr_bits. s = e_bits + delta_bits + lr_bits - w_bits brings W' back
 to its scale.
 
-Departure from the original design's step 7 (docs/design.md explains it): the mask also has a low part M'' uniform on
-[0, 2^s). With M = M'·2^s alone, A and the coordinator would read W' mod 2^s, which
-is -L·∇W mod 2^s: low digits of the gradient, hence of e_B. With M'' the division
-becomes unbiased stochastic rounding of W'/2^s (error below one unit 2^-w_bits).
+Departure from the original design's step 7 (docs/design.md explains it): the mask
+also has a low part M'' uniform on [0, 2^s). With M = M'·2^s alone, A and the
+coordinator would read W' mod 2^s, which is -L·∇W mod 2^s: low digits of the
+gradient, hence of e_B. With M'' the division becomes unbiased stochastic rounding
+of W'/2^s (error below one unit 2^-w_bits).
 
 What nobody can check is that |W| stays within w_max: no role ever sees W. The
 slot widths leave room for that bound, and the plan states it.
