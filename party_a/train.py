@@ -120,49 +120,77 @@ def new_report(data: ActiveData, ev: EvalSet, cfg: Training, side: Side) -> dict
     }
 
 
+@dataclass
+class Models:
+    """The two models A trains side by side on the same batches: federated (with u) and A alone (u = 0)."""
+
+    federated: ActiveModel
+    alone: ActiveModel
+    opt_federated: torch.optim.Optimizer
+    opt_alone: torch.optim.Optimizer
+
+    @classmethod
+    def build(cls, data: ActiveData, cfg: Training) -> "Models":
+        federated, alone = ActiveModel(data, cfg.model), ActiveModel(data, cfg.model)
+        t = cfg.train
+        return cls(federated, alone,
+                   torch.optim.Adam(federated.parameters(), lr=t.lr, weight_decay=t.weight_decay),
+                   torch.optim.Adam(alone.parameters(), lr=t.lr, weight_decay=t.weight_decay))
+
+
+def train_federated_epoch(side: Side, models: Models, batches: list[Batch], epoch: int, cfg: Training,
+                          clock: StepClock) -> float:
+    """One epoch of the federated model through the secure layer; its mean loss."""
+    losses = []
+    bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.train.epochs}", unit="batch", disable=not cfg.train.progress,
+               leave=False)
+    for b, batch in enumerate(bar):
+        losses.append(secure_step(side, f"e{epoch}/b{b}", batch, models.federated, models.opt_federated, clock))
+        bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+    return float(np.mean(losses))
+
+
+def evaluate_epoch(side: Side, models: Models, data: ActiveData, ev: EvalSet, epoch: int, k: int,
+                   clock: StepClock) -> dict:
+    """Both models scored on the same held-out lists; u comes from B for every shared user."""
+    u_all = forward_all(side, f"eval/e{epoch}", data.n_users, clock)
+    zeros = np.zeros_like(u_all)
+    return {"federated": metrics(model_scores(models.federated, ev, u_all), ev.cold, k),
+            "a_alone": metrics(model_scores(models.alone, ev, zeros), ev.cold, k)}
+
+
 def run_training(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, data: ActiveData, cfg: Training,
                  workdir: Path) -> dict:
     """Train the federated model and A alone epoch by epoch, evaluate both after each, save A's state."""
     torch.set_num_threads(1)
     side = start_layer(endpoint, public, pool, cfg)
-    t, k = cfg.train, cfg.eval.k
-    federated, alone = ActiveModel(data, cfg.model), ActiveModel(data, cfg.model)
-    opt_fed = torch.optim.Adam(federated.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    opt_alone = torch.optim.Adam(alone.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    sampler = Sampler(data, t.batch_users, t.positives, t.negatives, t.seed)
+    models = Models.build(data, cfg)
+    sampler = Sampler(data, cfg.train.batch_users, cfg.train.positives, cfg.train.negatives, cfg.train.seed)
     ev = eval_set(data, cfg.eval.negatives, cfg.eval.cold_max_train, cfg.eval.seed)
     report = new_report(data, ev, cfg, side)
     log.info("training on %d shared users, %d items; evaluating %d users (%d cold)", data.n_users, data.n_items,
              ev.users.size, ev.cold.sum())
-    zeros = np.zeros((data.n_users, side.plan.h), dtype=np.float32)
     clock = StepClock(endpoint)
-    secure_seconds, user_steps = 0.0, 0
-    for epoch in range(1, t.epochs + 1):
+    secure_seconds = 0.0
+    for epoch in range(1, cfg.train.epochs + 1):
         started = time.perf_counter()
         batches = sampler.epoch(epoch)
-        losses = []
-        bar = tqdm(batches, desc=f"epoch {epoch}/{t.epochs}", unit="batch", disable=not t.progress, leave=False)
         clock.restart()
-        for b, batch in enumerate(bar):
-            losses.append(secure_step(side, f"e{epoch}/b{b}", batch, federated, opt_fed, clock))
-            bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+        loss = {"federated": train_federated_epoch(side, models, batches, epoch, cfg, clock)}
         secure_seconds += time.perf_counter() - started
-        user_steps += data.n_users
         clock.restart()
-        alone_loss = train_alone_epoch(alone, opt_alone, batches, side.plan.h)
+        loss["a_alone"] = train_alone_epoch(models.alone, models.opt_alone, batches, side.plan.h)
         clock.lap("A alone: one epoch in plaintext")
-        u_all = forward_all(side, f"eval/e{epoch}", data.n_users, clock)
-        entry = {"epoch": epoch, "seconds": round(time.perf_counter() - started, 2),
-                 "loss": {"federated": float(np.mean(losses)), "a_alone": alone_loss},
-                 "federated": metrics(model_scores(federated, ev, u_all), ev.cold, k),
-                 "a_alone": metrics(model_scores(alone, ev, zeros), ev.cold, k)}
+        entry = {"epoch": epoch, "loss": loss, **evaluate_epoch(side, models, data, ev, epoch, cfg.eval.k, clock)}
+        entry["seconds"] = round(time.perf_counter() - started, 2)
         report["epochs"].append(entry)
-        log.info("epoch %d/%d (%.0fs): %s | %s", epoch, t.epochs, entry["seconds"],
-                 _line("federated", entry["federated"], k), _line("A alone", entry["a_alone"], k))
+        log.info("epoch %d/%d (%.0fs): %s | %s", epoch, cfg.train.epochs, entry["seconds"],
+                 _line("federated", entry["federated"], cfg.eval.k), _line("A alone", entry["a_alone"], cfg.eval.k))
+    user_steps = data.n_users * cfg.train.epochs
     report["timing"] = {"secure_training_seconds": round(secure_seconds, 2), "user_steps": user_steps,
                         "user_steps_per_second": round(user_steps / secure_seconds, 2) if secure_seconds else None,
                         "phases": clock.summary()}
-    save_model(workdir, federated, side.w)
+    save_model(workdir, models.federated, side.w)
     return report
 
 
