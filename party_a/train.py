@@ -10,6 +10,7 @@ as a floor.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -63,8 +64,9 @@ class BatchTurn:
 
 
 def start_layer(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, cfg: Training) -> Side:
-    """Send B the plan and build [W0] from both parties' secret shares; returns A's side of the layer."""
-    plan = cfg.plan()
+    """Send B the plan (for the coordinator's key A received) and build [W0] from both parties' secret shares;
+    returns A's side of the layer."""
+    plan = dataclasses.replace(cfg.plan(), key_fingerprint=public.fingerprint)
     side = Side(endpoint, public, Encryptor(public, cfg.secure.encryption), pool, plan)
     log.info("%s", plan.describe(public))
     messages.send(endpoint, B, Init(plan))

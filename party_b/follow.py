@@ -92,6 +92,7 @@ class Follower:
         if self.side is not None:
             raise ProtocolError(f"{A} sent 'init' twice")
         plan = command.plan
+        plan.check_key(self.public.fingerprint)
         self.side = Side(self.endpoint, self.public, Encryptor(self.public, self.encryption), self.pool, plan)
         torch.manual_seed(self.settings.seed)
         self.tower = TowerB(self.features, plan.d, list(self.settings.hidden), self.settings.feature_dim)

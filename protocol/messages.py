@@ -148,7 +148,7 @@ COMMANDS: dict[str, type[Command]] = {c.OP: c for c in (Init, TrainStep, Forward
 def command_from_message(body: Any, peer: str) -> Command:
     """The command behind `body`, chosen by its `op`."""
     op = body.get("op") if isinstance(body, dict) else None
-    if op not in COMMANDS:
+    if not isinstance(op, str) or op not in COMMANDS:
         shown = "no field 'op'" if not isinstance(body, dict) or "op" not in body else f"op {op!r}"
         raise ProtocolError(f"{peer} sent a command with {shown}; expected one of {', '.join(COMMANDS)}")
     return COMMANDS[op].from_message({k: v for k, v in body.items() if k != "op"}, peer)

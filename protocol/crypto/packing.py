@@ -303,6 +303,13 @@ def mask(a: Packed, enc: Encryptor, pool: WorkerPool | None = None) -> tuple[Pac
     return add(a, encrypt(enc, r, a.layout, a.scale, r_bound, pool)), r
 
 
+def rerandomise(a: Packed, enc: Encryptor, pool: WorkerPool | None = None) -> Packed:
+    """[A] with fresh randomness (times a fresh encryption of zero), so whoever made or saw the ciphertexts it
+    was computed from cannot recognise it or test a guess of the scalars that produced it."""
+    zeros = np.zeros((a.rows, a.layout.length), dtype=object)
+    return add(a, encrypt(enc, zeros, a.layout, a.scale, 0, pool))
+
+
 def unmask(plaintexts: list, masked: Packed, r: np.ndarray) -> np.ndarray:
     """A from the coordinator's decryption of [A + R]."""
     return unpack(plaintexts, masked.layout, masked.rows, masked.public.n) - r

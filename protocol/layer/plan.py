@@ -2,7 +2,9 @@
 
 A decides the plan and sends it to B with the first command; both derive every
 integer bound and slot width from it, so neither has to trust a bound the other
-declares later. See docs/design.md, "Numerics of the packed ciphertexts".
+declares later. B refuses a plan outside `LIMITS` (which would size its masks or its
+work from absurd numbers) or one made for another Paillier key than the one B holds.
+See docs/design.md, "Numerics of the packed ciphertexts".
 """
 
 from __future__ import annotations
@@ -14,6 +16,13 @@ from protocol.crypto.packing import SIGMA, Layout
 from protocol.crypto.paillier import PublicKey
 from protocol.errors import ProtocolError
 from protocol.net.message import Message
+
+
+LIMITS: dict[str, tuple[float, float]] = {  # (low, high] for each number of the plan
+    "d": (0, 1024), "h": (0, 1024), "batch_users": (0, 65536),
+    "e_bits": (0, 32), "w_bits": (0, 32), "delta_bits": (0, 32),
+    "lr_w": (0, 1024), "w_max": (0, 65536), "delta_max": (0, 65536),
+}
 
 
 @dataclass(frozen=True)
@@ -30,13 +39,21 @@ class LayerPlan(Message):
     w_max: float = 8.0
     delta_max: float = 2.0
     init_std: float = 0.0  # std of W0; 0 means 1/sqrt(d)
+    key_fingerprint: str = ""  # the coordinator's Paillier key the plan is for; A fills it in before sending
 
     def __post_init__(self) -> None:
-        for name in ("d", "h", "batch_users", "e_bits", "w_bits", "delta_bits"):
-            if getattr(self, name) <= 0:
-                raise ProtocolError(f"layer plan: {name} must be positive")
-        if not (self.lr_w > 0 and self.w_max > 0 and self.delta_max > 0):
-            raise ProtocolError("layer plan: lr_w, w_max and delta_max must be positive")
+        for name, (low, high) in LIMITS.items():
+            value = getattr(self, name)
+            if not low < value <= high:
+                raise ProtocolError(f"layer plan: {name} = {value} is outside ({low}, {high}]")
+        if not 0 <= self.init_std <= self.w_max:
+            raise ProtocolError(f"layer plan: init_std = {self.init_std} is outside [0, w_max]")
+
+    def check_key(self, fingerprint: str) -> None:
+        """Refuse a plan made for another key than the coordinator's key this party received."""
+        if self.key_fingerprint != fingerprint:
+            raise ProtocolError(f"layer plan is for Paillier key {self.key_fingerprint or '(none)'}, but the "
+                                f"coordinator's key is {fingerprint}")
 
     # ---- integer bounds at each scale --------------------------------------------------
 

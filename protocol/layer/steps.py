@@ -101,14 +101,17 @@ class Side:
         messages.expect_label(message, label, self.peer)
         return message
 
-    def checked(self, message: Message, name: str, layout: Layout, scale: int, bound: int | None = None) -> Packed:
-        """Field `name` of the peer's message as an encrypted matrix, checked against what the plan implies."""
+    def checked(self, message: Message, name: str, layout: Layout, scale: int, bound: int, rows: int) -> Packed:
+        """Field `name` of the peer's message as an encrypted matrix of `rows` rows in the plan's layout and
+        scale. It carries the plan's `bound` from here on, whatever the peer declared, so every mask drawn for
+        it is sized from the plan, never from the peer."""
         what = f"{type(message).__name__}.{name} from {self.peer}"
         packed = Packed.from_wire(getattr(message, name), self.public, what)
-        if packed.layout != layout or packed.scale != scale or (bound is not None and packed.bound > bound):
-            raise ProtocolError(f"{what}: layout {packed.layout} at 2^{packed.scale} bounded by "
-                                f"2^{packed.bound.bit_length()}, expected {layout} at 2^{scale}")
-        return packed
+        if packed.layout != layout or packed.scale != scale or packed.bound > bound or packed.rows != rows:
+            raise ProtocolError(f"{what}: {packed.rows} rows in layout {packed.layout} at 2^{packed.scale} bounded "
+                                f"by 2^{packed.bound.bit_length()}, expected {rows} in {layout} at 2^{scale} "
+                                f"bounded by 2^{bound.bit_length()}")
+        return Packed(packed.public, packed.layout, packed.scale, bound, packed.cts)
 
     def encrypt(self, values: np.ndarray, layout: Layout, scale: int, bound: int) -> Packed:
         return packing.encrypt(self.enc, values, layout, scale, bound, self.pool)
@@ -130,6 +133,14 @@ class Turn:
     delta: Packed | None = None  # B: [δ] by rows
     w_new: Packed | None = None  # B: [W'] before the refresh
     m_prime: np.ndarray | None = None  # B: the refresh mask's high part
+
+
+def _within(values: np.ndarray, low: int, high: int, what: str, peer: str) -> np.ndarray:
+    """Refuse decrypted values outside what the plan allows: the peer's ciphertexts were not what it claimed."""
+    if values.size and (min(values.ravel()) < low or max(values.ravel()) > high):
+        raise ProtocolError(f"{what} from {peer} decrypts to values outside the plan's bounds "
+                            f"[-2^{(-low).bit_length()}, 2^{high.bit_length()}]")
+    return values
 
 
 def _as_w(p: Packed, side: Side) -> Packed:
@@ -156,7 +167,7 @@ def init_a_share_weights(a: Side, turn: Turn) -> None:
     share = _draw_share(a.plan, _secret_rng())
     half = a.plan.w_bound // 2 + 1
     messages.send(a.endpoint, B, WeightShare(turn.label, a.encrypt(share, a.rows, a.plan.w_bits, half).to_wire()))
-    theirs = a.checked(a.receive(WeightShare, turn.label), "share", a.cols, a.plan.w_bits, half)
+    theirs = a.checked(a.receive(WeightShare, turn.label), "share", a.cols, a.plan.w_bits, half, a.plan.h)
     a.w = _as_w(packing.add(a.encrypt(share.T, a.cols, a.plan.w_bits, half), theirs), a)
 
 
@@ -165,7 +176,7 @@ def init_b_share_weights(b: Side, turn: Turn) -> None:
     share = _draw_share(b.plan, _secret_rng())
     half = b.plan.w_bound // 2 + 1
     messages.send(b.endpoint, A, WeightShare(turn.label, b.encrypt(share.T, b.cols, b.plan.w_bits, half).to_wire()))
-    theirs = b.checked(b.receive(WeightShare, turn.label), "share", b.rows, b.plan.w_bits, half)
+    theirs = b.checked(b.receive(WeightShare, turn.label), "share", b.rows, b.plan.w_bits, half, b.plan.d)
     b.w = _as_w(packing.add(b.encrypt(share, b.rows, b.plan.w_bits, half), theirs), b)
 
 
@@ -176,13 +187,15 @@ def b_forward_contribution(b: Side, turn: Turn) -> None:
     """Step 1 (B): e_B from tower B, [u] = e_B·[W] by rows, sent to A."""
     turn.e_q = fixedpoint.encode(turn.model.embed(turn.users), b.plan.e_bits).astype(np.int64)
     u = packing.lincomb(turn.e_q, b.plan.e_bound, b.plan.e_bits, b.w, b.pool)
-    messages.send(b.endpoint, A, Contribution(turn.label, u.to_wire()))
+    messages.send(b.endpoint, A, Contribution(turn.label, packing.rerandomise(u, b.enc, b.pool).to_wire()))
 
 
 def a_unmask_contribution(a: Side, turn: Turn) -> None:
     """Steps 2-3 (A): mask [u], have the coordinator decrypt u + R, remove R."""
-    u = a.checked(a.receive(Contribution, turn.label), "u", a.rows, a.plan.e_bits + a.plan.w_bits)
-    turn.u = decrypt_masked(a.endpoint, turn.decrypt_as, turn.label, u, a.enc, a.pool)
+    p = a.plan
+    u = a.checked(a.receive(Contribution, turn.label), "u", a.rows, p.e_bits + p.w_bits, p.u_bound, turn.users.size)
+    turn.u = _within(decrypt_masked(a.endpoint, turn.decrypt_as, turn.label, u, a.enc, a.pool), -p.u_bound,
+                     p.u_bound, "[u]", a.peer)
 
 
 def a_top_model(a: Side, turn: Turn) -> None:
@@ -199,7 +212,7 @@ def a_top_model(a: Side, turn: Turn) -> None:
 def a_send_gradients(a: Side, turn: Turn) -> None:
     """Step 4 (A): [g] = δ·[W]ᵀ by columns and [δ] by rows, sent to B."""
     p = a.plan
-    g = packing.lincomb(turn.delta_q, p.delta_bound, p.delta_bits, a.w, a.pool)
+    g = packing.rerandomise(packing.lincomb(turn.delta_q, p.delta_bound, p.delta_bits, a.w, a.pool), a.enc, a.pool)
     delta = a.encrypt(turn.delta_q, a.rows, p.delta_bits, p.delta_bound)
     messages.send(a.endpoint, B, Gradients(turn.label, g.to_wire(), delta.to_wire()))
 
@@ -208,9 +221,10 @@ def b_unmask_gradient(b: Side, turn: Turn) -> None:
     """Step 5 (B): g = δ·Wᵀ through a mask and the coordinator; keeps [δ] for step 6."""
     p = b.plan
     message = b.receive(Gradients, turn.label)
-    g = b.checked(message, "g", b.cols, p.delta_bits + p.w_bits)
-    turn.delta = b.checked(message, "delta", b.rows, p.delta_bits, p.delta_bound)
-    turn.g = decrypt_masked(b.endpoint, Step.BACKWARD, turn.label, g, b.enc, b.pool)
+    g = b.checked(message, "g", b.cols, p.delta_bits + p.w_bits, p.g_bound, turn.users.size)
+    turn.delta = b.checked(message, "delta", b.rows, p.delta_bits, p.delta_bound, turn.users.size)
+    turn.g = _within(decrypt_masked(b.endpoint, Step.BACKWARD, turn.label, g, b.enc, b.pool), -p.g_bound, p.g_bound,
+                     "[g]", b.peer)
 
 
 def b_tower_backward(b: Side, turn: Turn) -> None:
@@ -245,10 +259,11 @@ def a_refresh_weights(a: Side, turn: Turn) -> None:
     """Step 7, A: decrypt W' + M, divide by 2^s, re-encrypt both ways: A's new [W] by columns."""
     p = a.plan
     message = a.receive(MaskedUpdate, turn.label)
-    masked = a.checked(message, "masked", a.rows, p.w_bits + p.shift)
-    m_cols = a.checked(message, "m_cols", a.cols, p.w_bits, p.m_prime_bound)
-    plain = packing.unpack(request_decryption(a.endpoint, Step.REFRESH, turn.label, masked.flat()), a.rows,
-                           masked.rows, a.public.n)
+    masked = a.checked(message, "masked", a.rows, p.w_bits + p.shift, p.update_bound + p.refresh_mask_bound, p.d)
+    m_cols = a.checked(message, "m_cols", a.cols, p.w_bits, p.m_prime_bound, p.h)
+    plain = _within(packing.unpack(request_decryption(a.endpoint, Step.REFRESH, turn.label, masked.flat()), a.rows,
+                                   masked.rows, a.public.n), -p.update_bound, p.update_bound + p.refresh_mask_bound,
+                    "[W' + M]", a.peer)
     q = plain >> p.shift  # floor division: exact for the M' part, stochastic rounding of W'/2^s thanks to M''
     messages.send(a.endpoint, B, RefreshedRows(turn.label, a.encrypt(q, a.rows, p.w_bits, p.q_bound).to_wire()))
     q_cols = a.encrypt(np.ascontiguousarray(q.T), a.cols, p.w_bits, p.q_bound)
@@ -257,7 +272,8 @@ def a_refresh_weights(a: Side, turn: Turn) -> None:
 
 def b_finish_refresh(b: Side, turn: Turn) -> None:
     """Step 7, B: remove M' from A's [Q] by rows: B's new [W] by rows."""
-    q_rows = b.checked(b.receive(RefreshedRows, turn.label), "q_rows", b.rows, b.plan.w_bits, b.plan.q_bound)
+    q_rows = b.checked(b.receive(RefreshedRows, turn.label), "q_rows", b.rows, b.plan.w_bits, b.plan.q_bound,
+                       b.plan.d)
     b.w = _as_w(packing.add_plain(q_rows, -turn.m_prime, b.plan.m_prime_bound), b)
 
 
