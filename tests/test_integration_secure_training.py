@@ -202,3 +202,17 @@ def test_the_wire_holds_nothing_in_the_clear(recorded: LocalRun) -> None:
         assert kstest(uniform, "uniform").pvalue > 1e-3, f"{step}: decrypted values are not uniform over the mask"
     true_u = {int(v) for v in np.asarray(layer.u_seen[0]).ravel()} - {0}
     assert not true_u & set(decrypted("forward", rows))
+
+
+def test_no_party_sends_a_ciphertext_it_received(recorded: LocalRun) -> None:
+    """Every ciphertext a party passes on is fresh, so the receiver cannot link it to one it made or saw."""
+    for role in ("party_a", "party_b"):
+        seen: dict[str, set[int]] = {"in": set(), "out": set()}
+        for frame in read_recording(str(recorded.root / role / "wire" / f"{role}.wire")):
+            envelope = decode(frame["data"])
+            if frame["peer"] == "coordinator" or not isinstance(envelope["body"], dict):
+                continue
+            seen[frame["dir"]] |= {int(c) for part in envelope["body"].values() if isinstance(part, dict)
+                                   and "cts" in part for c in part["cts"]}
+        assert len(seen["in"]) > 20 and len(seen["out"]) > 20, role
+        assert not seen["in"] & seen["out"], f"{role} sent ciphertexts it had received"
