@@ -1,28 +1,30 @@
 """The coordinator process: holds the Paillier key pair, decrypts masked values on request.
 
 It announces its public key to both parties, then serves requests until party A
-announces the end of the run. Requests are dispatched on their type (`HANDLERS`). A
-decryption is served only for the role the protocol step names
-(protocol/layer/decryption.py), the answer goes to that role alone, and every
-request, served or refused, is appended to the audit log. A malformed request gets
-an error reply; it never stops the service.
+announces the end of the run. Requests are dispatched on their type (`HANDLERS`).
+Both parties register the layer (plan and shared users); once they agree, a
+decryption is served only for the role the protocol step names, only as the plan's
+schedule allows (coordinator/ledger.py), and the answer goes to that role alone.
+Every request, served or refused, is appended to the audit log. A malformed or
+refused request gets an error reply; it never stops the service.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from coordinator.audit import AuditLog
 from coordinator.config import CoordinatorConfig, load
 from coordinator.decrypt import Decryptor
+from coordinator.ledger import Ledger
 from protocol import messages
 from protocol.crypto.paillier import load_or_create_private_key
 from protocol.errors import ProtocolError, VfrecError
 from protocol.layer.decryption import POLICY, Step
-from protocol.messages import DecryptReply, DecryptRequest, PublicKeyAnnouncement, RunDone
+from protocol.messages import DecryptReply, DecryptRequest, PublicKeyAnnouncement, Registration, RunDone
 from protocol.net.message import Message
 from protocol.net.transport import Endpoint
 from protocol.roles import PEERS, C
@@ -42,25 +44,52 @@ class Service:
     decryptor: Decryptor
     audit: AuditLog
     clock: StepClock
+    registrations: dict[str, Registration] = field(default_factory=dict)
+    ledger: Ledger | None = None
     served: int = 0
     done: bool = False
 
 
+def handle_register(service: Service, peer: str, registration: Registration) -> None:
+    """Keep each party's registration; once both agree, decryptions follow that plan's schedule."""
+    if peer in service.registrations:
+        raise ProtocolError(f"{peer} registered the layer twice")
+    public = service.decryptor.key.public
+    registration.plan.check_key(public.fingerprint)
+    service.registrations[peer] = registration
+    if len(service.registrations) == len(PEERS[C]):
+        a, b = (service.registrations[p] for p in PEERS[C])
+        if a != b:
+            raise ProtocolError(f"the parties registered different layers: {PEERS[C][0]} {a.shared_users} users "
+                                f"and {a.plan}, {PEERS[C][1]} {b.shared_users} users and {b.plan}")
+        service.ledger = Ledger(a.plan, a.shared_users, public)
+        log.info("layer registered by both parties: %d shared users, batches of %d", a.shared_users,
+                 a.plan.batch_users)
+
+
 def handle_decrypt(service: Service, peer: str, request: DecryptRequest) -> None:
     """Decrypt one batch for the party that asked, if the step is that party's to ask."""
-    refused = None
-    if request.step not in POLICY:
-        refused = f"unknown step {request.step!r}; steps are {', '.join(POLICY)}"
-    elif POLICY[Step(request.step)] != peer:
-        refused = f"{peer} may not ask for decryptions of step {request.step!r}"
-    else:
-        try:
-            service.decryptor.validate(request.ciphertexts)
-        except ProtocolError as exc:
-            refused = str(exc)
+    refused = refusal(service, peer, request)
     refuse_or_reply(service, peer, request.step, request.label, len(request.ciphertexts), refused,
                     lambda: service.decryptor.decrypt(request.ciphertexts))
+    if refused is None:
+        service.ledger.record(Step(request.step), request.label)
     service.clock.lap(f"decrypt {request.step}")
+
+
+def refusal(service: Service, peer: str, request: DecryptRequest) -> str | None:
+    """Why `request` may not be served, or None."""
+    if request.step not in POLICY:
+        return f"unknown step {request.step!r}; steps are {', '.join(POLICY)}"
+    if POLICY[Step(request.step)] != peer:
+        return f"{peer} may not ask for decryptions of step {request.step!r}"
+    try:
+        service.decryptor.validate(request.ciphertexts)
+    except ProtocolError as exc:
+        return str(exc)
+    if service.ledger is None:
+        return "the layer is not registered by both parties yet"
+    return service.ledger.refusal(Step(request.step), request.label, len(request.ciphertexts))
 
 
 def refuse_or_reply(service: Service, peer: str, step: str, label: str, count: int, refused: str | None,
@@ -82,6 +111,7 @@ def handle_done(service: Service, peer: str, request: RunDone) -> None:
 
 
 HANDLERS: dict[type[Message], Callable[[Service, str, Message], None]] = {
+    Registration: handle_register,
     DecryptRequest: handle_decrypt,
     RunDone: handle_done,
 }

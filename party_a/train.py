@@ -30,7 +30,7 @@ from protocol.crypto import fixedpoint
 from protocol.crypto.packing import Packed
 from protocol.crypto.paillier import Encryptor, PublicKey
 from protocol.layer import steps
-from protocol.layer.decryption import Step
+from protocol.layer.decryption import Step, eval_label, register_layer, train_label
 from protocol.layer.steps import FORWARD_ONLY, INIT, TRAINING_STEP, Side, Turn
 from protocol.messages import Forward, Init, TrainStep
 from protocol.net.codec import encode
@@ -63,13 +63,14 @@ class BatchTurn:
         return delta.numpy()
 
 
-def start_layer(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, cfg: Training) -> Side:
-    """Send B the plan (for the coordinator's key A received) and build [W0] from both parties' secret shares;
-    returns A's side of the layer."""
+def start_layer(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, cfg: Training, shared_users: int) -> Side:
+    """Send B the plan (for the coordinator's key A received), register it with the coordinator, and build
+    [W0] from both parties' secret shares; returns A's side of the layer."""
     plan = dataclasses.replace(cfg.plan(), key_fingerprint=public.fingerprint)
     side = Side(endpoint, public, Encryptor(public, cfg.secure.encryption), pool, plan)
     log.info("%s", plan.describe(public))
     messages.send(endpoint, B, Init(plan))
+    register_layer(endpoint, plan, shared_users)
     steps.run(INIT, side, Turn("init", np.empty(0, np.int64)))
     return side
 
@@ -84,15 +85,15 @@ def secure_step(side: Side, label: str, batch: Batch, model: ActiveModel, optimi
     return turn.loss
 
 
-def forward_all(side: Side, label: str, n_users: int, clock: StepClock) -> np.ndarray:
-    """u for every shared user (steps 1-3), in batches; used for evaluation."""
+def forward_all(side: Side, epoch: int, n_users: int, clock: StepClock) -> np.ndarray:
+    """u for every shared user (steps 1-3), in batches; used for evaluation after `epoch`."""
     plan = side.plan
     out = np.zeros((n_users, plan.h), dtype=np.float32)
     for k, start in enumerate(range(0, n_users, plan.batch_users)):
         users = np.arange(start, min(start + plan.batch_users, n_users))
-        tag = f"{label}/b{k}"
-        messages.send(side.endpoint, B, Forward(tag, users))
-        turn = steps.run(FORWARD_ONLY, side, Turn(tag, users, decrypt_as=Step.EVALUATE), clock)
+        label = eval_label(epoch, k)
+        messages.send(side.endpoint, B, Forward(label, users))
+        turn = steps.run(FORWARD_ONLY, side, Turn(label, users, decrypt_as=Step.EVALUATE), clock)
         out[users] = fixedpoint.decode(turn.u, plan.e_bits + plan.w_bits)
     return out
 
@@ -147,7 +148,8 @@ def train_federated_epoch(side: Side, models: Models, batches: list[Batch], epoc
     bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.train.epochs}", unit="batch", disable=not cfg.train.progress,
                leave=False)
     for b, batch in enumerate(bar):
-        losses.append(secure_step(side, f"e{epoch}/b{b}", batch, models.federated, models.opt_federated, clock))
+        losses.append(secure_step(side, train_label(epoch, b), batch, models.federated, models.opt_federated,
+                                  clock))
         bar.set_postfix(loss=f"{np.mean(losses):.4f}")
     return float(np.mean(losses))
 
@@ -155,7 +157,7 @@ def train_federated_epoch(side: Side, models: Models, batches: list[Batch], epoc
 def evaluate_epoch(side: Side, models: Models, data: ActiveData, ev: EvalSet, epoch: int, k: int,
                    clock: StepClock) -> dict:
     """Both models scored on the same held-out lists; u comes from B for every shared user."""
-    u_all = forward_all(side, f"eval/e{epoch}", data.n_users, clock)
+    u_all = forward_all(side, epoch, data.n_users, clock)
     zeros = np.zeros_like(u_all)
     return {"federated": metrics(model_scores(models.federated, ev, u_all), ev.cold, k),
             "a_alone": metrics(model_scores(models.alone, ev, zeros), ev.cold, k)}
@@ -165,7 +167,7 @@ def run_training(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, data: 
                  workdir: Path) -> dict:
     """Train the federated model and A alone epoch by epoch, evaluate both after each, save A's state."""
     torch.set_num_threads(1)
-    side = start_layer(endpoint, public, pool, cfg)
+    side = start_layer(endpoint, public, pool, cfg, data.n_users)
     models = Models.build(data, cfg)
     sampler = Sampler(data, cfg.train.batch_users, cfg.train.positives, cfg.train.negatives, cfg.train.seed)
     ev = eval_set(data, cfg.eval.negatives, cfg.eval.cold_max_train, cfg.eval.seed)

@@ -23,6 +23,7 @@ from protocol.crypto.paillier import Encryptor, PublicKey
 from protocol.data.tables import Features
 from protocol.errors import ProtocolError
 from protocol.layer import steps
+from protocol.layer.decryption import register_layer
 from protocol.layer.steps import FORWARD_ONLY, INIT, TRAINING_STEP, Side, Turn
 from protocol.messages import Command, Finish, Forward, Init, TrainStep
 from protocol.net.codec import encode
@@ -93,6 +94,7 @@ class Follower:
             raise ProtocolError(f"{A} sent 'init' twice")
         plan = command.plan
         plan.check_key(self.public.fingerprint)
+        register_layer(self.endpoint, plan, self.n_users)
         self.side = Side(self.endpoint, self.public, Encryptor(self.public, self.encryption), self.pool, plan)
         torch.manual_seed(self.settings.seed)
         self.tower = TowerB(self.features, plan.d, list(self.settings.hidden), self.settings.feature_dim)

@@ -59,6 +59,16 @@ class DecryptReply(Message):
 
 
 @dataclass(frozen=True)
+class Registration(Message):
+    """A, B → C: the layer plan and the number of shared users, from each party; the coordinator serves
+    decryptions only once both have registered the same, and only what that plan's schedule allows."""
+
+    TAG: ClassVar[str] = "coordinator/register"
+    plan: LayerPlan
+    shared_users: int
+
+
+@dataclass(frozen=True)
 class RunDone(Message):
     """A → C: the run is over; the coordinator stops serving."""
 
@@ -208,6 +218,7 @@ class RefreshedRows(Message):
 
 ROUTES: dict[type[Message], tuple[tuple[Role, Role], ...]] = {
     PublicKeyAnnouncement: ((C, A), (C, B)),
+    Registration: ((A, C), (B, C)),
     DecryptRequest: ((A, C), (B, C)),
     DecryptReply: ((C, A), (C, B)),
     RunDone: ((A, C),),

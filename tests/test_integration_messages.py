@@ -20,7 +20,8 @@ from protocol import messages
 from protocol.crypto import packing
 from protocol.crypto.paillier import Encryptor, generate_keypair
 from protocol.errors import ProtocolError
-from protocol.layer.decryption import Step, decrypt_masked, receive_public_key
+from protocol.layer.decryption import Step, decrypt_masked, receive_public_key, register_layer, train_label
+from protocol.layer.plan import LayerPlan
 from protocol.messages import DecryptReply, Init, PublicKeyAnnouncement, RunDone
 from protocol.roles import PEERS, A, B, C
 from protocol.runtime.workers import WorkerPool
@@ -88,9 +89,12 @@ def test_coordinator_answers_malformed_requests_and_goes_on(tmp_path: Path) -> N
             reply = messages.receive(a, C, DecryptReply)
             assert reply.plaintexts is None and reply.error.startswith("party_a sent") and match in reply.error
         enc = Encryptor(public)
+        plan = LayerPlan(d=16, h=16, batch_users=1, lr_w=0.05, key_fingerprint=public.fingerprint)
+        for party in (a, b):
+            register_layer(party, plan, 1)
         values = np.arange(-8, 8).reshape(1, 16).astype(object)
         u = packing.encrypt(enc, values, packing.Layout.fit(16, 96, public), 0, 8)
-        assert (decrypt_masked(a, Step.FORWARD, "after", u, enc) == values).all()
+        assert (decrypt_masked(a, Step.FORWARD, train_label(1, 0), u, enc) == values).all()
         messages.send(a, C, RunDone())
         out = wait_all(run, {C: coordinator}, timeout=30)
         assert out[C].returncode == 0, out[C].output

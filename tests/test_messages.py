@@ -20,13 +20,14 @@ from protocol.errors import ProtocolError
 from protocol.layer.plan import LayerPlan
 from protocol.messages import (ROUTES, Command, Contribution, DecryptReply, DecryptRequest, Finish, Forward,
                                Gradients, Init, MaskedUpdate, PsiBlinded, PsiDoubled, PsiHello, PublicKeyAnnouncement,
-                               RefreshedRows, RunDone, TrainStep, WeightShare)
+                               RefreshedRows, Registration, RunDone, TrainStep, WeightShare)
 from protocol.net import codec
 from protocol.net.message import Message
 
 MATRIX = EncryptedMatrix(Layout(3, 64, 3), 16, 2**20, 1, [12345])
 EXAMPLES: list[Message] = [
     PublicKeyAnnouncement(2**2047 + 1, "sha256:00"),
+    Registration(LayerPlan(d=2, h=3, batch_users=4, lr_w=0.1, key_fingerprint="sha256:00"), 100),
     DecryptRequest("forward", "e1/b0", [5, 7]),
     DecryptReply("forward", "e1/b0", [5], None),
     RunDone(),
@@ -150,8 +151,9 @@ def test_a_step_message_for_another_step_is_refused() -> None:
 
 
 def test_inboxes_follow_the_routes() -> None:
-    assert messages.inbox_tags("coordinator") == {"party_a": {"coordinator/decrypt", "control/done"},
-                                                  "party_b": {"coordinator/decrypt"}}
+    assert messages.inbox_tags("coordinator") == {
+        "party_a": {"coordinator/register", "coordinator/decrypt", "control/done"},
+        "party_b": {"coordinator/register", "coordinator/decrypt"}}
     assert "layer/command" in messages.inbox_tags("party_b")["party_a"]
     assert "layer/command" not in messages.inbox_tags("party_a")["party_b"]
 

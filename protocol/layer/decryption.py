@@ -1,13 +1,20 @@
-"""The coordinator's decryption service as both sides see it: which role may ask for which step.
+"""The coordinator's decryption service as both sides see it: who may ask for what, and how much.
 
-A party sends a `DecryptRequest` (step, label, masked ciphertexts); the coordinator
-answers that party alone with a `DecryptReply`. Each step names the one role that
-may ask for it (`POLICY`), so the plaintext of a step can only ever reach the role
-docs/design.md gives it to. Everything a party sends here is masked.
+Both parties first register the layer with the coordinator (`register_layer`: the
+plan and the number of shared users); it serves nothing before both have registered
+the same. A party then sends a `DecryptRequest` (step, label, masked ciphertexts) and
+the coordinator answers that party alone with a `DecryptReply`. Each step names the
+one role that may ask for it (`POLICY`), so the plaintext of a step can only ever
+reach the role docs/design.md gives it to. Labels name a step of the plan's schedule
+(`train_label`, `eval_label`), which fixes how many ciphertexts the request holds
+(`expected_count`); the coordinator serves each (step, label) once, in the order a
+training step runs (coordinator/ledger.py). Everything a party sends here is masked.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from enum import StrEnum
 
 import gmpy2
@@ -17,7 +24,8 @@ from protocol import messages
 from protocol.crypto import packing
 from protocol.crypto.paillier import Encryptor, PublicKey
 from protocol.errors import ProtocolError
-from protocol.messages import DecryptReply, DecryptRequest, PublicKeyAnnouncement
+from protocol.layer.plan import LayerPlan
+from protocol.messages import DecryptReply, DecryptRequest, PublicKeyAnnouncement, Registration
 from protocol.net.transport import Endpoint
 from protocol.roles import A, B, C, Role
 from protocol.runtime.workers import WorkerPool
@@ -33,6 +41,49 @@ class Step(StrEnum):
 
 
 POLICY: dict[Step, Role] = {Step.FORWARD: A, Step.EVALUATE: A, Step.BACKWARD: B, Step.REFRESH: A}
+TRAINING = (Step.FORWARD, Step.BACKWARD, Step.REFRESH)  # the decryptions of one training step, in order
+_LABEL = re.compile(r"(train|eval)/e([1-9][0-9]{0,8})/b(0|[1-9][0-9]{0,9})")
+
+
+def train_label(epoch: int, batch: int) -> str:
+    """The label of training step `batch` (from 0) of `epoch` (from 1)."""
+    return f"train/e{epoch}/b{batch}"
+
+
+def eval_label(epoch: int, batch: int) -> str:
+    """The label of evaluation forward `batch` after `epoch`."""
+    return f"eval/e{epoch}/b{batch}"
+
+
+@dataclass(frozen=True)
+class Label:
+    training: bool
+    epoch: int
+    batch: int
+
+    @classmethod
+    def parse(cls, label: str) -> "Label | None":
+        match = _LABEL.fullmatch(label)
+        return None if match is None else cls(match[1] == "train", int(match[2]), int(match[3]))
+
+
+def batch_users(plan: LayerPlan, shared_users: int, batch: int) -> int:
+    """How many users batch `batch` of an epoch holds: full batches, then the rest (0 past the end)."""
+    return max(0, min(plan.batch_users, shared_users - batch * plan.batch_users))
+
+
+def expected_count(plan: LayerPlan, public: PublicKey, shared_users: int, step: Step, batch: int) -> int:
+    """The number of ciphertexts a decryption of `step` for batch `batch` holds under `plan`."""
+    rows, cols = plan.layouts(public)
+    if step == Step.REFRESH:
+        return plan.d * rows.ciphertexts
+    users = batch_users(plan, shared_users, batch)
+    return users * (cols.ciphertexts if step == Step.BACKWARD else rows.ciphertexts)
+
+
+def register_layer(endpoint: Endpoint, plan: LayerPlan, shared_users: int) -> None:
+    """Tell the coordinator the plan and the number of shared users; the other party tells it the same."""
+    messages.send(endpoint, C, Registration(plan, shared_users))
 
 
 def request_decryption(endpoint: Endpoint, step: Step, label: str, ciphertexts: list) -> list[gmpy2.mpz]:

@@ -17,7 +17,6 @@ from protocol.crypto.paillier import PublicKey
 from protocol.errors import ProtocolError
 from protocol.net.message import Message
 
-
 LIMITS: dict[str, tuple[float, float]] = {  # (low, high] for each number of the plan
     "d": (0, 1024), "h": (0, 1024), "batch_users": (0, 65536),
     "e_bits": (0, 32), "w_bits": (0, 32), "delta_bits": (0, 32),
