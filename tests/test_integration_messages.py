@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +19,16 @@ import pytest
 
 from protocol import messages
 from protocol.crypto import packing
-from protocol.crypto.paillier import Encryptor, generate_keypair
+from protocol.crypto.paillier import Encryptor, PublicKey, generate_keypair
 from protocol.errors import ProtocolError
 from protocol.layer.decryption import Step, decrypt_masked, receive_public_key, register_layer, train_label
 from protocol.layer.plan import LayerPlan
 from protocol.messages import DecryptReply, Init, PublicKeyAnnouncement, RunDone
+from protocol.net.transport import Endpoint
 from protocol.roles import PEERS, A, B, C
 from protocol.runtime.workers import WorkerPool
 from psi.session import PsiSettings, run_psi
-from scenarios.launch import LocalRun, start, wait_all, write_local_run
+from scenarios.launch import LocalRun, Outcome, start, wait_all, write_local_run
 
 pytestmark = pytest.mark.integration
 IDS = [f"customer{i}@example.com" for i in range(30)]
@@ -48,10 +50,12 @@ def small_run(root: Path, train: bool = False) -> LocalRun:
     return write_local_run(root / "run", {A: a, B: b}, peer_timeout=20)
 
 
-def announce_key(coordinator, parties: tuple[str, ...]) -> None:
+def announce_key(coordinator: Endpoint, parties: tuple[str, ...]) -> PublicKey:
+    """Play the coordinator's first message with a fresh 2048-bit key."""
     public = generate_keypair(2048).public
     for party in parties:
         messages.send(coordinator, party, PublicKeyAnnouncement(int(public.n), public.fingerprint))
+    return public
 
 
 def test_each_role_refuses_tags_it_does_not_accept(tmp_path: Path) -> None:
@@ -105,20 +109,34 @@ def test_coordinator_answers_malformed_requests_and_goes_on(tmp_path: Path) -> N
             coordinator.kill()
 
 
-def test_party_b_stops_on_a_malformed_command(tmp_path: Path) -> None:
-    run = small_run(tmp_path)
+def party_b_after(run: LocalRun, send: Callable[[Endpoint, PublicKey], None]) -> Outcome:
+    """Run B as a process, play the coordinator and A in this one up to PSI, then let `send` talk to B."""
     b = start(run, B)
     c, a = run.endpoint(C).start(), run.endpoint(A).start()
     try:
-        announce_key(c, (B,))
+        public = announce_key(c, (B,))
         run_psi(a, B, IDS, WorkerPool(0), PsiSettings(show_progress=False))
-        a.send(B, "layer/command", {"op": "step", "label": "e1/b0"})
-        out = wait_all(run, {B: b}, timeout=60)[B]
+        send(a, public)
+        return wait_all(run, {B: b}, timeout=60)[B]
     finally:
         a.close()
         c.close()
+
+
+def test_party_b_stops_on_a_malformed_command(tmp_path: Path) -> None:
+    out = party_b_after(small_run(tmp_path),
+                        lambda a, public: a.send(B, "layer/command", {"op": "step", "label": "e1/b0"}))
     assert out.returncode == 1, out.output
     assert "party_a sent TrainStep without field 'users'" in out.output
+    assert "Traceback" not in out.output
+
+
+def test_party_b_refuses_a_plan_for_another_key(tmp_path: Path) -> None:
+    other = generate_keypair(2048).public.fingerprint
+    out = party_b_after(small_run(tmp_path), lambda a, public: messages.send(
+        a, B, Init(LayerPlan(d=16, h=16, batch_users=8, lr_w=0.05, key_fingerprint=other))))
+    assert out.returncode == 1, out.output
+    assert f"layer plan is for Paillier key {other}, but the coordinator's key is sha256:" in out.output
     assert "Traceback" not in out.output
 
 
