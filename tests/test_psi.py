@@ -9,7 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from protocol import messages
 from protocol.errors import DataError, ProtocolError
+from protocol.messages import PsiBlinded, PsiHello
 from protocol.runtime.workers import WorkerPool
 from psi.ecdh import POINT_BYTES, blind_ids, hash_to_point, new_secret, reblind
 from psi.ids import Normalizer, normalize_ids
@@ -130,3 +132,28 @@ def test_positions_index_the_party_list() -> None:
                       (run_psi, net.endpoint("party_b"), "party_a", ["e", "q"], POOL, PsiSettings(2, False)))
     assert sorted(ra.positions.tolist()) == [0, 2]
     assert ra.positions.dtype == np.int64
+
+
+def cheating_peer(net: MemoryNetwork, hello: PsiHello, points: int) -> None:
+    """party_b as a cheater: it announces `hello`, then streams `points` blinded points in one chunk."""
+    b = net.endpoint("party_b")
+    messages.send(b, "party_a", hello)
+    messages.send(b, "party_a", PsiBlinded(bytes(POINT_BYTES) * points))
+
+
+def test_a_peer_is_held_to_the_size_it_announced() -> None:
+    net = MemoryNetwork()
+    cheating_peer(net, PsiHello(2, bytes(32), 10, 10), 1000)
+    with pytest.raises(ProtocolError, match="party_b sent PsiBlinded with field 'points' of 32000 bytes; its hello "
+                                            "announced 10 points"):
+        run_psi(net.endpoint("party_a"), "party_b", ["a", "b"], POOL, PsiSettings(4, False))
+
+
+@pytest.mark.parametrize("size, chunk, match", [(10**12, 1, "announced 1000000000000 IDs"),
+                                                (100, 0, "field 'chunk' = 0"),
+                                                (100, 2**21, "field 'chunk' = 2097152")])
+def test_a_peer_cannot_announce_an_unbounded_session(size: int, chunk: int, match: str) -> None:
+    net = MemoryNetwork()
+    cheating_peer(net, PsiHello(2, bytes(32), size, chunk), 0)
+    with pytest.raises(ProtocolError, match=match):
+        run_psi(net.endpoint("party_a"), "party_b", ["a", "b"], POOL, PsiSettings(4, False))
