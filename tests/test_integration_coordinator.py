@@ -13,11 +13,17 @@ from cryptography.hazmat.primitives import serialization
 
 from protocol import messages
 from protocol.crypto import packing
-from protocol.crypto.paillier import Encryptor
+from protocol.crypto.paillier import Encryptor, PublicKey
 from protocol.errors import PeerError, ProtocolError
-from protocol.crypto.paillier import PublicKey
-from protocol.layer.decryption import (Step, decrypt_masked, eval_label, receive_public_key, register_layer,
-                                       request_decryption, train_label)
+from protocol.layer.decryption import (
+    Step,
+    decrypt_masked,
+    eval_label,
+    receive_public_key,
+    register_layer,
+    request_decryption,
+    train_label,
+)
 from protocol.layer.plan import LayerPlan
 from protocol.messages import DecryptReply, DecryptRequest, RunDone
 from protocol.net.certs import make_role_cert

@@ -18,9 +18,27 @@ from protocol import messages
 from protocol.crypto.packing import EncryptedMatrix, Layout
 from protocol.errors import ProtocolError
 from protocol.layer.plan import LayerPlan
-from protocol.messages import (ROUTES, Command, Contribution, DecryptReply, DecryptRequest, Finish, Forward,
-                               Gradients, Init, MaskedUpdate, PsiBlinded, PsiDoubled, PsiHello, PublicKeyAnnouncement,
-                               RefreshedRows, Registration, RunDone, TrainStep, WeightShare)
+from protocol.messages import (
+    ROUTES,
+    Command,
+    Contribution,
+    DecryptReply,
+    DecryptRequest,
+    Finish,
+    Forward,
+    Gradients,
+    Init,
+    MaskedUpdate,
+    PsiBlinded,
+    PsiDoubled,
+    PsiHello,
+    PublicKeyAnnouncement,
+    RefreshedRows,
+    Registration,
+    RunDone,
+    TrainStep,
+    WeightShare,
+)
 from protocol.net import codec
 from protocol.net.message import Message
 
