@@ -26,7 +26,7 @@ import numpy as np
 from protocol.net.codec import BigInts
 from protocol.errors import ProtocolError
 from protocol.crypto.multiexp import parallel_power_products
-from protocol.crypto.paillier import Encryptor, PrivateKey, PublicKey
+from protocol.crypto.paillier import Encryptor, PrivateKey, PublicKey, is_integer
 from protocol.runtime.workers import WorkerPool
 
 mpz = gmpy2.mpz
@@ -137,22 +137,42 @@ class Packed:
                 "rows": self.rows, "cts": BigInts(self.flat())}
 
     @classmethod
-    def from_message(cls, msg: dict, public: PublicKey, what: str) -> "Packed":
-        """Rebuild a matrix from a peer's message, refusing anything malformed."""
-        try:
-            layout = Layout(*(int(x) for x in msg["layout"]))
-            scale, bound, rows, flat = int(msg["scale"]), int(msg["bound"]), int(msg["rows"]), msg["cts"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError(f"{what}: malformed encrypted matrix ({exc})") from None
+    def from_message(cls, msg: object, public: PublicKey, what: str) -> "Packed":
+        """Rebuild a matrix from a peer's message, refusing anything malformed with a ProtocolError naming the field."""
+        if not isinstance(msg, dict):
+            raise ProtocolError(f"{what}: malformed encrypted matrix: a {type(msg).__name__}, not a map")
+        fields = msg.get("layout")
+        if not (isinstance(fields, list) and len(fields) == 3 and all(is_integer(x) and x > 0 for x in fields)):
+            raise ProtocolError(f"{what}: malformed encrypted matrix: 'layout' must be three positive integers, "
+                                f"got {_describe(fields)}")
+        layout = Layout(*(int(x) for x in fields))
+        scale = _wire_int(msg, "scale", what, None)
+        bound, rows = _wire_int(msg, "bound", what, 0), _wire_int(msg, "rows", what, 0)
+        flat = msg.get("cts")
         layout.check_key(public)
         layout.check(bound, what)
-        if not isinstance(flat, list) or rows < 0 or len(flat) != rows * layout.ciphertexts:
+        if not isinstance(flat, list) or len(flat) != rows * layout.ciphertexts:
             count = len(flat) if isinstance(flat, list) else "no list of"
             raise ProtocolError(f"{what}: {count} ciphertexts for {rows} rows of {layout.ciphertexts}")
         for i, c in enumerate(flat):
             public.check_ciphertext(c, f"{what}: ciphertext {i}")
         per = layout.ciphertexts
         return cls(public, layout, scale, bound, [flat[r * per : (r + 1) * per] for r in range(rows)])
+
+
+def _describe(value: object) -> str:
+    """A peer's value for an error message: its type, and the value itself only when short."""
+    text = repr(value)
+    return f"{type(value).__name__} {text}" if len(text) <= 40 else f"a {type(value).__name__}"
+
+
+def _wire_int(msg: dict, key: str, what: str, minimum: int | None) -> int:
+    """Field `key` of a peer's matrix message as an integer of at least `minimum`, or a ProtocolError naming it."""
+    value = msg.get(key)
+    if not is_integer(value) or (minimum is not None and value < minimum):
+        least = "an integer" if minimum is None else f"an integer >= {minimum}"
+        raise ProtocolError(f"{what}: malformed encrypted matrix: {key!r} must be {least}, got {_describe(value)}")
+    return int(value)
 
 
 # ---- encryption and decryption ------------------------------------------------------

@@ -39,6 +39,11 @@ _DJN_EXPONENT_BITS = {1024: 320, 2048: 448, 3072: 512}
 _WINDOW = 8
 
 
+def is_integer(value: object) -> bool:
+    """An int or gmpy2 integer, but not a bool (which Python counts as an int)."""
+    return isinstance(value, (int, type(mpz(0)))) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class PublicKey:
     n: mpz
@@ -80,12 +85,17 @@ class PublicKey:
             return gmpy2.powmod(gmpy2.invert(c, self.n2), -k, self.n2)
         return gmpy2.powmod(c, k, self.n2)
 
-    def check_ciphertext(self, c: int, where: str) -> None:
-        """Refuse what cannot be a ciphertext: out of (0, n^2) or sharing a factor with n."""
+    def check_ciphertext(self, c: object, where: str) -> None:
+        """Refuse what cannot be a fresh-looking ciphertext: not an integer, out of (0, n^2), sharing a
+        factor with n, or c ≡ 1 (mod n), i.e. 1 + m·n with no r^n, which would be m in the clear."""
+        if not is_integer(c):
+            raise ProtocolError(f"{where}: ciphertext is a {type(c).__name__}, not an integer")
         if not 0 < c < self.n2:
             raise ProtocolError(f"{where}: ciphertext out of range (0, n^2)")
         if gmpy2.gcd(c, self.n) != 1:
             raise ProtocolError(f"{where}: ciphertext is not invertible mod n^2")
+        if (c - 1) % self.n == 0:
+            raise ProtocolError(f"{where}: ciphertext carries no randomness (c = 1 + m·n mod n^2)")
 
 
 @dataclass(frozen=True)
