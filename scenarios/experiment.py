@@ -21,10 +21,10 @@ import numpy as np
 
 from protocol.crypto import fixedpoint, packing
 from protocol.net.codec import decode
-from protocol.crypto.paillier import PrivateKey
+from protocol.crypto.paillier import read_private_key
 from protocol.layer.steps import LayerPlan
 from scenarios.centralised import PlainLayer, load_joined, train
-from scenarios.launch import LocalRun, run_all, write_local_run
+from scenarios.launch import LocalRun, passphrase, run_all, write_local_run
 
 MODELS = (("popularity", "popularity"), ("a_alone", "A alone"), ("federated", "federated"),
           ("centralised", "centralised"))
@@ -43,7 +43,7 @@ def decrypt_saved(run: LocalRun, role: str, name: str) -> np.ndarray:
     """An encrypted W a party saved (`<workdir>/model/<name>.msgpack`), decrypted with the coordinator's key.
 
     Only an experiment that holds all three roles can do this: no party can."""
-    key = PrivateKey.from_json((run.workdir("coordinator") / "paillier_private_key.json").read_text())
+    key = read_private_key(run.workdir("coordinator") / "paillier_private_key.sealed", passphrase(run, "coordinator"))
     saved = run.workdir(role) / "model" / f"{name}.msgpack"
     return packing.decrypt(key, packing.Packed.from_message(decode(saved.read_bytes()), key.public, saved.name))
 

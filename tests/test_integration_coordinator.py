@@ -8,12 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from protocol.crypto import packing
 from protocol.runtime import config
-from protocol.net.certs import make_role_cert
+from protocol.net.certs import make_role_cert, new_ca
 from protocol.net.codec import BigInts
 from protocol.runtime.config import PeerConfig
 from protocol.layer.decryption import DONE_TAG, decrypt_masked, receive_public_key, request_decryption
@@ -31,7 +28,9 @@ def endpoint_for(config_path: Path, role: str) -> Endpoint:
 
 
 def test_decryption_service(tmp_path: Path) -> None:
-    run = write_local_run(tmp_path, {}, peer_timeout=30)
+    ca = new_ca()  # the run's CA, kept here so the test can issue an outsider's certificate from it
+    run = write_local_run(tmp_path, {}, peer_timeout=30, ca=ca)
+    assert not list(tmp_path.rglob("ca.key")), "the CA's key must not be left in the run directory"
     coordinator = start(run, "coordinator")
     a = endpoint_for(run.configs["party_a"], "party_a").start()
     b = endpoint_for(run.configs["party_b"], "party_b").start()
@@ -57,17 +56,13 @@ def test_decryption_service(tmp_path: Path) -> None:
         assert "ciphertext 1: ciphertext out of range" in reply["error"]
 
         # a third party with a certificate from the same CA is not a peer of the coordinator
-        ca = run.root / "ca"
-        ca_cert = x509.load_pem_x509_certificate((ca / "ca.pem").read_bytes())
-        ca_key = serialization.load_pem_private_key((ca / "ca.key").read_bytes(), None)
         certs = run.root / "eve"
-        certs.mkdir()
-        make_role_cert(certs, "eve", ca_cert, ca_key)
+        make_role_cert(certs, "eve", *ca, a.cfg.key_passphrase)
         c_addr = config.load(run.configs["party_a"]).data["peers"]["coordinator"]["address"]
         eve_cfg = dataclasses.replace(a.cfg, role="eve", listen=f"127.0.0.1:{free_ports(1)[0]}",
                                       cert=certs / "eve.pem", key=certs / "eve.key",
                                       peers={"coordinator": PeerConfig("coordinator", c_addr, "coordinator",
-                                                                       ca / "ca.pem", None)})
+                                                                       a.cfg.ca, None)})
         with Endpoint(eve_cfg) as eve:
             with pytest.raises(PeerError, match="is not one of its configured peers"):
                 request_decryption(eve, "forward", "e0/b0", packing.mask(u, enc)[0].flat())

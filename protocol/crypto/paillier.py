@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -28,6 +27,7 @@ from pathlib import Path
 import gmpy2
 from phe import paillier as phe_paillier
 
+from protocol.crypto.keyfiles import Passphrase, read_private, seal, unseal, write_private
 from protocol.net.codec import BigInts
 from protocol.errors import ConfigError, ProtocolError
 
@@ -139,24 +139,25 @@ def generate_keypair(bits: int = DEFAULT_BITS) -> PrivateKey:
     return PrivateKey(PublicKey(mpz(public.n)), mpz(private.p), mpz(private.q))
 
 
-def load_or_create_private_key(path: Path, bits: int) -> tuple[PrivateKey, bool]:
-    """Read the key at `path`, or create it once with mode 0600. Returns (key, created)."""
+def read_private_key(path: Path, passphrase: Passphrase) -> PrivateKey:
+    """The key sealed in `path` (mode 0600 required); a wrong passphrase or a corrupt file is a ConfigError."""
+    text = unseal(read_private(path, "private key"), passphrase, path)
+    try:
+        return PrivateKey.from_json(text.decode())
+    except (ValueError, KeyError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"private key {path} is corrupt: {exc}") from None
+
+
+def load_or_create_private_key(path: Path, bits: int, passphrase: Passphrase) -> tuple[PrivateKey, bool]:
+    """Read the key sealed at `path`, or create it once, sealed under `passphrase`, with mode 0600.
+    Returns (key, created)."""
     if path.exists():
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise ConfigError(f"private key {path} is readable by others (mode {mode:o}); chmod 600 it")
-        try:
-            key = PrivateKey.from_json(path.read_text())
-        except (ValueError, KeyError) as exc:
-            raise ConfigError(f"private key {path} is corrupt: {exc}") from None
+        key = read_private_key(path, passphrase)
         if key.public.bits != bits:
             raise ConfigError(f"private key {path} has {key.public.bits} bits but [key] bits = {bits}")
         return key, False
     key = generate_keypair(bits)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key.to_json())
+    write_private(path, seal(key.to_json().encode(), passphrase), exclusive=True)
     return key, True
 
 
@@ -209,9 +210,16 @@ class Encryptor:
 _DECRYPTION_KEYS: dict[str, PrivateKey] = {}
 
 
-def decrypt_task(key_json: str, ciphertexts: list) -> BigInts:
-    """Worker entry (the coordinator's own workers): CRT decryptions; the parsed key is kept between tasks."""
-    key = _DECRYPTION_KEYS.get(key_json)
+def install_decryption_key(key_json: str) -> str:
+    """Worker entry, once per worker: keep the coordinator's key; later tasks name only its fingerprint."""
+    key = PrivateKey.from_json(key_json)
+    _DECRYPTION_KEYS[key.public.fingerprint] = key
+    return key.public.fingerprint
+
+
+def decrypt_task(fingerprint: str, ciphertexts: list) -> BigInts:
+    """Worker entry (the coordinator's own workers): CRT decryptions under the installed key."""
+    key = _DECRYPTION_KEYS.get(fingerprint)
     if key is None:
-        key = _DECRYPTION_KEYS[key_json] = PrivateKey.from_json(key_json)
+        raise ProtocolError(f"no decryption key {fingerprint} installed in this worker")
     return BigInts([key.raw_decrypt(c) for c in ciphertexts])
