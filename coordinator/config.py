@@ -1,14 +1,26 @@
-"""The coordinator's config: its endpoint, its key and where it keeps its audit log."""
+"""The coordinator's config: its endpoint, its key and where it keeps its audit log.
+
+The Paillier key is one per run: `<[key] dir>/<run_id>.sealed`, created when a run
+starts and loaded again only by the same run (a restart). A [W] saved by one run is
+noise under the next run's key.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from protocol.crypto.keyfiles import Passphrase
 from protocol.crypto.paillier import DEFAULT_BITS, DEPLOYABLE_BITS
 from protocol.roles import C
 from protocol.runtime import config
 from protocol.runtime.config import NetworkConfig
+
+
+def key_path(directory: Path, run_id: str) -> Path:
+    """Where the key of run `run_id` is kept (characters unsafe in a file name become '_')."""
+    return directory / (re.sub(r"[^A-Za-z0-9._-]", "_", run_id) + ".sealed")
 
 
 @dataclass(frozen=True)
@@ -17,6 +29,7 @@ class CoordinatorConfig:
     workdir: Path
     key_bits: int
     key_file: Path
+    key_passphrase: Passphrase
     audit_log: Path
     workers: int
 
@@ -27,9 +40,10 @@ def load(path: Path) -> CoordinatorConfig:
     network = config.read_network(root, C)
     key = root.sub("key")
     bits = key.take_choice("bits", DEPLOYABLE_BITS, DEFAULT_BITS)
-    key_file = key.take_path("file", str(workdir / "paillier_private_key.json"))
+    key_file = key_path(key.take_path("dir", str(workdir / "keys")), network.run_id)
+    key_passphrase = config.read_passphrase(key)
     key.finish()
     audit_log = root.take_path("audit_log", str(workdir / "audit.jsonl"))
     workers = config.read_workers(root)
     root.finish()
-    return CoordinatorConfig(network, workdir, bits, key_file, audit_log, workers)
+    return CoordinatorConfig(network, workdir, bits, key_file, key_passphrase, audit_log, workers)

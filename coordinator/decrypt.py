@@ -2,7 +2,8 @@
 
 Processes rather than threads: gmpy2 releases the GIL only inside powmod, so two
 threads decrypt 1.3-1.5x faster than one, two processes 1.9x. The private key goes to
-the workers over their pipes, never further.
+each worker once, over its pipe, never further; each decryption task then names the
+key only by its public fingerprint.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from protocol.crypto.paillier import PrivateKey
 from protocol.net.codec import BigInts
 from protocol.runtime.workers import WorkerPool
 
+_INSTALL = "protocol.crypto.paillier:install_decryption_key"
 _TASK = "protocol.crypto.paillier:decrypt_task"
 
 
@@ -20,7 +22,7 @@ class Decryptor:
     def __init__(self, key: PrivateKey, pool: WorkerPool):
         self.key = key
         self.pool = pool
-        self._key_json = key.to_json()
+        pool.broadcast(_INSTALL, key.to_json())
 
     def validate(self, ciphertexts: list) -> None:
         """Refuse malformed ciphertexts, naming the first one."""
@@ -31,5 +33,6 @@ class Decryptor:
         if self.pool.size == 0 or len(ciphertexts) < 2 * self.pool.size:
             return [self.key.raw_decrypt(c) for c in ciphertexts]
         parts = np.array_split(np.arange(len(ciphertexts)), self.pool.size)
-        futures = [self.pool.submit(_TASK, self._key_json, BigInts([ciphertexts[i] for i in idx])) for idx in parts]
+        fingerprint = self.key.public.fingerprint
+        futures = [self.pool.submit(_TASK, fingerprint, BigInts([ciphertexts[i] for i in idx])) for idx in parts]
         return [m for f in futures for m in f.result()]

@@ -136,7 +136,7 @@ def serve_one(service: Service) -> None:
 
 
 def serve(cfg: CoordinatorConfig) -> None:
-    key, created = load_or_create_private_key(cfg.key_file, cfg.key_bits)
+    key, created = load_or_create_private_key(cfg.key_file, cfg.key_bits, cfg.key_passphrase)
     log.info("%s %d-bit Paillier key %s (%s)", "created" if created else "loaded", key.public.bits,
              key.public.fingerprint, cfg.key_file)
     audit = AuditLog(cfg.audit_log)

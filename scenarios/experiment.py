@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from coordinator import config as coordinator_config
 from protocol.crypto import fixedpoint, packing
-from protocol.crypto.paillier import DEFAULT_BITS, PrivateKey
+from protocol.crypto.paillier import DEFAULT_BITS, PrivateKey, read_private_key
 from protocol.layer.plan import LayerPlan
 from protocol.net.codec import decode
 from scenarios.centralised import PlainLayer, load_joined, train
@@ -39,11 +40,17 @@ class ExperimentError(RuntimeError):
     pass
 
 
+def coordinator_key(run: LocalRun) -> PrivateKey:
+    """The coordinator's private key of this run, read as the coordinator reads it (playing all roles)."""
+    cfg = coordinator_config.load(run.configs["coordinator"])
+    return read_private_key(cfg.key_file, cfg.key_passphrase)
+
+
 def decrypt_saved(run: LocalRun, role: str, name: str) -> np.ndarray:
     """An encrypted W a party saved (`<workdir>/model/<name>.msgpack`), decrypted with the coordinator's key.
 
     Only an experiment that holds all three roles can do this: no party can."""
-    key = PrivateKey.from_json((run.workdir("coordinator") / "paillier_private_key.json").read_text())
+    key = coordinator_key(run)
     saved = run.workdir(role) / "model" / f"{name}.msgpack"
     return packing.decrypt(key, packing.Packed.from_message(decode(saved.read_bytes()), key.public, saved.name))
 

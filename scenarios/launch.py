@@ -1,16 +1,17 @@
 """Write a local three-process deployment (certificates, configs) and run it.
 
 A `LocalRun` lays each role out as it would be on its own host: `<root>/<role>/`
-holds its config (`<role>.toml`), `certs/` with its own certificate and key and the
-CA certificate, its tables (placed there by the caller), `work/` and the process's
-output. The development CA's key stays in `<root>/ca/`. Each role is started as its
-own OS process with `python -m <role> --config <role>.toml`.
+holds its config (`<role>.toml`), its `passphrase` (mode 0600: it unlocks the role's
+TLS key and, for the coordinator, its Paillier key), `certs/` with its own
+certificate, its encrypted key and the CA certificate, its tables (placed there by
+the caller), `work/` and the process's output. The development CA's key lives only
+in memory while the certificates are issued; it is never written. Each role is
+started as its own OS process with `python -m <role> --config <role>.toml`.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,10 +20,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from protocol import messages
-from protocol.net.certs import make_ca, make_role_cert
+from protocol.crypto.keyfiles import Passphrase, read_passphrase_file
+from protocol.net.certs import make_role_cert, new_ca, passphrase_for
 from protocol.net.transport import Endpoint
-from protocol.roles import PEERS, Role
+from protocol.roles import PEERS, C, Role
 from protocol.runtime import config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,18 +91,25 @@ class LocalRun:
         return Endpoint(config.read_network(config.load(self.configs[role]), role), messages.inbox_tags(role))
 
 
+def passphrase(run: LocalRun, role: str) -> Passphrase:
+    """The passphrase a role's config names (its TLS key's and, for the coordinator, its Paillier key's)."""
+    return read_passphrase_file(run.dir(role) / "passphrase")
+
+
 def write_local_run(root: Path, sections: dict[str, dict], run_id: str = "local", record: bool = False,
-                    peer_timeout: float | None = None, connect_timeout: float | None = None) -> LocalRun:
-    """Certificates and configs for the three roles on loopback; `sections` adds each role's own settings
-    (relative paths in them are relative to that role's directory, where its config is written)."""
-    ca_cert, ca_key = make_ca(root / "ca")
+                    peer_timeout: float | None = None, connect_timeout: float | None = None,
+                    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None) -> LocalRun:
+    """Certificates, passphrases and configs for the three roles on loopback; `sections` adds each role's own
+    settings (relative paths in them are relative to that role's directory, where its config is written).
+    The CA (`ca`, or a fresh one) signs every role's certificate; its key is never written."""
+    ca_cert, ca_key = ca or new_ca()
     ports = dict(zip(Role, free_ports(len(Role))))
     run = LocalRun(root)
     for role in Role:  # paths relative to the config's directory, so a role's directory can move
         certs = run.dir(role) / "certs"
-        certs.mkdir(parents=True, exist_ok=True)
-        make_role_cert(certs, role, ca_cert, ca_key)
-        shutil.copy(root / "ca" / "ca.pem", certs / "ca.pem")
+        secret = passphrase_for(run.dir(role) / "passphrase")
+        make_role_cert(certs, role, ca_cert, ca_key, secret)
+        (certs / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
         network = {"listen": f"127.0.0.1:{ports[role]}"}
         network.update({k: v for k, v in (("peer_timeout", peer_timeout), ("connect_timeout", connect_timeout))
                         if v is not None})
@@ -106,10 +119,13 @@ def write_local_run(root: Path, sections: dict[str, dict], run_id: str = "local"
             "run_id": run_id,
             "workdir": "work",
             "network": network,
-            "tls": {"cert": f"certs/{role}.pem", "key": f"certs/{role}.key", "ca": "certs/ca.pem"},
+            "tls": {"cert": f"certs/{role}.pem", "key": f"certs/{role}.key", "ca": "certs/ca.pem",
+                    "passphrase_file": "passphrase"},
             "peers": {p: {"address": f"127.0.0.1:{ports[p]}"} for p in PEERS[role]},
             **sections.get(role, {}),
         }
+        if role == C:
+            data["key"] = {"passphrase_file": "passphrase", **data.get("key", {})}
         path = run.dir(role) / f"{role}.toml"
         path.write_text(to_toml(data) + "\n")
         run.configs[role] = path

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import gmpy2
+import msgpack
 import numpy as np
 import pytest
 from hypothesis import given
@@ -54,3 +57,31 @@ def test_refuses_garbage_and_lying_headers() -> None:
     pickled = b"\x80\x04\x95"  # a pickle header is just garbage to the codec
     with pytest.raises(CodecError):
         decode(pickled + b"\x00" * 8)
+
+
+def test_refuses_msgpack_timestamps_wherever_they_sit() -> None:
+    """msgpack decodes its Timestamp extension (type -1) past ext_hook; the codec must still refuse it."""
+    stamp = msgpack.Timestamp(1, 0)
+    for payload in (stamp, [1, stamp], {"body": {"at": stamp}}, {stamp: 1}):
+        with pytest.raises(CodecError, match="Timestamp"):
+            decode(msgpack.packb(payload))
+
+
+def test_adversarial_bigints_stay_within_the_stated_memory_bound() -> None:
+    """64 MiB of 1-byte-wide values would be ~56 bytes each as gmpy2 integers (3.6 GB): refused within 5·S + 64 KiB."""
+    count = 64 * 2**20
+    narrow = msgpack.packb(msgpack.ExtType(3, msgpack.packb([count, 1]) + bytes(count)))
+    wide_values = [gmpy2.mpz(2) ** 2047 + i for i in range(4096)]  # ciphertext-like: 256 bytes each
+    wide = encode(BigInts(wide_values))
+    for data, refused in ((narrow, True), (wide, False)):
+        tracemalloc.start()
+        try:
+            if refused:
+                with pytest.raises(CodecError, match="budget"):
+                    decode(data)
+            else:
+                assert decode(data) == wide_values
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak <= 5 * len(data) + 64 * 1024, (len(data), peak)

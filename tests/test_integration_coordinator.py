@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from protocol import messages
 from protocol.crypto import packing
@@ -26,7 +24,7 @@ from protocol.layer.decryption import (
 )
 from protocol.layer.plan import LayerPlan
 from protocol.messages import DecryptReply, DecryptRequest, RunDone
-from protocol.net.certs import make_role_cert
+from protocol.net.certs import make_role_cert, new_ca
 from protocol.net.transport import Endpoint
 from protocol.runtime import config
 from protocol.runtime.config import PeerConfig
@@ -44,7 +42,9 @@ def register_both(a: Endpoint, b: Endpoint, public: PublicKey, shared_users: int
 
 
 def test_decryption_service(tmp_path: Path) -> None:
-    run = write_local_run(tmp_path, {}, peer_timeout=30)
+    ca = new_ca()  # the run's CA, kept here so the test can issue an outsider's certificate from it
+    run = write_local_run(tmp_path, {}, peer_timeout=30, ca=ca)
+    assert not list(tmp_path.rglob("ca.key")), "the CA's key must not be left in the run directory"
     coordinator = start(run, "coordinator")
     a = run.endpoint("party_a").start()
     b = run.endpoint("party_b").start()
@@ -71,17 +71,13 @@ def test_decryption_service(tmp_path: Path) -> None:
         assert "ciphertext 1: ciphertext out of range" in reply.error
 
         # a third party with a certificate from the same CA is not a peer of the coordinator
-        ca = run.root / "ca"
-        ca_cert = x509.load_pem_x509_certificate((ca / "ca.pem").read_bytes())
-        ca_key = serialization.load_pem_private_key((ca / "ca.key").read_bytes(), None)
         certs = run.root / "eve"
-        certs.mkdir()
-        make_role_cert(certs, "eve", ca_cert, ca_key)
+        make_role_cert(certs, "eve", *ca, a.cfg.key_passphrase)
         c_addr = config.load(run.configs["party_a"]).data["peers"]["coordinator"]["address"]
         eve_cfg = dataclasses.replace(a.cfg, role="eve", listen=f"127.0.0.1:{free_ports(1)[0]}",
                                       cert=certs / "eve.pem", key=certs / "eve.key",
                                       peers={"coordinator": PeerConfig("coordinator", c_addr, "coordinator",
-                                                                       ca / "ca.pem", None)})
+                                                                       a.cfg.ca, None)})
         with Endpoint(eve_cfg, {"coordinator": frozenset({DecryptReply.TAG})}) as eve:
             with pytest.raises(PeerError, match="is not one of its configured peers"):
                 request_decryption(eve, Step.FORWARD, "e0/b0", packing.mask(u, enc)[0].flat())

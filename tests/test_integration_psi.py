@@ -12,10 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from coordinator import config as coordinator_config
 from protocol.net.certs import make_dev_pki
 from protocol.net.transport import read_recording
 from psi.ids import Normalizer
-from scenarios.launch import LocalRun, run_all, start, wait_all, write_local_run
+from scenarios.experiment import coordinator_key
+from scenarios.launch import LocalRun, passphrase, run_all, start, wait_all, write_local_run
 
 pytestmark = pytest.mark.integration
 EMAIL = Normalizer(kind="email")
@@ -59,10 +61,12 @@ def test_psi_aligns_both_parties_in_one_order(tmp_path: Path) -> None:
     assert set(shared_a) == {EMAIL(x) for x in ids_a} & {EMAIL(x) for x in ids_b}
     summary = json.loads((run.workdir("party_a") / "psi" / "summary.json").read_text())
     assert summary["intersection_size"] == 2000 and summary["peer_size"] == 5000
-    key_file = run.workdir("coordinator") / "paillier_private_key.json"
+    key_file = coordinator_config.load(run.configs["coordinator"]).key_file
+    assert key_file == run.workdir("coordinator") / "keys" / "local.sealed"  # one key per run, named by its id
     assert key_file.stat().st_mode & 0o777 == 0o600
-    assert json.loads(key_file.read_text())["n"].startswith("0x")
-    assert len(bin(int(json.loads(key_file.read_text())["n"], 16))) - 2 >= 2047  # 2048-bit by default
+    key = coordinator_key(run)
+    assert format(int(key.p), "x").encode() not in key_file.read_bytes()  # sealed: p is not in the clear
+    assert key.public.bits >= 2047  # 2048-bit by default
 
 
 def test_wire_holds_no_id_nor_its_hash(tmp_path: Path) -> None:
@@ -87,7 +91,7 @@ def test_wire_holds_no_id_nor_its_hash(tmp_path: Path) -> None:
 def test_certificate_from_another_ca_is_refused(tmp_path: Path) -> None:
     run = psi_run(tmp_path, emails(range(50), "shop"), emails(range(50), "bank"), connect_timeout=20)
     other = tmp_path / "other-ca"
-    make_dev_pki(other, ("party_b",), "Some other CA")
+    make_dev_pki(other, passphrase(run, "party_b"), ("party_b",), "Some other CA")
     for suffix in ("pem", "key"):
         shutil.copy(other / f"party_b.{suffix}", run.dir("party_b") / "certs" / f"party_b.{suffix}")
     start_time = time.monotonic()

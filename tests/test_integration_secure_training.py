@@ -26,13 +26,12 @@ import torch
 from scipy.stats import kstest
 
 from protocol.crypto import fixedpoint, packing
-from protocol.crypto.paillier import PrivateKey
 from protocol.layer.plan import LayerPlan
 from protocol.net.codec import decode
 from protocol.net.transport import read_recording
 from scenarios.centralised import load_joined, train
 from scenarios.ecommerce_bank import BANK, SHOP
-from scenarios.experiment import build_run, decrypt_saved
+from scenarios.experiment import build_run, coordinator_key, decrypt_saved
 from scenarios.launch import LocalRun, run_all
 from scenarios.synth import write_ecommerce_bank
 
@@ -85,7 +84,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> LocalRun:
 
 
 def twin(run: LocalRun) -> tuple:
-    key = PrivateKey.from_json((run.workdir("coordinator") / "paillier_private_key.json").read_text())
+    key = coordinator_key(run)
     joined = load_joined(run.configs["party_a"], run.configs["party_b"])
     plan = joined.training.plan()
     w0 = decrypt_saved(run, "party_b", "w_rows_init")

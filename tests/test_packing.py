@@ -191,3 +191,36 @@ def test_default_key_protocol_shape() -> None:
     masked, r = packing.mask(u, e2048)
     got = packing.unmask([key.raw_decrypt(c) for c in masked.flat()], masked, r)
     assert (got == e.astype(object).dot(w)).all()
+
+
+@pytest.mark.parametrize("value", ["x", 1.0, True, None, b"\x01", [3]])
+def test_a_non_integer_ciphertext_is_a_protocol_error_naming_where(value: object) -> None:
+    with pytest.raises(ProtocolError, match="where: ciphertext is a"):
+        KEY_1024.public.check_ciphertext(value, "where")
+
+
+def test_ciphertexts_without_randomness_are_refused() -> None:
+    """c = 1 + m·n (mod n^2) is m in the clear; c = 1 is [0] with r = 1."""
+    n = KEY_1024.public.n
+    for c in (gmpy2.mpz(1), 1 + 12345 * n, 1 + (n - 1) * n):
+        with pytest.raises(ProtocolError, match="where: ciphertext carries no randomness"):
+            KEY_1024.public.check_ciphertext(c, "where")
+    KEY_1024.public.check_ciphertext(ENC_1024.encrypt(12345), "where")
+
+
+def test_every_malformed_matrix_field_is_a_protocol_error_naming_it() -> None:
+    layout = packing.Layout.fit(4, 64, KEY_1024.public)
+    msg = decode(encode(enc(np.zeros((2, 4), dtype=object), layout, 5).to_wire().to_message()))
+    good_layout = msg["layout"]
+    bad_fields = {"layout": ["4", [4, 64], None, {**good_layout, "length": "4"}, {**good_layout, "slot_bits": 0},
+                            {**good_layout, "slot_bits": -64}, {**good_layout, "slots": True}],
+                  "scale": ["x", 1.5, None, [1]], "bound": ["x", 5.0, -1, None, True], "rows": ["2", 2.0, -1, None],
+                  "cts": ["x", None, 5, [1.5, 2.5], ["a", "b"], [None, None]]}
+    for key, values in bad_fields.items():
+        for value in values:
+            with pytest.raises(ProtocolError) as caught:
+                packing.Packed.from_message({**msg, key: value}, KEY_1024.public, "t", "party_b")
+            assert key in str(caught.value), (key, value, caught.value)
+    for missing in ("x", None, [1], {k: v for k, v in msg.items() if k != "rows"}):
+        with pytest.raises(ProtocolError, match="^party_b sent (a malformed t|t without field 'rows')"):
+            packing.Packed.from_message(missing, KEY_1024.public, "t", "party_b")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import unicodedata
 
 import numpy as np
@@ -13,7 +14,7 @@ from protocol import messages
 from protocol.errors import DataError, ProtocolError
 from protocol.messages import PsiBlinded, PsiHello
 from protocol.runtime.workers import WorkerPool
-from psi.ecdh import POINT_BYTES, blind_ids, hash_to_point, new_secret, reblind
+from psi.ecdh import MATCH_BYTES, POINT_BYTES, blind_ids, hash_to_point, new_secret, reblind, session_salt
 from psi.ids import Normalizer, normalize_ids
 from psi.session import PsiSettings, run_psi
 from tests.fakes import MemoryNetwork, run_roles
@@ -92,9 +93,39 @@ def test_hash_lands_on_the_curve_not_the_twist() -> None:
         assert pow(rhs, (p - 1) // 2, p) == 1
 
 
-def test_salt_changes_every_blinded_value() -> None:
-    s1, s2 = b"1" * 32, b"2" * 32
-    assert hash_to_point(s1, b"alice") != hash_to_point(s2, b"alice")
+def chunks(blob: bytes, width: int) -> set[bytes]:
+    return {blob[i : i + width] for i in range(0, len(blob), width)}
+
+
+def session_view(ids: list[str], salt: bytes, secret_a: bytes, secret_b: bytes) -> dict[str, bytes]:
+    """Every blinded value of one session: what each side sends, and what the other sends back."""
+    blinded_a, blinded_b = blind_ids(ids, salt, secret_a), blind_ids(ids, salt, secret_b)
+    return {"a": blinded_a, "b": blinded_b, "ab": reblind(blinded_a, secret_b), "ba": reblind(blinded_b, secret_a)}
+
+
+def linkable(first: dict[str, bytes], second: dict[str, bytes], secrets: dict[str, list[bytes]]) -> bool:
+    """Whether a value of one session equals one of the other (compared on the MATCH_BYTES that doubly-blinded
+    values keep), as sent or after a party re-blinds the singly-blinded values with any secret it has held."""
+    def reach(view: dict[str, bytes], party: str) -> set[bytes]:
+        seen = {v[:MATCH_BYTES] for blob in (view["a"], view["b"]) for v in chunks(blob, POINT_BYTES)}
+        seen |= chunks(view["ab"], MATCH_BYTES) | chunks(view["ba"], MATCH_BYTES)
+        for secret in secrets[party]:
+            seen |= chunks(reblind(view["a"] + view["b"], secret), MATCH_BYTES)
+        return seen
+    return any(reach(first, party) & reach(second, party) for party in ("a", "b"))
+
+
+def test_sessions_are_unlinkable() -> None:
+    """The same IDs in two sessions (fresh salt, fresh secrets) give unrelated blinded values: no value of one
+    session equals one of the other, even after either party re-blinds with every secret it has held."""
+    ids = [f"user{i}@example.com" for i in range(32)]
+    salts = [session_salt("run", os.urandom(16), os.urandom(16)) for _ in range(2)]
+    a1, b1, a2, b2 = (new_secret() for _ in range(4))
+    first, second = session_view(ids, salts[0], a1, b1), session_view(ids, salts[1], a2, b2)
+    assert not linkable(first, second, {"a": [a1, a2], "b": [b1, b2]})
+    # negative control: a party that reused its secret and salt would be linked across sessions
+    reused = session_view(ids, salts[0], a1, b2)
+    assert linkable(first, reused, {"a": [a1], "b": [b1, b2]})
 
 
 @pytest.mark.parametrize(("raw", "kind", "expected"), [

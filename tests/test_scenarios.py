@@ -78,6 +78,7 @@ listen = "127.0.0.1:{port_a}"
 cert = "certs/party_a.pem"
 key = "certs/party_a.key"
 ca = "certs/ca.pem"
+passphrase_file = "certs/passphrase"
 
 [peers.party_b]
 address = "127.0.0.1:{port_b}"
@@ -127,6 +128,7 @@ listen = "127.0.0.1:{port_b}"
 cert = "certs/party_b.pem"
 key = "certs/party_b.key"
 ca = "certs/ca.pem"
+passphrase_file = "certs/passphrase"
 
 [peers.party_a]
 address = "127.0.0.1:{port_a}"
@@ -160,18 +162,22 @@ listen = "127.0.0.1:{port_c}"
 cert = "certs/coordinator.pem"
 key = "certs/coordinator.key"
 ca = "certs/ca.pem"
+passphrase_file = "certs/passphrase"
 
 [peers.party_a]
 address = "127.0.0.1:{port_a}"
 
 [peers.party_b]
 address = "127.0.0.1:{port_b}"
+
+[key]
+passphrase_file = "certs/passphrase"
 """
 
 
 def test_hand_written_config_for_other_tables(tmp_path: Path) -> None:
     """Other file names, column names and formats: only the configs know them."""
-    from protocol.net.certs import make_dev_pki
+    from protocol.net.certs import make_dev_pki, passphrase_for
     from scenarios.launch import LocalRun
 
     src = write_ecommerce_bank(tmp_path / "generated", tmp_path / "generated", 150, 40, seed=3)
@@ -189,7 +195,7 @@ def test_hand_written_config_for_other_tables(tmp_path: Path) -> None:
         columns={"phone": "tel", "credit_limit": "limit", "income_band": "band"})[
         ["tel", "limit", "spend_travel", "spend_books", "band"]].to_parquet(tmp_path / "bank" / "clients.parquet")
 
-    make_dev_pki(tmp_path / "certs")
+    make_dev_pki(tmp_path / "certs", passphrase_for(tmp_path / "certs" / "passphrase"))
     ports = dict(zip(("port_a", "port_b", "port_c"), free_ports(3)))
     run = LocalRun(tmp_path)
     for role, text in (("party_a", HAND_WRITTEN_A), ("party_b", HAND_WRITTEN_B), ("coordinator", HAND_WRITTEN_C)):

@@ -141,6 +141,8 @@ class Packed:
         """Rebuild a matrix that arrived as `m`, refusing one that does not fit the key or is not ciphertexts."""
         m.layout.check_key(public)
         m.layout.check(m.bound, what)
+        if m.bound < 0:
+            raise ProtocolError(f"{what}: negative bound {m.bound}")
         if m.rows < 0 or len(m.cts) != m.rows * m.layout.ciphertexts:
             raise ProtocolError(f"{what}: {len(m.cts)} ciphertexts for {m.rows} rows of {m.layout.ciphertexts}")
         for i, c in enumerate(m.cts):

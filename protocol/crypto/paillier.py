@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -28,6 +27,7 @@ from pathlib import Path
 import gmpy2
 from phe import paillier as phe_paillier
 
+from protocol.crypto.keyfiles import Passphrase, read_private, seal, unseal, write_private
 from protocol.errors import ConfigError, ProtocolError
 from protocol.net.codec import BigInts
 
@@ -38,6 +38,11 @@ ALLOWED_BITS = (1024, *DEPLOYABLE_BITS)  # 1024 only for logic tests, never thro
 ENCRYPTION_MODES = ("djn", "full")  # the first is the default
 _DJN_EXPONENT_BITS = {1024: 320, 2048: 448, 3072: 512}
 _WINDOW = 8
+
+
+def is_integer(value: object) -> bool:
+    """An int or gmpy2 integer, but not a bool (which Python counts as an int)."""
+    return isinstance(value, (int, type(mpz(0)))) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -79,12 +84,17 @@ class PublicKey:
             return gmpy2.powmod(gmpy2.invert(c, self.n2), -k, self.n2)
         return gmpy2.powmod(c, k, self.n2)
 
-    def check_ciphertext(self, c: int, where: str) -> None:
-        """Refuse what cannot be a ciphertext: out of (0, n^2) or sharing a factor with n."""
+    def check_ciphertext(self, c: object, where: str) -> None:
+        """Refuse what cannot be a fresh-looking ciphertext: not an integer, out of (0, n^2), sharing a
+        factor with n, or c ≡ 1 (mod n), i.e. 1 + m·n with no r^n, which would be m in the clear."""
+        if not is_integer(c):
+            raise ProtocolError(f"{where}: ciphertext is a {type(c).__name__}, not an integer")
         if not 0 < c < self.n2:
             raise ProtocolError(f"{where}: ciphertext out of range (0, n^2)")
         if gmpy2.gcd(c, self.n) != 1:
             raise ProtocolError(f"{where}: ciphertext is not invertible mod n^2")
+        if (c - 1) % self.n == 0:
+            raise ProtocolError(f"{where}: ciphertext carries no randomness (c = 1 + m·n mod n^2)")
 
 
 @dataclass(frozen=True)
@@ -128,24 +138,25 @@ def generate_keypair(bits: int = DEFAULT_BITS) -> PrivateKey:
     return PrivateKey(PublicKey(mpz(public.n)), mpz(private.p), mpz(private.q))
 
 
-def load_or_create_private_key(path: Path, bits: int) -> tuple[PrivateKey, bool]:
-    """Read the key at `path`, or create it once with mode 0600. Returns (key, created)."""
+def read_private_key(path: Path, passphrase: Passphrase) -> PrivateKey:
+    """The key sealed in `path` (mode 0600 required); a wrong passphrase or a corrupt file is a ConfigError."""
+    text = unseal(read_private(path, "private key"), passphrase, path)
+    try:
+        return PrivateKey.from_json(text.decode())
+    except (ValueError, KeyError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"private key {path} is corrupt: {exc}") from None
+
+
+def load_or_create_private_key(path: Path, bits: int, passphrase: Passphrase) -> tuple[PrivateKey, bool]:
+    """Read the key sealed at `path`, or create it once, sealed under `passphrase`, with mode 0600.
+    Returns (key, created)."""
     if path.exists():
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise ConfigError(f"private key {path} is readable by others (mode {mode:o}); chmod 600 it")
-        try:
-            key = PrivateKey.from_json(path.read_text())
-        except (ValueError, KeyError) as exc:
-            raise ConfigError(f"private key {path} is corrupt: {exc}") from None
+        key = read_private_key(path, passphrase)
         if key.public.bits != bits:
             raise ConfigError(f"private key {path} has {key.public.bits} bits but [key] bits = {bits}")
         return key, False
     key = generate_keypair(bits)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key.to_json())
+    write_private(path, seal(key.to_json().encode(), passphrase), exclusive=True)
     return key, True
 
 
@@ -198,9 +209,16 @@ class Encryptor:
 _DECRYPTION_KEYS: dict[str, PrivateKey] = {}
 
 
-def decrypt_task(key_json: str, ciphertexts: list) -> BigInts:
-    """Worker entry (the coordinator's own workers): CRT decryptions; the parsed key is kept between tasks."""
-    key = _DECRYPTION_KEYS.get(key_json)
+def install_decryption_key(key_json: str) -> str:
+    """Worker entry, once per worker: keep the coordinator's key; later tasks name only its fingerprint."""
+    key = PrivateKey.from_json(key_json)
+    _DECRYPTION_KEYS[key.public.fingerprint] = key
+    return key.public.fingerprint
+
+
+def decrypt_task(fingerprint: str, ciphertexts: list) -> BigInts:
+    """Worker entry (the coordinator's own workers): CRT decryptions under the installed key."""
+    key = _DECRYPTION_KEYS.get(fingerprint)
     if key is None:
-        key = _DECRYPTION_KEYS[key_json] = PrivateKey.from_json(key_json)
+        raise ProtocolError(f"no decryption key {fingerprint} installed in this worker")
     return BigInts([key.raw_decrypt(c) for c in ciphertexts])

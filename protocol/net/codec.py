@@ -2,11 +2,23 @@
 
 Nothing here ever unpickles: a decoded message holds only None, bool, int, float,
 str, bytes, lists, dicts, numpy arrays of plain numeric dtypes and big integers.
+msgpack's own Timestamp extension (type -1) is refused like any unlisted type.
+
+Memory bound: the extensions of a message of S bytes (arrays, big integers and
+big-integer vectors) decode into at most 4·S + 64 KiB in all, and msgpack holds a
+copy of at most one extension's bytes at a time, so decoding allocates at most
+5·S + 64 KiB for them. A big-integer vector is costed at 72 bytes per value plus
+its width (the gmpy2 object, its list slot and allocator rounding), so a vector
+of wide values (ciphertexts: 256-768 bytes each) costs about 1.1-1.3 times its
+body, while a vector of 1-byte values would cost 73 times its body and is
+refused before anything is allocated. Plain msgpack lists and maps are not
+budgeted here; each costs at most 56 bytes plus 8 per item.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import gmpy2
@@ -22,6 +34,10 @@ _ALLOWED_DTYPES = {
     for t in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float32", "float64")
 }
 _INT64 = (-(2**63), 2**63 - 1)
+_EXPANSION = 4  # bytes the extensions of a message may decode into, per byte of the message
+_SLACK = 64 * 1024  # plus this much, so that small messages never hit the budget
+_VALUE_COST = 72  # a decoded big integer beyond its width: gmpy2 object, list slot, allocator rounding
+_HEADER_MAX = 256  # an extension's msgpack header is far shorter
 
 
 class CodecError(ValueError):
@@ -63,20 +79,33 @@ def _pack_bigints(values: list) -> bytes:
     return msgpack.packb([len(values), width]) + body
 
 
-def _header(data: bytes, what: str) -> tuple[list, bytes]:
-    """Split an extension into its msgpack header (a two-item list) and its raw body."""
-    unpacker = msgpack.Unpacker(max_buffer_size=len(data))
-    unpacker.feed(data)
+class _Budget:
+    """Bytes the extensions of one message may still decode into (see the module docstring)."""
+
+    def __init__(self, size: int):
+        self.left = _EXPANSION * size + _SLACK
+
+    def spend(self, cost: int, what: str) -> None:
+        if cost > self.left:
+            raise CodecError(f"{what} would decode into {cost} bytes, over the {self.left} left of its message's "
+                             f"budget ({_EXPANSION} bytes per message byte + {_SLACK})")
+        self.left -= cost
+
+
+def _header(data: bytes, what: str) -> tuple[list, memoryview]:
+    """Split an extension into its msgpack header (a two-item list) and its raw body (not copied)."""
+    unpacker = msgpack.Unpacker(max_buffer_size=_HEADER_MAX)
+    unpacker.feed(data[:_HEADER_MAX])
     try:
         header = next(unpacker)
     except (StopIteration, ValueError) as exc:
         raise CodecError(f"malformed {what} header") from exc
     if not isinstance(header, list) or len(header) != 2:
         raise CodecError(f"malformed {what} header")
-    return header, data[unpacker.tell():]
+    return header, memoryview(data)[unpacker.tell():]
 
 
-def _ext_hook(code: int, data: bytes) -> Any:
+def _ext_hook(budget: _Budget, code: int, data: bytes) -> Any:
     if code == _EXT_NDARRAY:
         (dtype, shape), body = _header(data, "array")
         if dtype not in _ALLOWED_DTYPES or not isinstance(shape, list) or \
@@ -84,10 +113,12 @@ def _ext_hook(code: int, data: bytes) -> Any:
             raise CodecError(f"array of dtype {dtype!r} shape {shape!r} is not allowed")
         if int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize != len(body):
             raise CodecError("array body does not match its shape")
+        budget.spend(len(body) + 128, "array")
         return np.frombuffer(body, dtype=np.dtype(dtype)).reshape(tuple(shape)).copy()
     if code == _EXT_BIGINT:
         if not data or data[:1] not in (b"+", b"-"):
             raise CodecError("malformed big integer")
+        budget.spend(len(data) + _VALUE_COST, "big integer")
         value = int.from_bytes(data[1:], "big")
         return -value if data[:1] == b"-" else value
     if code == _EXT_BIGINTS:
@@ -96,9 +127,27 @@ def _ext_hook(code: int, data: bytes) -> Any:
             raise CodecError("malformed big-integer vector header")
         if len(body) != count * width:
             raise CodecError("big-integer vector body does not match its header")
+        budget.spend(64 + count * (_VALUE_COST + width), f"big-integer vector of {count} values {width} bytes wide")
         from_bytes = gmpy2.mpz.from_bytes
         return [from_bytes(body[i : i + width], "big") for i in range(0, count * width, width)]
     raise CodecError(f"unknown extension type {code}")
+
+
+def _no_timestamp(values: Any) -> None:
+    """msgpack decodes its Timestamp extension itself, past `ext_hook`; refuse it where it lands."""
+    if any(type(v) is msgpack.Timestamp for v in values):
+        raise CodecError("msgpack Timestamp (extension type -1) is not a type of this protocol")
+
+
+def _checked_list(items: list) -> list:
+    _no_timestamp(items)
+    return items
+
+
+def _checked_map(items: dict) -> dict:
+    _no_timestamp(items.keys())
+    _no_timestamp(items.values())
+    return items
 
 
 def encode(obj: Any) -> bytes:
@@ -120,8 +169,11 @@ def _lift_bigints(obj: Any) -> Any:
 def decode(data: bytes) -> Any:
     """Parse a payload produced by `encode`; anything else raises CodecError."""
     try:
-        return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+        decoded = msgpack.unpackb(data, ext_hook=partial(_ext_hook, _Budget(len(data))), list_hook=_checked_list,
+                                  object_hook=_checked_map, raw=False, strict_map_key=False)
     except CodecError:
         raise
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise CodecError(f"undecodable message: {exc}") from exc
+    _no_timestamp([decoded])
+    return decoded

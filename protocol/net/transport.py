@@ -3,7 +3,10 @@
 Every process runs one `Endpoint`: a gRPC server that files incoming messages into
 an inbox, and one channel per peer. A message is (run id, tag, sequence number,
 payload). The sender's role is never read from the message: it is the peer whose
-pinned certificate the TLS handshake verified. Delivery is idempotent on
+certificate the TLS handshake verified, carries that peer's name, is directly issued
+by (and valid under) that peer's own CA, and matches its pin when one is configured.
+The server's handshake trusts every peer's CA, so the binding of a role to its CA
+is checked here, per call, not left to the handshake. Delivery is idempotent on
 (sender, tag, sequence), so a retry after a broken connection never applies a step
 twice. Every receive has a deadline, and a heartbeat notices a peer that died long
 before that deadline.
@@ -18,7 +21,6 @@ back-pressure and retries within its peer timeout; a flood costs the receiver no
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import os
@@ -28,16 +30,19 @@ from collections import defaultdict
 from collections.abc import Mapping
 from concurrent import futures
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # grpc's C core logs every failed handshake at INFO
 
 import grpc  # noqa: E402
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import InvalidSignature
 
 from protocol.errors import ConfigError, PeerError, ProtocolError
 from protocol.net import codec
+from protocol.net.certs import cert_fingerprint, key_pem, load_private_key
 from protocol.runtime.config import NetworkConfig
 
 log = logging.getLogger(__name__)
@@ -59,9 +64,27 @@ class Message:
     body: Any
 
 
-def _cert_fingerprint(pem: bytes) -> str:
-    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
-    return "sha256:" + hashlib.sha256(der).hexdigest()
+def _load_cas(path: Path) -> list[x509.Certificate]:
+    """The certificates of a CA bundle file."""
+    try:
+        return x509.load_pem_x509_certificates(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"CA file {path} is not a readable PEM certificate bundle: {exc}") from None
+
+
+def _valid_now(cert: x509.Certificate) -> bool:
+    now = datetime.now(timezone.utc)
+    return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
+
+
+def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    """True when `ca` is a CA certificate, valid now, whose key signed `cert`."""
+    try:
+        is_ca = ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        cert.verify_directly_issued_by(ca)
+    except (x509.ExtensionNotFound, ValueError, TypeError, InvalidSignature):
+        return False
+    return is_ca and _valid_now(ca)
 
 
 class _PeerState:
@@ -100,12 +123,15 @@ class Endpoint:
         self._deliver: dict[str, Any] = {}
         self._ping: dict[str, Any] = {}
         self._heartbeat: threading.Thread | None = None
+        self._peer_cas: dict[str, list[x509.Certificate]] = {}
 
     # ---- life cycle -------------------------------------------------------------
 
     def start(self) -> "Endpoint":
         cfg = self.cfg
-        own_cert, own_key = cfg.cert.read_bytes(), cfg.key.read_bytes()
+        own_cert = cfg.cert.read_bytes()
+        own_key = key_pem(load_private_key(cfg.key, cfg.key_passphrase), None)  # in memory only, for gRPC
+        self._peer_cas = {role: _load_cas(peer.ca) for role, peer in cfg.peers.items()}
         trusted = b"\n".join(sorted({p.ca.read_bytes() for p in cfg.peers.values()} | {cfg.ca.read_bytes()}))
         limits = [("grpc.max_receive_message_length", cfg.max_message_bytes + 4096),
                   ("grpc.max_send_message_length", cfg.max_message_bytes + 4096)]
@@ -291,13 +317,29 @@ class Endpoint:
         pem = (auth.get("x509_pem_cert") or [b""])[0]
         for role, peer in self.cfg.peers.items():
             if peer.name in names:
-                if peer.fingerprint and _cert_fingerprint(pem) != peer.fingerprint:
-                    context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{self.cfg.role}: certificate for "
-                                  f"{peer.name!r} does not match the pinned fingerprint")
+                refusal = self._refusal(role, pem)
+                if refusal:
+                    context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                  f"{self.cfg.role}: certificate for {peer.name!r} {refusal}")
                 return role
         context.abort(grpc.StatusCode.PERMISSION_DENIED,
                       f"{self.cfg.role}: certificate {sorted(names)} is not one of its configured peers")
         raise AssertionError("unreachable")
+
+    def _refusal(self, role: str, pem: bytes) -> str | None:
+        """Why the certificate presented under `role`'s name is not that peer's, or None when it is."""
+        peer = self.cfg.peers[role]
+        try:
+            cert = x509.load_pem_x509_certificate(pem)
+        except ValueError:
+            return "could not be read"
+        if not any(_issued_by(cert, ca) for ca in self._peer_cas[role]):
+            return f"is not issued by {role}'s CA ({peer.ca})"
+        if not _valid_now(cert):
+            return "is outside its validity period"
+        if peer.fingerprint and cert_fingerprint(cert) != peer.fingerprint:
+            return "does not match the pinned fingerprint"
+        return None
 
     def _on_ping(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         self._caller(context)

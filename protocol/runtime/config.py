@@ -6,11 +6,13 @@ Each role builds its own dataclasses from a `Table`; the sections every role sha
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from protocol.crypto.keyfiles import Passphrase, read_passphrase_file
 from protocol.errors import ConfigError
 from protocol.roles import PEERS, Role
 from protocol.runtime.workers import default_size
@@ -114,6 +116,21 @@ class Table:
             raise ConfigError(f"{self.file}: unknown key {self._name(unknown[0])} (typo?)")
 
 
+def read_passphrase(t: Table) -> Passphrase:
+    """Table `t`'s `passphrase_file` (first line, mode 0600) or `passphrase_env` (a variable's name): exactly one."""
+    given = [k for k in ("passphrase_file", "passphrase_env") if k in t.data]
+    if len(given) != 1:
+        problem = "both given" if given else "missing"
+        raise t.error("passphrase_file", f"{problem}: give exactly one of passphrase_file and passphrase_env")
+    if given[0] == "passphrase_file":
+        return read_passphrase_file(t.take_file("passphrase_file"))
+    name = t.take("passphrase_env", str)
+    value = os.environ.get(name, "")
+    if not value:
+        raise t.error("passphrase_env", f"environment variable {name} is unset or empty")
+    return Passphrase(value.encode(), f"environment variable {name}")
+
+
 def load(path: str | Path) -> Table:
     """Parse a TOML file; a missing or malformed file is a ConfigError naming it."""
     file = Path(path)
@@ -149,6 +166,7 @@ class NetworkConfig:
     listen: str
     cert: Path
     key: Path
+    key_passphrase: Passphrase
     ca: Path
     peers: dict[str, PeerConfig]
     receive_timeout: float
@@ -160,7 +178,7 @@ class NetworkConfig:
 
 def read_network(root: Table, role: Role) -> NetworkConfig:
     """Read [network], [tls] and [peers.*]; every peer of `role` must be configured."""
-    peer_roles = PEERS[role]
+    role, peer_roles = str(role), tuple(str(p) for p in PEERS[role])
     run_id = root.take("run_id", str)
     net = root.sub("network", required=True)
     listen = net.take("listen", str)
@@ -173,6 +191,7 @@ def read_network(root: Table, role: Role) -> NetworkConfig:
 
     tls = root.sub("tls", required=True)
     cert, key, ca = tls.take_file("cert"), tls.take_file("key"), tls.take_file("ca")
+    key_passphrase = read_passphrase(tls)
     tls.finish()
 
     peer_tables = root.subs("peers")
@@ -196,8 +215,20 @@ def read_network(root: Table, role: Role) -> NetworkConfig:
     if extra:
         raise ConfigError(f"{root.file}: [peers.{extra[0]}] is not a role this process talks to "
                           f"({', '.join(peer_roles)})")
-    return NetworkConfig(role, run_id, listen, cert, key, ca, peers, receive_timeout, peer_timeout,
+    require_pins_across_cas(root.file, peers)
+    return NetworkConfig(role, run_id, listen, cert, key, key_passphrase, ca, peers, receive_timeout, peer_timeout,
                          connect_timeout, max_message_bytes, record_dir)
+
+
+def require_pins_across_cas(file: Path, peers: dict[str, PeerConfig]) -> None:
+    """With peers signed by different CAs, each CA could issue any name: every peer must be pinned."""
+    if len({p.ca.read_bytes() for p in peers.values()}) < 2:
+        return
+    for role, peer in peers.items():
+        if peer.fingerprint is None:
+            cas = ", ".join(f"{r}: {p.ca}" for r, p in peers.items())
+            raise ConfigError(f"{file}: [peers.{role}] fingerprint: required, because the peers' CAs differ "
+                              f"({cas}) and any of them could issue a certificate named {peer.name!r}")
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,7 @@ class _Worker:
         self.proc = subprocess.Popen([sys.executable, "-m", "protocol.runtime.workers"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env, cwd=str(_ROOT))
         self.tasks = tasks
+        self.lock = threading.Lock()  # one request at a time on this worker's pipes
         self.thread = threading.Thread(target=self._serve, name=f"worker-{index}", daemon=True)
         self.thread.start()
 
@@ -73,16 +74,21 @@ class _Worker:
             if not future.set_running_or_notify_cancel():
                 continue
             try:
-                _write_frame(self.proc.stdin, codec.encode({"op": op, "args": list(args)}))
-                frame = _read_frame(self.proc.stdout)
-                if frame is None:
-                    raise ProtocolError(f"worker process {self.proc.pid} died during {op}")
-                answer = codec.decode(frame)
-                if "error" in answer:
-                    raise ProtocolError(f"worker task {op} failed: {answer['error']}")
-                future.set_result(answer["ok"])
+                future.set_result(self.call(op, args))
             except BaseException as exc:  # noqa: BLE001 - the future carries it to the caller
                 future.set_exception(exc)
+
+    def call(self, op: str, args: tuple) -> Any:
+        """Run one task on this worker and wait for its answer."""
+        with self.lock:
+            _write_frame(self.proc.stdin, codec.encode({"op": op, "args": list(args)}))
+            frame = _read_frame(self.proc.stdout)
+        if frame is None:
+            raise ProtocolError(f"worker process {self.proc.pid} died during {op}")
+        answer = codec.decode(frame)
+        if "error" in answer:
+            raise ProtocolError(f"worker task {op} failed: {answer['error']}")
+        return answer["ok"]
 
     def stop(self) -> None:
         try:
@@ -113,6 +119,13 @@ class WorkerPool:
         else:
             self._tasks.put((op, args, future))
         return future
+
+    def broadcast(self, op: str, *args: Any) -> None:
+        """Run `op` once on every worker (inline when size is 0), e.g. to install state later tasks only name."""
+        if self.size == 0:
+            resolve(op)(*args)
+        for worker in self._workers:
+            worker.call(op, args)
 
     def map(self, op: str, arg_tuples: Iterable[tuple]) -> list:
         """Run `op` on every argument tuple in parallel; results in input order."""

@@ -1,0 +1,80 @@
+"""Private keys at rest: sealed under a passphrase, mode 0600, refused otherwise without a traceback;
+the coordinator's key reaches each worker once, never with every task."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from coordinator import config as coordinator_config
+from coordinator.decrypt import Decryptor
+from protocol.crypto.keyfiles import Passphrase, seal, write_private
+from protocol.crypto.paillier import Encryptor, generate_keypair, load_or_create_private_key, read_private_key
+from protocol.errors import ConfigError
+from protocol.net.certs import load_private_key, make_ca
+from protocol.runtime.workers import WorkerPool
+from scenarios.launch import ROOT, write_local_run
+
+RIGHT = Passphrase(b"right passphrase", "the test")
+WRONG = Passphrase(b"wrong passphrase", "another test")
+
+
+def test_paillier_key_is_sealed_and_opens_only_with_its_passphrase(tmp_path: Path) -> None:
+    path = tmp_path / "work" / "key.sealed"
+    key, created = load_or_create_private_key(path, 1024, RIGHT)
+    assert created and path.stat().st_mode & 0o777 == 0o600
+    assert format(int(key.p), "x").encode() not in path.read_bytes()  # p and q are not in the clear
+    again, created = load_or_create_private_key(path, 1024, RIGHT)
+    assert not created and (again.p, again.q) == (key.p, key.q)
+    with pytest.raises(ConfigError, match=f"{path} cannot be opened with the passphrase from another test"):
+        read_private_key(path, WRONG)
+
+
+def test_key_files_others_can_read_are_refused(tmp_path: Path) -> None:
+    paillier = tmp_path / "key.sealed"
+    load_or_create_private_key(paillier, 1024, RIGHT)
+    make_ca(tmp_path / "ca", RIGHT)
+    tls = tmp_path / "ca" / "ca.key"
+    assert load_private_key(tls, RIGHT) is not None
+    for path, load in ((paillier, read_private_key), (tls, load_private_key)):
+        path.chmod(0o644)
+        with pytest.raises(ConfigError, match=f"{path} is readable by others \\(mode 644\\)"):
+            load(path, RIGHT)
+
+
+def test_tls_keys_are_written_encrypted(tmp_path: Path) -> None:
+    make_ca(tmp_path, RIGHT)
+    assert b"ENCRYPTED PRIVATE KEY" in (tmp_path / "ca.key").read_bytes()
+    with pytest.raises(ConfigError, match="cannot be decrypted with the passphrase from another test"):
+        load_private_key(tmp_path / "ca.key", WRONG)
+
+
+def test_coordinator_with_a_wrong_passphrase_exits_2_naming_the_file(tmp_path: Path) -> None:
+    run = write_local_run(tmp_path, {})
+    key_file = coordinator_config.load(run.configs["coordinator"]).key_file
+    write_private(key_file, seal(generate_keypair(1024).to_json().encode(), WRONG))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run(run.command("coordinator"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert f"{key_file} cannot be opened with the passphrase from {run.dir('coordinator') / 'passphrase'}" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_workers_get_the_key_once_and_tasks_name_only_its_fingerprint(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = generate_keypair(1024)
+    enc = Encryptor(key.public)
+    values = list(range(100, 112))
+    with WorkerPool(2) as pool:
+        sent: list[tuple] = []
+        submit = pool.submit
+        monkeypatch.setattr(pool, "submit", lambda op, *args: sent.append((op, args)) or submit(op, *args))
+        decryptor = Decryptor(key, pool)
+        assert decryptor.decrypt([enc.encrypt(v) for v in values]) == values
+        assert decryptor.decrypt([enc.encrypt(v) for v in values[::-1]]) == values[::-1]
+    assert len(sent) == 4 and {op for op, _ in sent} == {"protocol.crypto.paillier:decrypt_task"}
+    assert all(args[0] == key.public.fingerprint for _, args in sent)
+    assert not any(format(int(key.p), "x") in repr(args) or str(int(key.p)) in repr(args) for _, args in sent)
