@@ -54,7 +54,7 @@ def test_decryption_service(tmp_path: Path) -> None:
         assert public.bits == 2048
         enc = Encryptor(public)
         register_both(a, b, public, shared_users=10, batch_users=5)
-        layout = packing.Layout.fit(16, 96, public)
+        layout = packing.Layout.fit(16, 104, public)  # a 40-bit value, a 60-bit mask and the carry
         values = np.random.default_rng(0).integers(-(2**40), 2**40, size=(5, 16)).astype(object)
         u = packing.encrypt(enc, values, layout, 0, 2**40)
 

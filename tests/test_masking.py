@@ -1,5 +1,5 @@
 """What the coordinator decrypts is independent of the data: masked slots from very different
-inputs are indistinguishable, while a mask without its 40 statistical bits is caught by the same test."""
+inputs are indistinguishable, while a mask without its 60 statistical bits is caught by the same test."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from protocol.crypto.paillier import Encryptor, generate_keypair
 KEY = generate_keypair(1024)
 ENC = Encryptor(KEY.public)
 BOUND = 2**30
-LAYOUT = packing.Layout.fit(8, 80, KEY.public)
+LAYOUT = packing.Layout.fit(8, 100, KEY.public)  # room for a 30-bit value, a 60-bit mask and the carry
 DRAWS = 300
 
 
@@ -37,7 +37,7 @@ def test_masked_slots_do_not_depend_on_the_values() -> None:
 
 
 def test_the_same_test_catches_a_weak_mask(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Negative control: the project's own mask (packing.mask, draw_mask) with 1 statistical bit instead of 40
+    """Negative control: the project's own mask (packing.mask, draw_mask) with 1 statistical bit instead of 60
     leaves the two views plainly apart under the same two-sample test. (At 2 bits the distance is a sixteenth
     of the range, p about 1e-4 at this sample size: caught, but too close to the threshold for a stable test.)"""
     monkeypatch.setattr(packing, "SIGMA", 1)

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from party_a.config import ModelSettings, SecureSettings, TrainSettings, layer_plan
 from protocol.crypto import fixedpoint, packing
 from protocol.crypto.multiexp import plan, power_products
 from protocol.crypto.paillier import Encryptor, PrivateKey, generate_keypair
@@ -123,7 +124,7 @@ def test_overflow_is_refused_never_silent() -> None:
     with pytest.raises(ProtocolError, match="exceeds its bound"):
         packing.lincomb(np.full((1, 2), 5), 4, 0, cx)
     with pytest.raises(ProtocolError, match="mask: .*overflow"):
-        packing.mask(cx, ENC_1024)  # no room for 40 bits of mask
+        packing.mask(cx, ENC_1024)  # no room for 60 bits of mask
 
 
 def test_bad_matrices_from_the_wire_are_refused() -> None:
@@ -183,11 +184,12 @@ def test_default_key_protocol_shape() -> None:
     """d = h = 16 at 2048 bits: one ciphertext per user and message, values back exactly."""
     key = generate_keypair(2048)
     e2048 = Encryptor(key.public)
-    layout = packing.Layout.fit(16, 96, key.public)
+    plan = layer_plan(ModelSettings(), TrainSettings(), SecureSettings())
+    layout = plan.layouts(key.public)[0]
     assert layout.ciphertexts == 1
-    w = np.random.default_rng(3).integers(-(2**18), 2**18, size=(16, 16)).astype(object)
-    e = np.random.default_rng(4).integers(-(2**14), 2**14, size=(8, 16))
-    u = packing.lincomb(e, 2**14, 14, packing.encrypt(e2048, w, layout, 16, 2**18))
+    w = np.random.default_rng(3).integers(-plan.w_bound, plan.w_bound, size=(16, 16)).astype(object)
+    e = np.random.default_rng(4).integers(-plan.e_bound, plan.e_bound, size=(8, 16))
+    u = packing.lincomb(e, plan.e_bound, plan.e_bits, packing.encrypt(e2048, w, layout, plan.w_bits, plan.w_bound))
     masked, r = packing.mask(u, e2048)
     got = packing.unmask([key.raw_decrypt(c) for c in masked.flat()], masked, r)
     assert (got == e.astype(object).dot(w)).all()

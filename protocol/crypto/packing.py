@@ -11,7 +11,7 @@ Every `Packed` matrix carries its fixed-point scale and a bound on |value| that 
 not depend on the data (so it may travel with the ciphertexts). Each operation
 computes the bound of its result and refuses, with a ProtocolError naming the
 operation, anything that could overflow a slot. Masks for the coordinator are
-uniform over 2^σ times the value bound (σ = 40) and are added as fresh encryptions,
+uniform over 2^σ times the value bound (σ = 60) and are added as fresh encryptions,
 so the ciphertext it decrypts is re-randomised too.
 """
 
@@ -31,7 +31,7 @@ from protocol.net.message import BigIntList, Message
 from protocol.runtime.workers import WorkerPool
 
 mpz = gmpy2.mpz
-SIGMA = 40
+SIGMA = 60  # statistical distance 2^-60 per masked slot; a run that decrypts 10^9 slots stays below 2^-30
 _PARALLEL_ENCRYPTIONS = 16
 
 
