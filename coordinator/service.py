@@ -3,10 +3,12 @@
 It announces its public key to both parties, then serves requests until party A
 announces the end of the run. Requests are dispatched on their type (`HANDLERS`).
 Both parties register the layer (plan and shared users); once they agree, a
-decryption is served only for the role the protocol step names, only as the plan's
-schedule allows (coordinator/ledger.py), and the answer goes to that role alone.
-Every request, served or refused, is appended to the audit log. A malformed or
-refused request gets an error reply; it never stops the service.
+decryption is served only when the role the step names submits it, only as the
+plan's schedule allows (coordinator/ledger.py), and the plaintext goes to the
+step's other party alone, never to the submitter (protocol/layer/decryption.py
+ROUTE). Every request, served or refused, is appended to the audit log. A refusal
+goes to the party waiting for the step's plaintext (or, for a request naming no
+step, to its sender); it never stops the service.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from coordinator.ledger import Ledger
 from protocol import messages
 from protocol.crypto.paillier import load_or_create_private_key
 from protocol.errors import ProtocolError, VfrecError
-from protocol.layer.decryption import POLICY, Step
+from protocol.layer.decryption import ROUTE, Step
 from protocol.messages import DecryptReply, DecryptRequest, PublicKeyAnnouncement, Registration, RunDone
 from protocol.net.message import Message
 from protocol.net.transport import Endpoint
@@ -68,9 +70,10 @@ def handle_register(service: Service, peer: str, registration: Registration) -> 
 
 
 def handle_decrypt(service: Service, peer: str, request: DecryptRequest) -> None:
-    """Decrypt one batch for the party that asked, if the step is that party's to ask."""
+    """Decrypt one batch `peer` submitted for the step's other party, if the step is `peer`'s to submit."""
     refused = refusal(service, peer, request)
-    refuse_or_reply(service, peer, request.step, request.label, len(request.ciphertexts), refused,
+    receiver = ROUTE[Step(request.step)][1] if request.step in ROUTE else peer
+    refuse_or_reply(service, peer, receiver, request.step, request.label, len(request.ciphertexts), refused,
                     lambda: service.decryptor.decrypt(request.ciphertexts))
     if refused is None:
         service.ledger.record(Step(request.step), request.label)
@@ -79,10 +82,10 @@ def handle_decrypt(service: Service, peer: str, request: DecryptRequest) -> None
 
 def refusal(service: Service, peer: str, request: DecryptRequest) -> str | None:
     """Why `request` may not be served, or None."""
-    if request.step not in POLICY:
-        return f"unknown step {request.step!r}; steps are {', '.join(POLICY)}"
-    if POLICY[Step(request.step)] != peer:
-        return f"{peer} may not ask for decryptions of step {request.step!r}"
+    if request.step not in ROUTE:
+        return f"unknown step {request.step!r}; steps are {', '.join(ROUTE)}"
+    if ROUTE[Step(request.step)][0] != peer:
+        return f"{peer} may not submit step {request.step!r}: its plaintext would go to {peer} itself"
     try:
         service.decryptor.validate(request.ciphertexts)
     except ProtocolError as exc:
@@ -92,15 +95,15 @@ def refusal(service: Service, peer: str, request: DecryptRequest) -> str | None:
     return service.ledger.refusal(Step(request.step), request.label, len(request.ciphertexts))
 
 
-def refuse_or_reply(service: Service, peer: str, step: str, label: str, count: int, refused: str | None,
-                    decrypt: Callable[[], list]) -> None:
-    """Audit the request, then send the plaintexts or the refusal to `peer` alone."""
+def refuse_or_reply(service: Service, peer: str, receiver: str, step: str, label: str, count: int,
+                    refused: str | None, decrypt: Callable[[], list]) -> None:
+    """Audit `peer`'s request, then send the plaintexts or the refusal to `receiver` alone."""
     service.audit.record(peer, service.cfg.network.run_id, step, label, count, refused)
     if refused:
-        log.warning("refused a decryption of %s/%s for %s: %s", step[:40], label[:80], peer, refused)
-        messages.send(service.endpoint, peer, DecryptReply(step, label, None, refused))
+        log.warning("refused a decryption of %s/%s from %s: %s", step[:40], label[:80], peer, refused)
+        messages.send(service.endpoint, receiver, DecryptReply(step, label, None, f"{peer}'s request: {refused}"))
         return
-    messages.send(service.endpoint, peer, DecryptReply(step, label, decrypt(), None))
+    messages.send(service.endpoint, receiver, DecryptReply(step, label, decrypt(), None))
     service.served += 1
 
 
@@ -130,7 +133,7 @@ def serve_one(service: Service) -> None:
             raise
         body = msg.body if isinstance(msg.body, dict) else {}
         step, label = (v if isinstance(v, str) else "" for v in (body.get("step"), body.get("label")))
-        refuse_or_reply(service, msg.peer, step, label, 0, str(exc), list)
+        refuse_or_reply(service, msg.peer, msg.peer, step, label, 0, str(exc), list)
         return
     HANDLERS[kind](service, msg.peer, request)
 

@@ -23,7 +23,7 @@ from protocol.crypto.paillier import Encryptor, PublicKey
 from protocol.data.tables import Features
 from protocol.errors import ProtocolError
 from protocol.layer import steps
-from protocol.layer.decryption import register_layer
+from protocol.layer.decryption import Step, register_layer
 from protocol.layer.steps import FORWARD_ONLY, INIT, TRAINING_STEP, Side, Turn
 from protocol.messages import Command, Finish, Forward, Init, TrainStep
 from protocol.net.codec import encode
@@ -109,8 +109,8 @@ class Follower:
         self.steps += 1
 
     def forward(self, command: Forward) -> None:
-        steps.run(FORWARD_ONLY, self.side, Turn(command.label, self._users(command), TowerTurn(self.tower, None)),
-                  self.clock)
+        turn = Turn(command.label, self._users(command), TowerTurn(self.tower, None), decrypt_as=Step.EVALUATE)
+        steps.run(FORWARD_ONLY, self.side, turn, self.clock)
 
     def finish(self, command: Finish) -> None:
         if self.tower is not None:

@@ -39,7 +39,8 @@ class PublicKeyAnnouncement(Message):
 
 @dataclass(frozen=True)
 class DecryptRequest(Message):
-    """A or B → C: masked ciphertexts of one protocol step, to be decrypted for the sender alone."""
+    """A or B → C: masked ciphertexts the sender computed in one protocol step, to be decrypted for the step's
+    other party (never for the sender: protocol/layer/decryption.py ROUTE)."""
 
     TAG: ClassVar[str] = "coordinator/decrypt"
     step: str
@@ -49,7 +50,7 @@ class DecryptRequest(Message):
 
 @dataclass(frozen=True)
 class DecryptReply(Message):
-    """C → the party that asked: the plaintexts in [0, n), or why the request was refused."""
+    """C → the step's receiving party: the plaintexts in [0, n), or why the request was refused."""
 
     TAG: ClassVar[str] = "coordinator/decrypted"
     step: str
@@ -177,31 +178,30 @@ class WeightShare(Message):
 
 
 @dataclass(frozen=True)
-class Contribution(Message):
-    """Step 1, B → A: [u] = e_B·[W] for the step's users."""
+class MaskShare(Message):
+    """Steps 1 and 4: the mask the sender added to what it had the coordinator decrypt for the receiver,
+    packed as the plaintexts of the ciphertexts it masked, so the receiver can remove it."""
 
-    TAG: ClassVar[str] = "layer/u"
+    TAG: ClassVar[str] = "layer/mask"
     label: str
-    u: EncryptedMatrix
+    packed: BigIntList
 
 
 @dataclass(frozen=True)
-class Gradients(Message):
-    """Step 4, A → B: [g] = δ·[W]ᵀ by columns and [δ] by rows."""
+class EncryptedDelta(Message):
+    """Step 4, A → B: [δ] by rows, for B's update of [W]."""
 
-    TAG: ClassVar[str] = "layer/gradients"
+    TAG: ClassVar[str] = "layer/delta"
     label: str
-    g: EncryptedMatrix
     delta: EncryptedMatrix
 
 
 @dataclass(frozen=True)
-class MaskedUpdate(Message):
-    """Step 7, B → A: [W' + M] by rows and [M'] by columns."""
+class RefreshMask(Message):
+    """Step 7, B → A: [M'] by columns, the part of B's refresh mask A removes from its own [W]."""
 
     TAG: ClassVar[str] = "layer/refresh"
     label: str
-    masked: EncryptedMatrix
     m_cols: EncryptedMatrix
 
 
@@ -227,9 +227,9 @@ ROUTES: dict[type[Message], tuple[tuple[Role, Role], ...]] = {
     PsiDoubled: ((A, B), (B, A)),
     Command: ((A, B),),
     WeightShare: ((A, B), (B, A)),
-    Contribution: ((B, A),),
-    Gradients: ((A, B),),
-    MaskedUpdate: ((B, A),),
+    MaskShare: ((B, A), (A, B)),
+    EncryptedDelta: ((A, B),),
+    RefreshMask: ((B, A),),
     RefreshedRows: ((A, B),),
 }
 

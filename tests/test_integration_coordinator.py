@@ -1,4 +1,5 @@
-"""A real coordinator process decrypts masked values for the role a step names, and no one else."""
+"""A real coordinator process decrypts what the step's submitter sends for the step's other party, and no one
+else, and only as the registered schedule allows."""
 
 from __future__ import annotations
 
@@ -13,15 +14,8 @@ from protocol import messages
 from protocol.crypto import packing
 from protocol.crypto.paillier import Encryptor, PublicKey
 from protocol.errors import PeerError, ProtocolError
-from protocol.layer.decryption import (
-    Step,
-    decrypt_masked,
-    eval_label,
-    receive_public_key,
-    register_layer,
-    request_decryption,
-    train_label,
-)
+from protocol.layer.decryption import (Step, eval_label, receive_plaintexts, receive_public_key, receive_unmasked,
+                                       register_layer, send_masked, submit, train_label)
 from protocol.layer.plan import LayerPlan
 from protocol.messages import DecryptReply, DecryptRequest, RunDone
 from protocol.net.certs import make_role_cert, new_ca
@@ -58,15 +52,17 @@ def test_decryption_service(tmp_path: Path) -> None:
         values = np.random.default_rng(0).integers(-(2**40), 2**40, size=(5, 16)).astype(object)
         u = packing.encrypt(enc, values, layout, 0, 2**40)
 
-        # the right role gets the right values back, through a mask
-        assert (decrypt_masked(a, Step.FORWARD, train_label(1, 0), u, enc) == values).all()
+        # B submits, A gets the right values back, through B's mask
+        send_masked(b, Step.FORWARD, train_label(1, 0), u, enc)
+        assert (receive_unmasked(a, Step.FORWARD, train_label(1, 0), layout, 5, public) == values).all()
 
-        # the other party may not ask for A's step
-        with pytest.raises(ProtocolError, match="party_b may not ask for decryptions of step 'forward'"):
-            request_decryption(b, Step.FORWARD, train_label(1, 0), packing.mask(u, enc)[0].flat())
+        # A may not submit a step whose plaintext goes to A: it could have anything decrypted for itself
+        submit(a, Step.FORWARD, train_label(1, 1), packing.mask(u, enc)[0].flat())
+        with pytest.raises(ProtocolError, match="party_a may not submit step 'forward'"):
+            receive_plaintexts(a, Step.FORWARD, train_label(1, 1), 5)
 
         # malformed ciphertexts are refused, naming the first bad one
-        messages.send(a, "coordinator", DecryptRequest("forward", "bad", [u.flat()[0], 0]))
+        messages.send(b, "coordinator", DecryptRequest("forward", "bad", [u.flat()[0], 0]))
         reply = messages.receive(a, "coordinator", DecryptReply)
         assert "ciphertext 1: ciphertext out of range" in reply.error
 
@@ -80,7 +76,7 @@ def test_decryption_service(tmp_path: Path) -> None:
                                                                        a.cfg.ca, None)})
         with Endpoint(eve_cfg, {"coordinator": frozenset({DecryptReply.TAG})}) as eve:
             with pytest.raises(PeerError, match="is not one of its configured peers"):
-                request_decryption(eve, Step.FORWARD, "e0/b0", packing.mask(u, enc)[0].flat())
+                submit(eve, Step.FORWARD, "e0/b0", packing.mask(u, enc)[0].flat())
 
         messages.send(a, "coordinator", RunDone())
         out = wait_all(run, {"coordinator": coordinator}, timeout=30)
@@ -93,8 +89,8 @@ def test_decryption_service(tmp_path: Path) -> None:
 
     audit = [json.loads(line) for line in (run.workdir("coordinator") / "audit.jsonl").read_text().splitlines()]
     assert [(e["who"], e["step"], e["count"], "refused" in e) for e in audit] == [
-        ("party_a", "forward", 5, False), ("party_b", "forward", 5, True), ("party_a", "forward", 2, True)]
-    assert all(e["run"] == "local" and e["label"] in ("train/e1/b0", "bad") for e in audit)
+        ("party_b", "forward", 5, False), ("party_a", "forward", 5, True), ("party_b", "forward", 2, True)]
+    assert all(e["run"] == "local" and e["label"] in ("train/e1/b0", "train/e1/b1", "bad") for e in audit)
     assert (run.workdir("coordinator") / "audit.jsonl").stat().st_mode & 0o777 == 0o600
 
 
@@ -113,26 +109,34 @@ def test_decryptions_follow_the_registered_schedule(tmp_path: Path) -> None:
         def cts(count: int) -> list:
             return [enc.encrypt(k) for k in range(count)]
 
-        def refused(party: Endpoint, step: Step, label: str, count: int, match: str) -> None:
+        def served(submitter: Endpoint, step: Step, label: str, count: int) -> None:
+            submit(submitter, step, label, cts(count))
+            receive_plaintexts(b if submitter is a else a, step, label, count)
+
+        def refused(submitter: Endpoint, receiver: Endpoint, step: Step, label: str, count: int, match: str) -> None:
+            submit(submitter, step, label, cts(count))
             with pytest.raises(ProtocolError, match=match):
-                request_decryption(party, step, label, cts(count))
+                receive_plaintexts(receiver, step, label, count)
 
         step0 = train_label(1, 0)
-        refused(b, Step.BACKWARD, step0, 32, "backward train/e1/b0 was served already or comes before forward")
-        request_decryption(a, Step.FORWARD, step0, cts(32 * rows.ciphertexts))
-        refused(a, Step.EVALUATE, eval_label(1, 0), 32, "while training step train/e1/b0 has not finished")
-        request_decryption(b, Step.BACKWARD, step0, cts(32 * cols.ciphertexts))
-        refused(b, Step.BACKWARD, step0, 32, "was served already")
-        request_decryption(a, Step.REFRESH, step0, cts(plan.d * rows.ciphertexts))
-        refused(a, Step.FORWARD, step0, 32, "repeats or goes back")
-        # A's [W] by columns (h ciphertexts), saved or current, sent as a forward request
-        refused(a, Step.FORWARD, train_label(1, 1), plan.h, "16 ciphertexts for forward train/e1/b1; the plan has 32")
-        refused(a, Step.FORWARD, train_label(1, 1), 33, "33 ciphertexts")
-        refused(a, Step.FORWARD, train_label(1, 2), 32, "names batch 2, but an epoch has 2")
-        refused(a, Step.FORWARD, "my/own/label", 32, "names no step of the schedule")
-        refused(a, Step.EVALUATE, train_label(1, 1), 32, "evaluate is not a decryption of training label")
-        request_decryption(a, Step.EVALUATE, eval_label(1, 0), cts(32))
-        refused(a, Step.EVALUATE, eval_label(1, 0), 32, "repeats or goes back")
+        refused(a, b, Step.BACKWARD, step0, 32, "backward train/e1/b0 was served already or comes before forward")
+        # A's [W] by columns, saved or current, as a forward request: A may not submit forwards at all
+        refused(a, a, Step.FORWARD, step0, plan.h, "party_a may not submit step 'forward'")
+        served(b, Step.FORWARD, step0, 32 * rows.ciphertexts)
+        refused(b, a, Step.EVALUATE, eval_label(1, 0), 32, "while training step train/e1/b0 has not finished")
+        served(a, Step.BACKWARD, step0, 32 * cols.ciphertexts)
+        refused(a, b, Step.BACKWARD, step0, 32, "was served already")
+        served(b, Step.REFRESH, step0, plan.d * rows.ciphertexts)
+        refused(b, a, Step.FORWARD, step0, 32, "repeats or goes back")
+        # B's [W] by rows (d ciphertexts) as a forward: the wrong count for a batch of 32
+        refused(b, a, Step.FORWARD, train_label(1, 1), plan.d, "16 ciphertexts for forward train/e1/b1; the plan "
+                                                              "has 32")
+        refused(b, a, Step.FORWARD, train_label(1, 1), 33, "33 ciphertexts")
+        refused(b, a, Step.FORWARD, train_label(1, 2), 32, "names batch 2, but an epoch has 2")
+        refused(b, a, Step.FORWARD, "my/own/label", 32, "names no step of the schedule")
+        refused(b, a, Step.EVALUATE, train_label(1, 1), 32, "evaluate is not a decryption of training label")
+        served(b, Step.EVALUATE, eval_label(1, 0), 32)
+        refused(b, a, Step.EVALUATE, eval_label(1, 0), 32, "repeats or goes back")
         messages.send(a, "coordinator", RunDone())
         assert wait_all(run, {"coordinator": coordinator}, timeout=30)["coordinator"].returncode == 0
     finally:
@@ -141,6 +145,7 @@ def test_decryptions_follow_the_registered_schedule(tmp_path: Path) -> None:
         if coordinator.poll() is None:
             coordinator.kill()
     audit = [json.loads(line) for line in (run.workdir("coordinator") / "audit.jsonl").read_text().splitlines()]
-    assert [("refused" in e) for e in audit] == [True, False, True, False, True, False, True, True, True, True,
+    assert [("refused" in e) for e in audit] == [True, True, False, True, False, True, False, True, True, True, True,
                                                   True, True, False, True]
-    assert "16 ciphertexts" in audit[7]["refused"] and audit[7]["who"] == "party_a"
+    assert "may not submit" in audit[1]["refused"] and audit[1]["who"] == "party_a"
+    assert "16 ciphertexts" in audit[8]["refused"] and audit[8]["who"] == "party_b"

@@ -21,7 +21,8 @@ from protocol import messages
 from protocol.crypto import packing
 from protocol.crypto.paillier import Encryptor, PublicKey, generate_keypair
 from protocol.errors import ProtocolError
-from protocol.layer.decryption import Step, decrypt_masked, receive_public_key, register_layer, train_label
+from protocol.layer.decryption import (Step, receive_public_key, receive_unmasked, register_layer, send_masked,
+                                       train_label)
 from protocol.layer.plan import LayerPlan
 from protocol.messages import DecryptReply, Init, PublicKeyAnnouncement, RunDone
 from protocol.net.transport import Endpoint
@@ -70,8 +71,8 @@ def test_each_role_refuses_tags_it_does_not_accept(tmp_path: Path) -> None:
         # a real tag on a route the protocol does not have
         with pytest.raises(ProtocolError, match="coordinator: party_b may not send it messages tagged 'control/done'"):
             messages.send(ends[B], C, RunDone())
-        with pytest.raises(ProtocolError, match="party_b: party_a may not send it messages tagged 'layer/u'"):
-            ends[A].send(B, "layer/u", {})
+        with pytest.raises(ProtocolError, match="party_b: party_a may not send it messages tagged 'layer/refresh'"):
+            ends[A].send(B, "layer/refresh", {})
     finally:
         for endpoint in ends.values():
             endpoint.close()
@@ -91,14 +92,15 @@ def test_coordinator_answers_malformed_requests_and_goes_on(tmp_path: Path) -> N
         for body, match in bad:
             a.send(C, "coordinator/decrypt", body)
             reply = messages.receive(a, C, DecryptReply)
-            assert reply.plaintexts is None and reply.error.startswith("party_a sent") and match in reply.error
+            assert reply.plaintexts is None and "party_a sent" in reply.error and match in reply.error
         enc = Encryptor(public)
         plan = LayerPlan(d=16, h=16, batch_users=1, lr_w=0.05, key_fingerprint=public.fingerprint)
         for party in (a, b):
             register_layer(party, plan, 1)
         values = np.arange(-8, 8).reshape(1, 16).astype(object)
         u = packing.encrypt(enc, values, packing.Layout.fit(16, 96, public), 0, 8)
-        assert (decrypt_masked(a, Step.FORWARD, train_label(1, 0), u, enc) == values).all()
+        send_masked(b, Step.FORWARD, train_label(1, 0), u, enc)
+        assert (receive_unmasked(a, Step.FORWARD, train_label(1, 0), u.layout, 1, public) == values).all()
         messages.send(a, C, RunDone())
         out = wait_all(run, {C: coordinator}, timeout=30)
         assert out[C].returncode == 0, out[C].output

@@ -1,8 +1,10 @@
-"""A party sizes its masks and checks what it decrypts by the plan, never by what the other party declares.
+"""What each party submits for decryption is masked by the plan and fresh; what it receives is checked by the plan.
 
-A cheating A could declare a tiny bound on [g] so that B's mask is short and the
-coordinator reads g; or send [g] holding more than the plan allows. B masks with
-the plan's bound and refuses decrypted values outside it.
+Masks are sized from the plan's bound for the value (u_bound, g_bound), never from a
+bound the other party declared; each submission is a fresh encryption, so two
+forwards of the same users share no ciphertext; and a party refuses a decrypted
+value, or an encrypted matrix's declared bound, beyond the plan. Each test that can
+has a negative control running the same steps with the protection switched off.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ import pytest
 
 from protocol import messages
 from protocol.crypto import packing
-from protocol.crypto.packing import Packed
 from protocol.crypto.paillier import Encryptor, generate_keypair
 from protocol.errors import ProtocolError
 from protocol.layer import steps
+from protocol.layer.decryption import ROUTE, Step, send_masked
 from protocol.layer.plan import LayerPlan
 from protocol.layer.steps import Side, Turn
-from protocol.messages import DecryptReply, DecryptRequest, Gradients
+from protocol.messages import DecryptReply, DecryptRequest, EncryptedDelta
+from protocol.net import codec
 from tests.fakes import MemoryNetwork, run_roles
 
 KEY = generate_keypair(1024)
@@ -27,53 +30,89 @@ PLAN = LayerPlan(d=2, h=2, batch_users=2, lr_w=0.1, e_bits=8, w_bits=8, delta_bi
 USERS = np.array([0, 1])
 
 
-def coordinator_once(net: MemoryNetwork) -> None:
-    """Decrypt one request from party_b, as the coordinator would."""
-    c = net.endpoint("coordinator")
-    request = messages.receive(c, "party_b", DecryptRequest)
-    messages.send(c, "party_b", DecryptReply(request.step, request.label,
-                                             [KEY.raw_decrypt(x) for x in request.ciphertexts], None))
+class FixedTower:
+    def embed(self, users: np.ndarray) -> np.ndarray:
+        return np.linspace(-0.9, 0.9, users.size * PLAN.d).reshape(users.size, PLAN.d)
 
 
-def gradients_from_a(net: MemoryNetwork, g: np.ndarray, declared: int) -> None:
-    """party_a sends [g] holding `g` but declaring bound `declared`, and an honest [δ]."""
-    b_side = Side(net.endpoint("party_b"), KEY.public, ENC, None, PLAN)
-    g_ct = packing.encrypt(ENC, g, b_side.cols, PLAN.delta_bits + PLAN.w_bits, max(abs(int(v)) for v in g.ravel()))
-    g_ct = Packed(g_ct.public, g_ct.layout, g_ct.scale, declared, g_ct.cts)
-    delta = packing.encrypt(ENC, np.zeros((2, PLAN.h), dtype=object), b_side.rows, PLAN.delta_bits, PLAN.delta_bound)
-    messages.send(net.endpoint("party_a"), "party_b", Gradients("s", g_ct.to_wire(), delta.to_wire()))
-
-
-def b_unmask(net: MemoryNetwork) -> Turn:
+def sides(net: MemoryNetwork) -> tuple[Side, Side]:
+    """A and B with the same W in their layouts."""
+    a = Side(net.endpoint("party_a"), KEY.public, ENC, None, PLAN)
     b = Side(net.endpoint("party_b"), KEY.public, ENC, None, PLAN)
-    turn = Turn("s", USERS)
-    run_roles((coordinator_once, net), (steps.b_unmask_gradient, b, turn))
-    return turn
+    w = np.array([[3, -2], [1, 4]], dtype=object)
+    b.w = packing.encrypt(ENC, w, b.rows, PLAN.w_bits, PLAN.w_bound)
+    a.w = packing.encrypt(ENC, np.ascontiguousarray(w.T), a.cols, PLAN.w_bits, PLAN.w_bound)
+    return a, b
 
 
-def test_b_masks_g_by_the_plan_even_when_a_declares_a_tiny_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+def submit_twice(a: Side, b: Side) -> None:
+    for _ in range(2):
+        steps.b_forward_contribution(b, Turn("same", USERS, FixedTower()))
+        steps.a_send_gradients(a, Turn("same", USERS, delta_q=np.full((2, PLAN.h), 100, dtype=np.int64)))
+
+
+def submitted(net: MemoryNetwork, sender: str) -> list[list[int]]:
+    return [[int(c) for c in codec.decode(data)["ciphertexts"]] for who, _, tag, data in net.log
+            if who == sender and tag == DecryptRequest.TAG]
+
+
+def test_masks_are_sized_from_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:
     drawn = []
     real = packing.draw_mask
     monkeypatch.setattr(packing, "draw_mask", lambda rows, length, bound: drawn.append(bound) or
                         real(rows, length, bound))
+    a, b = sides(MemoryNetwork())
+    submit_twice(a, b)
+    assert drawn == [PLAN.u_bound, PLAN.g_bound] * 2  # so each mask has bits(bound) + σ bits
+
+
+def test_two_submissions_for_the_same_users_share_no_ciphertext() -> None:
     net = MemoryNetwork()
-    g = np.array([[1, -1], [0, 2]], dtype=object)
-    gradients_from_a(net, g, declared=1)
-    turn = b_unmask(net)
-    assert (turn.g == g).all()
-    assert drawn == [PLAN.g_bound]  # so the mask has bits(g_bound) + σ bits, not bits(1) + σ
+    a, b = sides(net)
+    submit_twice(a, b)
+    held = {int(c) for side in (a, b) for c in side.w.flat()}
+    for sender in ("party_b", "party_a"):
+        first, second = submitted(net, sender)
+        assert not set(first) & set(second), f"{sender} submitted the same ciphertexts twice"
+        assert not set(first + second) & held
+
+
+def test_the_same_check_catches_submissions_without_fresh_masks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(packing, "mask", lambda value, enc, pool=None: (value, np.zeros((value.rows,
+                                                                                          value.layout.length),
+                                                                                         dtype=object)))
+    net = MemoryNetwork()
+    a, b = sides(net)
+    submit_twice(a, b)
+    for sender in ("party_b", "party_a"):
+        first, second = submitted(net, sender)
+        assert first == second
+
+
+def coordinator_once(net: MemoryNetwork, submitter: str) -> None:
+    """Decrypt one submission and send it to the step's receiver, as the coordinator does."""
+    c = net.endpoint("coordinator")
+    request = messages.receive(c, submitter, DecryptRequest)
+    messages.send(c, ROUTE[Step(request.step)][1], DecryptReply(request.step, request.label,
+                                                                [KEY.raw_decrypt(x) for x in request.ciphertexts],
+                                                                None))
 
 
 def test_b_refuses_g_beyond_the_plan() -> None:
     net = MemoryNetwork()
-    gradients_from_a(net, np.full((2, PLAN.h), PLAN.g_bound * 4, dtype=object), declared=PLAN.g_bound)
-    with pytest.raises(ProtocolError, match=r"\[g\] from party_a decrypts to values outside the plan's bounds"):
-        b_unmask(net)
+    a, b = sides(net)
+    too_big = np.full((2, PLAN.d), PLAN.g_bound + 1, dtype=object)  # what a cheating A could submit as "g"
+    send_masked(a.endpoint, Step.BACKWARD, "s", packing.encrypt(ENC, too_big, a.cols, 0, PLAN.g_bound + 1), ENC)
+    delta = packing.encrypt(ENC, np.zeros((2, PLAN.h), dtype=object), a.rows, PLAN.delta_bits, PLAN.delta_bound)
+    messages.send(a.endpoint, "party_b", EncryptedDelta("s", delta.to_wire()))
+    with pytest.raises(ProtocolError, match="g as party_a had it decrypted is outside the plan's bounds"):
+        run_roles((coordinator_once, net, "party_a"), (steps.b_receive_gradient, b, Turn("s", USERS)))
 
 
 def test_b_refuses_a_declared_bound_beyond_the_plan() -> None:
     net = MemoryNetwork()
-    gradients_from_a(net, np.zeros((2, PLAN.h), dtype=object), declared=PLAN.g_bound * 2)
-    b = Side(net.endpoint("party_b"), KEY.public, ENC, None, PLAN)
-    with pytest.raises(ProtocolError, match=r"Gradients.g from party_a: .* expected 2 in .* bounded by"):
-        steps.b_unmask_gradient(b, Turn("s", USERS))
+    a, b = sides(net)
+    delta = packing.encrypt(ENC, np.zeros((2, PLAN.h), dtype=object), a.rows, PLAN.delta_bits, 2 * PLAN.delta_bound)
+    messages.send(a.endpoint, "party_b", EncryptedDelta("s", delta.to_wire()))
+    with pytest.raises(ProtocolError, match=r"EncryptedDelta.delta from party_a: .* expected 2 in .* bounded by"):
+        steps.b_receive_gradient(b, Turn("s", USERS))

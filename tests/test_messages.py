@@ -21,19 +21,19 @@ from protocol.layer.plan import LayerPlan
 from protocol.messages import (
     ROUTES,
     Command,
-    Contribution,
     DecryptReply,
     DecryptRequest,
+    EncryptedDelta,
     Finish,
     Forward,
-    Gradients,
     Init,
-    MaskedUpdate,
+    MaskShare,
     PsiBlinded,
     PsiDoubled,
     PsiHello,
     PublicKeyAnnouncement,
     RefreshedRows,
+    RefreshMask,
     Registration,
     RunDone,
     TrainStep,
@@ -57,9 +57,9 @@ EXAMPLES: list[Message] = [
     Forward("eval/e1/b0", np.arange(3)),
     Finish(),
     WeightShare("init", MATRIX),
-    Contribution("e1/b0", MATRIX),
-    Gradients("e1/b0", MATRIX, MATRIX),
-    MaskedUpdate("e1/b0", MATRIX, MATRIX),
+    MaskShare("e1/b0", [3, 2**90]),
+    EncryptedDelta("e1/b0", MATRIX),
+    RefreshMask("e1/b0", MATRIX),
     RefreshedRows("e1/b0", MATRIX),
 ]
 WRONG = {str: 5, int: "5", float: "0.1", bytes: "text", bool: 1}
@@ -163,9 +163,9 @@ def test_commands_need_a_known_op() -> None:
 
 
 def test_a_step_message_for_another_step_is_refused() -> None:
-    with pytest.raises(ProtocolError, match=r"party_b sent Contribution with field 'label' = 'e1/b0' while this role "
+    with pytest.raises(ProtocolError, match=r"party_b sent RefreshMask with field 'label' = 'e1/b0' while this role "
                                             r"is in step 'e1/b1'"):
-        messages.expect_label(Contribution("e1/b0", MATRIX), "e1/b1", "party_b")
+        messages.expect_label(RefreshMask("e1/b0", MATRIX), "e1/b1", "party_b")
 
 
 def test_inboxes_follow_the_routes() -> None:

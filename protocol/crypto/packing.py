@@ -86,6 +86,11 @@ def pack(values: np.ndarray, layout: Layout) -> list[list[int]]:
     return out
 
 
+def pack_flat(values: np.ndarray, layout: Layout) -> list[int]:
+    """`pack`, row after row in one list: the plaintexts of a matrix's ciphertexts in order."""
+    return [p for row in pack(values, layout) for p in row]
+
+
 def unpack(plaintexts: list, layout: Layout, rows: int, n: mpz) -> np.ndarray:
     """Values (rows x length, Python ints) from decrypted plaintexts in [0, n), row-major."""
     w, s = layout.slot_bits, layout.slots
@@ -205,7 +210,7 @@ def encrypt(enc: Encryptor, values: np.ndarray, layout: Layout, scale: int, boun
     if _max_abs(values) > bound:
         raise ProtocolError(f"encrypt: a value of magnitude 2^{_max_abs(values).bit_length()} exceeds the declared "
                             f"bound 2^{bound.bit_length()}")
-    flat = [p for row in pack(values, layout) for p in row]
+    flat = pack_flat(values, layout)
     cts = encrypt_plaintexts(enc, flat, pool)
     per = layout.ciphertexts
     return Packed(enc.public, layout, scale, bound, [cts[r * per : (r + 1) * per] for r in range(len(values))])
@@ -305,13 +310,6 @@ def mask(a: Packed, enc: Encryptor, pool: WorkerPool | None = None) -> tuple[Pac
     return add(a, encrypt(enc, r, a.layout, a.scale, r_bound, pool)), r
 
 
-def rerandomise(a: Packed, enc: Encryptor, pool: WorkerPool | None = None) -> Packed:
-    """[A] with fresh randomness (times a fresh encryption of zero), so whoever made or saw the ciphertexts it
-    was computed from cannot recognise it or test a guess of the scalars that produced it."""
-    zeros = np.zeros((a.rows, a.layout.length), dtype=object)
-    return add(a, encrypt(enc, zeros, a.layout, a.scale, 0, pool))
-
-
-def unmask(plaintexts: list, masked: Packed, r: np.ndarray) -> np.ndarray:
-    """A from the coordinator's decryption of [A + R]."""
-    return unpack(plaintexts, masked.layout, masked.rows, masked.public.n) - r
+def unmask(plaintexts: list, packed_mask: list, layout: Layout, rows: int, n: mpz) -> np.ndarray:
+    """A from the coordinator's decryption of [A + R], given R as `pack_flat(R, layout)`."""
+    return unpack([(p - r) % n for p, r in zip(plaintexts, packed_mask)], layout, rows, n)

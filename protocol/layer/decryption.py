@@ -1,14 +1,17 @@
-"""The coordinator's decryption service as both sides see it: who may ask for what, and how much.
+"""The coordinator's decryption service as both sides see it: who submits what, for whom, and how much.
+
+A value that must be decrypted is submitted, masked, by the party that computed it,
+and the coordinator returns the plaintext to the step's other party alone (`ROUTE`);
+the submitter sends that party its mask directly (`send_masked`, `receive_unmasked`).
+So no party ever chooses what is decrypted for itself: what it learns is what the
+other party computed for it, and the coordinator only ever sees masked values.
 
 Both parties first register the layer with the coordinator (`register_layer`: the
 plan and the number of shared users); it serves nothing before both have registered
-the same. A party then sends a `DecryptRequest` (step, label, masked ciphertexts) and
-the coordinator answers that party alone with a `DecryptReply`. Each step names the
-one role that may ask for it (`POLICY`), so the plaintext of a step can only ever
-reach the role docs/design.md gives it to. Labels name a step of the plan's schedule
-(`train_label`, `eval_label`), which fixes how many ciphertexts the request holds
-(`expected_count`); the coordinator serves each (step, label) once, in the order a
-training step runs (coordinator/ledger.py). Everything a party sends here is masked.
+the same. Labels name a step of the plan's schedule (`train_label`, `eval_label`),
+which fixes how many ciphertexts a request holds (`expected_count`); the coordinator
+serves each (step, label) once, in the order a training step runs
+(coordinator/ledger.py).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from protocol.crypto import packing
 from protocol.crypto.paillier import Encryptor, PublicKey
 from protocol.errors import ProtocolError
 from protocol.layer.plan import LayerPlan
-from protocol.messages import DecryptReply, DecryptRequest, PublicKeyAnnouncement, Registration
+from protocol.messages import DecryptReply, DecryptRequest, MaskShare, PublicKeyAnnouncement, Registration
 from protocol.net.transport import Endpoint
 from protocol.roles import A, B, C, Role
 from protocol.runtime.workers import WorkerPool
@@ -34,13 +37,15 @@ from protocol.runtime.workers import WorkerPool
 class Step(StrEnum):
     """The protocol steps that end in a decryption."""
 
-    FORWARD = "forward"  # steps 2-3 of a training step: u + R for A
-    EVALUATE = "evaluate"  # steps 2-3 outside training (evaluation): u + R for A
-    BACKWARD = "backward"  # step 5: g + R' for B
-    REFRESH = "refresh"  # step 7: W' + M for A
+    FORWARD = "forward"  # steps 1-3 of a training step: B submits [u + R], A receives u + R
+    EVALUATE = "evaluate"  # steps 1-3 outside training (evaluation): the same
+    BACKWARD = "backward"  # steps 4-5: A submits [g + R'], B receives g + R'
+    REFRESH = "refresh"  # step 7: B submits [W' + M], A receives W' + M
 
 
-POLICY: dict[Step, Role] = {Step.FORWARD: A, Step.EVALUATE: A, Step.BACKWARD: B, Step.REFRESH: A}
+ROUTE: dict[Step, tuple[Role, Role]] = {  # step -> (the one role that may submit it, the one that receives it)
+    Step.FORWARD: (B, A), Step.EVALUATE: (B, A), Step.BACKWARD: (A, B), Step.REFRESH: (B, A),
+}
 TRAINING = (Step.FORWARD, Step.BACKWARD, Step.REFRESH)  # the decryptions of one training step, in order
 _LABEL = re.compile(r"(train|eval)/e([1-9][0-9]{0,8})/b(0|[1-9][0-9]{0,9})")
 
@@ -86,28 +91,49 @@ def register_layer(endpoint: Endpoint, plan: LayerPlan, shared_users: int) -> No
     messages.send(endpoint, C, Registration(plan, shared_users))
 
 
-def request_decryption(endpoint: Endpoint, step: Step, label: str, ciphertexts: list) -> list[gmpy2.mpz]:
-    """Ask the coordinator to decrypt masked `ciphertexts`; returns plaintexts in [0, n)."""
+def submit(endpoint: Endpoint, step: Step, label: str, ciphertexts: list) -> None:
+    """Have the coordinator decrypt masked `ciphertexts` of `step` for the step's other party."""
     messages.send(endpoint, C, DecryptRequest(str(step), label, list(ciphertexts)))
+
+
+def receive_plaintexts(endpoint: Endpoint, step: Step, label: str, count: int) -> list[gmpy2.mpz]:
+    """The coordinator's decryption of what the other party submitted for `step` and `label`, in [0, n)."""
     reply = messages.receive(endpoint, C, DecryptReply)
     if reply.error is not None:
-        raise ProtocolError(f"coordinator refused to decrypt {step}/{label}: {reply.error}")
+        raise ProtocolError(f"coordinator refused the decryption of {reply.step}/{reply.label}: {reply.error}")
     if (reply.step, reply.label) != (step, label):
-        raise ProtocolError(f"coordinator answered {reply.step}/{reply.label} to a request for {step}/{label}")
-    if reply.plaintexts is None or len(reply.plaintexts) != len(ciphertexts):
-        count = 0 if reply.plaintexts is None else len(reply.plaintexts)
-        raise ProtocolError(f"coordinator returned {count} plaintexts for {len(ciphertexts)} ciphertexts")
+        raise ProtocolError(f"coordinator sent the decryption of {reply.step}/{reply.label} while this role "
+                            f"waits for {step}/{label}")
+    if reply.plaintexts is None or len(reply.plaintexts) != count:
+        got = 0 if reply.plaintexts is None else len(reply.plaintexts)
+        raise ProtocolError(f"coordinator sent {got} plaintexts for {step}/{label}; the plan has {count}")
     return reply.plaintexts
+
+
+def send_masked(endpoint: Endpoint, step: Step, label: str, value: packing.Packed, enc: Encryptor,
+                pool: WorkerPool | None = None) -> None:
+    """Submitter: mask `value` with a fresh encryption of R, have the coordinator decrypt it for the other party,
+    and send that party R (packed as plaintexts, one per ciphertext)."""
+    masked, r = packing.mask(value, enc, pool)
+    submit(endpoint, step, label, masked.flat())
+    messages.send(endpoint, ROUTE[step][1], MaskShare(label, packing.pack_flat(r, value.layout)))
+
+
+def receive_unmasked(endpoint: Endpoint, step: Step, label: str, layout: packing.Layout, rows: int,
+                     public: PublicKey) -> np.ndarray:
+    """Receiver: the integer matrix the other party submitted for `step`, its mask removed."""
+    count = rows * layout.ciphertexts
+    plaintexts = receive_plaintexts(endpoint, step, label, count)
+    submitter = ROUTE[step][0]
+    share = messages.receive(endpoint, submitter, MaskShare)
+    messages.expect_label(share, label, submitter)
+    if len(share.packed) != count:
+        raise ProtocolError(f"{submitter} sent MaskShare with field 'packed' of {len(share.packed)} values for "
+                            f"{count} ciphertexts")
+    return packing.unmask(plaintexts, share.packed, layout, rows, public.n)
 
 
 def receive_public_key(endpoint: Endpoint, pinned: str | None) -> PublicKey:
     """The coordinator's public key, checked against the config's pin when there is one."""
     announced = messages.receive(endpoint, C, PublicKeyAnnouncement)
     return PublicKey.announced(announced.n, announced.fingerprint, pinned)
-
-
-def decrypt_masked(endpoint: Endpoint, step: Step, label: str, value: packing.Packed, enc: Encryptor,
-                   pool: WorkerPool | None = None) -> np.ndarray:
-    """The integer matrix behind `value`, learnt without the coordinator seeing it: mask, ask, unmask."""
-    masked, r = packing.mask(value, enc, pool)
-    return packing.unmask(request_decryption(endpoint, step, label, masked.flat()), masked, r)

@@ -6,15 +6,22 @@ sequences at the end (`INIT`, `TRAINING_STEP`, `FORWARD_ONLY`) put them in the o
 order both roles run them in (`run`):
 
   init    both: [W0] = [W_A] + [W_B], each party encrypting a secret random share
-  step 1  B: [u_i] = Σ_k e_B[i,k]·[W_k,:], sent to A                 b_forward_contribution
-  step 2-3 A: masks [u], the coordinator decrypts u + R, A removes R  a_unmask_contribution
-  step 4  A: [g_i] = Σ_j δ[i,j]·[W_:,j] and [δ_i], sent to B           a_send_gradients
-  step 5  B: masks [g], the coordinator decrypts, B removes the mask  b_unmask_gradient
-  step 6  B: [W'] = 2^s·[W] - L·Σ_i e_B[i,:]ᵀ·[δ_i]                    b_update_weights
-  step 7  refresh: B sends [W' + M] with M = M'·2^s + M'' and [M'] by columns
-          (b_send_masked_update); A has it decrypted, takes Q = floor(·/2^s), sends
-          [Q] by rows and removes [M'] from [Q] by columns (a_refresh_weights); B
-          removes M' from [Q] by rows (b_finish_refresh).
+  step 1   B: [u_i] = Σ_k e_B[i,k]·[W_k,:]; B has the coordinator decrypt [u + R]
+           for A and sends A the mask R                               b_forward_contribution
+  step 2-3 A: u = (u + R) - R                                          a_receive_contribution
+  step 4   A: [g_i] = Σ_j δ[i,j]·[W_:,j]; A has the coordinator decrypt [g + R'] for B
+           and sends B R' and [δ_i] by rows                           a_send_gradients
+  step 5   B: g = (g + R') - R'                                        b_receive_gradient
+  step 6   B: [W'] = 2^s·[W] - L·Σ_i e_B[i,:]ᵀ·[δ_i]                    b_update_weights
+  step 7   refresh: B has the coordinator decrypt [W' + M] for A, M = M'·2^s + M'',
+           and sends A [M'] by columns (b_send_masked_update); A takes
+           Q = floor((W' + M)/2^s), sends [Q] by rows and removes [M'] from [Q] by
+           columns (a_refresh_weights); B removes M' from [Q] by rows (b_finish_refresh).
+
+Every decryption is submitted by the party that computed the ciphertext and goes
+to the other party (protocol/layer/decryption.py ROUTE): no party ever chooses what
+is decrypted for itself, and neither ever holds a ciphertext the other computed
+from its secrets except [δ] and [Q], both fresh encryptions.
 
 Fixed point: e_B at 2^e_bits (|e_B| ≤ 1, tanh), W at 2^w_bits, δ at 2^delta_bits.
 A sends δ̃ = δ·batch_users (per-user scale, clipped to ±delta_max) so its digits
@@ -47,9 +54,9 @@ from protocol.crypto import fixedpoint, packing
 from protocol.crypto.packing import Layout, Packed
 from protocol.crypto.paillier import Encryptor, PublicKey
 from protocol.errors import ProtocolError
-from protocol.layer.decryption import Step, decrypt_masked, request_decryption
+from protocol.layer.decryption import Step, receive_plaintexts, receive_unmasked, send_masked, submit
 from protocol.layer.plan import LayerPlan
-from protocol.messages import Contribution, Gradients, MaskedUpdate, RefreshedRows, WeightShare
+from protocol.messages import EncryptedDelta, RefreshedRows, RefreshMask, WeightShare
 from protocol.net.message import Message
 from protocol.net.transport import Endpoint
 from protocol.roles import A, B, other_party
@@ -125,7 +132,7 @@ class Turn:
     label: str
     users: np.ndarray
     model: TopModel | UserTower | None = None
-    decrypt_as: Step = Step.FORWARD  # steps 2-3 during training, or Step.EVALUATE
+    decrypt_as: Step = Step.FORWARD  # steps 1-3 during training, or Step.EVALUATE
     e_q: np.ndarray | None = None  # B: e_B at 2^e_bits
     u: np.ndarray | None = None  # A: u at 2^(e_bits + w_bits)
     delta_q: np.ndarray | None = None  # A: δ·batch_users at 2^delta_bits
@@ -136,9 +143,9 @@ class Turn:
 
 
 def _within(values: np.ndarray, low: int, high: int, what: str, peer: str) -> np.ndarray:
-    """Refuse decrypted values outside what the plan allows: the peer's ciphertexts were not what it claimed."""
+    """Refuse decrypted values outside what the plan allows: the peer did not submit what it should have."""
     if values.size and (min(values.ravel()) < low or max(values.ravel()) > high):
-        raise ProtocolError(f"{what} from {peer} decrypts to values outside the plan's bounds "
+        raise ProtocolError(f"{what} as {peer} had it decrypted is outside the plan's bounds "
                             f"[-2^{(-low).bit_length()}, 2^{high.bit_length()}]")
     return values
 
@@ -184,18 +191,17 @@ def init_b_share_weights(b: Side, turn: Turn) -> None:
 
 
 def b_forward_contribution(b: Side, turn: Turn) -> None:
-    """Step 1 (B): e_B from tower B, [u] = e_B·[W] by rows, sent to A."""
+    """Step 1 (B): e_B from tower B, [u] = e_B·[W] by rows, decrypted through a mask for A."""
     turn.e_q = fixedpoint.encode(turn.model.embed(turn.users), b.plan.e_bits).astype(np.int64)
     u = packing.lincomb(turn.e_q, b.plan.e_bound, b.plan.e_bits, b.w, b.pool)
-    messages.send(b.endpoint, A, Contribution(turn.label, packing.rerandomise(u, b.enc, b.pool).to_wire()))
+    send_masked(b.endpoint, turn.decrypt_as, turn.label, u, b.enc, b.pool)
 
 
-def a_unmask_contribution(a: Side, turn: Turn) -> None:
-    """Steps 2-3 (A): mask [u], have the coordinator decrypt u + R, remove R."""
+def a_receive_contribution(a: Side, turn: Turn) -> None:
+    """Steps 2-3 (A): u from the coordinator's decryption of [u + R] and B's mask R, within the plan's bound."""
     p = a.plan
-    u = a.checked(a.receive(Contribution, turn.label), "u", a.rows, p.e_bits + p.w_bits, p.u_bound, turn.users.size)
-    turn.u = _within(decrypt_masked(a.endpoint, turn.decrypt_as, turn.label, u, a.enc, a.pool), -p.u_bound,
-                     p.u_bound, "[u]", a.peer)
+    turn.u = _within(receive_unmasked(a.endpoint, turn.decrypt_as, turn.label, a.rows, turn.users.size, a.public),
+                     -p.u_bound, p.u_bound, "u", a.peer)
 
 
 def a_top_model(a: Side, turn: Turn) -> None:
@@ -210,21 +216,22 @@ def a_top_model(a: Side, turn: Turn) -> None:
 
 
 def a_send_gradients(a: Side, turn: Turn) -> None:
-    """Step 4 (A): [g] = δ·[W]ᵀ by columns and [δ] by rows, sent to B."""
+    """Step 4 (A): [g] = δ·[W]ᵀ by columns, decrypted through a mask for B; [δ] by rows to B."""
     p = a.plan
-    g = packing.rerandomise(packing.lincomb(turn.delta_q, p.delta_bound, p.delta_bits, a.w, a.pool), a.enc, a.pool)
+    g = packing.lincomb(turn.delta_q, p.delta_bound, p.delta_bits, a.w, a.pool)
+    send_masked(a.endpoint, Step.BACKWARD, turn.label, g, a.enc, a.pool)
     delta = a.encrypt(turn.delta_q, a.rows, p.delta_bits, p.delta_bound)
-    messages.send(a.endpoint, B, Gradients(turn.label, g.to_wire(), delta.to_wire()))
+    messages.send(a.endpoint, B, EncryptedDelta(turn.label, delta.to_wire()))
 
 
-def b_unmask_gradient(b: Side, turn: Turn) -> None:
-    """Step 5 (B): g = δ·Wᵀ through a mask and the coordinator; keeps [δ] for step 6."""
+def b_receive_gradient(b: Side, turn: Turn) -> None:
+    """Step 5 (B): g from the coordinator's decryption of [g + R'] and A's mask R', within the plan's bound;
+    keeps [δ] for step 6."""
     p = b.plan
-    message = b.receive(Gradients, turn.label)
-    g = b.checked(message, "g", b.cols, p.delta_bits + p.w_bits, p.g_bound, turn.users.size)
-    turn.delta = b.checked(message, "delta", b.rows, p.delta_bits, p.delta_bound, turn.users.size)
-    turn.g = _within(decrypt_masked(b.endpoint, Step.BACKWARD, turn.label, g, b.enc, b.pool), -p.g_bound, p.g_bound,
-                     "[g]", b.peer)
+    turn.delta = b.checked(b.receive(EncryptedDelta, turn.label), "delta", b.rows, p.delta_bits, p.delta_bound,
+                           turn.users.size)
+    turn.g = _within(receive_unmasked(b.endpoint, Step.BACKWARD, turn.label, b.cols, turn.users.size, b.public),
+                     -p.g_bound, p.g_bound, "g", b.peer)
 
 
 def b_tower_backward(b: Side, turn: Turn) -> None:
@@ -244,26 +251,25 @@ def b_update_weights(b: Side, turn: Turn) -> None:
 
 
 def b_send_masked_update(b: Side, turn: Turn) -> None:
-    """Step 7, B: send [W' + M'·2^s + M''] by rows and [M'] by columns; keeps M'."""
+    """Step 7, B: have the coordinator decrypt [W' + M'·2^s + M''] by rows for A; send A [M'] by columns."""
     p = b.plan
     turn.m_prime = np.array([[secrets.randbits(p.m_prime_bits) for _ in range(p.h)] for _ in range(p.d)],
                             dtype=object)
     low = np.array([[secrets.randbits(p.shift) for _ in range(p.h)] for _ in range(p.d)], dtype=object)
     mask = turn.m_prime * 2**p.shift + low
     masked = packing.add(turn.w_new, b.encrypt(mask, b.rows, turn.w_new.scale, p.refresh_mask_bound))
+    submit(b.endpoint, Step.REFRESH, turn.label, masked.flat())
     m_cols = b.encrypt(np.ascontiguousarray(turn.m_prime.T), b.cols, p.w_bits, p.m_prime_bound)
-    messages.send(b.endpoint, A, MaskedUpdate(turn.label, masked.to_wire(), m_cols.to_wire()))
+    messages.send(b.endpoint, A, RefreshMask(turn.label, m_cols.to_wire()))
 
 
 def a_refresh_weights(a: Side, turn: Turn) -> None:
-    """Step 7, A: decrypt W' + M, divide by 2^s, re-encrypt both ways: A's new [W] by columns."""
+    """Step 7, A: W' + M from the coordinator, divided by 2^s, re-encrypted both ways: A's new [W] by columns."""
     p = a.plan
-    message = a.receive(MaskedUpdate, turn.label)
-    masked = a.checked(message, "masked", a.rows, p.w_bits + p.shift, p.update_bound + p.refresh_mask_bound, p.d)
-    m_cols = a.checked(message, "m_cols", a.cols, p.w_bits, p.m_prime_bound, p.h)
-    plain = _within(packing.unpack(request_decryption(a.endpoint, Step.REFRESH, turn.label, masked.flat()), a.rows,
-                                   masked.rows, a.public.n), -p.update_bound, p.update_bound + p.refresh_mask_bound,
-                    "[W' + M]", a.peer)
+    m_cols = a.checked(a.receive(RefreshMask, turn.label), "m_cols", a.cols, p.w_bits, p.m_prime_bound, p.h)
+    plaintexts = receive_plaintexts(a.endpoint, Step.REFRESH, turn.label, p.d * a.rows.ciphertexts)
+    plain = _within(packing.unpack(plaintexts, a.rows, p.d, a.public.n), -p.update_bound,
+                    p.update_bound + p.refresh_mask_bound, "W' + M", a.peer)
     q = plain >> p.shift  # floor division: exact for the M' part, stochastic rounding of W'/2^s thanks to M''
     messages.send(a.endpoint, B, RefreshedRows(turn.label, a.encrypt(q, a.rows, p.w_bits, p.q_bound).to_wire()))
     q_cols = a.encrypt(np.ascontiguousarray(q.T), a.cols, p.w_bits, p.q_bound)
@@ -300,19 +306,19 @@ class Sequence:
 INIT = Sequence("init", (Stage("[W0] = [W_A] + [W_B], shares exchanged", a=init_a_share_weights,
                                b=init_b_share_weights),))
 
-_STEP_1 = Stage("step 1: tower B, [u] = e_B·[W] to A", b=b_forward_contribution)
-_STEPS_2_3 = Stage("steps 2-3: [u + R] decrypted by C, R removed", a=a_unmask_contribution)
+_STEP_1 = Stage("step 1: tower B, [u] = e_B·[W], [u + R] to C for A", b=b_forward_contribution)
+_STEPS_2_3 = Stage("steps 2-3: u + R from C, R from B", a=a_receive_contribution)
 
 TRAINING_STEP = Sequence("train", (
     _STEP_1,
     _STEPS_2_3,
     Stage("top model forward and backward", a=a_top_model),
-    Stage("step 4: [g] and [delta] to B", a=a_send_gradients),
-    Stage("step 5: [g + R'] decrypted by C, R' removed", b=b_unmask_gradient),
+    Stage("step 4: [g + R'] to C for B, [delta] to B", a=a_send_gradients),
+    Stage("step 5: g + R' from C, R' from A", b=b_receive_gradient),
     Stage("tower B backward and update", b=b_tower_backward),
     Stage("step 6: [W'] from [e_B^T delta]", b=b_update_weights),
-    Stage("step 7: [W' + M] and [M'] to A", b=b_send_masked_update),
-    Stage("step 7: W' + M decrypted, [Q] re-encrypted both ways", a=a_refresh_weights),
+    Stage("step 7: [W' + M] to C for A, [M'] to A", b=b_send_masked_update),
+    Stage("step 7: W' + M from C, [Q] re-encrypted both ways", a=a_refresh_weights),
     Stage("step 7: M' removed from [Q] by rows", b=b_finish_refresh),
 ))
 
