@@ -59,7 +59,11 @@ def item_knn(g: np.ndarray, neighbours: int | None) -> np.ndarray:
 
 def ease(g: np.ndarray, lam: float) -> np.ndarray:
     """EASE's item-item weights B (score of j = Σ_i x_i B[i, j]) from XᵀX and the L2 weight λ."""
-    p = np.linalg.inv(g + lam * np.eye(g.shape[0]))
+    return ease_weights(np.linalg.inv(g + lam * np.eye(g.shape[0])))
+
+
+def ease_weights(p: np.ndarray) -> np.ndarray:
+    """B = I - P·diag(1/diag(P)) from P = (XᵀX + λI)⁻¹."""
     b = -p / np.diag(p)[None, :]
     np.fill_diagonal(b, 0.0)
     return b
@@ -75,7 +79,7 @@ class Baseline:
     name: str
     setting: str  # the chosen value and why, for the report
     scores: Callable[[EvalSet], np.ndarray]
-    weights: np.ndarray | None = None  # item-item weights, which A's model may reuse
+    chosen: float | None = None  # the grid value chosen on validation (kNN's neighbours, EASE's λ)
 
 
 def _choose(name: str, key: str, grid: tuple, build: Callable[..., np.ndarray], valid: EvalSet, k: int) -> Baseline:
@@ -89,7 +93,7 @@ def _choose(name: str, key: str, grid: tuple, build: Callable[..., np.ndarray], 
     tried = ", ".join(f"{v}: {n:.4f}" for n, v, _ in results)
     weights = best[2]
     return Baseline(name, f"{key}={best[1]} (validation NDCG@{k}: {tried})",
-                    lambda ev: item_item_scores(weights, ev), weights)
+                    lambda ev: item_item_scores(weights, ev), best[1])
 
 
 def fit_baselines(data: ActiveData, valid: EvalSet, k: int) -> list[Baseline]:

@@ -16,12 +16,15 @@ every model and epoch is scored on the same lists. Cold users are those with at 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from party_a.data import ActiveData
-from party_a.model import ActiveModel
+
+if TYPE_CHECKING:  # the model imports the baselines, which import this module
+    from party_a.model import ActiveModel
 
 
 SPLITS = ("valid", "test")
@@ -69,7 +72,7 @@ def metrics(scores: np.ndarray, cold: np.ndarray, k: int) -> dict:
 
 
 @torch.no_grad()
-def model_scores(model: ActiveModel, ev: EvalSet, u: np.ndarray) -> np.ndarray:
+def model_scores(model: "ActiveModel", ev: EvalSet, u: np.ndarray) -> np.ndarray:
     """Scores of the evaluation lists; `u` holds B's contribution per shared user (zeros for A alone)."""
     model.eval()
     scores = model.score(ev.histories, torch.from_numpy(ev.users), torch.from_numpy(ev.items),
