@@ -21,7 +21,9 @@ those targets S is recomputed without the user's own row of X (Sherman-Morrison 
 P, per user), so a training target is scored as a held-out item is, by statistics
 it did not shape; with S fitted on the same rows the model learns to over-trust it.
 The loss is averaged per user first, so every user weighs the same in a step
-whatever its activity, and δ = ∂L/∂u with it.
+whatever its activity. The δ = ∂L/∂u rows sent to B are rescaled to one norm per
+batch (`equal_norms`): B's tower and W learn from each user's direction, and the
+norm of g says nothing about how many events a user has at A.
 """
 
 from __future__ import annotations
@@ -148,4 +150,13 @@ def active_step(model: ActiveModel, optimizer: torch.optim.Optimizer, batch: Bat
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    return loss.item(), u.grad
+    return loss.item(), equal_norms(u.grad)
+
+
+def equal_norms(delta: torch.Tensor) -> torch.Tensor:
+    """Each row rescaled to the batch's mean row norm, direction kept.
+
+    A user's gradient is a mean over its targets, so its norm shrinks as its history grows; sent as is, ‖δ‖
+    (and ‖g‖ = ‖δ·Wᵀ‖, which B decrypts) would tell B how active each user is at A."""
+    norms = delta.norm(dim=1, keepdim=True)
+    return torch.where(norms > 0, delta * norms.mean() / norms.clamp_min(1e-12), delta)

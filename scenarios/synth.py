@@ -18,13 +18,21 @@ the shop has users). For each it records:
 
 The shop knows its own users (60 % of whom are also bank customers by default). It
 records their signup channel and device (weakly informative), an item catalogue
-(category, brand, price band; popularity follows a Zipf law) and its orders. Each
-order picks a category by the person's taste (or at random, 15 % of the time), then
-an item of that category by popularity and by how well its price band fits the
-person's affluence. Orders carry a timestamp and a rating; ratings below 4 are
-browsing the shop does not count as a purchase. A share of users is cold: two or
-three purchases in all, so one or two left to train on after the last one is held
-out. Everyone else buys between 4 and 30 times (and holds 4 to 7 bank products).
+(category, brand, price band; popularity follows a Zipf law; hidden from the
+tables, each category is cut into collections of about five complementary items)
+and its orders. A person's first order picks a category by taste (or at random,
+15 % of the time), then an item of that category by popularity and by how well its
+price band fits the person's affluence. Each later order is, with probability 0.45,
+a complement of the previous purchase (another item of its collection, by
+popularity and price fit), with probability 0.05 a repeat of an earlier purchase,
+and otherwise a fresh choice by taste as above. So the shop's own history carries
+real signal (co-purchases and sequence, what item-kNN and EASE exploit), while
+taste, which the bank's spend columns reveal, drives every fresh choice. Orders
+carry a timestamp and a rating; ratings below 4 are browsing the shop does not
+count as a purchase. A share of users is cold: two or three purchases in all, and
+their later purchases follow the previous one only 10 % of the time (one-off
+buyers, mostly led by taste). Everyone else buys between 4 and 30 times (and holds
+4 to 7 bank products).
 
 For the second story (the bank recommends its own products) the roles swap: the
 bank's take-up history of cards, instalment plans, insurance and savings products

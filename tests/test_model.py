@@ -56,4 +56,6 @@ def test_one_delta_row_per_user_whatever_its_activity() -> None:
     loss, delta = active_step(model, optimizer, batch, u)
     assert delta.shape == (5, 4) and np.isfinite(loss) and torch.isfinite(delta).all()
     assert (delta.abs().sum(1) > 0).all()  # every user, even one with a single item, gets a gradient
+    norms = delta.norm(dim=1)
+    assert torch.allclose(norms, norms.mean())  # B cannot read a user's activity from ‖δ‖
     assert sorted(np.concatenate([b.users for b in Sampler(data, 5, 6, 3, 1).epoch(2)])) == list(range(12))
