@@ -154,9 +154,13 @@ def active_step(model: ActiveModel, optimizer: torch.optim.Optimizer, batch: Bat
 
 
 def equal_norms(delta: torch.Tensor) -> torch.Tensor:
-    """Each row rescaled to the batch's mean row norm, direction kept.
+    """Each row rescaled to the batch's mean row norm, direction kept; a zero row gets a random direction.
 
-    A user's gradient is a mean over its targets, so its norm shrinks as its history grows; sent as is, ‖δ‖
-    (and ‖g‖ = ‖δ·Wᵀ‖, which B decrypts) would tell B how active each user is at A."""
+    A user's gradient is a mean over its targets, so its norm shrinks as its history grows, and it is zero
+    for a user without training items; sent as is, ‖δ‖ (and ‖g‖ = ‖δ·Wᵀ‖, which B decrypts) would tell B how
+    active each user is at A."""
     norms = delta.norm(dim=1, keepdim=True)
-    return torch.where(norms > 0, delta * norms.mean() / norms.clamp_min(1e-12), delta)
+    if not (norms > 0).any():
+        return delta
+    direction = torch.where(norms > 0, delta, torch.randn_like(delta))
+    return direction * norms[norms > 0].mean() / direction.norm(dim=1, keepdim=True)

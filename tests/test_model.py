@@ -8,7 +8,7 @@ import torch
 from party_a.baselines import ease, gram
 from party_a.config import ModelSettings
 from party_a.data import ActiveData
-from party_a.model import ActiveModel, active_step
+from party_a.model import ActiveModel, active_step, equal_norms
 from party_a.sampler import Sampler
 from protocol.data.tables import Features
 
@@ -59,3 +59,10 @@ def test_one_delta_row_per_user_whatever_its_activity() -> None:
     norms = delta.norm(dim=1)
     assert torch.allclose(norms, norms.mean())  # B cannot read a user's activity from ‖δ‖
     assert sorted(np.concatenate([b.users for b in Sampler(data, 5, 6, 3, 1).epoch(2)])) == list(range(12))
+
+
+def test_equal_norms_keeps_directions_and_hides_empty_users() -> None:
+    delta = torch.tensor([[3.0, 4.0], [0.0, 1.0], [0.0, 0.0]])
+    out = equal_norms(delta)
+    assert torch.allclose(out.norm(dim=1), torch.full((3,), 3.0))  # mean of the non-zero norms 5 and 1
+    assert torch.allclose(out[0], torch.tensor([1.8, 2.4])) and torch.allclose(out[1], torch.tensor([0.0, 3.0]))
