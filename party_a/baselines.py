@@ -104,3 +104,8 @@ def fit_baselines(data: ActiveData, valid: EvalSet, k: int) -> list[Baseline]:
     return [Baseline("popularity", "training counts", lambda ev: counts[ev.items]),
             _choose("item_knn", "neighbours", NEIGHBOURS, lambda n: item_knn(g, n), valid, k),
             _choose("ease", "lambda", LAMBDAS, lambda lam: ease(g, lam), valid, k)]
+
+
+def chosen_ease_lambda(baselines: list[Baseline]) -> float:
+    """The λ EASE chose on validation, which A's model reuses for its item-item scores."""
+    return next(b.chosen for b in baselines if b.name == "ease")

@@ -28,7 +28,7 @@ class ModelSettings:
     tower_hidden: tuple[int, ...] = (64,)
     top_hidden: tuple[int, ...] = (64, 32)
     seed: int = 1
-    history: int = 32  # most recent training items a user's representation is built from (cost: batch × history × items)
+    history: int = 32  # most recent training items a user is represented by; a step costs batch × history × items
     item_item_lambda: float = 300.0  # EASE's λ for the item-item scores fed to the scorer, unless chosen on validation
 
 

@@ -119,7 +119,8 @@ class ActiveModel(nn.Module):
             z = z + self.user_part(users)[:, None, :]
         v = self.item_part(torch.arange(n))
         whole, last = self.item_item(items, cut, targets is not None)
-        return z @ v.T + self.item_bias + self.unit * SCALE_GAIN * (self.item_item_scale * whole + self.latest_item_scale * last)
+        item_item = self.unit * SCALE_GAIN * (self.item_item_scale * whole + self.latest_item_scale * last)
+        return z @ v.T + self.item_bias + item_item
 
     def score(self, histories: list[np.ndarray], users: torch.Tensor, items: torch.Tensor,
               u: torch.Tensor) -> torch.Tensor:
@@ -157,8 +158,8 @@ def equal_norms(delta: torch.Tensor) -> torch.Tensor:
     """Each row rescaled to the batch's mean row norm, direction kept; a zero row gets a random direction.
 
     A user's gradient is a mean over its targets, so its norm shrinks as its history grows, and it is zero
-    for a user without training items; sent as is, ‖δ‖ (and ‖g‖ = ‖δ·Wᵀ‖, which B decrypts) would tell B how
-    active each user is at A."""
+    for a user without training items; sent as is, ‖δ‖ (and ‖g‖ = ‖δ·Wᵀ‖, which B decrypts) would tell B
+    how active each user is at A."""
     norms = delta.norm(dim=1, keepdim=True)
     if not (norms > 0).any():
         return delta

@@ -20,6 +20,7 @@ import torch
 from party_a import config as party_a_config
 from party_a.config import Training
 from party_a.data import ActiveData, align, load_tables
+from party_a.baselines import chosen_ease_lambda, fit_baselines
 from party_a.evaluate import SPLITS, eval_set, metrics, model_scores
 from party_a.model import ActiveModel, active_step
 from party_a.sampler import Sampler
@@ -80,17 +81,19 @@ def train(data: ActiveData, b_features: Features, training: Training, tower: Tow
           max_steps: int | None = None, evaluate: bool = True, ease_lambda: float | None = None) -> Trained:
     """Train like the secure run, batch for batch, choosing the epoch on validation (early stopping).
 
-    `max_steps` stops early without evaluating (for exactness checks); `ease_lambda` is EASE's λ chosen on
-    validation (see party_a.baselines)."""
+    `max_steps` stops early (for exactness checks); `ease_lambda` is EASE's λ, chosen on validation here as
+    in the secure run when not given."""
     torch.set_num_threads(1)
     t, e = training.train, training.eval
+    valid, test = (eval_set(data, split, e.negatives, e.cold_max_train, e.seed) for split in SPLITS)
+    if ease_lambda is None:
+        ease_lambda = chosen_ease_lambda(fit_baselines(data, valid, e.k))
     model = ActiveModel(data, training.model, ease_lambda)
     optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     torch.manual_seed(tower.seed)
     tower_b = TowerB(b_features, training.model.d, list(tower.hidden), tower.feature_dim)
     optimizer_b = torch.optim.Adam(tower_b.parameters(), lr=tower.lr)
     sampler = Sampler(data, t.batch_users, training.model.history, t.targets, t.seed)
-    valid, test = (eval_set(data, split, e.negatives, e.cold_max_train, e.seed) for split in SPLITS)
     stopper = EarlyStopping(t.patience, metric=f"validation NDCG@{e.k}")
     trained, steps = Trained(model, tower_b, layer, []), 0
     for epoch in range(1, t.epochs + 1):

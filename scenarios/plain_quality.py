@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from party_a import config as party_a_config
-from party_a.baselines import fit_baselines
+from party_a.baselines import chosen_ease_lambda, fit_baselines
 from party_a.evaluate import SPLITS, eval_set, metrics
 from party_b import config as party_b_config
 from scenarios import bank_offers, ecommerce_bank
@@ -59,11 +59,10 @@ def one_seed(story: str, root: Path, users: int, epochs: int, seed: int,
     for b in baselines:
         results[b.name] = metrics(b.scores(test), test.cold, e.k)
         print(f"  seed {seed} {b.name}: {b.setting}", flush=True)
-    ease = next(b for b in baselines if b.name == "ease").chosen
-    plan = joined.training.plan()
+    lam, plan = chosen_ease_lambda(baselines), joined.training.plan()
     w0 = np.random.default_rng(seed).normal(0, 1 / math.sqrt(plan.d), (plan.d, plan.h))
     for name, layer in (("a_alone", ZeroLayer(plan.h)), ("centralised", PlainLayer(w0, plan.lr_w))):
-        trained = train(data, joined.b_features, joined.training, joined.tower, layer, ease_lambda=ease)
+        trained = train(data, joined.b_features, joined.training, joined.tower, layer, ease_lambda=lam)
         results[name] = trained.test
         print(f"  seed {seed} {name}: {trained.choice.reason}", flush=True)
     return e.k, results
