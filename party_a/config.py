@@ -28,6 +28,8 @@ class ModelSettings:
     tower_hidden: tuple[int, ...] = (64,)
     top_hidden: tuple[int, ...] = (64, 32)
     seed: int = 1
+    history: int = 32  # most recent training items a user is represented by; a step costs batch × history × items
+    item_item_lambda: float = 300.0  # EASE's λ for the item-item scores fed to the scorer, unless chosen on validation
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class TrainSettings:
     lr_w: float = 0.05  # SGD on W, under encryption
     seed: int = 7
     progress: bool = True
+    targets: int = 16  # training items predicted per user and step, each from the rest of its history
+    patience: int = 3  # epochs without a better validation NDCG@k before training stops
 
 
 @dataclass(frozen=True)

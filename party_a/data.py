@@ -1,9 +1,15 @@
 """Party A's tables: users, items and interactions, checked before any network traffic.
 
 After PSI, interactions are restricted to the shared users (in the shared order) and
-split leave-last-out: for a user with at least two distinct positive items the last
-one (by timestamp, then row) is held out for evaluation; all others are training
-positives. Users with fewer positives are trained on, never evaluated.
+split by time over each user's distinct positive items (ordered by their last
+occurrence, timestamp then row):
+- test: the last item, for a user with at least two;
+- validation: the second-last, for a user with at least three (leave-second-last-out);
+  it chooses the epoch and every tuned setting, so the test items are scored once;
+- training: all the others, so every evaluated user keeps at least one.
+A's users outside the intersection keep all their positives (`others`): they are
+never evaluated, and A may use them for item-item statistics (popularity, kNN,
+EASE), which is what A alone could run on its own data.
 """
 
 from __future__ import annotations
@@ -134,9 +140,11 @@ class ActiveData:
 
     user_features: Features
     item_features: Features
-    train: list[np.ndarray]  # per shared user: training positive items
-    seen: list[frozenset]  # per shared user: every positive item, never drawn as a negative
-    test_item: np.ndarray  # per shared user: held-out item, or -1
+    train: list[np.ndarray]  # per shared user: training positive items, oldest first
+    seen: list[frozenset]  # per shared user: every positive item, never drawn as an evaluation negative
+    valid_item: np.ndarray  # per shared user: validation item, or -1
+    test_item: np.ndarray  # per shared user: test item, or -1
+    others: list[np.ndarray]  # per user of A outside the intersection: every positive item, oldest first
 
     @property
     def n_users(self) -> int:
@@ -146,28 +154,40 @@ class ActiveData:
     def n_items(self) -> int:
         return self.item_features.numeric.shape[0]
 
+    def history(self, user: int, split: str) -> np.ndarray:
+        """What A knows of `user` before the held-out item of `split` ("valid" or "test"), oldest first.
+
+        The validation item precedes the test item in time, so it is history for the test."""
+        if split == "test" and self.valid_item[user] >= 0:
+            return np.append(self.train[user], self.valid_item[user])
+        return self.train[user]
+
+
+def _distinct_by_user(users: np.ndarray, items: np.ndarray, order: np.ndarray, n_users: int) -> list[list[int]]:
+    """Per user, its distinct items ordered by their last occurrence (order, then position)."""
+    out: list[list[int]] = [[] for _ in range(n_users)]
+    for i in np.lexsort((order, users)):
+        out[int(users[i])].append(int(items[i]))
+    return [list(dict.fromkeys(reversed(seq)))[::-1] for seq in out]
+
 
 def align(tables: ActiveTables, aligned_rows: np.ndarray) -> ActiveData:
     """Restrict to the shared users (row `aligned_rows[s]` of A's user table is shared user s) and split."""
-    shared_of = np.full(tables.user_features.numeric.shape[0], -1, dtype=np.int64)
-    shared_of[aligned_rows] = np.arange(len(aligned_rows))
     inter = tables.interactions
-    users = shared_of[inter.user_rows]
-    keep = users >= 0
-    users, items, order = users[keep], inter.items[keep], inter.order[keep]
-    by_user = np.lexsort((order, users))
-    train: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(aligned_rows)
-    seen: list[frozenset] = [frozenset()] * len(aligned_rows)
+    n_rows = tables.user_features.numeric.shape[0]
+    by_row = _distinct_by_user(inter.user_rows, inter.items, inter.order, n_rows)
+    shared = np.zeros(n_rows, dtype=bool)
+    shared[aligned_rows] = True
+    train, seen = [], []
+    valid = np.full(len(aligned_rows), -1, dtype=np.int64)
     test = np.full(len(aligned_rows), -1, dtype=np.int64)
-    starts = np.flatnonzero(np.r_[True, users[by_user][1:] != users[by_user][:-1]]) if users.size else []
-    bounds = list(starts) + [users.size]
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        idx = by_user[a:b]
-        s = int(users[idx[0]])
-        ordered = list(dict.fromkeys(reversed(items[idx].tolist())))[::-1]  # distinct items, by last occurrence
-        seen[s] = frozenset(ordered)
+    for s, row in enumerate(aligned_rows):
+        ordered = by_row[row]
+        seen.append(frozenset(ordered))
         if len(ordered) >= 2:
-            test[s] = ordered[-1]
-            ordered = ordered[:-1]
-        train[s] = np.array(ordered, dtype=np.int64)
-    return ActiveData(tables.user_features.take(aligned_rows), tables.item_features, train, seen, test)
+            test[s] = ordered.pop()
+        if len(ordered) >= 2:
+            valid[s] = ordered.pop()
+        train.append(np.array(ordered, dtype=np.int64))
+    others = [np.array(by_row[r], dtype=np.int64) for r in np.flatnonzero(~shared) if by_row[r]]
+    return ActiveData(tables.user_features.take(aligned_rows), tables.item_features, train, seen, valid, test, others)

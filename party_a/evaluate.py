@@ -1,43 +1,56 @@
-"""Evaluation at A: leave-last-out, each held-out item ranked against sampled negatives.
+"""Evaluation at A: each held-out item ranked against sampled negatives.
 
-For every user with a held-out item, that item and `negatives` (default 99) items
-the user never chose are scored; metrics are averaged over users:
+Two evaluation sets are built the same way: "valid" (the second-last item, which
+chooses epochs and tuned settings) and "test" (the last item, scored for the chosen
+epoch only). For every user with a held-out item of that split, the item and
+`negatives` (default 99) items the user never chose are scored, given the user's
+history before it (`ActiveData.history`); metrics are averaged over users:
 - AUC: the share of negatives scored below the held-out item (ties count half);
 - HR@k: whether the held-out item ranks in the top k;
 - NDCG@k: 1 / log2(rank + 1) when it does.
-The negatives are drawn once per run from a fixed seed, so every model and epoch is
-scored on the same lists. Cold users are those with at most `cold_max_train`
-training positives. Item popularity (training counts) is scored as a floor.
+The negatives are drawn once per run from a fixed seed (one stream per split), so
+every model and epoch is scored on the same lists. Cold users are those with at most
+`cold_max_train` training positives.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from party_a.data import ActiveData
-from party_a.model import ActiveModel
+
+if TYPE_CHECKING:  # the model imports the baselines, which import this module
+    from party_a.model import ActiveModel
+
+
+SPLITS = ("valid", "test")
 
 
 @dataclass(frozen=True)
 class EvalSet:
-    users: np.ndarray  # shared-user indices with a held-out item
+    split: str  # "valid" or "test"
+    users: np.ndarray  # shared-user indices with a held-out item of this split
     items: np.ndarray  # (users, 1 + negatives): held-out item first
+    histories: list[np.ndarray]  # per evaluated user: what A knows before the held-out item, oldest first
     cold: np.ndarray  # bool per evaluated user
 
 
-def eval_set(data: ActiveData, negatives: int, cold_max_train: int, seed: int) -> EvalSet:
-    rng = np.random.default_rng(seed)
-    users = np.flatnonzero(data.test_item >= 0)
+def eval_set(data: ActiveData, split: str, negatives: int, cold_max_train: int, seed: int) -> EvalSet:
+    """The lists of one split; the two splits draw their negatives from separate seeded streams."""
+    held_out = {"valid": data.valid_item, "test": data.test_item}[split]
+    rng = np.random.default_rng([seed, SPLITS.index(split)])
+    users = np.flatnonzero(held_out >= 0)
     items = np.empty((len(users), 1 + negatives), dtype=np.int64)
     for row, s in enumerate(users):
         candidates = np.setdiff1d(np.arange(data.n_items), np.fromiter(data.seen[s], dtype=np.int64))
-        items[row, 0] = data.test_item[s]
+        items[row, 0] = held_out[s]
         items[row, 1:] = rng.choice(candidates, size=negatives, replace=candidates.size < negatives)
     cold = np.array([data.train[s].size <= cold_max_train for s in users], dtype=bool)
-    return EvalSet(users, items, cold)
+    return EvalSet(split, users, items, [data.history(int(s), split) for s in users], cold)
 
 
 def metrics(scores: np.ndarray, cold: np.ndarray, k: int) -> dict:
@@ -59,17 +72,10 @@ def metrics(scores: np.ndarray, cold: np.ndarray, k: int) -> dict:
 
 
 @torch.no_grad()
-def model_scores(model: ActiveModel, ev: EvalSet, u: np.ndarray) -> np.ndarray:
+def model_scores(model: "ActiveModel", ev: EvalSet, u: np.ndarray) -> np.ndarray:
     """Scores of the evaluation lists; `u` holds B's contribution per shared user (zeros for A alone)."""
     model.eval()
-    width = ev.items.shape[1]
-    users = torch.from_numpy(np.repeat(ev.users, width))
-    u_rows = torch.from_numpy(np.asarray(u, dtype=np.float32)[np.repeat(ev.users, width)])
-    scores = model(users, torch.from_numpy(ev.items.ravel()), u_rows).numpy().reshape(ev.items.shape)
+    scores = model.score(ev.histories, torch.from_numpy(ev.users), torch.from_numpy(ev.items),
+                         torch.from_numpy(np.asarray(u, dtype=np.float32)[ev.users]))
     model.train()
-    return scores
-
-
-def popularity_scores(data: ActiveData, ev: EvalSet) -> np.ndarray:
-    counts = np.bincount(np.concatenate([t for t in data.train] + [np.empty(0, np.int64)]), minlength=data.n_items)
-    return counts[ev.items].astype(np.float64)
+    return scores.numpy()

@@ -1,14 +1,29 @@
-"""Party A's model: tower A, the bias b of the interactive layer, and the top model.
+"""Party A's model: tower A, the bias b of the interactive layer, and the scorer.
 
-Tower A is a user part (user-ID embedding and A's user columns) plus an item part
-(item-ID embedding and item columns): e_A = a_user + v_item, width h. With
-z = e_A + u + b the top model is an MLP on [z, z⊙z]. The square's cross terms hold
-the products of a_user, v_item and u slot by slot, so B's contribution u meets the
-item through a learnt weighted dot product instead of having to be discovered by
-the MLP alone. A learnt per-item bias added to the logit lets popularity, the
-strongest single signal in implicit feedback, count from the first step: it starts
-at the log of each item's training count (A's own data), which Adam's bounded step
-size would otherwise take many epochs to reach.
+User side: the user's history (its `history` most recent training items), embedded
+and pooled with a learnt recency decay, and its latest item on its own, mixed to
+width h, plus A's user columns through a tower: e_A. Then z = e_A + u + b, where u
+is B's contribution. Item side: item ID and item columns through a tower, v_j. The
+logit of item j is
+
+    z · v_j + bias_j + c₁ · Σ_{i in history} S[i, j] + c₂ · S[latest, j],
+
+with S A's own EASE weights (party_a.baselines, λ chosen on validation) and c₁, c₂
+learnt. This hybrid starts (user side at zero, c₂ = 0) as EASE with a popularity
+prior, the strongest thing A runs alone, and learns where recency, A's columns and
+B's u add to it; early stopping on validation keeps only what does. The item bias
+starts at the log of the item's training count.
+
+Training predicts each sampled item of a user's history from the items before it
+(as evaluation predicts the held-out item from all of them), with a softmax over
+the whole catalogue in which the user's other training items are masked out. For
+those targets S is recomputed without the user's own row of X (Sherman-Morrison on
+P, per user), so a training target is scored as a held-out item is, by statistics
+it did not shape; with S fitted on the same rows the model learns to over-trust it.
+The loss is averaged per user first, so every user weighs the same in a step
+whatever its activity. The δ = ∂L/∂u rows sent to B are rescaled to one norm per
+batch (`equal_norms`): B's tower and W learn from each user's direction, and the
+norm of g says nothing about how many events a user has at A.
 """
 
 from __future__ import annotations
@@ -17,40 +32,136 @@ import numpy as np
 import torch
 from torch import nn
 
+from party_a.baselines import ease_weights, gram, popularity, training_rows
 from party_a.config import ModelSettings
 from party_a.data import ActiveData
-from protocol.data.towers import FeatureTower, mlp
+from party_a.sampler import PAD, Batch, pad_histories
+from protocol.data.towers import FeatureTower
+
+SCALE_GAIN = 10.0  # c₁ and c₂ are stored divided by this, so Adam's bounded steps move them 10 times faster
 
 
 class ActiveModel(nn.Module):
-    def __init__(self, data: ActiveData, s: ModelSettings):
+    def __init__(self, data: ActiveData, s: ModelSettings, ease_lambda: float | None = None):
+        """`ease_lambda`: EASE's λ chosen on validation (party_a.baselines); s.item_item_lambda if None."""
         super().__init__()
         torch.manual_seed(s.seed)
-        self.user_part = FeatureTower(data.user_features, s.h, list(s.tower_hidden), s.feature_dim,
-                                      ids=data.n_users, id_dim=s.id_dim)
+        n = data.n_items
+        self.history_length = s.history
         self.item_part = FeatureTower(data.item_features, s.h, list(s.tower_hidden), s.feature_dim,
-                                      ids=data.n_items, id_dim=s.id_dim)
-        self.item_bias = nn.Embedding(data.n_items, 1)
-        counts = np.bincount(np.concatenate([np.empty(0, np.int64), *data.train]), minlength=data.n_items)
-        prior = np.log1p(counts)
-        with torch.no_grad():
-            self.item_bias.weight.copy_(torch.from_numpy(prior - prior.mean()).float().unsqueeze(1))
+                                      ids=n, id_dim=s.id_dim)
+        has_columns = data.user_features.numeric.shape[1] + len(data.user_features.cardinalities) > 0
+        self.user_part = FeatureTower(data.user_features, s.h, list(s.tower_hidden), s.feature_dim) \
+            if has_columns else None
+        self.history_embedding = nn.Embedding(n + 1, s.h, padding_idx=n)  # row n: padding
+        self.recency = nn.Parameter(torch.tensor(-2.0))  # decay per position, softplus(recency)
+        self.mix = nn.Linear(2 * s.h, s.h)
         self.bias = nn.Parameter(torch.zeros(s.h))
-        self.top = mlp(2 * s.h, list(s.top_hidden), 1)
+        with torch.no_grad():  # the user side starts at zero: the model starts as A's item-item scores
+            for layer in [self.mix] + ([self.user_part.mlp[-1]] if self.user_part is not None else []):
+                layer.weight.zero_()
+                layer.bias.zero_()
+        rows = training_rows(data)
+        prior = np.log1p(popularity(rows, n))
+        self.item_bias = nn.Parameter(torch.from_numpy(prior - prior.mean()).float())
+        lam = s.item_item_lambda if ease_lambda is None else ease_lambda
+        p = np.linalg.inv(gram(rows, n) + lam * np.eye(n))  # EASE's P; B = I - P·diag(1/diag(P))
+        self.register_buffer("p", torch.from_numpy(np.vstack([p, np.zeros((1, n))])).float())  # row n: padding
+        self.register_buffer("p_diag", torch.from_numpy(np.diag(p).copy()).float())
+        # c₁ counts in units of the spread of training histories' EASE scores, whatever λ made them
+        b = ease_weights(p)
+        spread = np.std([b[h].sum(0) for h in data.train[:512] if h.size] or [0.0])
+        self.register_buffer("unit", torch.tensor(1.0 / spread if spread > 0 else 1.0, dtype=torch.float32))
+        self.item_item_scale = nn.Parameter(torch.tensor(1.0 / SCALE_GAIN))
+        self.latest_item_scale = nn.Parameter(torch.tensor(0.0))  # learns how much more the latest item counts
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Logits for (user, item) rows; `u` holds B's contribution for each row's user."""
-        z = self.user_part(users) + self.item_part(items) + u + self.bias
-        return (self.top(torch.cat([z, z * z], dim=1)) + self.item_bias(items)).squeeze(1)
+    def item_item(self, items: torch.Tensor, cut: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """EASE scores (U, P, n) of every item from each user's history before `cut`, and from its latest item.
+
+        `items` is the history (padding n). In training the user's own row is also taken out of XᵀX
+        (Sherman-Morrison on P), so a target is scored as a held-out item is: by statistics it did not shape.
+        Entries for the user's own items are not meaningful (never candidates; the loss masks them)."""
+        n = self.p_diag.shape[0]
+        rows = self.p[items]  # (U, L, n)
+        before = (cut - 1).clamp_min(0)  # (U, P): the latest position used
+        has = (cut > 0)[..., None]
+        prefix = torch.gather(rows.cumsum(1), 1, before[..., None].expand(-1, -1, n)) * has
+        latest = self.p[torch.gather(items, 1, before)] * has
+        diag = self.p_diag
+        if training:
+            px = rows.sum(1)[:, None, :]  # (U, 1, n): (P x)ᵀ for the user's row x
+            at = torch.gather(px[:, 0], 1, items.clamp_max(n - 1)) * (items < n)  # (U, L): (P x)_i per position
+            c = 1 - at.sum(1)[:, None, None]  # 1 - xᵀPx > 0
+            prefix = prefix + (torch.gather(at.cumsum(1), 1, before) * has[..., 0])[..., None] * px / c
+            latest = latest + (torch.gather(at, 1, before) * has[..., 0])[..., None] * px / c
+            diag = diag + px ** 2 / c
+        return -prefix / diag, -latest / diag
+
+    def logits(self, history: torch.Tensor, users: torch.Tensor, u: torch.Tensor,
+               targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (U, P, n) of every item for each user, from the history before each target position
+        (training), or (U, 1, n) from the whole history (evaluation, `targets` None)."""
+        n = self.item_bias.shape[0]
+        length = history.shape[1]
+        filled = history != PAD
+        items = torch.where(filled, history, n)
+        cut = torch.full((len(history), 1), length) if targets is None else targets.clamp_min(0)
+        position = torch.arange(length)
+        keep = filled[:, None, :] & (position < cut[..., None])  # (U, P, L)
+        age = (cut[..., None] - 1 - position).clamp_min(0)
+        weight = torch.exp(-nn.functional.softplus(self.recency) * age) * keep
+        embedded = self.history_embedding(items)  # (U, L, h)
+        pooled = torch.einsum("upl,ulh->uph", weight, embedded) / weight.sum(-1, keepdim=True).clamp_min(1e-6)
+        latest = torch.gather(embedded, 1, (cut - 1).clamp_min(0)[..., None].expand(-1, -1, embedded.shape[2]))
+        latest = latest * keep.any(-1, keepdim=True)
+        z = self.mix(torch.cat([pooled, latest], dim=-1)) + (u + self.bias)[:, None, :]
+        if self.user_part is not None:
+            z = z + self.user_part(users)[:, None, :]
+        v = self.item_part(torch.arange(n))
+        whole, last = self.item_item(items, cut, targets is not None)
+        item_item = self.unit * SCALE_GAIN * (self.item_item_scale * whole + self.latest_item_scale * last)
+        return z @ v.T + self.item_bias + item_item
+
+    def score(self, histories: list[np.ndarray], users: torch.Tensor, items: torch.Tensor,
+              u: torch.Tensor) -> torch.Tensor:
+        """Scores (users, C) of the listed items, each user from its whole history."""
+        history = torch.from_numpy(pad_histories(histories, self.history_length))
+        out = []
+        for k in range(0, len(users), 64):  # bounded memory: (chunk, history, items) at a time
+            part = slice(k, k + 64)
+            logits = self.logits(history[part], users[part], u[part])[:, 0, :]
+            out.append(torch.gather(logits, 1, items[part]))
+        return torch.cat(out)
 
 
-def active_step(model: ActiveModel, optimizer: torch.optim.Optimizer, users: torch.Tensor, items: torch.Tensor,
-                labels: torch.Tensor, rows_user: torch.Tensor, u: torch.Tensor) -> tuple[float, torch.Tensor]:
-    """One update of A's model; returns the loss and δ = ∂L/∂u (one row per user of the batch)."""
+def active_step(model: ActiveModel, optimizer: torch.optim.Optimizer, batch: Batch,
+                u: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """One update of A's model on a batch; returns the loss and δ = ∂L/∂u (one row per user of the batch)."""
     u = u.detach().requires_grad_(True)
-    logits = model(users[rows_user], items, u[rows_user])
-    loss = nn.functional.binary_cross_entropy_with_logits(logits, labels)
+    history, targets = torch.from_numpy(batch.history), torch.from_numpy(batch.targets)
+    logits = model.logits(history, torch.from_numpy(batch.users), u, targets)
+    n = logits.shape[2]
+    used = targets != PAD
+    wanted = torch.where(used, torch.gather(history, 1, targets.clamp_min(0)), 0)  # (U, P)
+    own = torch.zeros(len(history), n + 1, dtype=torch.bool).scatter_(1, torch.where(history != PAD, history, n), True)
+    others = own[:, None, :n] & (torch.arange(n)[None, None, :] != wanted[:, :, None])
+    logits = logits.masked_fill(others, float("-inf"))
+    ce = nn.functional.cross_entropy(logits.reshape(-1, n), wanted.reshape(-1), reduction="none").view(used.shape)
+    loss = (torch.where(used, ce, 0.0).sum(1) / used.sum(1).clamp_min(1)).mean()
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    return loss.item(), u.grad
+    return loss.item(), equal_norms(u.grad)
+
+
+def equal_norms(delta: torch.Tensor) -> torch.Tensor:
+    """Each row rescaled to the batch's mean row norm, direction kept; a zero row gets a random direction.
+
+    A user's gradient is a mean over its targets, so its norm shrinks as its history grows, and it is zero
+    for a user without training items; sent as is, ‖δ‖ (and ‖g‖ = ‖δ·Wᵀ‖, which B decrypts) would tell B
+    how active each user is at A."""
+    norms = delta.norm(dim=1, keepdim=True)
+    if not (norms > 0).any():
+        return delta
+    direction = torch.where(norms > 0, delta, torch.randn_like(delta))
+    return direction * norms[norms > 0].mean() / direction.norm(dim=1, keepdim=True)

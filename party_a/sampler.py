@@ -1,9 +1,11 @@
-"""Training batches: sets of users, each with a fixed number of positive and negative items.
+"""Training batches: sets of users, each with its recent history and the positions to predict.
 
-Every shared user appears exactly once per epoch, in a uniformly random order, with
-`positives` items drawn from its training positives and `negatives` drawn from items
-it never chose, so the batch composition B sees says nothing about labels. A user
-without training positives gets all its rows as negatives (same shape).
+Every shared user appears exactly once per epoch, in a uniformly random order, so
+what B sees (one u row per user) says nothing about activity or labels. For each
+user A keeps its `history` most recent training items (right-aligned, padded with
+-1) and draws up to `targets` of their positions to predict, each from the items
+before it: many events per user per step cost nothing more on the secure layer,
+whose cost is per user.
 """
 
 from __future__ import annotations
@@ -14,21 +16,32 @@ import numpy as np
 
 from party_a.data import ActiveData
 
+PAD = -1
+
 
 @dataclass(frozen=True)
 class Batch:
     users: np.ndarray  # shared-user indices, what B is told
-    rows_user: np.ndarray  # for each row, position of its user within `users`
-    items: np.ndarray
-    labels: np.ndarray  # float32 0/1
+    history: np.ndarray  # (users, L): each user's most recent training items, oldest first, right-aligned, PAD
+    targets: np.ndarray  # (users, P): positions in `history` of the items to predict, PAD where unused
+
+
+def pad_histories(histories: list[np.ndarray], length: int) -> np.ndarray:
+    """The last `length` items of each history, right-aligned (the most recent item in the last column)."""
+    out = np.full((len(histories), length), PAD, dtype=np.int64)
+    for row, items in enumerate(histories):
+        recent = items[-length:]
+        if recent.size:
+            out[row, length - recent.size:] = recent
+    return out
 
 
 class Sampler:
-    def __init__(self, data: ActiveData, batch_users: int, positives: int, negatives: int, seed: int):
+    def __init__(self, data: ActiveData, batch_users: int, history: int, targets: int, seed: int):
         self.data = data
         self.batch_users = batch_users
-        self.positives = positives
-        self.negatives = negatives
+        self.history = history
+        self.targets = targets
         self.seed = seed
 
     def epoch(self, epoch: int) -> list[Batch]:
@@ -38,26 +51,10 @@ class Sampler:
         return [self._batch(order[k : k + self.batch_users], rng) for k in range(0, len(order), self.batch_users)]
 
     def _batch(self, users: np.ndarray, rng: np.random.Generator) -> Batch:
-        per_user = self.positives + self.negatives
-        items = np.empty((len(users), per_user), dtype=np.int64)
-        labels = np.zeros((len(users), per_user), dtype=np.float32)
-        for pos, s in enumerate(users):
-            train = self.data.train[s]
-            if train.size:
-                items[pos, : self.positives] = rng.choice(train, size=self.positives)
-                labels[pos, : self.positives] = 1.0
-                items[pos, self.positives :] = self._negatives(s, self.negatives, rng)
-            else:
-                items[pos] = self._negatives(s, per_user, rng)
-        rows_user = np.repeat(np.arange(len(users)), per_user)
-        return Batch(users, rows_user, items.ravel(), labels.ravel())
-
-    def _negatives(self, user: int, count: int, rng: np.random.Generator) -> np.ndarray:
-        seen = self.data.seen[user]
-        out = rng.integers(0, self.data.n_items, size=count)
-        if len(seen) >= self.data.n_items:
-            return out
-        for i in range(count):
-            while int(out[i]) in seen:
-                out[i] = rng.integers(0, self.data.n_items)
-        return out
+        history = pad_histories([self.data.train[s] for s in users], self.history)
+        targets = np.full((len(users), self.targets), PAD, dtype=np.int64)
+        for row in range(len(users)):
+            filled = np.flatnonzero(history[row] != PAD)
+            chosen = rng.choice(filled, size=min(self.targets, filled.size), replace=False)
+            targets[row, : chosen.size] = chosen
+        return Batch(users, history, targets)

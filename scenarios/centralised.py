@@ -1,10 +1,11 @@
 """The centralised baseline: the federated model's architecture on the joined plaintext tables.
 
 Same model for A, same tower B, the interactive layer with W in the clear, the same
-batches, negatives, seeds and optimisers (Adam for the towers, SGD for W) as the
-secure run, and the same evaluation lists. Only an experiment can run this, since it
-needs both parties' tables in one place. The interactive layer is pluggable, so a
-test can put the secure layer's integer arithmetic in its place.
+batches, seeds and optimisers (Adam for the towers, SGD for W) as the secure run,
+the same evaluation lists and the same epoch choice (early stopping on validation).
+Only an experiment can run this, since it needs both parties' tables in one place.
+The interactive layer is pluggable, so a test can put the secure layer's integer
+arithmetic in its place, and `ZeroLayer` (u = 0) turns the same loop into A alone.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import torch
 from party_a import config as party_a_config
 from party_a.config import Training
 from party_a.data import ActiveData, align, load_tables
-from party_a.evaluate import eval_set, metrics, model_scores
+from party_a.baselines import chosen_ease_lambda, fit_baselines
+from party_a.evaluate import SPLITS, eval_set, metrics, model_scores
 from party_a.model import ActiveModel, active_step
 from party_a.sampler import Sampler
+from party_a.selection import Choice, EarlyStopping
 from party_b import config as party_b_config
 from party_b.config import TowerSettings
 from party_b.tower import TowerB, passive_step
@@ -52,47 +55,72 @@ class PlainLayer:
 
 
 @dataclass
+class ZeroLayer:
+    """u = 0 and no gradient to B: the same model and loop as A alone."""
+
+    h: int
+
+    def forward(self, e_b: np.ndarray) -> np.ndarray:
+        return np.zeros((e_b.shape[0], self.h))
+
+    def backward(self, e_b: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        return np.zeros_like(e_b)
+
+
+@dataclass
 class Trained:
     model: ActiveModel
     tower: TowerB
     layer: Layer
-    report: list[dict]
+    report: list[dict]  # per epoch: loss and validation metrics
+    choice: Choice | None = None  # the epoch chosen on validation
+    test: dict | None = None  # test metrics of the chosen epoch
 
 
 def train(data: ActiveData, b_features: Features, training: Training, tower: TowerSettings, layer: Layer,
-          max_steps: int | None = None, evaluate: bool = True) -> Trained:
-    """Train like the secure run, batch for batch; `max_steps` stops early (for exactness checks)."""
+          max_steps: int | None = None, evaluate: bool = True, ease_lambda: float | None = None) -> Trained:
+    """Train like the secure run, batch for batch, choosing the epoch on validation (early stopping).
+
+    `max_steps` stops early (for exactness checks); `ease_lambda` is EASE's λ, chosen on validation here as
+    in the secure run when not given."""
     torch.set_num_threads(1)
-    t = training.train
-    model = ActiveModel(data, training.model)
+    t, e = training.train, training.eval
+    valid, test = (eval_set(data, split, e.negatives, e.cold_max_train, e.seed) for split in SPLITS)
+    if ease_lambda is None:
+        ease_lambda = chosen_ease_lambda(fit_baselines(data, valid, e.k))
+    model = ActiveModel(data, training.model, ease_lambda)
     optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     torch.manual_seed(tower.seed)
     tower_b = TowerB(b_features, training.model.d, list(tower.hidden), tower.feature_dim)
     optimizer_b = torch.optim.Adam(tower_b.parameters(), lr=tower.lr)
-    sampler = Sampler(data, t.batch_users, t.positives, t.negatives, t.seed)
-    ev = eval_set(data, training.eval.negatives, training.eval.cold_max_train, training.eval.seed)
-    report, steps = [], 0
+    sampler = Sampler(data, t.batch_users, training.model.history, t.targets, t.seed)
+    stopper = EarlyStopping(t.patience, metric=f"validation NDCG@{e.k}")
+    trained, steps = Trained(model, tower_b, layer, []), 0
     for epoch in range(1, t.epochs + 1):
         losses = []
         for batch in sampler.epoch(epoch):
             if max_steps is not None and steps >= max_steps:
-                return Trained(model, tower_b, layer, report)
+                return trained
             users = torch.from_numpy(batch.users)
             e_b = tower_b(users)
             u = layer.forward(e_b.detach().numpy().astype(np.float64))
-            loss, delta = active_step(model, optimizer, users, torch.from_numpy(batch.items),
-                                      torch.from_numpy(batch.labels), torch.from_numpy(batch.rows_user),
-                                      torch.from_numpy(u).float())
+            loss, delta = active_step(model, optimizer, batch, torch.from_numpy(u).float())
             g = layer.backward(e_b.detach().numpy().astype(np.float64), delta.numpy().astype(np.float64))
             passive_step(optimizer_b, e_b, torch.from_numpy(g).float())
             losses.append(loss)
             steps += 1
-        if evaluate:
-            with torch.no_grad():
-                u_all = layer.forward(tower_b(torch.arange(data.n_users)).numpy().astype(np.float64))
-            report.append({"epoch": epoch, "loss": float(np.mean(losses)),
-                           "centralised": metrics(model_scores(model, ev, u_all), ev.cold, training.eval.k)})
-    return Trained(model, tower_b, layer, report)
+        if not evaluate:
+            continue
+        with torch.no_grad():
+            u_all = layer.forward(tower_b(torch.arange(data.n_users)).numpy().astype(np.float64))
+        scores = metrics(model_scores(model, valid, u_all), valid.cold, e.k)
+        trained.report.append({"epoch": epoch, "loss": float(np.mean(losses)), "valid": scores})
+        if stopper.update(scores["overall"]["ndcg"]):  # the best so far: its test metrics may be the ones reported
+            trained.test = metrics(model_scores(model, test, u_all), test.cold, e.k)
+        if stopper.should_stop():
+            break
+    trained.choice = stopper.choice() if stopper.history else None
+    return trained
 
 
 @dataclass(frozen=True)

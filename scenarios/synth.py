@@ -18,13 +18,21 @@ the shop has users). For each it records:
 
 The shop knows its own users (60 % of whom are also bank customers by default). It
 records their signup channel and device (weakly informative), an item catalogue
-(category, brand, price band; popularity follows a Zipf law) and its orders. Each
-order picks a category by the person's taste (or at random, 15 % of the time), then
-an item of that category by popularity and by how well its price band fits the
-person's affluence. Orders carry a timestamp and a rating; ratings below 4 are
-browsing the shop does not count as a purchase. A share of users is cold: two or
-three purchases in all, so one or two left to train on after the last one is held
-out. Everyone else buys between 4 and 30 times (and holds 4 to 7 bank products).
+(category, brand, price band; popularity follows a Zipf law; hidden from the
+tables, each category is cut into collections of about five complementary items)
+and its orders. A person's first order picks a category by taste (or at random,
+15 % of the time), then an item of that category by popularity and by how well its
+price band fits the person's affluence. Each later order is, with probability 0.45,
+a complement of the previous purchase (another item of its collection, by
+popularity and price fit), with probability 0.05 a repeat of an earlier purchase,
+and otherwise a fresh choice by taste as above. So the shop's own history carries
+real signal (co-purchases and sequence, what item-kNN and EASE exploit), while
+taste, which the bank's spend columns reveal, drives every fresh choice. Orders
+carry a timestamp and a rating; ratings below 4 are browsing the shop does not
+count as a purchase. A share of users is cold: two or three purchases in all, and
+their later purchases follow the previous one only 10 % of the time (one-off
+buyers, mostly led by taste). Everyone else buys between 4 and 30 times (and holds
+4 to 7 bank products).
 
 For the second story (the bank recommends its own products) the roles swap: the
 bank's take-up history of cards, instalment plans, insurance and savings products
@@ -140,30 +148,46 @@ def bank_customers(world: World, rng: np.random.Generator, with_products: bool =
     return pd.DataFrame(frame)
 
 
-def shop_catalogue(items: int, rng: np.random.Generator) -> pd.DataFrame:
+def shop_catalogue(items: int, rng: np.random.Generator, collection_size: int = 5) -> pd.DataFrame:
+    """Items with category, brand, price band; hidden: Zipf popularity and the collection (complements)."""
     category = rng.integers(0, len(CATEGORIES), size=items)
     brand = [f"{CATEGORIES[c][:3]}-brand-{rng.integers(0, 6)}" for c in category]
     price = rng.integers(0, len(PRICE_BANDS), size=items)
+    collection = np.empty(items, dtype=np.int64)
+    for k in range(len(CATEGORIES)):  # each category cut at random into collections of about `collection_size`
+        members = rng.permutation(np.flatnonzero(category == k))
+        collection[members] = k * items + np.arange(members.size) // collection_size
     return pd.DataFrame({"sku": [f"SKU{j:05d}" for j in range(items)], "category": [CATEGORIES[c] for c in category],
                          "brand": brand, "price_band": [PRICE_BANDS[b] for b in price],
-                         "popularity": 1.0 / (1 + rng.permutation(items)) ** 0.9})
+                         "popularity": 1.0 / (1 + rng.permutation(items)) ** 0.9, "collection": collection})
 
 
-def shop_orders(world: World, catalogue: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
-    """Orders driven by taste, popularity and price fit; low ratings are browsing, not purchases."""
+def shop_orders(world: World, catalogue: pd.DataFrame, rng: np.random.Generator, follow: float = 0.45,
+                cold_follow: float = 0.1, repeat: float = 0.05) -> pd.DataFrame:
+    """Orders driven by taste, popularity, price fit and the previous purchase; low ratings are browsing."""
     cat_of = catalogue["category"].map({c: k for k, c in enumerate(CATEGORIES)}).to_numpy()
     price = catalogue["price_band"].map({b: i for i, b in enumerate(PRICE_BANDS)}).to_numpy()
     pop = catalogue["popularity"].to_numpy()
+    collection = catalogue["collection"].to_numpy()
     by_cat = [np.flatnonzero(cat_of == k) for k in range(len(CATEGORIES))]
     rows = []
     counts = _purchase_counts(world, world.shop, rng)
     for person, n in zip(world.shop, counts):
         fit = np.exp(-0.8 * (price - (1 + np.clip(world.affluence[person], -1, 1))) ** 2)
+        bought: list[int] = []
         t = 0.0
         for _ in range(n):
-            k = _choose(world.taste[person], rng) if rng.random() < 0.85 else int(rng.integers(len(CATEGORIES)))
-            pool = by_cat[k] if by_cat[k].size else np.arange(len(catalogue))
+            r = rng.random()
+            complements = np.setdiff1d(np.flatnonzero(collection == collection[bought[-1]]), bought) if bought else []
+            if len(complements) and r < (cold_follow if world.cold[person] else follow):  # a complement of the last
+                pool = complements
+            elif bought and r < follow + repeat:  # buys something again
+                pool = np.array(bought)
+            else:
+                k = _choose(world.taste[person], rng) if rng.random() < 0.85 else int(rng.integers(len(CATEGORIES)))
+                pool = by_cat[k] if by_cat[k].size else np.arange(len(catalogue))
             j = int(pool[_choose(pop[pool] * fit[pool], rng)])
+            bought.append(j)
             t += rng.exponential(20.0)
             rows.append((person, j, t, int(rng.integers(4, 6))))
         for _ in range(int(rng.poisson(1.0))):  # browsing with a low rating: not a purchase
@@ -233,7 +257,7 @@ def write_ecommerce_bank(shop: Path, bank: Path, shop_users_count: int, items: i
     paths = {"shop_users": shop / "shop_users.csv", "catalogue": shop / "catalogue.csv",
              "orders": shop / "orders.csv", "bank_customers": bank / "bank_customers.csv"}
     shop_users(world, rng).to_csv(paths["shop_users"], index=False)
-    catalogue.drop(columns="popularity").to_csv(paths["catalogue"], index=False)
+    catalogue.drop(columns=["popularity", "collection"]).to_csv(paths["catalogue"], index=False)
     shop_orders(world, catalogue, rng).to_csv(paths["orders"], index=False)
     bank_customers(world, rng).to_csv(paths["bank_customers"], index=False)
     return paths

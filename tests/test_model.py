@@ -1,0 +1,68 @@
+"""A's model: the item-item scores it trains on, and the secure layer's contract (one δ row per user)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from party_a.baselines import ease, gram
+from party_a.config import ModelSettings
+from party_a.data import ActiveData
+from party_a.model import ActiveModel, active_step, equal_norms
+from party_a.sampler import Sampler
+from protocol.data.tables import Features
+
+N_ITEMS, LAMBDA = 7, 2.0
+
+
+def features(rows: int) -> Features:
+    return Features(np.random.default_rng(rows).normal(size=(rows, 1)).astype(np.float32),
+                    np.zeros((rows, 0), np.int64), [])
+
+
+def tiny_data() -> ActiveData:
+    rng = np.random.default_rng(0)
+    train = [rng.choice(N_ITEMS, size=int(rng.integers(1, 6)), replace=False) for _ in range(12)]
+    others = [rng.choice(N_ITEMS, size=3, replace=False) for _ in range(3)]
+    none = np.full(12, -1)
+    return ActiveData(features(12), features(N_ITEMS), train, [frozenset(t) for t in train], none, none, others)
+
+
+def test_training_targets_get_the_ease_scores_of_a_fit_without_the_user() -> None:
+    data = tiny_data()
+    model = ActiveModel(data, ModelSettings(history=6), ease_lambda=LAMBDA)
+    user = int(np.argmax([t.size for t in data.train]))
+    items = np.full(6, N_ITEMS)
+    items[6 - data.train[user].size:] = data.train[user]
+    rows = [t for k, t in enumerate(data.train) if k != user] + data.others
+    b = ease(gram(rows, N_ITEMS), LAMBDA)  # refitted from scratch without the user's row
+    candidates = np.setdiff1d(np.arange(N_ITEMS), data.train[user])
+    for cut in range(6 - data.train[user].size, 7):
+        whole, latest = model.item_item(torch.from_numpy(items)[None], torch.tensor([[cut]]), training=True)
+        before = items[:cut][items[:cut] < N_ITEMS]
+        assert np.allclose(whole[0, 0, candidates], b[before].sum(0)[candidates], atol=1e-5)
+        assert np.allclose(latest[0, 0, candidates], b[before[-1:]].sum(0)[candidates], atol=1e-5)
+    full = ease(gram([*data.train, *data.others], N_ITEMS), LAMBDA)  # evaluation: the fit on every row
+    whole, latest = model.item_item(torch.from_numpy(items)[None], torch.tensor([[6]]), training=False)
+    assert np.allclose(whole[0, 0, candidates], full[data.train[user]].sum(0)[candidates], atol=1e-5)
+
+
+def test_one_delta_row_per_user_whatever_its_activity() -> None:
+    data = tiny_data()
+    model = ActiveModel(data, ModelSettings(h=4, history=6), ease_lambda=LAMBDA)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    batch = Sampler(data, batch_users=5, history=6, targets=3, seed=1).epoch(1)[0]
+    u = torch.randn(5, 4)
+    loss, delta = active_step(model, optimizer, batch, u)
+    assert delta.shape == (5, 4) and np.isfinite(loss) and torch.isfinite(delta).all()
+    assert (delta.abs().sum(1) > 0).all()  # every user, even one with a single item, gets a gradient
+    norms = delta.norm(dim=1)
+    assert torch.allclose(norms, norms.mean())  # B cannot read a user's activity from ‖δ‖
+    assert sorted(np.concatenate([b.users for b in Sampler(data, 5, 6, 3, 1).epoch(2)])) == list(range(12))
+
+
+def test_equal_norms_keeps_directions_and_hides_empty_users() -> None:
+    delta = torch.tensor([[3.0, 4.0], [0.0, 1.0], [0.0, 0.0]])
+    out = equal_norms(delta)
+    assert torch.allclose(out.norm(dim=1), torch.full((3,), 3.0))  # mean of the non-zero norms 5 and 1
+    assert torch.allclose(out[0], torch.tensor([1.8, 2.4])) and torch.allclose(out[1], torch.tensor([0.0, 3.0]))
