@@ -26,7 +26,6 @@ class ModelSettings:
     id_dim: int = 8
     feature_dim: int = 8
     tower_hidden: tuple[int, ...] = (64,)
-    top_hidden: tuple[int, ...] = (64, 32)
     seed: int = 1
     history: int = 32  # most recent training items a user is represented by; a step costs batch × history × items
     item_item_lambda: float = 300.0  # EASE's λ for the item-item scores fed to the scorer, unless chosen on validation
@@ -36,8 +35,6 @@ class ModelSettings:
 class TrainSettings:
     epochs: int = 12
     batch_users: int = 32
-    positives: int = 4
-    negatives: int = 24
     lr: float = 0.005  # Adam, A's towers and top model
     weight_decay: float = 1e-4  # of that Adam: keeps the ID embeddings from overfitting
     lr_w: float = 0.05  # SGD on W, under encryption
@@ -109,16 +106,16 @@ def read_training(root: Table) -> Training | None:
         items = TableSpec.from_config(t)
         t.finish()
     model = root.sub("model").take_settings(ModelSettings, ("d", "h", "id_dim", "feature_dim"))
-    train = root.sub("train").take_settings(TrainSettings, ("epochs", "batch_users", "positives", "lr", "lr_w"))
+    train = root.sub("train").take_settings(TrainSettings, ("epochs", "batch_users", "lr", "lr_w", "targets",
+                                                            "patience"))
     secure_table = root.sub("secure")
     secure = secure_table.take_settings(SecureSettings, ("e_bits", "w_bits", "delta_bits", "w_max", "delta_max"))
     if secure.encryption not in ENCRYPTION_MODES:
         raise secure_table.error("encryption", f"must be one of {', '.join(map(repr, ENCRYPTION_MODES))}, got "
                                                f"{secure.encryption!r}")
     evaluation = root.sub("eval").take_settings(EvalSettings, ("negatives", "k"))
-    for name in ("negatives", "weight_decay"):
-        if getattr(train, name) < 0:
-            raise root.error("train", f"{name} must be 0 or more")
+    if train.weight_decay < 0:
+        raise root.error("train", "weight_decay must be 0 or more")
     return Training(interactions, items, model, train, secure, evaluation)
 
 

@@ -1,10 +1,12 @@
 """One federated experiment end to end: three processes, then the centralised baseline, one report.
 
 Writes to the run directory:
-- report.json: party A's report (federated and A alone per epoch, popularity, timing,
-  PSI) with the centralised baseline added to every epoch (same split, batches, seeds
-  and initial W as the federated model);
-- curves.png: AUC, HR@10 and NDCG@10 per epoch, overall and for cold users.
+- report.json: party A's report (A's baselines, federated and A alone per epoch on
+  validation, each model's chosen epoch with its test metrics, timing, PSI) with the
+  centralised baseline added (same split, batches, seeds, initial W and epoch rule as
+  the federated model);
+- curves.png: validation AUC, HR@k and NDCG@k per epoch, overall and for cold
+  users, with A's baselines as reference lines.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from protocol.net.codec import decode
 from scenarios.centralised import PlainLayer, load_joined, train
 from scenarios.launch import LocalRun, run_all, write_local_run
 
-MODELS = (("popularity", "popularity"), ("a_alone", "A alone"), ("federated", "federated"),
-          ("centralised", "centralised"))
+BASELINES = (("popularity", "popularity"), ("item_knn", "item-kNN"), ("ease", "EASE"))
+MODELS = (("a_alone", "A alone"), ("federated", "federated"), ("centralised", "centralised"))
 
 
 def metric_names(report: dict) -> tuple[tuple[str, str], ...]:
@@ -74,10 +76,13 @@ def run_experiment(run: LocalRun, timeout: float = 3600.0, stream: bool = True) 
     joined = load_joined(run.configs["party_a"], run.configs["party_b"])
     plan = joined.training.plan()
     centralised = train(joined.data, joined.b_features, joined.training, joined.tower,
-                        PlainLayer(federated_w0(run, plan), plan.lr_w))
+                        PlainLayer(federated_w0(run, plan), plan.lr_w),
+                        ease_lambda=report["baselines"]["ease"]["chosen"])
     for entry, extra in zip(report["epochs"], centralised.report):
-        entry["centralised"] = extra["centralised"]
+        entry["centralised"] = extra["valid"]
         entry["loss"]["centralised"] = extra["loss"]
+    report["chosen"]["centralised"] = {"epoch": centralised.choice.epoch, "reason": centralised.choice.reason,
+                                       "test": centralised.test}
     report["wall_seconds"] = {"federated_run": round(federated_seconds, 1),
                               "total": round(time.perf_counter() - started, 1)}
     (run.root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -86,16 +91,17 @@ def run_experiment(run: LocalRun, timeout: float = 3600.0, stream: bool = True) 
 
 
 def final(report: dict, model: str) -> dict:
-    return report["popularity"] if model == "popularity" else report["epochs"][-1][model]
+    """A model's test metrics: a baseline's, or our model's at the epoch chosen on validation."""
+    return report["baselines"][model]["test"] if model in report["baselines"] else report["chosen"][model]["test"]
 
 
 def summary_table(report: dict) -> str:
-    """The result table: each model's final-epoch metrics, overall and for cold users."""
+    """The result table: each model's test metrics (ours at the epoch chosen on validation), overall and cold."""
     metrics = metric_names(report)
     head = f"{'model':<12} | " + " ".join(f"{n:>8}" for _, n in metrics) + " | " + \
         " ".join(f"{'cold ' + n:>12}" for _, n in metrics)
     lines = [head, "-" * len(head)]
-    for key, name in MODELS:
+    for key, name in BASELINES + MODELS:
         m = final(report, key)
         cells = [f"{m['overall'][k]:8.4f}" for k, _ in metrics]
         cold = [f"{m['cold'][k]:12.4f}" if m["cold"]["users"] else f"{'-':>12}" for k, _ in metrics]
@@ -108,6 +114,7 @@ def summary_table(report: dict) -> str:
                          f"{metrics[1][1]} {fed[scope]['hr'] - alone[scope]['hr']:+.4f}, {metrics[2][1]} "
                          f"{fed[scope]['ndcg'] - alone[scope]['ndcg']:+.4f}; vs centralised AUC "
                          f"{fed[scope]['auc'] - cent[scope]['auc']:+.4f} ({fed[scope]['users']} users)")
+    lines += [f"{name}: {report['chosen'][key]['reason']}" for key, name in MODELS]
     return "\n".join(lines)
 
 
@@ -117,15 +124,17 @@ def plot_curves(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [e["epoch"] for e in report["epochs"]]
     fig, axes = plt.subplots(2, 3, figsize=(13, 7), sharex=True)
     for row, scope in enumerate(("overall", "cold")):
         for col, (key, name) in enumerate(metric_names(report)):
             ax = axes[row, col]
-            for model, label in MODELS[1:]:
-                ax.plot(epochs, [e[model][scope][key] for e in report["epochs"]], marker="o", label=label)
-            ax.axhline(report["popularity"][scope][key], color="grey", linestyle="--", label="popularity")
-            ax.set_title(f"{name} ({scope})")
+            for model, label in MODELS:
+                shown = [(e["epoch"], e[model][scope][key]) for e in report["epochs"] if model in e]
+                ax.plot(*zip(*shown), marker="o", label=label)
+            for (model, label), style in zip(BASELINES, (":", "--", "-.")):
+                ax.axhline(report["baselines"][model]["valid"][scope][key], color="grey", linestyle=style,
+                           label=label)
+            ax.set_title(f"validation {name} ({scope})")
             ax.grid(alpha=0.3)
             if row == 1:
                 ax.set_xlabel("epoch")
