@@ -159,17 +159,45 @@ def scenario_main(doc: str, prepare: Callable[..., LocalRun], default_dir: str, 
     parser.add_argument("--dir", type=Path, default=Path(default_dir), help="run directory (replaced)")
     parser.add_argument("--users", type=int, default=default_users, help=users_help)
     parser.add_argument("--epochs", type=int, default=default_epochs)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="seeds of the synthetic data (and of each run's secrets); with several, one run "
+                             "directory per seed under --dir and a table of mean ± standard deviation at the end")
     args = parser.parse_args()
-    run = prepare(args.dir, args.users, args.epochs, args.seed)
-    print(f"tables, certificates and configs in {args.dir}; starting the coordinator and both parties", flush=True)
-    report = run_experiment(run)
-    print()
-    print(summary_table(report))
-    t = report["timing"]
-    print(f"\nsecure training {t['secure_training_seconds']:.0f}s ({t['user_steps_per_second']:.0f} user-steps/s), "
-          f"whole run {report['wall_seconds']['total']:.0f}s; report {args.dir / 'report.json'}, "
-          f"curves {args.dir / 'curves.png'}")
+    per_seed = []
+    for seed in args.seeds:
+        root = args.dir if len(args.seeds) == 1 else args.dir / f"seed{seed}"
+        run = prepare(root, args.users, args.epochs, seed)
+        print(f"seed {seed}: tables, certificates and configs in {root}; starting the coordinator and both "
+              f"parties", flush=True)
+        report = run_experiment(run)
+        print()
+        print(summary_table(report))
+        t = report["timing"]
+        print(f"\nsecure training {t['secure_training_seconds']:.0f}s ({t['user_steps_per_second']:.0f} "
+              f"user-steps/s), whole run {report['wall_seconds']['total']:.0f}s; report {root / 'report.json'}, "
+              f"curves {root / 'curves.png'}\n", flush=True)
+        per_seed.append({key: final(report, key) for key, _ in BASELINES + MODELS})
+    if len(per_seed) > 1:
+        print(f"test metrics over seeds {', '.join(map(str, args.seeds))}, mean ± standard deviation:")
+        print(spread_table(per_seed, report["eval"]["k"]))
+
+
+def _spread(values: list[float]) -> str:
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.4f}"
+
+
+def spread_table(per_seed: list[dict[str, dict]], k: int) -> str:
+    """Each model's test metrics as mean ± standard deviation over seeds, overall and for cold users."""
+    names = [f"HR@{k}", f"NDCG@{k}", "AUC"]
+    head = f"{'model':<12} | " + " ".join(f"{n:>17}" for n in names) + " | " + \
+        " ".join(f"{'cold ' + n:>17}" for n in names)
+    lines = [head, "-" * len(head)]
+    for model in per_seed[0]:
+        cells = [_spread([r[model][scope][m] for r in per_seed]) for scope in ("overall", "cold")
+                 for m in ("hr", "ndcg", "auc")]
+        lines.append(f"{model:<12} | " + " ".join(f"{c:>17}" for c in cells[:3]) + " | " +
+                     " ".join(f"{c:>17}" for c in cells[3:]))
+    return "\n".join(lines)
 
 
 def build_run(root: Path, tables: dict[str, Path], a: dict, b: dict, run_id: str, epochs: int,

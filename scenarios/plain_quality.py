@@ -27,10 +27,10 @@ from party_a.evaluate import SPLITS, eval_set, metrics
 from party_b import config as party_b_config
 from scenarios import bank_offers, ecommerce_bank
 from scenarios.centralised import PlainLayer, ZeroLayer, load_joined, train
+from scenarios.experiment import spread_table
 from scenarios.launch import LocalRun
 
 STORIES = {"ecommerce_bank": ecommerce_bank, "bank_offers": bank_offers}
-METRICS = ("hr", "ndcg", "auc")
 
 
 def plain_align(run: LocalRun) -> None:
@@ -68,22 +68,6 @@ def one_seed(story: str, root: Path, users: int, epochs: int, seed: int,
     return e.k, results
 
 
-def spread(values: list[float]) -> str:
-    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.4f}"
-
-
-def table(per_seed: list[dict[str, dict]], k: int) -> str:
-    names = [f"HR@{k}", f"NDCG@{k}", "AUC"]
-    head = f"{'model':<12} | " + " ".join(f"{n:>17}" for n in names) + " | " + \
-        " ".join(f"{'cold ' + n:>17}" for n in names)
-    lines = [head, "-" * len(head)]
-    for model in per_seed[0]:
-        cells = [spread([r[model][scope][m] for r in per_seed]) for scope in ("overall", "cold") for m in METRICS]
-        lines.append(f"{model:<12} | " + " ".join(f"{c:>17}" for c in cells[:3]) + " | " +
-                     " ".join(f"{c:>17}" for c in cells[3:]))
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--story", choices=sorted(STORIES), default="ecommerce_bank")
@@ -95,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     runs = [one_seed(args.story, args.dir / f"seed{s}", args.users, args.epochs, s) for s in args.seeds]
     per_seed = [results for _, results in runs]
-    print(table(per_seed, runs[0][0]))
+    print(spread_table(per_seed, runs[0][0]))
     if args.out:
         args.out.write_text(json.dumps(per_seed, indent=2) + "\n")
 
