@@ -2,6 +2,7 @@
 
     python -m bench.secure_step                     # 2048 shared users, batches of 32 and 256
     python -m bench.secure_step --users 1024 --batches 256
+    python -m bench.secure_step --against 0822b3d   # also an older commit, interleaved, and the ratio
 
 A user-step is one user's share of one training step (steps 1-7 of docs/design.md). For
 each batch size the bench runs one epoch over generated tables with the real
@@ -13,13 +14,21 @@ In the same run it times the layer done FATE-style with unpacked python-paillier
 B encrypts e_B element by element, A holds W in the clear and computes [u] = [e_B]·W
 and [∇W] = [e_B]ᵀ·δ, the key holder decrypts u per user and ∇W once per batch. That
 baseline runs in one process with no network at all, which only flatters it.
-Results also go to runs/bench/secure_step.json.
+
+With --against REV the same secure training also runs at commit REV (checked out
+into a temporary git worktree, run with this interpreter), alternating with this
+tree --repeat times per batch size so that drift hits both alike, and the table
+gives this tree's throughput as a ratio of REV's. Results also go to
+runs/bench/secure_step.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -100,6 +109,42 @@ def fate_style(batch_users: int, sample_users: int = 3) -> dict:
     return {"seconds_per_user_step": seconds, "user_steps_per_s": 1 / seconds}
 
 
+_AT_REV = ("import json, pathlib, sys, tempfile; from bench.secure_step import run_ours; "
+           "print(json.dumps(run_ours(pathlib.Path(tempfile.mkdtemp()), int(sys.argv[1]), int(sys.argv[2]))))")
+
+
+def run_at(tree: Path, users: int, batch_users: int) -> dict:
+    """`run_ours` as the code checked out in `tree` does it (a separate process, that tree first on the path)."""
+    out = subprocess.run([sys.executable, "-c", _AT_REV, str(users), str(batch_users)], cwd=tree,
+                         capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=str(tree)))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def compare(rev: str, users: int, batches: list[int], repeat: int) -> list[dict]:
+    """This tree against commit `rev`, alternating runs; user-steps/s of each, and the ratio of the means."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "rev"
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], check=True, capture_output=True)
+        try:
+            for b in batches:
+                here, there = [], []
+                for k in range(repeat):
+                    print(f"batch {b}, run {k + 1}/{repeat}: {rev}, then this tree ...", flush=True)
+                    there.append(run_at(tree, users, b)["user_steps_per_s"])
+                    here.append(run_ours(Path(tmp) / f"b{b}r{k}", users, b)["user_steps_per_s"])
+                rows.append({"batch_users": b, "rev": rev, "this_tree": here, "at_rev": there,
+                             "ratio": float(np.mean(here) / np.mean(there))})
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], capture_output=True)
+    print(f"\n{'users/batch':>11} | {'this tree, user-steps/s':>28} | {'at ' + rev + ', user-steps/s':>28} | "
+          f"{'ratio':>6}")
+    for r in rows:
+        print(f"{r['batch_users']:>11} | {', '.join(f'{v:.1f}' for v in r['this_tree']):>28} | "
+              f"{', '.join(f'{v:.1f}' for v in r['at_rev']):>28} | {r['ratio']:6.3f}")
+    return rows
+
+
 def print_roles(r: dict) -> None:
     total = r["users"]
     print(f"\nbatch {r['batch_users']}: busy milliseconds per user-step, by role and step")
@@ -112,7 +157,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=2048, help="shared users (one epoch over all of them)")
     parser.add_argument("--batches", default="32,256", help="comma-separated users per batch")
+    parser.add_argument("--against", metavar="REV", help="also run commit REV, interleaved, and print the ratio")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per batch size and tree with --against")
     args = parser.parse_args()
+    if args.against:
+        rows = compare(args.against, args.users, [int(x) for x in args.batches.split(",")], args.repeat)
+        Path("runs/bench").mkdir(parents=True, exist_ok=True)
+        Path("runs/bench/secure_step_against.json").write_text(json.dumps(rows, indent=2) + "\n")
+        return
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for b in (int(x) for x in args.batches.split(",")):

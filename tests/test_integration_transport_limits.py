@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from protocol.messages import MaskShare
 from protocol.net import codec
 from protocol.net.transport import _AHEAD, _INBOX_LIMIT, Endpoint
 from protocol.roles import A, B
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 def raw_deliver(sender: Endpoint, receiver: str, seq: int, body: object) -> grpc.StatusCode | None:
     """Deliver an envelope with a sequence number of our choosing; the refusal's status, or None."""
-    data = codec.encode({"run": sender.cfg.run_id, "tag": "layer/u", "seq": seq, "body": body})
+    data = codec.encode({"run": sender.cfg.run_id, "tag": MaskShare.TAG, "seq": seq, "body": body})
     try:
         sender._deliver[receiver](data, timeout=10)
     except grpc.RpcError as exc:
