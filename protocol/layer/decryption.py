@@ -50,26 +50,29 @@ TRAINING = (Step.FORWARD, Step.BACKWARD, Step.REFRESH)  # the decryptions of one
 _LABEL = re.compile(r"(train|eval)/e([1-9][0-9]{0,8})/b(0|[1-9][0-9]{0,9})")
 
 
-def train_label(epoch: int, batch: int) -> str:
-    """The label of training step `batch` (from 0) of `epoch` (from 1)."""
-    return f"train/e{epoch}/b{batch}"
-
-
-def eval_label(epoch: int, batch: int) -> str:
-    """The label of evaluation forward `batch` after `epoch`."""
-    return f"eval/e{epoch}/b{batch}"
-
-
 @dataclass(frozen=True)
 class Label:
+    """A step of the schedule: training step `batch` of `epoch`, or evaluation forward `batch` after it."""
+
     training: bool
-    epoch: int
-    batch: int
+    epoch: int  # from 1
+    batch: int  # from 0
+
+    def __str__(self) -> str:
+        return f"{'train' if self.training else 'eval'}/e{self.epoch}/b{self.batch}"
 
     @classmethod
     def parse(cls, label: str) -> "Label | None":
         match = _LABEL.fullmatch(label)
         return None if match is None else cls(match[1] == "train", int(match[2]), int(match[3]))
+
+
+def train_label(epoch: int, batch: int) -> str:
+    return str(Label(True, epoch, batch))
+
+
+def eval_label(epoch: int, batch: int) -> str:
+    return str(Label(False, epoch, batch))
 
 
 def batch_users(plan: LayerPlan, shared_users: int, batch: int) -> int:

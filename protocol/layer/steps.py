@@ -110,8 +110,8 @@ class Side:
 
     def checked(self, message: Message, name: str, layout: Layout, scale: int, bound: int, rows: int) -> Packed:
         """Field `name` of the peer's message as an encrypted matrix of `rows` rows in the plan's layout and
-        scale. It carries the plan's `bound` from here on, whatever the peer declared, so every mask drawn for
-        it is sized from the plan, never from the peer."""
+        scale. It carries the plan's `bound` from here on, whatever smaller bound the peer declared, so every
+        bound this party derives from it (and every slot check) is the plan's, never the peer's."""
         what = f"{type(message).__name__}.{name} from {self.peer}"
         packed = Packed.from_wire(getattr(message, name), self.public, what)
         if packed.layout != layout or packed.scale != scale or packed.bound > bound or packed.rows != rows:
