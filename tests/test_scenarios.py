@@ -21,7 +21,8 @@ from scenarios.synth import write_ecommerce_bank
 pytestmark = pytest.mark.integration
 FAST = {"progress": False, "batch_users": 16, "lr": 0.01, "tower": {"lr": 0.01}}
 # measured over repeated runs at these sizes (every run draws new PSI keys, hence a new user order, and a new
-# secret W0): story 1 after two epochs +0.047..+0.055 AUC over A alone, story 2 after three +0.037..+0.066
+# secret W0): story 1 after two epochs +0.047..+0.055 AUC over A alone, story 2 after three +0.037..+0.066 (with the
+# earlier model); story 1 now runs four epochs, after which B's signal shows in cold users' HR@10 and NDCG@10 too
 
 
 def final(report: dict, model: str, scope: str, metric: str = "auc") -> float:
@@ -32,7 +33,7 @@ def final(report: dict, model: str, scope: str, metric: str = "auc") -> float:
 @pytest.fixture(scope="module")
 def shop_and_bank(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     root = tmp_path_factory.mktemp("story1")
-    run = ecommerce_bank.prepare(root, users=2500, epochs=2, seed=0, **FAST)
+    run = ecommerce_bank.prepare(root, users=2500, epochs=4, seed=0, **FAST)
     report = run_experiment(run, 900, stream=False)
     return report, root
 
@@ -44,9 +45,9 @@ def bank_and_shop(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]
     return report, root
 
 
-def test_federated_beats_a_alone_after_two_epochs(shop_and_bank: tuple[dict, Path]) -> None:
+def test_federated_beats_a_alone_within_four_epochs(shop_and_bank: tuple[dict, Path]) -> None:
     report, _ = shop_and_bank
-    assert [e["epoch"] for e in report["epochs"]] == [1, 2]
+    assert [e["epoch"] for e in report["epochs"]] == [1, 2, 3, 4]
     assert report["shared_users"] == 1500 and report["key_bits"] == 2048
     assert final(report, "federated", "overall") > final(report, "a_alone", "overall") + 0.01
 
@@ -55,10 +56,9 @@ def test_shop_and_bank_helps_cold_users(shop_and_bank: tuple[dict, Path]) -> Non
     report, root = shop_and_bank
     assert report["epochs"][-1]["federated"]["cold"]["users"] > 100
     assert final(report, "federated", "cold") > final(report, "a_alone", "cold")
-    # on the test lists' 99 negatives AUC is the steady measure at this size; HR@10 over ~400 cold users moves by
-    # ±0.02 from run to run (each run draws new PSI keys, so a new user order, and a new W0)
-    auc = {model: final(report, model, "cold") for model in ("federated", "a_alone", "popularity")}
-    assert auc["federated"] >= auc["a_alone"] >= auc["popularity"]
+    for metric in ("hr", "ndcg"):
+        cold = {model: final(report, model, "cold", metric) for model in ("federated", "a_alone", "popularity")}
+        assert cold["federated"] >= cold["a_alone"] >= cold["popularity"], (metric, cold)
     written = json.loads((root / "report.json").read_text())
     assert {"federated", "a_alone", "centralised"} <= set(written["epochs"][0])
     assert (root / "curves.png").stat().st_size > 10_000
