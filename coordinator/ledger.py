@@ -61,6 +61,10 @@ class Ledger:
             return f"{step} {label} was served already or comes before {before} {label}"
         return None
 
+    def evaluated_all(self, epoch: int) -> bool:
+        """Whether every evaluation forward of `epoch` was served (a refresh session is epoch 1's)."""
+        return self.last[False] == (epoch, self.batches - 1)
+
     def record(self, step: Step, label: str) -> None:
         """Note that (step, label) was served."""
         if step in (Step.FORWARD, Step.EVALUATE):

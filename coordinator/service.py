@@ -14,6 +14,7 @@ step, to its sender); it never stops the service.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from protocol.net.message import Message
 from protocol.net.transport import Endpoint
 from protocol.roles import PEERS, C
 from protocol.runtime.cli import setup_logging
+from protocol.runtime.store import write_model
 from protocol.runtime.timing import StepClock
 from protocol.runtime.workers import WorkerPool
 
@@ -108,6 +110,14 @@ def refuse_or_reply(service: Service, peer: str, receiver: str, step: str, label
 
 
 def handle_done(service: Service, peer: str, request: RunDone) -> None:
+    """The run is over; a trained model's key stays, linked to the model (coordinator/refresh.py serves it)."""
+    if request.model_id is not None:
+        cfg, public = service.cfg, service.decryptor.key.public
+        manifest = {"role": str(C), "run_id": cfg.network.run_id, "created": time.time(),
+                    "key_fingerprint": public.fingerprint, "key_bits": public.bits, "key_file": str(cfg.key_file),
+                    "files": []}
+        write_model(cfg.workdir, request.model_id, manifest, {})
+        log.info("model %s stored: its key %s is kept for refreshes", request.model_id, public.fingerprint)
     service.clock.write(service.cfg.workdir / "timing.json")
     log.info("run finished (announced by %s); %d decryption requests served", peer, service.served)
     service.done = True

@@ -29,6 +29,7 @@ class ModelSettings:
     seed: int = 1
     history: int = 32  # most recent training items a user is represented by; a step costs batch × history × items
     item_item_lambda: float = 300.0  # EASE's λ for the item-item scores fed to the scorer, unless chosen on validation
+    item_item: bool = True  # the EASE part of the scorer; it holds an items × items matrix, so off for huge catalogues
 
 
 @dataclass(frozen=True)

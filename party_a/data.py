@@ -171,11 +171,16 @@ def _distinct_by_user(users: np.ndarray, items: np.ndarray, order: np.ndarray, n
     return [list(dict.fromkeys(reversed(seq)))[::-1] for seq in out]
 
 
+def histories(tables: ActiveTables) -> list[list[int]]:
+    """Per row of A's user table, every positive item, distinct, ordered by last occurrence (oldest first)."""
+    inter = tables.interactions
+    return _distinct_by_user(inter.user_rows, inter.items, inter.order, tables.user_features.numeric.shape[0])
+
+
 def align(tables: ActiveTables, aligned_rows: np.ndarray) -> ActiveData:
     """Restrict to the shared users (row `aligned_rows[s]` of A's user table is shared user s) and split."""
-    inter = tables.interactions
-    n_rows = tables.user_features.numeric.shape[0]
-    by_row = _distinct_by_user(inter.user_rows, inter.items, inter.order, n_rows)
+    by_row = histories(tables)
+    n_rows = len(by_row)
     shared = np.zeros(n_rows, dtype=bool)
     shared[aligned_rows] = True
     train, seen = [], []

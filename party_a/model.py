@@ -64,7 +64,13 @@ class ActiveModel(nn.Module):
         rows = training_rows(data)
         prior = np.log1p(popularity(rows, n))
         self.item_bias = nn.Parameter(torch.from_numpy(prior - prior.mean()).float())
-        lam = s.item_item_lambda if ease_lambda is None else ease_lambda
+        self.register_buffer("p", None)  # the EASE part's P, when there is one
+        if s.item_item:
+            self.add_item_item(data, s.item_item_lambda if ease_lambda is None else ease_lambda, rows)
+
+    def add_item_item(self, data: ActiveData, lam: float, rows: list[np.ndarray]) -> None:
+        """The EASE part of the scorer: P = (XᵀX + λI)⁻¹ (n × n, so only for catalogues that fit) and c₁, c₂."""
+        n = data.n_items
         p = np.linalg.inv(gram(rows, n) + lam * np.eye(n))  # EASE's P; B = I - P·diag(1/diag(P))
         self.register_buffer("p", torch.from_numpy(np.vstack([p, np.zeros((1, n))])).float())  # row n: padding
         self.register_buffer("p_diag", torch.from_numpy(np.diag(p).copy()).float())
@@ -97,10 +103,10 @@ class ActiveModel(nn.Module):
             diag = diag + px ** 2 / c
         return -prefix / diag, -latest / diag
 
-    def logits(self, history: torch.Tensor, users: torch.Tensor, u: torch.Tensor,
-               targets: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (U, P, n) of every item for each user, from the history before each target position
-        (training), or (U, 1, n) from the whole history (evaluation, `targets` None)."""
+    def user_side(self, history: torch.Tensor, users: torch.Tensor, u: torch.Tensor,
+                  targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z (U, P, h) for each user from the history before each target position (training), or (U, 1, h)
+        from the whole history (`targets` None); also the history as item indices (padding n) and the cuts."""
         n = self.item_bias.shape[0]
         length = history.shape[1]
         filled = history != PAD
@@ -117,10 +123,27 @@ class ActiveModel(nn.Module):
         z = self.mix(torch.cat([pooled, latest], dim=-1)) + (u + self.bias)[:, None, :]
         if self.user_part is not None:
             z = z + self.user_part(users)[:, None, :]
-        v = self.item_part(torch.arange(n))
-        whole, last = self.item_item(items, cut, targets is not None)
-        item_item = self.unit * SCALE_GAIN * (self.item_item_scale * whole + self.latest_item_scale * last)
-        return z @ v.T + self.item_bias + item_item
+        return z, items, cut
+
+    def item_vectors(self) -> torch.Tensor:
+        """v_j (n, h) for every item."""
+        return self.item_part(torch.arange(self.item_bias.shape[0]))
+
+    def item_item_term(self, items: torch.Tensor, cut: torch.Tensor, training: bool) -> torch.Tensor | float:
+        """c₁ · Σ_history S[i, j] + c₂ · S[latest, j] per item (0 without the item-item part)."""
+        if self.p is None:
+            return 0.0
+        whole, last = self.item_item(items, cut, training)
+        return self.unit * SCALE_GAIN * (self.item_item_scale * whole + self.latest_item_scale * last)
+
+    def logits(self, history: torch.Tensor, users: torch.Tensor, u: torch.Tensor,
+               targets: torch.Tensor | None = None, v: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (U, P, n) of every item for each user, from the history before each target position
+        (training), or (U, 1, n) from the whole history (evaluation, `targets` None). `v`: the item vectors,
+        when the caller keeps them (serving)."""
+        z, items, cut = self.user_side(history, users, u, targets)
+        v = self.item_vectors() if v is None else v
+        return z @ v.T + self.item_bias + self.item_item_term(items, cut, targets is not None)
 
     def score(self, histories: list[np.ndarray], users: torch.Tensor, items: torch.Tensor,
               u: torch.Tensor) -> torch.Tensor:

@@ -35,15 +35,18 @@ def main(config_path: Path) -> None:
 
     def body(endpoint: Endpoint, public: PublicKey, pool: WorkerPool) -> None:
         psi = align_ids(endpoint, B, ids, pool, cfg.psi, workdir)
+        model_id, epoch = None, None
         if training is not None:
-            from party_a.train import run_training  # torch loads only when there is training to do
+            from party_a.train import Names, run_training  # torch loads only when there is training to do
 
-            report = run_training(endpoint, public, pool, align(tables, psi.positions), training, workdir)
+            names = Names([ids[r] for r in psi.positions], tables.items)
+            report = run_training(endpoint, public, pool, align(tables, psi.positions), training, workdir, names)
             report["psi"] = json.loads((workdir / "psi" / "summary.json").read_text())
             (workdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
             log.info("report written to %s", workdir / "report.json")
-        messages.send(endpoint, B, Finish())
-        messages.send(endpoint, C, RunDone())
+            model_id, epoch = report["model"]["id"], report["model"]["epoch"]
+        messages.send(endpoint, B, Finish(model_id, epoch))
+        messages.send(endpoint, C, RunDone(model_id))
         log.info("run finished")
 
     run_party(cfg.basics, body)

@@ -2,8 +2,10 @@
 
 After each epoch the validation metric is offered; the best epoch so far is kept
 (a later epoch must beat it by more than `min_delta`), and training stops once
-`patience` epochs in a row have not improved on it. The test lists are scored for
-the chosen epoch only; `Choice.reason` says why it was chosen, for the report.
+`patience` epochs in a row have not improved on it. With `first = 0` the model as
+it starts is offered too, as epoch 0, so training is kept only where it beats the
+start. The test lists are scored for the chosen epoch only; `Choice.reason` says
+why it was chosen, for the report.
 """
 
 from __future__ import annotations
@@ -23,28 +25,35 @@ class EarlyStopping:
     patience: int
     min_delta: float = 0.0
     metric: str = "validation NDCG@10"
+    first: int = 1  # the number of the first epoch offered: 0 when the starting model is offered
     history: list[float] = field(default_factory=list)
-    best_epoch: int = 0  # 1-based; 0 before the first epoch
+    best: int | None = None  # index into history of the best epoch so far
 
     def update(self, value: float) -> bool:
         """Record the next epoch's validation value; True when it is the best so far (save its state)."""
         self.history.append(value)
-        if self.best_epoch == 0 or value > self.history[self.best_epoch - 1] + self.min_delta:
-            self.best_epoch = len(self.history)
+        if self.best is None or value > self.history[self.best] + self.min_delta:
+            self.best = len(self.history) - 1
             return True
         return False
 
     @property
+    def best_epoch(self) -> int | None:
+        return None if self.best is None else self.first + self.best
+
+    @property
     def stale(self) -> int:
         """Epochs since the best one."""
-        return len(self.history) - self.best_epoch
+        return 0 if self.best is None else len(self.history) - 1 - self.best
 
     def should_stop(self) -> bool:
         return self.stale >= self.patience
 
     def choice(self) -> Choice:
-        best = self.history[self.best_epoch - 1]
+        if self.best is None:
+            raise ValueError("no epoch was offered")
+        best, epoch, last = self.history[self.best], self.best_epoch, self.first + len(self.history) - 1
         why = (f"stopped after {self.stale} epochs without improvement (patience {self.patience})"
                if self.should_stop() else f"last epoch reached, {self.stale} epochs after the best")
-        return Choice(self.best_epoch, best, f"best {self.metric} {best:.4f} at epoch {self.best_epoch} of "
-                                             f"{len(self.history)}; {why}")
+        start = " (the starting model: no epoch of training beat it)" if epoch == 0 else ""
+        return Choice(epoch, best, f"best {self.metric} {best:.4f} at epoch {epoch}{start} of {last}; {why}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from party_a.evaluate import SPLITS, EvalSet, eval_set, metrics, model_scores
 from party_a.model import ActiveModel, active_step
 from party_a.sampler import Batch, Sampler
 from party_a.selection import EarlyStopping
+from party_a.store import save_active_model
 from protocol import messages
 from protocol.crypto import fixedpoint
 from protocol.crypto.packing import Packed
@@ -39,10 +39,11 @@ from protocol.crypto.paillier import Encryptor, PublicKey
 from protocol.layer import steps
 from protocol.layer.decryption import Step, eval_label, register_layer, train_label
 from protocol.layer.steps import FORWARD_ONLY, INIT, TRAINING_STEP, Side, Turn
-from protocol.messages import Forward, Init, TrainStep
+from protocol.messages import Forward, Init, Keep, TrainStep
 from protocol.net.codec import encode
 from protocol.net.transport import Endpoint
 from protocol.roles import B
+from protocol.runtime.store import new_model_id
 from protocol.runtime.timing import StepClock
 from protocol.runtime.workers import WorkerPool
 
@@ -144,23 +145,32 @@ class Models:
     def build(cls, data: ActiveData, cfg: Training, ease_lambda: float, test: EvalSet) -> "Models":
         federated, alone = ActiveModel(data, cfg.model, ease_lambda), ActiveModel(data, cfg.model, ease_lambda)
         t = cfg.train
-        chosen = {name: Selected(t.patience, cfg.eval.k, test) for name in ("federated", "a_alone")}
+        chosen = {"federated": Selected(t.patience, cfg.eval.k, test),
+                  "a_alone": Selected(t.patience, cfg.eval.k, test, first=0)}
         return cls(federated, alone,
                    torch.optim.Adam(federated.parameters(), lr=t.lr, weight_decay=t.weight_decay),
                    torch.optim.Adam(alone.parameters(), lr=t.lr, weight_decay=t.weight_decay), chosen)
 
 
 class Selected:
-    """One model's epoch choice: early stopping on validation, test scored while an epoch is the best so far."""
+    """One model's epoch choice: early stopping on validation; while an epoch is the best so far its test
+    metrics are scored and its state (and the u it was validated with) is kept, to be saved and served."""
 
-    def __init__(self, patience: int, k: int, test: EvalSet):
-        self.stopper = EarlyStopping(patience, metric=f"validation NDCG@{k}")
+    def __init__(self, patience: int, k: int, test: EvalSet, first: int = 1):
+        self.stopper = EarlyStopping(patience, metric=f"validation NDCG@{k}", first=first)
         self.k, self.test_set, self.test = k, test, None
+        self.state: dict[str, torch.Tensor] | None = None
+        self.u: np.ndarray | None = None
 
-    def update(self, valid: dict, score_test: Callable[[], np.ndarray]) -> None:
-        """Record an epoch's validation metrics; score the test lists if it is the best epoch so far."""
-        if self.stopper.update(valid["overall"]["ndcg"]):
-            self.test = metrics(score_test(), self.test_set.cold, self.k)
+    def update(self, valid: dict, model: ActiveModel, u: np.ndarray) -> bool:
+        """Record an epoch's validation metrics; True (and the test lists scored, the state kept) if it is the
+        best epoch so far."""
+        if not self.stopper.update(valid["overall"]["ndcg"]):
+            return False
+        self.test = metrics(model_scores(model, self.test_set, u), self.test_set.cold, self.k)
+        self.state = {name: t.detach().clone() for name, t in model.state_dict().items()}
+        self.u = u
+        return True
 
     def summary(self) -> dict:
         choice = self.stopper.choice()
@@ -183,22 +193,30 @@ def train_federated_epoch(side: Side, models: Models, batches: list[Batch], epoc
 def evaluate_epoch(side: Side, models: Models, data: ActiveData, lists: dict[str, EvalSet], entry: dict, k: int,
                    clock: StepClock) -> None:
     """Score both models on the validation lists (u from B for every shared user) into `entry`, and offer the
-    scores to each model's epoch choice; A alone only while it is still training."""
+    scores to each model's epoch choice; A alone only while it is still training. When the federated model
+    improves, B is told to keep its state of this epoch (the one to save and serve)."""
     valid = lists["valid"]
     u_all = forward_all(side, entry["epoch"], data.n_users, clock)
-    zeros = np.zeros_like(u_all)
     entry["federated"] = metrics(model_scores(models.federated, valid, u_all), valid.cold, k)
-    models.chosen["federated"].update(entry["federated"],
-                                      lambda: model_scores(models.federated, lists["test"], u_all))
+    if models.chosen["federated"].update(entry["federated"], models.federated, u_all):
+        messages.send(side.endpoint, B, Keep(entry["epoch"]))
     if "a_alone" in entry["loss"]:
-        entry["a_alone"] = metrics(model_scores(models.alone, valid, zeros), valid.cold, k)
-        models.chosen["a_alone"].update(entry["a_alone"], lambda: model_scores(models.alone, lists["test"], zeros))
+        entry["a_alone"] = evaluate_alone(models, valid, u_all.shape, k)
+
+
+def evaluate_alone(models: Models, valid: EvalSet, u_shape: tuple[int, int], k: int) -> dict:
+    """A alone's validation metrics (u = 0), offered to its epoch choice."""
+    zeros = np.zeros(u_shape, dtype=np.float32)
+    scores = metrics(model_scores(models.alone, valid, zeros), valid.cold, k)
+    models.chosen["a_alone"].update(scores, models.alone, zeros)
+    return scores
 
 
 def run_training(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, data: ActiveData, cfg: Training,
-                 workdir: Path) -> dict:
+                 workdir: Path, names: Names) -> dict:
     """Train the federated model and A alone epoch by epoch, choose each one's epoch on validation, report the
-    chosen epochs' test metrics next to A's baselines, save A's state."""
+    chosen epochs' test metrics next to A's baselines, and store the chosen models as a new model version
+    (its ID in the report's "model")."""
     torch.set_num_threads(1)
     side = start_layer(endpoint, public, pool, cfg, data.n_users)
     e = cfg.eval
@@ -213,6 +231,8 @@ def run_training(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, data: 
              data.n_users, data.n_items, lists["valid"].users.size, lists["test"].users.size,
              lists["test"].cold.sum())
     clock = StepClock(endpoint)
+    report["start"] = {"a_alone": evaluate_alone(models, lists["valid"], (data.n_users, side.plan.h), e.k)}
+    log.info("epoch 0 (A alone as it starts), validation: %s", _line("A alone", report["start"]["a_alone"], e.k))
     secure_seconds, user_steps = 0.0, 0
     for epoch in range(1, cfg.train.epochs + 1):
         started = time.perf_counter()
@@ -240,12 +260,39 @@ def run_training(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, data: 
     report["timing"] = {"secure_training_seconds": round(secure_seconds, 2), "user_steps": user_steps,
                         "user_steps_per_second": round(user_steps / secure_seconds, 2) if secure_seconds else None,
                         "phases": clock.summary()}
-    save_model(workdir, models.federated, side.w)
+    save_last_state(workdir, models.federated, side.w)
+    report["model"] = store_chosen(workdir, endpoint.cfg.run_id, models, names, report, cfg, side,
+                                   chosen_ease_lambda(baselines))
+    log.info("model %s stored (federated epoch %d, A alone epoch %d)", report["model"]["id"],
+             report["chosen"]["federated"]["epoch"], report["chosen"]["a_alone"]["epoch"])
     return report
 
 
-def save_model(workdir: Path, model: ActiveModel, w_cols: Packed) -> None:
-    """A's trained state: its model (torch state dict, load with weights_only=True) and its [W] by columns."""
+@dataclass(frozen=True)
+class Names:
+    """A's IDs of the shared users (in the aligned order) and of the items (in the models' order)."""
+
+    shared_users: list[str]
+    items: list[str]
+
+
+def store_chosen(workdir: Path, run_id: str, models: Models, names: Names, report: dict, cfg: Training,
+                 side: Side, ease_lambda: float) -> dict:
+    """Store both models at their chosen epochs, with the u the federated one was validated with."""
+    model_id = new_model_id(run_id)
+    chosen = models.chosen
+    manifest = {"run_id": run_id, "created": time.time(), "key_fingerprint": side.public.fingerprint,
+                "plan": side.plan.to_message(), "model_settings": dataclasses.asdict(cfg.model),
+                "ease_lambda": ease_lambda, "items": len(names.items), "shared_users": len(names.shared_users),
+                "epochs": {name: c["epoch"] for name, c in report["chosen"].items()}}
+    save_active_model(workdir, model_id, manifest, {name: c.state for name, c in chosen.items()}, names.items,
+                      names.shared_users, chosen["federated"].u)
+    return {"id": model_id, "epoch": report["chosen"]["federated"]["epoch"]}
+
+
+def save_last_state(workdir: Path, model: ActiveModel, w_cols: Packed) -> None:
+    """A's state after the last step (not necessarily a chosen epoch's): its model (torch state dict, load with
+    weights_only=True) and its [W] by columns; what the exactness tests compare with a plaintext twin."""
     out = workdir / "model"
     out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out / "active.pt")

@@ -3,12 +3,15 @@
 init     build tower B and the layer, exchange shares of W0 (protocol/layer/steps.py INIT)
 step     one training step for a batch of users (TRAINING_STEP)
 forward  steps 1-3 only, for evaluation (FORWARD_ONLY)
-done     save B's state and stop
+keep     the federated model validated best so far: keep B's state of this epoch
+done     store the kept state as the model A names, save the last state, stop
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,16 +19,17 @@ import numpy as np
 import torch
 
 from party_b.config import TowerSettings
+from party_b.store import save_passive_model
 from party_b.tower import TowerB, passive_step
 from protocol import messages
 from protocol.crypto.packing import Packed
 from protocol.crypto.paillier import Encryptor, PublicKey
-from protocol.data.tables import Features
+from protocol.data.tables import Encoding, Features
 from protocol.errors import ProtocolError
 from protocol.layer import steps
 from protocol.layer.decryption import Step, register_layer
 from protocol.layer.steps import FORWARD_ONLY, INIT, TRAINING_STEP, Side, Turn
-from protocol.messages import Command, Finish, Forward, Init, TrainStep
+from protocol.messages import Command, Finish, Forward, Init, Keep, TrainStep
 from protocol.net.codec import encode
 from protocol.net.transport import Endpoint
 from protocol.roles import A
@@ -59,16 +63,36 @@ def save_state(workdir: Path, tower: TowerB, w_rows: Packed, name: str) -> None:
     (out / f"{name}.msgpack").write_bytes(encode(w_rows.to_wire().to_message()))
 
 
+@dataclass(frozen=True)
+class Kept:
+    """B's state at the end of an epoch A chose (so far)."""
+
+    epoch: int
+    tower: dict[str, torch.Tensor]
+    w_rows: Packed
+
+
+@dataclass(frozen=True)
+class SharedUsers:
+    """B's side of the shared users, in the aligned order: IDs, encoded columns, and how they were encoded."""
+
+    ids: list[str]
+    features: Features
+    encoding: Encoding
+
+
 class Follower:
     """B's command loop. A decides; B checks each command and runs its part of the named sequence."""
 
-    def __init__(self, endpoint: Endpoint, public: PublicKey, pool: WorkerPool, features: Features,
+    def __init__(self, endpoint: Endpoint, public: PublicKey, pool: WorkerPool, shared: SharedUsers,
                  settings: TowerSettings, encryption: str, workdir: Path):
         self.endpoint, self.public, self.pool = endpoint, public, pool
-        self.features, self.settings, self.encryption, self.workdir = features, settings, encryption, workdir
+        self.shared, self.settings, self.encryption, self.workdir = shared, settings, encryption, workdir
+        self.features = shared.features
         self.side: Side | None = None
         self.tower: TowerB | None = None
         self.optimizer: torch.optim.Optimizer | None = None
+        self.kept: Kept | None = None
         self.clock = StepClock(endpoint)
         self.steps = 0
 
@@ -78,11 +102,12 @@ class Follower:
 
     def follow(self, first: Command) -> None:
         """Run A's commands, starting with `first`, until A says it is done."""
-        handlers = {Init: self.init, TrainStep: self.step, Forward: self.forward, Finish: self.finish}
+        handlers = {Init: self.init, TrainStep: self.step, Forward: self.forward, Keep: self.keep,
+                    Finish: self.finish}
         command = first
         while True:
             self.clock.restart()
-            if self.side is None and isinstance(command, (TrainStep, Forward)):
+            if self.side is None and isinstance(command, (TrainStep, Forward, Keep)):
                 raise ProtocolError(f"{A} sent {command.OP!r} before 'init'")
             handlers[type(command)](command)
             if isinstance(command, Finish):
@@ -112,11 +137,30 @@ class Follower:
         turn = Turn(command.label, self._users(command), TowerTurn(self.tower, None), decrypt_as=Step.EVALUATE)
         steps.run(FORWARD_ONLY, self.side, turn, self.clock)
 
+    def keep(self, command: Keep) -> None:
+        state = {name: t.detach().clone() for name, t in self.tower.state_dict().items()}
+        self.kept = Kept(command.epoch, state, self.side.w)
+
     def finish(self, command: Finish) -> None:
         if self.tower is not None:
             save_state(self.workdir, self.tower, self.side.w, "w_rows")
+        if command.model_id is not None:
+            self.store(command)
         self.clock.write(self.workdir / "timing.json")
         log.info("run finished (announced by %s) after %d training steps", A, self.steps)
+
+    def store(self, command: Finish) -> None:
+        """Store the state A chose as model `command.model_id`."""
+        if self.kept is None or self.kept.epoch != command.epoch:
+            held = "no epoch" if self.kept is None else f"epoch {self.kept.epoch}"
+            raise ProtocolError(f"{A} named epoch {command.epoch} as the model to store, but told B to keep {held}")
+        plan = self.side.plan
+        manifest = {"run_id": self.endpoint.cfg.run_id, "created": time.time(), "epoch": self.kept.epoch,
+                    "key_fingerprint": self.public.fingerprint, "plan": plan.to_message(),
+                    "tower_settings": dataclasses.asdict(self.settings), "encoding": self.shared.encoding.to_json()}
+        save_passive_model(self.workdir, command.model_id, manifest, self.kept.tower, self.kept.w_rows,
+                           self.shared.ids, self.shared.features)
+        log.info("model %s stored (epoch %d)", command.model_id, self.kept.epoch)
 
     def _users(self, command: TrainStep | Forward) -> np.ndarray:
         """The command's users: distinct shared-user positions, at most a batch of them."""

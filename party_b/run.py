@@ -8,7 +8,7 @@ from pathlib import Path
 from party_b.config import PartyBConfig, load
 from protocol import messages
 from protocol.crypto.paillier import PublicKey
-from protocol.data.tables import encode_features
+from protocol.data.tables import fit_encoding
 from protocol.messages import Finish
 from protocol.net.transport import Endpoint
 from protocol.roles import A, B
@@ -25,7 +25,8 @@ def main(config_path: Path) -> None:
     workdir = cfg.basics.workdir
     setup_logging(B, workdir)
     frame, ids = cfg.users.load()
-    features = encode_features(frame, cfg.users.table)
+    encoding = fit_encoding(frame, cfg.users.table)
+    features = encoding.apply(frame, cfg.users.table)
 
     def body(endpoint: Endpoint, public: PublicKey, pool: WorkerPool) -> None:
         psi = align(endpoint, A, ids, pool, cfg.psi, workdir)
@@ -33,9 +34,9 @@ def main(config_path: Path) -> None:
         if isinstance(first, Finish):
             log.info("run finished (announced by %s) after PSI", A)
             return
-        from party_b.follow import Follower  # torch loads only when A asks for training
+        from party_b.follow import Follower, SharedUsers  # torch loads only when A asks for training
 
-        Follower(endpoint, public, pool, features.take(psi.positions), cfg.tower, cfg.encryption,
-                 workdir).follow(first)
+        shared = SharedUsers([ids[r] for r in psi.positions], features.take(psi.positions), encoding)
+        Follower(endpoint, public, pool, shared, cfg.tower, cfg.encryption, workdir).follow(first)
 
     run_party(cfg.basics, body)

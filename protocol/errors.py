@@ -25,3 +25,9 @@ class PeerError(VfrecError):
 
 class ProtocolError(VfrecError):
     """A protocol step cannot go on (empty intersection, bound exceeded, refused request)."""
+
+
+class StoreError(VfrecError):
+    """A model store is missing, incomplete, corrupt, or holds another model than the one asked for."""
+
+    exit_code = 2

@@ -71,9 +71,10 @@ class Registration(Message):
 
 @dataclass(frozen=True)
 class RunDone(Message):
-    """A → C: the run is over; the coordinator stops serving."""
+    """A → C: the run is over; the coordinator stores the key's link to the trained model (if any) and stops."""
 
     TAG: ClassVar[str] = "control/done"
+    model_id: str | None
 
 
 # ---- PSI (both parties run the same steps, psi/session.py) ------------------------------
@@ -147,13 +148,23 @@ class Forward(Command):
 
 
 @dataclass(frozen=True)
+class Keep(Command):
+    """The federated model validated best so far after this epoch: keep B's state of it (to save and serve)."""
+
+    OP: ClassVar[str] = "keep"
+    epoch: int
+
+
+@dataclass(frozen=True)
 class Finish(Command):
-    """The run is over: save and stop."""
+    """The run is over: store the kept state as model `model_id` (None: nothing was trained) and stop."""
 
     OP: ClassVar[str] = "done"
+    model_id: str | None
+    epoch: int | None
 
 
-COMMANDS: dict[str, type[Command]] = {c.OP: c for c in (Init, TrainStep, Forward, Finish)}
+COMMANDS: dict[str, type[Command]] = {c.OP: c for c in (Init, TrainStep, Forward, Keep, Finish)}
 
 
 def command_from_message(body: Any, peer: str) -> Command:
@@ -214,6 +225,28 @@ class RefreshedRows(Message):
     q_rows: EncryptedMatrix
 
 
+# ---- refreshing B's contribution for serving (party_b/refresh.py) ---------------------------
+
+
+@dataclass(frozen=True)
+class RefreshRequest(Message):
+    """B → A, C: a refresh session for stored model `model_id`: u recomputed for these shared users (positions
+    in the aligned order), in batches of the plan's size, each an evaluation forward (steps 1-3)."""
+
+    TAG: ClassVar[str] = "serve/refresh"
+    model_id: str
+    users: IntVector
+
+
+@dataclass(frozen=True)
+class RefreshDone(Message):
+    """A → B: the refreshed u of `users` users are in A's u store (swapped in whole)."""
+
+    TAG: ClassVar[str] = "serve/refreshed"
+    model_id: str
+    users: int
+
+
 # ---- routes --------------------------------------------------------------------------------
 
 ROUTES: dict[type[Message], tuple[tuple[Role, Role], ...]] = {
@@ -231,6 +264,8 @@ ROUTES: dict[type[Message], tuple[tuple[Role, Role], ...]] = {
     EncryptedDelta: ((A, B),),
     RefreshMask: ((B, A),),
     RefreshedRows: ((A, B),),
+    RefreshRequest: ((B, A), (B, C)),
+    RefreshDone: ((A, B),),
 }
 
 
@@ -249,9 +284,9 @@ def send(endpoint: Any, peer: str, message: Message) -> None:
     endpoint.send(peer, message.TAG, message.to_message())
 
 
-def receive(endpoint: Any, peer: str, kind: type[M], timeout: float | None = None) -> M:
-    """The next `kind` message from `peer`, checked field by field."""
-    return kind.from_message(endpoint.recv(peer, kind.TAG, timeout=timeout), peer)
+def receive(endpoint: Any, peer: str, kind: type[M], timeout: float | None = None, idle: bool = False) -> M:
+    """The next `kind` message from `peer`, checked field by field (`idle`: transport.Endpoint.recv)."""
+    return kind.from_message(endpoint.recv(peer, kind.TAG, timeout=timeout, idle=idle), peer)
 
 
 def receive_command(endpoint: Any, peer: str) -> Command:

@@ -21,7 +21,7 @@ from party_a import config as party_a_config
 from party_a.config import Training
 from party_a.data import ActiveData, align, load_tables
 from party_a.baselines import chosen_ease_lambda, fit_baselines
-from party_a.evaluate import SPLITS, eval_set, metrics, model_scores
+from party_a.evaluate import SPLITS, EvalSet, eval_set, metrics, model_scores
 from party_a.model import ActiveModel, active_step
 from party_a.sampler import Sampler
 from party_a.selection import Choice, EarlyStopping
@@ -78,11 +78,13 @@ class Trained:
 
 
 def train(data: ActiveData, b_features: Features, training: Training, tower: TowerSettings, layer: Layer,
-          max_steps: int | None = None, evaluate: bool = True, ease_lambda: float | None = None) -> Trained:
+          max_steps: int | None = None, evaluate: bool = True, ease_lambda: float | None = None,
+          offer_start: bool = False) -> Trained:
     """Train like the secure run, batch for batch, choosing the epoch on validation (early stopping).
 
     `max_steps` stops early (for exactness checks); `ease_lambda` is EASE's λ, chosen on validation here as
-    in the secure run when not given."""
+    in the secure run when not given; `offer_start` offers the model as it starts as epoch 0, as the secure
+    run does for A alone."""
     torch.set_num_threads(1)
     t, e = training.train, training.eval
     valid, test = (eval_set(data, split, e.negatives, e.cold_max_train, e.seed) for split in SPLITS)
@@ -94,8 +96,10 @@ def train(data: ActiveData, b_features: Features, training: Training, tower: Tow
     tower_b = TowerB(b_features, training.model.d, list(tower.hidden), tower.feature_dim)
     optimizer_b = torch.optim.Adam(tower_b.parameters(), lr=tower.lr)
     sampler = Sampler(data, t.batch_users, training.model.history, t.targets, t.seed)
-    stopper = EarlyStopping(t.patience, metric=f"validation NDCG@{e.k}")
+    stopper = EarlyStopping(t.patience, metric=f"validation NDCG@{e.k}", first=0 if offer_start else 1)
     trained, steps = Trained(model, tower_b, layer, []), 0
+    if evaluate and offer_start:
+        validate(trained, stopper, valid, test, data, e.k)
     for epoch in range(1, t.epochs + 1):
         losses = []
         for batch in sampler.epoch(epoch):
@@ -111,16 +115,23 @@ def train(data: ActiveData, b_features: Features, training: Training, tower: Tow
             steps += 1
         if not evaluate:
             continue
-        with torch.no_grad():
-            u_all = layer.forward(tower_b(torch.arange(data.n_users)).numpy().astype(np.float64))
-        scores = metrics(model_scores(model, valid, u_all), valid.cold, e.k)
-        trained.report.append({"epoch": epoch, "loss": float(np.mean(losses)), "valid": scores})
-        if stopper.update(scores["overall"]["ndcg"]):  # the best so far: its test metrics may be the ones reported
-            trained.test = metrics(model_scores(model, test, u_all), test.cold, e.k)
+        trained.report.append({"epoch": epoch, "loss": float(np.mean(losses)),
+                               "valid": validate(trained, stopper, valid, test, data, e.k)})
         if stopper.should_stop():
             break
     trained.choice = stopper.choice() if stopper.history else None
     return trained
+
+
+def validate(trained: Trained, stopper: EarlyStopping, valid: EvalSet, test: EvalSet, data: ActiveData,
+             k: int) -> dict:
+    """The model's validation metrics, offered to the epoch choice; test metrics while it is the best so far."""
+    with torch.no_grad():
+        u_all = trained.layer.forward(trained.tower(torch.arange(data.n_users)).numpy().astype(np.float64))
+    scores = metrics(model_scores(trained.model, valid, u_all), valid.cold, k)
+    if stopper.update(scores["overall"]["ndcg"]):
+        trained.test = metrics(model_scores(trained.model, test, u_all), test.cold, k)
+    return scores
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,8 @@ def one_seed(story: str, root: Path, users: int, epochs: int, seed: int,
     lam, plan = chosen_ease_lambda(baselines), joined.training.plan()
     w0 = np.random.default_rng(seed).normal(0, 1 / math.sqrt(plan.d), (plan.d, plan.h))
     for name, layer in (("a_alone", ZeroLayer(plan.h)), ("centralised", PlainLayer(w0, plan.lr_w))):
-        trained = train(data, joined.b_features, joined.training, joined.tower, layer, ease_lambda=lam)
+        trained = train(data, joined.b_features, joined.training, joined.tower, layer, ease_lambda=lam,
+                        offer_start=name == "a_alone")
         results[name] = trained.test
         print(f"  seed {seed} {name}: {trained.choice.reason}", flush=True)
     return e.k, results

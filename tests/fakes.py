@@ -39,7 +39,7 @@ class MemoryEndpoint:
         self.bytes_sent[peer] += len(data)
         self.net.queue(peer, self.cfg.role, tag).put(data)
 
-    def recv(self, peer: str, tag: str, timeout: float | None = 60) -> Any:
+    def recv(self, peer: str, tag: str, timeout: float | None = 60, idle: bool = False) -> Any:
         data = self.net.queue(self.cfg.role, peer, tag).get(timeout=timeout)
         self.bytes_received[peer] += len(data)
         return codec.decode(data)

@@ -78,7 +78,7 @@ def test_decryption_service(tmp_path: Path) -> None:
             with pytest.raises(PeerError, match="is not one of its configured peers"):
                 submit(eve, Step.FORWARD, "e0/b0", packing.mask(u, enc)[0].flat())
 
-        messages.send(a, "coordinator", RunDone())
+        messages.send(a, "coordinator", RunDone(None))
         out = wait_all(run, {"coordinator": coordinator}, timeout=30)
         assert out["coordinator"].returncode == 0, out["coordinator"].output
     finally:
@@ -137,7 +137,7 @@ def test_decryptions_follow_the_registered_schedule(tmp_path: Path) -> None:
         refused(b, a, Step.EVALUATE, train_label(1, 1), 32, "evaluate is not a decryption of training label")
         served(b, Step.EVALUATE, eval_label(1, 0), 32)
         refused(b, a, Step.EVALUATE, eval_label(1, 0), 32, "repeats or goes back")
-        messages.send(a, "coordinator", RunDone())
+        messages.send(a, "coordinator", RunDone(None))
         assert wait_all(run, {"coordinator": coordinator}, timeout=30)["coordinator"].returncode == 0
     finally:
         a.close()

@@ -70,7 +70,7 @@ def test_each_role_refuses_tags_it_does_not_accept(tmp_path: Path) -> None:
                     endpoint.send(receiver, "no/such/tag", {})
         # a real tag on a route the protocol does not have
         with pytest.raises(ProtocolError, match="coordinator: party_b may not send it messages tagged 'control/done'"):
-            messages.send(ends[B], C, RunDone())
+            messages.send(ends[B], C, RunDone(None))
         with pytest.raises(ProtocolError, match="party_b: party_a may not send it messages tagged 'layer/refresh'"):
             ends[A].send(B, "layer/refresh", {})
     finally:
@@ -101,7 +101,7 @@ def test_coordinator_answers_malformed_requests_and_goes_on(tmp_path: Path) -> N
         u = packing.encrypt(enc, values, packing.Layout.fit(16, 96, public), 0, 8)
         send_masked(b, Step.FORWARD, train_label(1, 0), u, enc)
         assert (receive_unmasked(a, Step.FORWARD, train_label(1, 0), u.layout, 1, public) == values).all()
-        messages.send(a, C, RunDone())
+        messages.send(a, C, RunDone(None))
         out = wait_all(run, {C: coordinator}, timeout=30)
         assert out[C].returncode == 0, out[C].output
     finally:

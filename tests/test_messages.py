@@ -27,12 +27,15 @@ from protocol.messages import (
     Finish,
     Forward,
     Init,
+    Keep,
     MaskShare,
     PsiBlinded,
     PsiDoubled,
     PsiHello,
     PublicKeyAnnouncement,
+    RefreshDone,
     RefreshedRows,
+    RefreshRequest,
     RefreshMask,
     Registration,
     RunDone,
@@ -48,19 +51,22 @@ EXAMPLES: list[Message] = [
     Registration(LayerPlan(d=2, h=3, batch_users=4, lr_w=0.1, key_fingerprint="sha256:00"), 100),
     DecryptRequest("forward", "e1/b0", [5, 7]),
     DecryptReply("forward", "e1/b0", [5], None),
-    RunDone(),
+    RunDone("run-1-20261123T070000Z-abcdef"),
     PsiHello(2, b"n" * 32, 10, 5),
     PsiBlinded(b"p" * 32),
     PsiDoubled(b"v" * 16),
     Init(LayerPlan(d=2, h=3, batch_users=4, lr_w=0.1)),
     TrainStep("e1/b0", np.arange(3)),
     Forward("eval/e1/b0", np.arange(3)),
-    Finish(),
+    Keep(3),
+    Finish("run-1-20261123T070000Z-abcdef", 3),
     WeightShare("init", MATRIX),
     MaskShare("e1/b0", [3, 2**90]),
     EncryptedDelta("e1/b0", MATRIX),
     RefreshMask("e1/b0", MATRIX),
     RefreshedRows("e1/b0", MATRIX),
+    RefreshRequest("run-1-20261123T070000Z-abcdef", np.arange(3)),
+    RefreshDone("run-1-20261123T070000Z-abcdef", 3),
 ]
 WRONG = {str: 5, int: "5", float: "0.1", bytes: "text", bool: 1}
 
@@ -171,7 +177,7 @@ def test_a_step_message_for_another_step_is_refused() -> None:
 def test_inboxes_follow_the_routes() -> None:
     assert messages.inbox_tags("coordinator") == {
         "party_a": {"coordinator/register", "coordinator/decrypt", "control/done"},
-        "party_b": {"coordinator/register", "coordinator/decrypt"}}
+        "party_b": {"coordinator/register", "coordinator/decrypt", "serve/refresh"}}
     assert "layer/command" in messages.inbox_tags("party_b")["party_a"]
     assert "layer/command" not in messages.inbox_tags("party_a")["party_b"]
 

@@ -35,3 +35,11 @@ def test_without_stopping_the_last_epoch_is_reported_as_reached() -> None:
     run([0.1, 0.3, 0.2], stopper)
     choice = stopper.choice()
     assert choice.epoch == 2 and "last epoch reached, 1 epochs after the best" in choice.reason
+
+
+def test_the_starting_model_is_epoch_zero_and_can_be_chosen() -> None:
+    stopper = EarlyStopping(patience=2, first=0)
+    run([0.40, 0.38, 0.39, 0.45], stopper)
+    choice = stopper.choice()
+    assert choice.epoch == 0 and len(stopper.history) == 3
+    assert "epoch 0 (the starting model" in choice.reason and "of 2" in choice.reason

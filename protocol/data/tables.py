@@ -100,22 +100,63 @@ class Features:
         return Features(self.numeric[rows], self.categorical[rows], self.cardinalities)
 
 
+@dataclass(frozen=True)
+class Encoding:
+    """How a table's feature columns become numbers, fitted once (at training) and kept with the model, so a
+    later table (a refresh) is encoded exactly as the model learnt it: per numeric column the mean and standard
+    deviation (after log1p for `log` columns), per categorical column its categories in code order."""
+
+    numeric: dict[str, tuple[float, float]]
+    categories: dict[str, list[str]]
+
+    def to_json(self) -> dict:
+        return {"numeric": {c: list(v) for c, v in self.numeric.items()}, "categories": self.categories}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Encoding":
+        return cls({c: (float(m), float(s)) for c, (m, s) in data["numeric"].items()},
+                   {c: [str(v) for v in values] for c, values in data["categories"].items()})
+
+    def apply(self, frame: pd.DataFrame, spec: TableSpec) -> Features:
+        """Encode the spec's columns; a bad value, or a category the encoding never saw, names its row."""
+        numeric = np.zeros((len(frame), len(spec.numeric)), dtype=np.float32)
+        for j, column in enumerate(spec.numeric):
+            mean, std = self.numeric[column]
+            numeric[:, j] = (_numeric_values(frame, column, spec) - mean) / std
+        categorical = np.zeros((len(frame), len(spec.categorical)), dtype=np.int64)
+        for j, column in enumerate(spec.categorical):
+            known = self.categories[column]
+            values = categorical_column(frame, column, spec.path)
+            codes = pd.Index(known).get_indexer(values)
+            if (codes < 0).any():
+                i = int(np.flatnonzero(codes < 0)[0])
+                raise DataError(f"{spec.path}: column {column!r} {row_label(i)} holds {values[i]!r}, a category the "
+                                f"model never saw (it knows {len(known)}); train a new model to use it")
+            categorical[:, j] = codes
+        return Features(numeric, categorical, [len(self.categories[c]) for c in spec.categorical])
+
+
+def _numeric_values(frame: pd.DataFrame, column: str, spec: TableSpec) -> np.ndarray:
+    values = numeric_column(frame, column, spec.path)
+    if column in spec.log:
+        if values.min() < 0:
+            i = int(np.argmin(values))
+            raise DataError(f"{spec.path}: column {column!r} {row_label(i)} is negative; log1p needs values >= 0")
+        values = np.log1p(values)
+    return values
+
+
+def fit_encoding(frame: pd.DataFrame, spec: TableSpec) -> Encoding:
+    """The encoding of the spec's feature columns fitted on `frame` (standardised numbers, sorted categories)."""
+    numeric = {}
+    for column in spec.numeric:
+        values = _numeric_values(frame, column, spec)
+        std = float(values.std())
+        numeric[column] = (float(values.mean()), std if std > 0 else 1.0)
+    categories = {c: sorted(set(categorical_column(frame, c, spec.path))) for c in spec.categorical}
+    return Encoding(numeric, categories)
+
+
 def encode_features(frame: pd.DataFrame, spec: TableSpec) -> Features:
-    """Validate and encode the spec's feature columns; a bad value stops the run naming its row."""
-    numeric = np.zeros((len(frame), len(spec.numeric)), dtype=np.float32)
-    for j, column in enumerate(spec.numeric):
-        values = numeric_column(frame, column, spec.path)
-        if column in spec.log:
-            if values.min() < 0:
-                i = int(np.argmin(values))
-                raise DataError(f"{spec.path}: column {column!r} {row_label(i)} is negative; log1p needs values >= 0")
-            values = np.log1p(values)
-        std = values.std()
-        numeric[:, j] = (values - values.mean()) / (std if std > 0 else 1.0)
-    categorical = np.zeros((len(frame), len(spec.categorical)), dtype=np.int64)
-    cardinalities = []
-    for j, column in enumerate(spec.categorical):
-        codes, uniques = pd.factorize(categorical_column(frame, column, spec.path), sort=True)
-        categorical[:, j] = codes
-        cardinalities.append(len(uniques))
-    return Features(numeric, categorical, cardinalities)
+    """Validate and encode the spec's feature columns, fitted on this frame; a bad value names its row."""
+    return fit_encoding(frame, spec).apply(frame, spec)

@@ -75,6 +75,12 @@ def eval_label(epoch: int, batch: int) -> str:
     return str(Label(False, epoch, batch))
 
 
+def refresh_batches(users: np.ndarray, plan: LayerPlan) -> list[tuple[str, np.ndarray]]:
+    """A refresh session's evaluation forwards: (label, users) per batch of the plan's size, in order."""
+    return [(eval_label(1, k), users[start:start + plan.batch_users])
+            for k, start in enumerate(range(0, len(users), plan.batch_users))]
+
+
 def batch_users(plan: LayerPlan, shared_users: int, batch: int) -> int:
     """How many users batch `batch` of an epoch holds: full batches, then the rest (0 past the end)."""
     return max(0, min(plan.batch_users, shared_users - batch * plan.batch_users))

@@ -242,10 +242,13 @@ class Endpoint:
 
     # ---- receiving --------------------------------------------------------------
 
-    def recv(self, peer: str, tag: str, timeout: float | None = None) -> Any:
-        """The next message from `peer` under `tag`, in sequence order."""
+    def recv(self, peer: str, tag: str, timeout: float | None = None, idle: bool = False) -> Any:
+        """The next message from `peer` under `tag`, in sequence order. `idle`: a service waiting for its next
+        client, for as long as it takes and whether or not the client is up yet, until the endpoint closes."""
         self._check_peer(peer)
-        return self._wait(lambda: self._take((peer, tag)), (peer,), f"message {tag!r} from {peer}", timeout)
+        what = f"message {tag!r} from {peer}"
+        return self._wait(lambda: self._take((peer, tag)), () if idle else (peer,), what,
+                          float("inf") if idle else timeout)
 
     def recv_any(self, peers: tuple[str, ...], tags: frozenset[str], timeout: float | None = None) -> Message:
         """The earliest-arrived message from any of `peers` under one of `tags`."""
@@ -284,6 +287,8 @@ class Endpoint:
                     return item
                 for peer in peers:
                     self._raise_if_gone(peer, what)
+                if self._stop.is_set():
+                    raise PeerError(f"endpoint closed while waiting for {what}")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise PeerError(f"no {what} within {limit:.0f}s ([network] receive_timeout)")

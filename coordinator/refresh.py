@@ -1,0 +1,91 @@
+"""The coordinator's refresh service: decrypts B's recomputed contributions u for A's serving store.
+
+    python -m coordinator refresh --config c.toml
+
+It runs until stopped and serves the model in service at the coordinator
+(`<workdir>/models/CURRENT`) with that model's key, one refresh session at a time.
+B opens a session (`RefreshRequest` naming the model and the users), the coordinator
+announces the key, both parties register the layer for that many users, and every
+batch is an evaluation forward (steps 1-3) under the ledger's rules: B submits
+[u + R], A alone receives u + R, each label once, with the plan's count. A session
+that fails (a peer that stops, a request for another model) is logged, and the
+service waits for the next one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from coordinator.audit import AuditLog
+from coordinator.config import CoordinatorConfig, load
+from coordinator.decrypt import Decryptor
+from coordinator.service import Service, serve_one
+from protocol import messages
+from protocol.crypto.paillier import PrivateKey, read_private_key
+from protocol.errors import ConfigError, StoreError, VfrecError
+from protocol.messages import PublicKeyAnnouncement, RefreshRequest
+from protocol.net.transport import Endpoint
+from protocol.roles import PEERS, B, C
+from protocol.runtime.cli import setup_logging
+from protocol.runtime.store import current_model, refresh_run_id
+from protocol.runtime.timing import StepClock
+from protocol.runtime.workers import WorkerPool
+
+log = logging.getLogger(__name__)
+
+
+def model_key(cfg: CoordinatorConfig) -> tuple[str, PrivateKey]:
+    """The model in service and its key, checked to be the key the model was trained under."""
+    directory, manifest = current_model(cfg.workdir, C)
+    key_file = Path(manifest["key_file"])
+    if key_file != cfg.key_file:
+        raise ConfigError(f"model {manifest['model_id']!r} was trained under key {key_file}, but this config's "
+                          f"run_id and [key] dir name {cfg.key_file}")
+    key = read_private_key(key_file, cfg.key_passphrase)
+    if key.public.fingerprint != manifest["key_fingerprint"]:
+        raise StoreError(f"{key_file} holds key {key.public.fingerprint}, but model {manifest['model_id']!r} "
+                         f"({directory}) was trained under {manifest['key_fingerprint']}")
+    return manifest["model_id"], key
+
+
+def serve_session(cfg: CoordinatorConfig, model_id: str, decryptor: Decryptor, audit: AuditLog) -> int:
+    """Serve one refresh session from B's request to the last batch; returns the number of users refreshed."""
+    session = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, run_id=refresh_run_id(model_id)))
+    endpoint = Endpoint(session.network, messages.inbox_tags(C)).start()
+    try:
+        request = messages.receive(endpoint, B, RefreshRequest, idle=True)
+        if request.model_id != model_id:
+            raise StoreError(f"{B} asked to refresh model {request.model_id!r}, but the coordinator serves "
+                             f"{model_id!r}")
+        public = decryptor.key.public
+        for party in PEERS[C]:
+            messages.send(endpoint, party, PublicKeyAnnouncement(int(public.n), public.fingerprint))
+        service = Service(session, endpoint, decryptor, audit, StepClock(endpoint))
+        while service.ledger is None or not service.ledger.evaluated_all(1):
+            serve_one(service)
+        return request.users.size
+    except VfrecError as exc:
+        endpoint.abort(f"coordinator stopped the refresh session: {exc}")
+        raise
+    finally:
+        endpoint.close()
+
+
+def main(config_path: Path) -> None:
+    cfg = load(config_path)
+    setup_logging(C, cfg.workdir)
+    model_id, key = model_key(cfg)
+    log.info("serving refreshes of model %s (key %s)", model_id, key.public.fingerprint)
+    with WorkerPool(cfg.workers) as pool:
+        decryptor, audit = Decryptor(key, pool), AuditLog(cfg.audit_log)
+        try:
+            while True:
+                try:
+                    users = serve_session(cfg, model_id, decryptor, audit)
+                    log.info("refresh session done: %d users' u decrypted for %s", users, PEERS[C][0])
+                except VfrecError as exc:
+                    log.warning("refresh session failed: %s", exc)
+        finally:
+            audit.close()

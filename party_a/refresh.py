@@ -1,0 +1,103 @@
+"""A's side of refreshes: the serving process takes B's recomputed u into its u store.
+
+While `python -m party_a serve` runs, a thread waits for B's refresh sessions
+(party_b/refresh.py), one at a time: B names the model and the shared users, the
+coordinator announces the model's key, and for every batch A receives u + R from the
+coordinator and R from B (steps 2-3), checked against the plan's bound. When every
+batch is in, A writes the new u store whole (atomically) and confirms to B; the
+service picks it up without a restart. What A learns is what it learnt at every
+evaluation in training: u of shared users.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+
+import numpy as np
+
+from party_a.config import PartyAConfig
+from party_a.store import read_u_store, write_u_store
+from protocol import messages
+from protocol.crypto import fixedpoint
+from protocol.crypto.paillier import Encryptor
+from protocol.errors import ProtocolError, StoreError, VfrecError
+from protocol.layer import steps
+from protocol.layer.decryption import Step, receive_public_key, refresh_batches, register_layer
+from protocol.layer.plan import LayerPlan
+from protocol.layer.steps import FORWARD_ONLY, Side, Turn
+from protocol.messages import RefreshDone, RefreshRequest
+from protocol.net.transport import Endpoint
+from protocol.roles import A, B
+from protocol.runtime.store import current_model, refresh_run_id
+
+log = logging.getLogger(__name__)
+
+
+def receive_session(cfg: PartyAConfig, endpoint: Endpoint) -> int:
+    """One refresh session, from B's request to A's confirmation; returns the number of users refreshed."""
+    directory, manifest = current_model(cfg.basics.workdir, A)
+    model_id = manifest["model_id"]
+    request = messages.receive(endpoint, B, RefreshRequest, idle=True)
+    if request.model_id != model_id:
+        raise StoreError(f"{B} refreshes model {request.model_id!r}, but {A} serves {model_id!r}")
+    public = receive_public_key(endpoint, cfg.basics.public_key_pin)
+    if public.fingerprint != manifest["key_fingerprint"]:
+        raise StoreError(f"the coordinator announced key {public.fingerprint}, but model {model_id!r} was trained "
+                         f"under {manifest['key_fingerprint']}")
+    plan = LayerPlan.from_message(manifest["plan"], "A's model store")
+    store = read_u_store(directory, plan.h)
+    users = request.users
+    if users.size == 0 or users.min() < 0 or users.max() >= len(store) or np.unique(users).size != users.size:
+        raise ProtocolError(f"{B} sent RefreshRequest with field 'users' naming users outside the {len(store)} "
+                            f"shared ones, or one twice, or none")
+    register_layer(endpoint, plan, users.size)
+    side = Side(endpoint, public, Encryptor(public), None, plan)
+    u = store[[f"u{j}" for j in range(plan.h)]].to_numpy(dtype=np.float32, copy=True)
+    for label, batch in refresh_batches(users, plan):
+        turn = steps.run(FORWARD_ONLY, side, Turn(label, batch, decrypt_as=Step.EVALUATE))
+        u[batch] = fixedpoint.decode(turn.u, plan.e_bits + plan.w_bits)
+    written = store["written"].to_numpy(copy=True)
+    written[users] = time.time()
+    store[[f"u{j}" for j in range(plan.h)]] = u
+    store["written"] = written
+    write_u_store(directory, store)
+    messages.send(endpoint, B, RefreshDone(model_id, int(users.size)))
+    return int(users.size)
+
+
+class RefreshListener:
+    """The serving process's thread that takes refresh sessions one after another until stopped."""
+
+    def __init__(self, cfg: PartyAConfig):
+        self.cfg = cfg
+        self.endpoint: Endpoint | None = None
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="refresh", daemon=True)
+
+    def start(self) -> "RefreshListener":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.endpoint is not None:
+            self.endpoint.close()
+        self.thread.join(timeout=5)
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            _, manifest = current_model(self.cfg.basics.workdir, A)
+            network = dataclasses.replace(self.cfg.basics.network, run_id=refresh_run_id(manifest["model_id"]))
+            self.endpoint = Endpoint(network, messages.inbox_tags(A)).start()
+            try:
+                users = receive_session(self.cfg, self.endpoint)
+                log.info("refresh: u of %d shared users swapped in", users)
+            except Exception as exc:  # noqa: BLE001 - one failed session must not end the serving process's refreshes
+                if not self.stopping.is_set():
+                    log.warning("refresh session failed: %s", exc, exc_info=not isinstance(exc, VfrecError))
+                    self.endpoint.abort(f"{A} stopped the refresh session: {exc}")
+            finally:
+                self.endpoint.close()

@@ -1,0 +1,219 @@
+"""Recommendations from A's stored model, computed by A alone: no call to B or the coordinator.
+
+A request names one of A's user IDs (normalised as in training). Its answer comes from
+- "federated": a shared user: the federated model with B's contribution u from the u
+  store (computed at training and kept fresh by B's refreshes);
+- "a_alone": one of A's users outside the intersection: A alone, trained in the same run;
+- "popularity": a user A does not know: the most bought items.
+Every user of A is represented by all its positive items (oldest first, as in
+training), and those items are left out of its answer unless asked for.
+
+Scoring is exhaustive and exact: the item vectors are computed once at load, so a
+request costs one product z·Vᵀ over the catalogue (the retrieval stage) and, when
+the model has its item-item part, that part for the same items; then top-k. Users
+are scored one at a time, so a user's scores are the same bits whichever way it is
+asked for (one request, a batch, or `recommend`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from party_a.config import PartyAConfig
+from party_a.data import ActiveTables, align, histories, load_tables
+from party_a.model import ActiveModel
+from party_a.sampler import pad_histories
+from party_a.store import U_STORE, load_state, model_settings, read_u_store
+from protocol.data.tables import read_table
+from protocol.errors import ConfigError, StoreError
+from protocol.roles import A
+from protocol.runtime.store import current_model
+
+log = logging.getLogger(__name__)
+SOURCES = ("federated", "a_alone", "popularity")
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    item_id: str
+    score: float
+    columns: dict[str, object]
+
+
+@dataclass(frozen=True)
+class Answer:
+    user_id: str
+    source: str  # one of SOURCES
+    items: list[Recommendation]
+
+
+@dataclass(frozen=True)
+class UStore:
+    """The u store as loaded: u per row of A's user table (shared users only), and when the file was written."""
+
+    u: dict[int, np.ndarray]
+    stamp: tuple[int, int]  # (inode, mtime in ns) of the file it was read from
+    written: float
+
+
+class Recommender:
+    """A's two stored models, A's own data, and the u store; answers requests."""
+
+    def __init__(self, cfg: PartyAConfig, directory: Path, manifest: dict, ids: list[str], tables: ActiveTables,
+                 models: dict[str, ActiveModel], item_columns: list[dict[str, object]], alone: bool):
+        self.cfg, self.directory, self.manifest, self.alone = cfg, directory, manifest, alone
+        self.model_id: str = manifest["model_id"]
+        self.item_ids = tables.items
+        self.n_items = len(tables.items)
+        self.row_of = {uid: r for r, uid in enumerate(ids)}
+        self.histories = [np.array(h, dtype=np.int64) for h in histories(tables)]
+        self.models = models
+        self.history_length = models["federated"].history_length
+        with torch.no_grad():
+            self.v = {name: model.item_vectors() for name, model in models.items()}
+        counts = np.bincount(tables.interactions.items, minlength=self.n_items).astype(np.float64)
+        self.popular = np.argsort(-counts, kind="stable")
+        self.popularity = counts
+        self.item_columns = item_columns
+        self.h = models["federated"].bias.shape[0]
+        self._lock = threading.Lock()
+        self.store = self._read_u_store()
+
+    @classmethod
+    def load(cls, cfg: PartyAConfig, alone: bool = False) -> "Recommender":
+        """The model in service at A with A's tables; `alone`: shared users get u = 0 (A alone's scores with
+        the federated model's weights), to measure what the u lookup costs."""
+        training = cfg.training
+        if training is None:
+            raise ConfigError("party A's config has no [interactions]: there is no model to serve")
+        directory, manifest = current_model(cfg.basics.workdir, A)
+        frame, ids = cfg.users.load()
+        tables = load_tables(frame, ids, cfg.users.table, cfg.users.normalizer, training.interactions,
+                             training.items)
+        stored_items = pd.read_parquet(directory / "items.parquet")["item_id"].tolist()
+        if stored_items != tables.items:
+            raise StoreError(f"{training.interactions.path} and the items table name {len(tables.items)} items, "
+                             f"but model {manifest['model_id']!r} ({directory}) was trained on {len(stored_items)} "
+                             f"others or in another order; train a new model")
+        settings = model_settings(manifest)
+        data = align(tables, np.arange(len(ids)))  # every user of A; what the models' buffers hold is loaded
+        models = {}
+        for name, file in (("federated", "federated.pt"), ("a_alone", "alone.pt")):
+            model = ActiveModel(data, settings, manifest["ease_lambda"])
+            try:
+                model.load_state_dict(load_state(directory, file))
+            except RuntimeError as exc:
+                raise StoreError(f"{directory / file} does not fit the model settings in its manifest: "
+                                 f"{str(exc)[:300]}") from None
+            models[name] = model.eval()
+        return cls(cfg, directory, manifest, ids, tables, models, item_columns(cfg, tables.items), alone)
+
+    # ---- the u store -------------------------------------------------------------------------
+
+    def _read_u_store(self) -> UStore:
+        path = self.directory / U_STORE
+        stat = path.stat()
+        frame = read_u_store(self.directory, self.h)
+        u = frame[[f"u{j}" for j in range(self.h)]].to_numpy(dtype=np.float32)
+        by_row = {self.row_of[uid]: u[i] for i, uid in enumerate(frame["user_id"]) if uid in self.row_of}
+        return UStore(by_row, (stat.st_ino, stat.st_mtime_ns), float(frame["written"].max()))
+
+    def refresh_if_changed(self) -> bool:
+        """Take a new u store if the file was replaced (a refresh); True if it was."""
+        try:
+            stat = os.stat(self.directory / U_STORE)
+        except OSError:
+            return False
+        if (stat.st_ino, stat.st_mtime_ns) == self.store.stamp:
+            return False
+        with self._lock:
+            if (stat.st_ino, stat.st_mtime_ns) != self.store.stamp:
+                self.store = self._read_u_store()
+                log.info("u store reloaded: %d shared users, written %s", len(self.store.u),
+                         time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.store.written)))
+        return True
+
+    def u_store_age_seconds(self) -> float:
+        return time.time() - self.store.written
+
+    def shared_users(self) -> int:
+        return len(self.store.u)
+
+    # ---- answers ------------------------------------------------------------------------------
+
+    def normalise(self, user_id: str) -> str | None:
+        try:
+            return self.cfg.users.normalizer(user_id)
+        except (ValueError, TypeError):
+            return None
+
+    def source(self, row: int | None, store: UStore) -> str:
+        if row is None:
+            return "popularity"
+        return "federated" if row in store.u else "a_alone"
+
+    @torch.no_grad()
+    def scores(self, row: int, store: UStore) -> tuple[str, np.ndarray]:
+        """The source and the scores of every item for user `row` of A's table."""
+        source = self.source(row, store)
+        model = self.models[source]
+        u = store.u[row] if source == "federated" and not self.alone else np.zeros(self.h, dtype=np.float32)
+        history = torch.from_numpy(pad_histories([self.histories[row]], self.history_length))
+        logits = model.logits(history, torch.tensor([row]), torch.tensor(u)[None, :], v=self.v[source])
+        return source, logits[0, 0].numpy()
+
+    def recommend(self, user_ids: list[str], k: int, include_bought: bool = False) -> list[Answer]:
+        """Top-k for each user, in the order asked."""
+        store = self.store
+        answers = []
+        for user_id in user_ids:
+            normalised = self.normalise(user_id)
+            row = self.row_of.get(normalised) if normalised is not None else None
+            if row is None:
+                top = self.popular[:k]
+                answers.append(Answer(user_id, "popularity", self._items(top, self.popularity[top])))
+                continue
+            source, scores = self.scores(row, store)
+            if not include_bought and self.histories[row].size:
+                scores = scores.copy()
+                scores[self.histories[row]] = -np.inf
+            top = top_k(scores, k)
+            answers.append(Answer(user_id, source, self._items(top, scores[top])))
+        return answers
+
+    def _items(self, items: np.ndarray, scores: np.ndarray) -> list[Recommendation]:
+        return [Recommendation(self.item_ids[j], float(s), self.item_columns[j]) for j, s in zip(items, scores)
+                if np.isfinite(s)]
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores, best first (ties: lower index first)."""
+    k = min(k, scores.size)
+    part = np.argpartition(-scores, k - 1)[:k]
+    return part[np.lexsort((part, -scores[part]))]
+
+
+def item_columns(cfg: PartyAConfig, item_ids: list[str]) -> list[dict[str, object]]:
+    """Each item's feature columns as A's items table holds them (empty without an items table)."""
+    spec = cfg.training.items
+    if spec is None:
+        return [{} for _ in item_ids]
+    columns = [*spec.numeric, *spec.categorical]
+    frame = read_table(spec.path, [spec.id_column, *columns], [spec.id_column])
+    frame[spec.id_column] = frame[spec.id_column].str.strip()
+    by_id = frame.set_index(spec.id_column)[columns]
+    return [{c: _plain(v) for c, v in by_id.loc[item].items()} for item in item_ids]
+
+
+def _plain(value: object) -> object:
+    """A JSON-ready value (numpy scalars become Python ones)."""
+    return value.item() if hasattr(value, "item") else value

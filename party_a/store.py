@@ -1,0 +1,93 @@
+"""A's model store: the chosen epochs of both models, the item index and the u store.
+
+    federated.pt   the federated model's state at its chosen epoch (torch, weights_only)
+    alone.pt       A alone's state at its chosen epoch, for A's users outside the intersection
+    items.parquet  item IDs in the models' order
+    u.parquet      the u store: per shared user, A's user ID and B's contribution u (h columns) and when
+                   it was written; replaced whole (atomically) by each refresh
+
+The u store starts as the u of the federated model's chosen epoch, which A computed
+for every shared user to validate that epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from party_a.config import ModelSettings
+from protocol.errors import StoreError
+from protocol.roles import A
+from protocol.runtime.store import atomic_write, model_file, write_model
+
+FILES = ("federated.pt", "alone.pt", "items.parquet", "u.parquet")
+U_STORE = "u.parquet"
+
+
+def state_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def load_state(directory: Path, name: str) -> dict[str, torch.Tensor]:
+    try:
+        return torch.load(io.BytesIO(model_file(directory, name)), weights_only=True)
+    except (RuntimeError, EOFError, ValueError) as exc:
+        raise StoreError(f"{directory / name} is corrupt: {exc}") from None
+
+
+def u_frame(user_ids: list[str], u: np.ndarray, written: np.ndarray | None = None) -> pd.DataFrame:
+    """The u store's table; `written` per user (seconds since the epoch), now when None."""
+    frame = pd.DataFrame(u.astype(np.float32), columns=[f"u{j}" for j in range(u.shape[1])])
+    frame.insert(0, "user_id", user_ids)
+    frame["written"] = np.full(len(user_ids), time.time()) if written is None else written
+    return frame
+
+
+def frame_bytes(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def save_active_model(workdir: Path, model_id: str, manifest: dict, states: dict[str, dict], items: list[str],
+                      shared_ids: list[str], u: np.ndarray) -> Path:
+    """Write A's model version `model_id` and make it the one in service."""
+    files = {"federated.pt": state_bytes(states["federated"]), "alone.pt": state_bytes(states["a_alone"]),
+             "items.parquet": frame_bytes(pd.DataFrame({"item_id": items})),
+             U_STORE: frame_bytes(u_frame(shared_ids, u))}
+    return write_model(workdir, model_id, {**manifest, "role": str(A), "files": list(FILES)}, files)
+
+
+def read_u_store(directory: Path, h: int) -> pd.DataFrame:
+    """The u store, checked: one row per shared user, h finite columns."""
+    path = directory / U_STORE
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{path} is unreadable: {exc}") from None
+    wanted = ["user_id", *(f"u{j}" for j in range(h)), "written"]
+    if list(frame.columns) != wanted:
+        raise StoreError(f"{path} has columns {list(frame.columns)}, expected {wanted}")
+    if frame["user_id"].duplicated().any() or not np.isfinite(frame[wanted[1:-1]].to_numpy()).all():
+        raise StoreError(f"{path} repeats a user or holds a value that is not finite")
+    return frame
+
+
+def write_u_store(directory: Path, frame: pd.DataFrame) -> None:
+    """Replace the u store whole; a reader sees the old one or the new one."""
+    atomic_write(directory / U_STORE, frame_bytes(frame))
+
+
+def model_settings(manifest: dict) -> ModelSettings:
+    """The model settings the stored model was built with."""
+    stored = dict(manifest["model_settings"])
+    stored["tower_hidden"] = tuple(stored["tower_hidden"])
+    return dataclasses.replace(ModelSettings(), **stored)

@@ -1,0 +1,129 @@
+"""B's refresh: recompute u for the shared users whose columns changed, for A's serving store.
+
+    python -m party_b refresh --config b.toml [--all]
+
+Run it while A serves (`python -m party_a serve`) and the coordinator's refresh
+service runs (`python -m coordinator refresh`). B reads its user table again,
+encodes it with the encoding stored with the model, and compares each shared user's
+encoded row with the digest stored when that user's u was last computed. For the
+changed users (every shared user with --all) B runs one evaluation forward per batch
+(steps 1-3: [u] = e_B·[W] by rows, masked, decrypted by the coordinator for A, the
+mask sent to A). A swaps the new u in whole and confirms; only then does B store the
+new digests, so a failed refresh is simply run again. A shared user missing from
+B's table keeps its u.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from party_b.config import PartyBConfig, load
+from party_b.follow import TowerTurn
+from party_b.store import load_tower_state, load_w_rows, read_users, row_digests, write_users
+from party_b.tower import TowerB
+from protocol import messages
+from protocol.crypto.paillier import Encryptor
+from protocol.data.tables import Encoding, Features
+from protocol.errors import ProtocolError, StoreError
+from protocol.layer import steps
+from protocol.layer.decryption import Step, receive_public_key, refresh_batches, register_layer
+from protocol.layer.plan import LayerPlan
+from protocol.layer.steps import FORWARD_ONLY, Side, Turn
+from protocol.messages import RefreshDone, RefreshRequest
+from protocol.net.transport import Endpoint
+from protocol.roles import A, B, C
+from protocol.runtime.cli import setup_logging
+from protocol.runtime.store import current_model, refresh_run_id
+from protocol.runtime.workers import WorkerPool
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Changes:
+    """B's shared users as its table holds them now, and which of them changed since their u was computed."""
+
+    ids: list[str]
+    features: Features  # per shared user (zeros for one no longer in the table)
+    digests: list[str]  # per shared user: now, or as stored for one no longer in the table
+    changed: np.ndarray  # positions to refresh
+    missing: int
+
+
+def find_changes(cfg: PartyBConfig, directory: Path, manifest: dict, everyone: bool) -> Changes:
+    """Encode B's table as at training and compare with the stored digests."""
+    stored = read_users(directory)
+    frame, ids = cfg.users.load()
+    features = Encoding.from_json(manifest["encoding"]).apply(frame, cfg.users.table)
+    row_of = {uid: r for r, uid in enumerate(ids)}
+    rows = np.array([row_of.get(uid, -1) for uid in stored["user_id"]], dtype=np.int64)
+    present = rows >= 0
+    shared = features.take(np.where(present, rows, 0))
+    shared.numeric[~present], shared.categorical[~present] = 0, 0
+    now = row_digests(shared)
+    digests = [d if ok else old for d, old, ok in zip(now, stored["digest"], present)]
+    differs = np.array([d != old for d, old in zip(digests, stored["digest"])], dtype=bool)
+    changed = np.flatnonzero(present & (differs | everyone))
+    return Changes(list(stored["user_id"]), shared, digests, changed, int((~present).sum()))
+
+
+def push(cfg: PartyBConfig, model_id: str, manifest: dict, directory: Path, changes: Changes,
+         pool: WorkerPool) -> None:
+    """One refresh session: the changed users' u through the coordinator to A, A's confirmation."""
+    network = dataclasses.replace(cfg.basics.network, run_id=refresh_run_id(model_id))
+    endpoint = Endpoint(network, messages.inbox_tags(B)).start()
+    try:
+        for peer in (A, C):
+            messages.send(endpoint, peer, RefreshRequest(model_id, changes.changed))
+        public = receive_public_key(endpoint, cfg.basics.public_key_pin)
+        if public.fingerprint != manifest["key_fingerprint"]:
+            raise StoreError(f"the coordinator announced key {public.fingerprint}, but model {model_id!r} was "
+                             f"trained under {manifest['key_fingerprint']}")
+        plan = LayerPlan.from_message(manifest["plan"], "B's model store")
+        register_layer(endpoint, plan, changes.changed.size)
+        side = Side(endpoint, public, Encryptor(public, cfg.encryption), pool, plan, w=load_w_rows(directory, public))
+        settings = manifest["tower_settings"]
+        tower = TowerB(changes.features, plan.d, list(settings["hidden"]), settings["feature_dim"])
+        tower.load_state_dict(load_tower_state(directory))
+        bar = tqdm(refresh_batches(changes.changed, plan), desc="refresh", unit="batch",
+                   disable=not cfg.psi.show_progress)
+        for label, users in bar:
+            steps.run(FORWARD_ONLY, side, Turn(label, users, TowerTurn(tower, None), decrypt_as=Step.EVALUATE))
+        done = messages.receive(endpoint, A, RefreshDone)
+        if (done.model_id, done.users) != (model_id, changes.changed.size):
+            raise ProtocolError(f"{A} confirmed {done.users} users of model {done.model_id!r}, not "
+                                f"{changes.changed.size} of {model_id!r}")
+    except BaseException as exc:
+        endpoint.abort(f"{B} stopped the refresh: {exc or type(exc).__name__}")
+        raise
+    finally:
+        endpoint.close()
+
+
+def main(config_path: Path, everyone: bool = False) -> None:
+    cfg = load(config_path)
+    setup_logging(B, cfg.basics.workdir)
+    torch.set_num_threads(1)
+    directory, manifest = current_model(cfg.basics.workdir, B)
+    model_id = manifest["model_id"]
+    changes = find_changes(cfg, directory, manifest, everyone)
+    if changes.missing:
+        log.warning("%d shared users are no longer in %s: their u stays as it was", changes.missing,
+                    cfg.users.table.path)
+    if changes.changed.size == 0:
+        log.info("model %s: no shared user's columns changed; nothing to refresh", model_id)
+        return
+    started = time.perf_counter()
+    with WorkerPool(cfg.basics.workers) as pool:
+        push(cfg, model_id, manifest, directory, changes, pool)
+    write_users(directory, changes.ids, changes.digests)
+    seconds = time.perf_counter() - started
+    log.info("model %s: refreshed u of %d of %d shared users in %.1fs (%.0f users/s)", model_id,
+             changes.changed.size, len(changes.ids), seconds, changes.changed.size / seconds)

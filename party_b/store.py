@@ -1,0 +1,82 @@
+"""B's model store: its tower and [W] at the federated model's chosen epoch, and the shared users.
+
+    tower_b.pt       tower B's state (torch, weights_only)
+    w_rows.msgpack   [W] by rows, under the coordinator's key of the run
+    users.parquet    B's ID of each shared user in the aligned order, and a digest of the user's encoded row
+                     as of the last time u was computed from it (training or the last refresh); replaced whole
+
+The manifest keeps the encoding of B's columns fitted at training, so a refresh
+encodes a changed row exactly as the tower learnt it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from protocol.crypto.packing import Packed
+from protocol.crypto.paillier import PublicKey
+from protocol.data.tables import Features
+from protocol.errors import ProtocolError, StoreError
+from protocol.net.codec import decode, encode
+from protocol.roles import B
+from protocol.runtime.store import atomic_write, model_file, write_model
+
+FILES = ("tower_b.pt", "w_rows.msgpack", "users.parquet")
+USERS = "users.parquet"
+
+
+def row_digests(features: Features) -> list[str]:
+    """Per row, a digest of its encoded values: equal digests, equal e_B."""
+    return [hashlib.sha256(n.tobytes() + c.tobytes()).hexdigest()[:32]
+            for n, c in zip(features.numeric, features.categorical)]
+
+
+def users_bytes(user_ids: list[str], digests: list[str]) -> bytes:
+    buffer = io.BytesIO()
+    pd.DataFrame({"user_id": user_ids, "digest": digests}).to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def save_passive_model(workdir: Path, model_id: str, manifest: dict, tower_state: dict, w_rows: Packed,
+                       user_ids: list[str], features: Features) -> Path:
+    """Write B's model version `model_id` and make it the one in service."""
+    buffer = io.BytesIO()
+    torch.save(tower_state, buffer)
+    files = {"tower_b.pt": buffer.getvalue(), "w_rows.msgpack": encode(w_rows.to_wire().to_message()),
+             USERS: users_bytes(user_ids, row_digests(features))}
+    return write_model(workdir, model_id, {**manifest, "role": str(B), "files": list(FILES)}, files)
+
+
+def load_tower_state(directory: Path) -> dict[str, torch.Tensor]:
+    try:
+        return torch.load(io.BytesIO(model_file(directory, "tower_b.pt")), weights_only=True)
+    except (RuntimeError, EOFError, ValueError) as exc:
+        raise StoreError(f"{directory / 'tower_b.pt'} is corrupt: {exc}") from None
+
+
+def load_w_rows(directory: Path, public: PublicKey) -> Packed:
+    path = directory / "w_rows.msgpack"
+    try:
+        return Packed.from_message(decode(model_file(directory, "w_rows.msgpack")), public, str(path))
+    except (ValueError, ProtocolError) as exc:
+        raise StoreError(f"{path} is corrupt: {exc}") from None
+
+
+def read_users(directory: Path) -> pd.DataFrame:
+    path = directory / USERS
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{path} is unreadable: {exc}") from None
+    if list(frame.columns) != ["user_id", "digest"] or frame["user_id"].duplicated().any():
+        raise StoreError(f"{path} is not a list of distinct shared users with digests")
+    return frame
+
+
+def write_users(directory: Path, user_ids: list[str], digests: list[str]) -> None:
+    atomic_write(directory / USERS, users_bytes(user_ids, digests))

@@ -1,0 +1,113 @@
+"""A role's model store: one directory per trained model, written atomically, read without pickle.
+
+    <workdir>/models/<model_id>/manifest.json   what the model is: ID, run, role, chosen epoch, key fingerprint
+    <workdir>/models/<model_id>/...              the role's files (torch state dicts, msgpack, Parquet)
+    <workdir>/models/CURRENT                     the model ID in service
+
+All three roles store the same model ID (A draws it at the end of training and
+announces it), and every later use checks it: a store of another model stops with a
+message naming both IDs. A version directory appears whole or not at all (written
+under a temporary name, fsynced, renamed); so does every file replaced later.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+
+from protocol.errors import StoreError
+
+MANIFEST = "manifest.json"
+CURRENT = "CURRENT"
+
+
+def new_model_id(run_id: str) -> str:
+    """A fresh model ID: the run, the UTC time and a random suffix."""
+    return f"{run_id}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(3)}"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so a reader sees the old file or the new one, never a part."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _sync_dir(path.parent)
+
+
+def _sync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_model(workdir: Path, model_id: str, manifest: dict, files: dict[str, bytes]) -> Path:
+    """Write a model version whole, then make it the one in service; returns its directory."""
+    root = workdir / "models"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / model_id
+    if final.exists():
+        raise StoreError(f"{final} already exists: model IDs are never reused")
+    tmp = root / f".{model_id}.tmp"
+    tmp.mkdir()
+    for name, data in {**files, MANIFEST: json.dumps({**manifest, "model_id": model_id}, indent=2).encode()}.items():
+        with open(tmp / name, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    _sync_dir(tmp)
+    os.replace(tmp, final)
+    atomic_write(root / CURRENT, model_id.encode())
+    return final
+
+
+def current_model(workdir: Path, role: str, expected: str | None = None) -> tuple[Path, dict]:
+    """The directory and manifest of the model in service at `role`; with `expected`, it must be that model."""
+    pointer = workdir / "models" / CURRENT
+    try:
+        model_id = pointer.read_text().strip()
+    except FileNotFoundError:
+        raise StoreError(f"{pointer} is missing: {role} has no trained model in {workdir} (train first)") from None
+    directory = pointer.parent / model_id
+    manifest = read_manifest(directory, role)
+    if expected is not None and manifest["model_id"] != expected:
+        raise StoreError(f"{role} serves model {manifest['model_id']!r} ({directory}) but its peer serves "
+                         f"{expected!r}: the roles must use the same trained model")
+    return directory, manifest
+
+
+def read_manifest(directory: Path, role: str) -> dict:
+    """The manifest of the model in `directory`, checked to be `role`'s and whole."""
+    path = directory / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StoreError(f"{path} is missing: not a model store") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{path} is corrupt: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("role") != role or manifest.get("model_id") != directory.name:
+        raise StoreError(f"{path} is not {role}'s manifest of model {directory.name!r}")
+    for name in manifest.get("files", []):
+        if not (directory / name).is_file():
+            raise StoreError(f"{directory / name} is missing from model {directory.name!r}")
+    return manifest
+
+
+def model_file(directory: Path, name: str) -> bytes:
+    """One file of a stored model."""
+    try:
+        return (directory / name).read_bytes()
+    except OSError as exc:
+        raise StoreError(f"cannot read {directory / name}: {exc.strerror}") from None
+
+
+def refresh_run_id(model_id: str) -> str:
+    """The run ID of a refresh session of model `model_id` (each session is a fresh set of streams)."""
+    return f"{model_id}/refresh"
