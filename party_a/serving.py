@@ -90,8 +90,8 @@ class Recommender:
 
     @classmethod
     def load(cls, cfg: PartyAConfig, alone: bool = False) -> "Recommender":
-        """The model in service at A with A's tables; `alone`: shared users get u = 0 (A alone's scores with
-        the federated model's weights), to measure what the u lookup costs."""
+        """The model in service at A with A's tables; `alone`: every known user is served by A alone, as A
+        would serve without federation (bench/serve.py measures what federation costs a request)."""
         training = cfg.training
         if training is None:
             raise ConfigError("party A's config has no [interactions]: there is no model to serve")
@@ -159,14 +159,14 @@ class Recommender:
     def source(self, row: int | None, store: UStore) -> str:
         if row is None:
             return "popularity"
-        return "federated" if row in store.u else "a_alone"
+        return "federated" if row in store.u and not self.alone else "a_alone"
 
     @torch.no_grad()
     def scores(self, row: int, store: UStore) -> tuple[str, np.ndarray]:
         """The source and the scores of every item for user `row` of A's table."""
         source = self.source(row, store)
         model = self.models[source]
-        u = store.u[row] if source == "federated" and not self.alone else np.zeros(self.h, dtype=np.float32)
+        u = store.u[row] if source == "federated" else np.zeros(self.h, dtype=np.float32)
         history = torch.from_numpy(pad_histories([self.histories[row]], self.history_length))
         logits = model.logits(history, torch.tensor([row]), torch.tensor(u)[None, :], v=self.v[source])
         return source, logits[0, 0].numpy()

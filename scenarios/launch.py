@@ -83,8 +83,9 @@ class LocalRun:
     def output(self, role: str) -> Path:
         return self.root / role / "output.log"
 
-    def command(self, role: str) -> list[str]:
-        return [sys.executable, "-m", role, "--config", str(self.configs[role])]
+    def command(self, role: str, *args: str) -> list[str]:
+        """`python -m <role> [args] --config <its config>`; args name a command such as `serve` and its options."""
+        return [sys.executable, "-m", role, *args, "--config", str(self.configs[role])]
 
     def endpoint(self, role: Role) -> Endpoint:
         """An endpoint for `role` in this process (not started), for a test that plays that role itself."""
@@ -145,14 +146,15 @@ def _tee(source: object, log: object) -> None:
         sys.stderr.buffer.flush()
 
 
-def start(run: LocalRun, role: str, stream: bool = False) -> subprocess.Popen:
-    """Start one role; its output goes to `run.output(role)` (and, with `stream`, to our stderr too)."""
+def start(run: LocalRun, role: str, *args: str, stream: bool = False) -> subprocess.Popen:
+    """Start one role (`args`: a command and its options); its output goes to `run.output(role)` (and, with
+    `stream`, to our stderr too)."""
     run.output(role).parent.mkdir(parents=True, exist_ok=True)
     log = open(run.output(role), "ab")
+    command = run.command(role, *args)
     if not stream:
-        return subprocess.Popen(run.command(role), cwd=str(ROOT), env=_env(), stdout=log, stderr=subprocess.STDOUT)
-    proc = subprocess.Popen(run.command(role), cwd=str(ROOT), env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+        return subprocess.Popen(command, cwd=str(ROOT), env=_env(), stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(command, cwd=str(ROOT), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     threading.Thread(target=_tee, args=(proc.stdout, log), daemon=True).start()
     return proc
 

@@ -1,0 +1,272 @@
+"""Serving latency and throughput: A's real HTTP service (uvicorn) under a real HTTP client.
+
+    python -m bench.serve                       # story 1 (2048-bit run) and a 100k-item catalogue
+    python -m bench.serve --skip-big            # story 1 only
+    python -m bench.serve --users 2000 --requests 3000
+
+Story 1: the e-commerce + bank scenario is trained (three processes, 2048-bit key,
+`--epochs` epochs), then `python -m party_a serve` answers GET
+/v1/users/{id}/recommendations?k=10 for random users of A (shared ones, A's others
+and a few unknown IDs) at concurrency 1, 8 and 32: p50, p95, p99 latency and
+requests per second. In the same run the same server is started with `--alone`
+(every known user served by A alone, u = 0), so the cost of federation at request
+time is a ratio. Then B's `refresh --all` runs through the coordinator's refresh
+service (users/s as B logs it, the session alone) and `recommend` writes the top-20
+of every user of A.
+
+Large catalogue: 100k items, 100k users of A with 10 purchases each, 60k of them
+shared with a u store. Nothing is trained (the weights are as initialised; latency
+does not depend on their values) and the model runs without its EASE part ([model]
+item_item = false: P would be 100k × 100k). Scoring is the exact product over the
+whole catalogue, which for this model is the full score: retrieval recall@100
+against exhaustive scoring is 1.0 by construction. Then `recommend` for all 100k users.
+
+The client runs on the same two cores as the server: its threads take CPU the server
+would otherwise have, so requests/s at high concurrency is a lower bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import http.client
+import json
+import random
+import subprocess
+import threading
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+
+from scenarios.launch import ROOT, LocalRun, _env, free_ports, run_all, start, write_local_run
+
+CONCURRENCY = (1, 8, 32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Load:
+    concurrency: int
+    requests: int
+    seconds: float
+    latencies_ms: np.ndarray
+
+    def row(self, name: str) -> dict:
+        p50, p95, p99 = np.percentile(self.latencies_ms, [50, 95, 99])
+        return {"server": name, "concurrency": self.concurrency, "requests": self.requests,
+                "p50_ms": round(float(p50), 2), "p95_ms": round(float(p95), 2), "p99_ms": round(float(p99), 2),
+                "requests_per_s": round(self.requests / self.seconds, 1)}
+
+
+def drive(port: int, paths: list[str], concurrency: int) -> Load:
+    """Send every path once, `concurrency` keep-alive connections at a time; per-request latency."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    queue = iter(paths)
+    failures: list[str] = []
+
+    def worker() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine = []
+        while True:
+            with lock:
+                path = next(queue, None)
+            if path is None:
+                break
+            started = time.perf_counter()
+            connection.request("GET", path)
+            response = connection.getresponse()
+            body = response.read()
+            mine.append((time.perf_counter() - started) * 1000)
+            if response.status != 200:
+                failures.append(f"{path}: {response.status} {body[:200]!r}")
+        connection.close()
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - started
+    if failures:
+        raise RuntimeError(f"{len(failures)} requests failed, first: {failures[0]}")
+    return Load(concurrency, len(paths), seconds, np.array(latencies))
+
+
+def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("the service stopped while starting; see its output.log")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("GET", "/healthz")
+            return json.loads(connection.getresponse().read())
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"no /healthz answer within {timeout}s")
+
+
+def serve_port(run: LocalRun) -> int:
+    port = free_ports(1)[0]
+    with open(run.configs["party_a"], "a") as f:
+        f.write(f'\n[serve]\nlisten = "127.0.0.1:{port}"\n')
+    return port
+
+
+def measure_server(run: LocalRun, port: int, user_ids: list[str], requests: int, alone: bool) -> list[Load]:
+    """Start A's service (federated or --alone), warm it up, and drive it at each concurrency."""
+    proc = start(run, "party_a", "serve", *(["--alone"] if alone else []))
+    try:
+        wait_healthy(port, proc)
+        rng = random.Random(0)
+        paths = [f"/v1/users/{quote(u, safe='')}/recommendations?k=10" for u in user_ids]
+        drive(port, [rng.choice(paths) for _ in range(200)], 4)  # warm-up
+        return [drive(port, [rng.choice(paths) for _ in range(requests)], c) for c in CONCURRENCY]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def timed(run: LocalRun, role: str, *args: str) -> tuple[float, str]:
+    started = time.perf_counter()
+    out = subprocess.run(run.command(role, *args), cwd=ROOT, env=_env(), capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{role} {' '.join(args)} failed: {out.stderr[-2000:]}")
+    return time.perf_counter() - started, out.stderr
+
+
+def logged_rate(stderr: str, marker: str) -> float:
+    """The users/s a command logged on its summary line."""
+    line = next(line for line in stderr.splitlines() if marker in line)
+    return float(line.rsplit("(", 1)[1].split(" users/s")[0])
+
+
+def story_one(root: Path, users: int, epochs: int, requests: int) -> dict:
+    from scenarios import ecommerce_bank
+
+    run = ecommerce_bank.prepare(root / "story1", users=users, epochs=epochs, seed=0, progress=False)
+    out = run_all(run, timeout=3600)
+    if any(o.returncode for o in out.values()):
+        raise RuntimeError({r: o.output[-2000:] for r, o in out.items() if o.returncode})
+    port = serve_port(run)
+    ids = pd.read_csv(next((run.dir("party_a") / "data").glob("shop_users.csv")), dtype=str)["customer_phone"]
+    user_ids = list(ids) + [f"unknown{i}" for i in range(20)]
+    loads = {"federated": measure_server(run, port, user_ids, requests, alone=False),
+             "A alone (u = 0)": measure_server(run, port, user_ids, requests, alone=True)}
+    coordinator = start(run, "coordinator", "refresh")
+    try:
+        _, stderr = timed(run, "party_b", "refresh", "--all")
+        refresh = logged_rate(stderr, "refreshed u of")
+    finally:
+        coordinator.kill()
+        coordinator.wait()
+    seconds, stderr = timed(run, "party_a", "recommend", "--k", "20", "--out", str(root / "story1_recs.parquet"))
+    return {"loads": loads, "refresh_users_per_s": refresh, "recommend_seconds": seconds,
+            "recommend_users_per_s": logged_rate(stderr, "users/s")}
+
+
+def big_catalogue(root: Path, items: int, users: int, requests: int) -> dict:
+    """A 100k-item store built without training, served and scored offline."""
+    import torch
+
+    from party_a.config import ModelSettings, load
+    from party_a.data import align, load_tables
+    from party_a.model import ActiveModel
+    from party_a.store import save_active_model
+
+    rng = np.random.default_rng(0)
+    data_dir = root / "big" / "party_a" / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    user_ids = [f"u{i}@example.com" for i in range(users)]
+    item_ids = [f"sku{j}" for j in range(items)]
+    popularity = rng.zipf(1.3, size=items).astype(float)
+    chosen = rng.choice(items, size=(users, 10), p=popularity / popularity.sum())
+    pd.DataFrame({"email": user_ids}).to_csv(data_dir / "users.csv", index=False)
+    pd.DataFrame({"sku": item_ids, "category": [f"c{j % 50}" for j in range(items)]}).to_csv(data_dir / "items.csv",
+                                                                                          index=False)
+    pd.DataFrame({"email": np.repeat(user_ids, 10), "sku": [item_ids[j] for j in chosen.ravel()],
+                  "ts": np.tile(np.arange(10), users)}).to_csv(data_dir / "orders.csv", index=False)
+    sections = {"party_a": {
+        "users": {"table": "data/users.csv", "id_column": "email", "ids": {"kind": "email"}},
+        "interactions": {"table": "data/orders.csv", "user_column": "email", "item_column": "sku",
+                         "timestamp_column": "ts"},
+        "items": {"table": "data/items.csv", "id_column": "sku", "categorical": ["category"]},
+        "model": {"item_item": False},
+    }}
+    run = write_local_run(root / "big", sections, run_id="bench-big")
+    port = serve_port(run)
+    cfg = load(run.configs["party_a"])
+    frame, ids = cfg.users.load()
+    t = cfg.training
+    tables = load_tables(frame, ids, cfg.users.table, cfg.users.normalizer, t.interactions, t.items)
+    shared = np.arange(int(users * 0.6))
+    data = align(tables, shared)
+    settings = t.model
+    model = ActiveModel(data, settings)
+    h = model.bias.shape[0]
+    manifest = {"run_id": "bench-big", "created": time.time(), "key_fingerprint": "none (bench, not trained)",
+                "plan": t.plan().to_message(), "model_settings": dataclasses.asdict(settings), "ease_lambda": None,
+                "items": items, "shared_users": int(shared.size), "epochs": {"federated": 0, "a_alone": 0}}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    u = rng.normal(0, 0.5, size=(shared.size, h)).astype(np.float32)
+    with torch.no_grad():
+        save_active_model(cfg.basics.workdir, "bench-big-model", manifest, {"federated": state, "a_alone": state},
+                          tables.items, [ids[r] for r in shared], u)
+    loads = {"federated": measure_server(run, port, ids + ["nobody@example.com"], requests, alone=False),
+             "A alone (u = 0)": measure_server(run, port, ids, requests, alone=True)}
+    seconds, stderr = timed(run, "party_a", "recommend", "--k", "20", "--out", str(root / "big_recs.parquet"))
+    return {"loads": loads, "recommend_seconds": seconds, "recommend_users_per_s": logged_rate(stderr, "users/s"),
+            "users": users, "items": items}
+
+
+def print_loads(title: str, loads: dict[str, list[Load]]) -> list[dict]:
+    rows = [load.row(name) for name, measured in loads.items() for load in measured]
+    print(f"\n{title}")
+    print(f"{'server':<18} {'conc.':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8}")
+    for r in rows:
+        print(f"{r['server']:<18} {r['concurrency']:>5} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+              f"{r['requests_per_s']:>8.1f}")
+    fed, alone = loads["federated"], loads["A alone (u = 0)"]
+    for f, a in zip(fed, alone):
+        print(f"federated / A alone at concurrency {f.concurrency}: p50 "
+              f"{np.percentile(f.latencies_ms, 50) / np.percentile(a.latencies_ms, 50):.2f}×, p99 "
+              f"{np.percentile(f.latencies_ms, 99) / np.percentile(a.latencies_ms, 99):.2f}×")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=2000, help="story 1: users of the shop (party A)")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--requests", type=int, default=2000, help="requests per concurrency level")
+    parser.add_argument("--big-items", type=int, default=100_000)
+    parser.add_argument("--big-users", type=int, default=100_000)
+    parser.add_argument("--skip-big", action="store_true")
+    parser.add_argument("--dir", type=Path, default=Path("runs/bench/serve"))
+    args = parser.parse_args()
+    results: dict = {}
+    one = story_one(args.dir, args.users, args.epochs, args.requests)
+    results["story1"] = {"loads": print_loads(f"story 1 catalogue ({args.users} shop users)", one["loads"]),
+                         **{k: v for k, v in one.items() if k != "loads"}}
+    print(f"refresh --all: {one['refresh_users_per_s']:.0f} users/s; recommend (top-20, every user of A): "
+          f"{one['recommend_seconds']:.1f}s ({one['recommend_users_per_s']:.0f} users/s)")
+    if not args.skip_big:
+        big = big_catalogue(args.dir, args.big_items, args.big_users, args.requests)
+        results["big"] = {"loads": print_loads(f"{args.big_items} items, {args.big_users} users of A", big["loads"]),
+                          **{k: v for k, v in big.items() if k != "loads"}}
+        print("retrieval recall@100 against exhaustive scoring: 1.0 (the retrieval stage is the exact product over "
+              "every item, which is this model's full score)")
+        print(f"recommend (top-20, {args.big_users} users): {big['recommend_seconds']:.1f}s "
+              f"({big['recommend_users_per_s']:.0f} users/s)")
+    args.dir.mkdir(parents=True, exist_ok=True)
+    (args.dir / "serve.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

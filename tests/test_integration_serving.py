@@ -1,0 +1,167 @@
+"""Serving a trained model through real processes: A's HTTP service, the offline `recommend`, and B's refresh.
+
+Story 1 is trained briefly (three processes, 2048-bit key); then the coordinator's
+refresh service and A's `serve` run as processes, and B's `refresh` runs as one when
+asked. Served answers must equal the offline ones bit for bit, keep coming with the
+coordinator killed (B runs no process while A serves), and after B changes 10 shared
+users' rows and refreshes, exactly those users' answers change.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from party_a import config as party_a_config
+from party_b import config as party_b_config
+from scenarios import ecommerce_bank
+from scenarios.launch import LocalRun, free_ports, run_all, start
+from scenarios.launch import ROOT, _env
+
+pytestmark = pytest.mark.integration
+K = 10
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalRun, str]:
+    root = tmp_path_factory.mktemp("serving")
+    run = ecommerce_bank.prepare(root, users=600, epochs=2, seed=3, progress=False, batch_users=32)
+    out = run_all(run, timeout=600)
+    assert all(o.returncode == 0 for o in out.values()), {r: o.output[-3000:] for r, o in out.items()}
+    port = free_ports(1)[0]
+    with open(run.configs["party_a"], "a") as f:
+        f.write(f'\n[serve]\nlisten = "127.0.0.1:{port}"\n')
+    return run, f"http://127.0.0.1:{port}"
+
+
+def get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the service stopped while starting"
+        try:
+            return get(f"{base}/healthz")
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.3)
+    raise AssertionError(f"no answer from {base}/healthz within {timeout}s")
+
+
+def command(run: LocalRun, role: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(run.command(role, *args), cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def answers(base: str, users: list[str]) -> dict[str, tuple[str, list[tuple[str, float]]]]:
+    """Each user's (source, [(item, score)]) from the batch endpoint."""
+    got = post(f"{base}/v1/recommendations", {"users": users, "k": K})["results"]
+    return {r["user_id"]: (r["source"], [(i["item_id"], i["score"]) for i in r["items"]]) for r in got}
+
+
+def users_of(run: LocalRun) -> tuple[list[str], list[str]]:
+    """A's user IDs: the shared ones (in the u store) and the others."""
+    _, ids = party_a_config.load(run.configs["party_a"]).users.load()
+    store = next((run.workdir("party_a") / "models").glob("*/u.parquet"))
+    shared = set(pd.read_parquet(store)["user_id"])
+    return [u for u in ids if u in shared], [u for u in ids if u not in shared]
+
+
+def services(run: LocalRun) -> dict[str, subprocess.Popen]:
+    return {"coordinator": start(run, "coordinator", "refresh"), "party_a": start(run, "party_a", "serve")}
+
+
+def stop(procs: dict[str, subprocess.Popen]) -> None:
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def test_served_answers_equal_the_offline_ones_and_need_no_other_role(trained: tuple[LocalRun, str],
+                                                                        tmp_path: Path) -> None:
+    run, base = trained
+    shared, others = users_of(run)
+    offline = command(run, "party_a", "recommend", "--k", str(K), "--out", str(tmp_path / "recs.parquet"))
+    assert offline.returncode == 0, offline.stderr[-3000:]
+    recs = pd.read_parquet(tmp_path / "recs.parquet")
+    procs = services(run)
+    try:
+        health = wait_healthy(base, procs["party_a"])
+        assert health["shared_users"] == len(shared)
+        asked = shared[:25] + others[:15] + ["nobody-at-all"]
+        served = answers(base, asked)
+        assert {served[u][0] for u in shared[:25]} == {"federated"}
+        assert {served[u][0] for u in others[:15]} == {"a_alone"}
+        assert served["nobody-at-all"][0] == "popularity"
+        for user in shared[:25] + others[:15]:
+            mine = recs[recs["user_id"] == user].sort_values("rank")
+            assert served[user][1] == list(zip(mine["item_id"], mine["score"])), user
+            assert served[user][0] == mine["source"].iloc[0]
+        single = get(f"{base}/v1/users/{shared[0]}/recommendations?k={K}")
+        assert [(i["item_id"], i["score"]) for i in single["items"]] == served[shared[0]][1]
+        procs["coordinator"].kill()  # B runs no process while A serves; now the coordinator is gone too
+        procs["coordinator"].wait()
+        assert answers(base, asked) == served
+    finally:
+        stop(procs)
+
+
+def changed_rows(run: LocalRun, users: list[str]) -> None:
+    """Add 500 to one spending column of these shared users' rows in B's table."""
+    cfg = party_b_config.load(run.configs["party_b"])
+    frame, ids = cfg.users.load()
+    row_of = {uid: r for r, uid in enumerate(ids)}
+    path = cfg.users.table.path
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    rows = [row_of[u] for u in users]
+    table.loc[rows, "spend_books"] = (table.loc[rows, "spend_books"].astype(float) + 500).astype(str)
+    table.to_csv(path, index=False)
+
+
+def test_refresh_changes_exactly_the_changed_users(trained: tuple[LocalRun, str]) -> None:
+    run, base = trained
+    shared, _ = users_of(run)
+    store = next((run.workdir("party_a") / "models").glob("*/u.parquet"))
+    procs = services(run)
+    try:
+        wait_healthy(base, procs["party_a"])
+        before = answers(base, shared)
+        u_before = pd.read_parquet(store)
+        everyone = command(run, "party_b", "refresh", "--all")
+        assert everyone.returncode == 0, everyone.stderr[-3000:]
+        u_again = pd.read_parquet(store)
+        columns = [c for c in u_before.columns if c.startswith("u") and c != "user_id"]
+        assert (u_again[columns].to_numpy() == u_before[columns].to_numpy()).all(), \
+            "B's refresh of unchanged rows gave another u than training's chosen epoch"
+        assert (u_again["written"] > u_before["written"]).all()
+
+        picked = list(np.random.default_rng(0).choice(shared, size=10, replace=False))
+        changed_rows(run, picked)
+        refresh = command(run, "party_b", "refresh")
+        assert refresh.returncode == 0, refresh.stderr[-3000:]
+        assert "refreshed u of 10 of" in refresh.stderr
+        time.sleep(1.5)  # the service looks for a new u store at most once a second
+        after = answers(base, shared)
+        differ = {u for u in shared if after[u] != before[u]}
+        assert differ == set(picked)
+        nothing = command(run, "party_b", "refresh")
+        assert nothing.returncode == 0 and "nothing to refresh" in nothing.stderr
+    finally:
+        stop(procs)
