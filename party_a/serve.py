@@ -218,7 +218,8 @@ def validation_reason(error: dict) -> str:
     """One FastAPI/pydantic validation error as a short line naming the field."""
     where = ".".join(str(part) for part in error["loc"])
     if error["type"] == "json_invalid":
-        return f"body is not valid JSON: {error.get('ctx', {}).get('error', error['msg'])} ({where})"
+        why = error.get("ctx", {}).get("error", error["msg"])
+        return f"body is not valid JSON: {why} at character {error['loc'][-1]}"
     if where == "body" and isinstance(error.get("input"), (str, bytes)):  # sent without the JSON content type
         return "body: expected a JSON object sent with Content-Type: application/json"
     return f"{where}: {error['msg']}"
