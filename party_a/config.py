@@ -87,11 +87,31 @@ def layer_plan(model: ModelSettings, train: TrainSettings, secure: SecureSetting
 
 
 @dataclass(frozen=True)
+class ServeSettings:
+    """[serve]: party A's HTTP service (`python -m party_a serve`). The bearer token, if any, comes from
+    `token_file` (mode 0600) or the environment variable `token_env`, read when the service starts."""
+
+    listen: str = "127.0.0.1:8080"
+    token_file: Path | None = None
+    token_env: str | None = None
+    max_k: int = 100
+    max_batch: int = 1000
+    access_log: bool = False
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """`listen` as (host, port); "[::1]:8080" gives ("::1", 8080)."""
+        host, _, port = self.listen.rpartition(":")
+        return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+@dataclass(frozen=True)
 class PartyAConfig:
     basics: PartyBasics
     users: UserIds
     psi: PsiSettings
     training: Training | None
+    serve: ServeSettings = ServeSettings()
 
 
 def read_training(root: Table) -> Training | None:
@@ -120,12 +140,37 @@ def read_training(root: Table) -> Training | None:
     return Training(interactions, items, model, train, secure, evaluation)
 
 
+def read_serve(root: Table) -> ServeSettings:
+    """[serve], every key optional; the token is only located here, and read when the service starts."""
+    t = root.sub("serve")
+    default = ServeSettings()
+    settings = ServeSettings(
+        listen=t.take("listen", str, default.listen),
+        token_file=t.take_file("token_file") if "token_file" in t.data else None,
+        token_env=t.take("token_env", str, None),
+        max_k=t.take_positive("max_k", int, default.max_k),
+        max_batch=t.take_positive("max_batch", int, default.max_batch),
+        access_log=t.take("access_log", bool, default.access_log),
+    )
+    t.finish()
+    if settings.token_file is not None and settings.token_env is not None:
+        raise t.error("token_file", "give at most one of token_file and token_env")
+    try:
+        host, port = settings.address
+    except ValueError:
+        host, port = "", 0
+    if not host or not 0 < port < 65536:
+        raise t.error("listen", f"expected host:port, e.g. \"127.0.0.1:8080\", got {settings.listen!r}")
+    return settings
+
+
 def load(path: Path) -> PartyAConfig:
     root = config.load(path)
     basics = config.read_party_basics(root, A)
     users, psi = read_users_and_psi(root)
     training = read_training(root)
+    serve = read_serve(root)
     root.finish()
     if training is not None:
         training.plan()  # a plan that cannot work stops the run here, before any traffic
-    return PartyAConfig(basics, users, psi, training)
+    return PartyAConfig(basics, users, psi, training, serve)

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from protocol.errors import VfrecError
@@ -29,14 +30,39 @@ def setup_logging(role: str, workdir: Path | None = None) -> None:
         root.addHandler(handler)
 
 
-def run(role: str, description: str, main: Callable[[Path], None]) -> None:
-    """Parse `--config`, run `main(config_path)`, and turn our errors into a message and exit code."""
+@dataclass(frozen=True)
+class Command:
+    """A subcommand, `python -m <role> NAME --config FILE [its own arguments]`; `main` gets the parsed arguments."""
+
+    help: str
+    main: Callable[[argparse.Namespace], None]
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+def run(role: str, description: str, main: Callable[[Path], None], commands: dict[str, Command] | None = None) -> None:
+    """Parse the command line, run `main(config_path)` or the named command, and turn our errors into a message and
+    exit code. Without a command name the role does its default job, so `python -m <role> --config FILE` still works."""
     parser = argparse.ArgumentParser(prog=f"python -m {role}", description=description)
-    parser.add_argument("--config", type=Path, required=True, help="TOML config of this role")
+    config_help = "TOML config of this role"
+    parser.add_argument("--config", type=Path, required=not commands, help=config_help)
+    if commands:
+        names = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                      help=f"one of {', '.join(commands)}; without one, the default job runs")
+        for name, command in commands.items():
+            sub = names.add_parser(name, help=command.help, description=command.help)
+            # SUPPRESS: a --config given before the command name is not overwritten by this parser's default
+            sub.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
+            if command.add_arguments is not None:
+                command.add_arguments(sub)
     args = parser.parse_args()
+    if args.config is None:
+        parser.error("the following arguments are required: --config")
     setup_logging(role)
     try:
-        main(args.config)
+        if getattr(args, "command", None):
+            commands[args.command].main(args)
+        else:
+            main(args.config)
     except VfrecError as exc:
         log.error("%s", exc)
         sys.exit(exc.exit_code)

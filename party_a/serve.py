@@ -1,0 +1,295 @@
+"""Party A's HTTP service: recommendations from the trained model, answered by A alone (B is not on the request path).
+
+`python -m party_a serve --config a.toml` runs it; docs/serving-http.md lists the endpoints, the [serve] keys and
+the metrics.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+import uvicorn
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.routing import Match, Router
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from party_a.config import ServeSettings, load
+from protocol.crypto.keyfiles import read_private
+from protocol.errors import ConfigError, VfrecError
+
+if TYPE_CHECKING:
+    from party_a.serving import Answer, Recommender
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+OPEN_PATHS = frozenset({"/healthz"})  # reachable without the bearer token, for load balancers and probes
+
+DESCRIPTION = """\
+Recommendations from party A's trained vertical federated model. Party A answers alone: a user in the
+intersection with party B is scored with B's contribution `u` as cached at the last refresh, so no request
+reaches the other organisation.
+
+Each answer's `source` says how it was made: `federated` (a shared user, with B's cached `u`), `a_alone`
+(A's user outside the intersection) or `popularity` (a user A does not know; not an error).
+
+When a token is configured ([serve] token_file or token_env), every endpoint but `/healthz` requires
+`Authorization: Bearer <token>`.
+"""
+
+
+class Item(BaseModel):
+    """One recommended item: its id, its score, and the item's columns as further fields."""
+
+    model_config = ConfigDict(extra="allow")
+    item_id: str
+    score: float
+
+
+class Recommendations(BaseModel):
+    model_id: str
+    user_id: str
+    source: Literal["federated", "a_alone", "popularity"] = Field(
+        description="federated: shared user, B's cached u; a_alone: A's user outside the intersection; "
+                    "popularity: unknown user")
+    items: list[Item] = Field(description="best first")
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key ("user", "K") is refused, not silently ignored
+    users: list[str]
+    k: int = 10
+    include_bought: bool = False
+
+
+class BatchRecommendations(BaseModel):
+    model_id: str
+    results: list[Recommendations] = Field(description="one per requested user, in the request's order")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    model_id: str
+    n_items: int
+    shared_users: int
+    u_store_age_seconds: float
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of their own so that each app (and test) starts at zero."""
+
+    def __init__(self, recommender: Recommender):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("vfrec_http_requests", "HTTP requests by endpoint (route template) and status code",
+                                ("endpoint", "status"), registry=self.registry)
+        self.latency = Histogram("vfrec_http_request_duration_seconds", "HTTP request latency by endpoint",
+                                 ("endpoint",), buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.answers = Counter("vfrec_answers", "Answers (one per user) by source: federated, a_alone, popularity",
+                               ("source",), registry=self.registry)
+        self.reloads = Counter("vfrec_u_store_reloads", "Reloads of the u store after it changed on disk",
+                               registry=self.registry)
+        age = Gauge("vfrec_u_store_age_seconds", "Seconds since the u store was last written",
+                    registry=self.registry)
+        age.set_function(recommender.u_store_age_seconds)
+
+
+class Refresher:
+    """Calls `recommender.refresh_if_changed()` at most once per `every` seconds, so that a rewritten u store is
+    picked up without a restart and without a file check per request. A failed reload keeps the previous store."""
+
+    def __init__(self, recommender: Recommender, every: float, reloads: Counter):
+        self._recommender = recommender
+        self._every = every
+        self._reloads = reloads
+        self._lock = threading.Lock()
+        self._next_check = 0.0
+        self._last_error = ""
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now < self._next_check or not self._lock.acquire(blocking=False):
+            return  # checked recently, or another request is checking right now
+        try:
+            self._next_check = now + self._every
+            if self._recommender.refresh_if_changed():
+                self._reloads.inc()
+                log.info("u store changed on disk: reloaded (age %.0f s)", self._recommender.u_store_age_seconds())
+            self._last_error = ""
+        except VfrecError as exc:
+            if str(exc) != self._last_error:  # once per distinct failure, not once a second
+                log.warning("u store reload failed, still serving the previous one: %s", exc)
+            self._last_error = str(exc)
+        finally:
+            self._lock.release()
+
+
+class Edge:
+    """ASGI middleware in front of every request: the bearer-token check, then the request count and latency.
+    Requests are labelled by route template, not path, so that users do not become time series."""
+
+    def __init__(self, app: ASGIApp, router: Router, metrics: Metrics, token: bytes | None):
+        self.app = app
+        self.router = router
+        self.metrics = metrics
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        endpoint = self.endpoint(scope)
+        status = 500  # if the app fails before it starts a response
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if self.token is None or endpoint in OPEN_PATHS or self.authorised(scope):
+                await self.app(scope, receive, send_noting_status)
+            else:
+                response = JSONResponse({"detail": "missing or wrong bearer token (Authorization: Bearer <token>)"},
+                                        status_code=401, headers={"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send_noting_status)
+        finally:
+            self.metrics.requests.labels(endpoint, str(status)).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+
+    def endpoint(self, scope: Scope) -> str:
+        for route in self.router.routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return route.path
+        return "other"
+
+    def authorised(self, scope: Scope) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, credentials = value.partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self.token)
+        return False
+
+
+def read_token(settings: ServeSettings) -> bytes | None:
+    """The bearer token: [serve] token_file's stripped content (mode 0600) or token_env's value; None if neither."""
+    if settings.token_file is not None:
+        token = read_private(settings.token_file, "[serve] token_file").strip()
+        where = f"[serve] token_file {settings.token_file}"
+    elif settings.token_env is not None:
+        token = os.environ.get(settings.token_env, "").strip().encode()
+        where = f"[serve] token_env: environment variable {settings.token_env}"
+    else:
+        return None
+    if not token:
+        raise ConfigError(f"{where} is unset or empty")
+    return token
+
+
+def json_value(value: object) -> object:
+    """A column value pydantic can write: numpy scalars as Python ones (it writes NaN, a missing value, as null)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def answer_json(model_id: str, answer: Answer) -> dict:
+    """One user's answer as the API returns it; an item column named item_id or score cannot shadow those."""
+    items = [{"item_id": r.item_id, "score": r.score,
+              **{name: json_value(v) for name, v in r.columns.items() if name not in ("item_id", "score")}}
+             for r in answer.items]
+    return {"model_id": model_id, "user_id": answer.user_id, "source": answer.source, "items": items}
+
+
+def validation_reason(error: dict) -> str:
+    """One FastAPI/pydantic validation error as a short line naming the field."""
+    where = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "json_invalid":
+        why = error.get("ctx", {}).get("error", error["msg"])
+        return f"body is not valid JSON: {why} at character {error['loc'][-1]}"
+    if where == "body" and isinstance(error.get("input"), (str, bytes)):  # sent without the JSON content type
+        return "body: expected a JSON object sent with Content-Type: application/json"
+    return f"{where}: {error['msg']}"
+
+
+async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 whose `detail` says in one line what is wrong, with pydantic's full list under `errors`."""
+    errors = exc.errors()
+    return JSONResponse({"detail": "; ".join(validation_reason(e) for e in errors),
+                         "errors": jsonable_encoder(errors)}, status_code=422)
+
+
+def create_app(recommender: Recommender, settings: ServeSettings, refresh_every: float = 1.0) -> FastAPI:
+    """The HTTP app around `recommender`; reads the bearer token (if configured) now, so a bad one stops startup."""
+    token = read_token(settings)
+    metrics = Metrics(recommender)
+    refresh = Refresher(recommender, refresh_every, metrics.reloads)
+    app = FastAPI(title="vfrec party A: recommendations", description=DESCRIPTION, version="1")
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_middleware(Edge, router=app.router, metrics=metrics, token=token)
+    k_help = f"number of items to return, 1..{settings.max_k} ([serve] max_k)"
+    bought_help = "also recommend items the user already bought"
+
+    def recommend(user_ids: list[str], k: int, include_bought: bool) -> list[dict]:
+        if not 1 <= k <= settings.max_k:
+            raise HTTPException(422, f"k must be between 1 and {settings.max_k} ([serve] max_k), got {k}")
+        refresh()
+        answers = recommender.recommend(user_ids, k, include_bought)
+        for answer in answers:
+            metrics.answers.labels(answer.source).inc()
+        return [answer_json(recommender.model_id, answer) for answer in answers]
+
+    @app.get("/v1/users/{user_id}/recommendations", response_model=Recommendations, tags=["recommendations"],
+             summary="Top-k items for one user")
+    def user_recommendations(user_id: str, k: int = Query(10, description=k_help),
+                             include_bought: bool = Query(False, description=bought_help)) -> dict:
+        return recommend([user_id], k, include_bought)[0]
+
+    @app.post("/v1/recommendations", response_model=BatchRecommendations, tags=["recommendations"],
+              summary=f"Top-k items for up to {settings.max_batch} users ([serve] max_batch)")
+    def batch_recommendations(body: BatchRequest) -> dict:
+        if len(body.users) > settings.max_batch:
+            raise HTTPException(413, f"batch of {len(body.users)} users is larger than max_batch "
+                                     f"{settings.max_batch} ([serve] max_batch)")
+        return {"model_id": recommender.model_id, "results": recommend(body.users, body.k, body.include_bought)}
+
+    @app.get("/healthz", response_model=Health, tags=["operations"], summary="Liveness and model facts (no token)")
+    def healthz() -> dict:
+        refresh()
+        return {"status": "ok", "model_id": recommender.model_id, "n_items": recommender.n_items,
+                "shared_users": recommender.shared_users(),
+                "u_store_age_seconds": recommender.u_store_age_seconds()}
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
+    def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def main(config_path: Path) -> None:
+    """Load A's config and model store, then serve HTTP on [serve] listen until interrupted."""
+    cfg = load(config_path)
+    from party_a.serving import Recommender  # imported here: the tests build the app around a fake Recommender
+
+    torch.set_num_threads(1)  # a request's scoring is small; threads would only contend across concurrent requests
+    recommender = Recommender.load(cfg)
+    app = create_app(recommender, cfg.serve)
+    host, port = cfg.serve.address
+    token = cfg.serve.token_file is not None or cfg.serve.token_env is not None
+    log.info("model %s (%d items, %d shared users) on http://%s:%d%s", recommender.model_id, recommender.n_items,
+             recommender.shared_users(), host, port, ", bearer token required" if token else "")
+    uvicorn.run(app, host=host, port=port, access_log=cfg.serve.access_log, log_config=None)
