@@ -175,7 +175,7 @@ def big_catalogue(root: Path, items: int, users: int, requests: int) -> dict:
     """A 100k-item store built without training, served and scored offline."""
     import torch
 
-    from party_a.config import ModelSettings, load
+    from party_a.config import load
     from party_a.data import align, load_tables
     from party_a.model import ActiveModel
     from party_a.store import save_active_model

@@ -97,6 +97,7 @@ class ServeSettings:
     max_k: int = 100
     max_batch: int = 1000
     access_log: bool = False
+    refresh: bool = True  # take B's refresh sessions (party_a/refresh.py) in the serving process, on [network] listen
 
     @property
     def address(self) -> tuple[str, int]:

@@ -280,16 +280,24 @@ def create_app(recommender: Recommender, settings: ServeSettings, refresh_every:
     return app
 
 
-def main(config_path: Path) -> None:
-    """Load A's config and model store, then serve HTTP on [serve] listen until interrupted."""
+def main(config_path: Path, alone: bool = False) -> None:
+    """Load A's config and model store, then serve HTTP on [serve] listen until interrupted; with [serve] refresh,
+    B's refresh sessions are taken in on [network] listen meanwhile. `alone`: every known user is served by A
+    alone (to measure what federation costs a request)."""
     cfg = load(config_path)
-    from party_a.serving import Recommender  # imported here: the tests build the app around a fake Recommender
+    from party_a.refresh import RefreshListener  # imported here: the tests build the app around a fake Recommender
+    from party_a.serving import Recommender
 
     torch.set_num_threads(1)  # a request's scoring is small; threads would only contend across concurrent requests
-    recommender = Recommender.load(cfg)
+    recommender = Recommender.load(cfg, alone)
     app = create_app(recommender, cfg.serve)
     host, port = cfg.serve.address
     token = cfg.serve.token_file is not None or cfg.serve.token_env is not None
     log.info("model %s (%d items, %d shared users) on http://%s:%d%s", recommender.model_id, recommender.n_items,
              recommender.shared_users(), host, port, ", bearer token required" if token else "")
-    uvicorn.run(app, host=host, port=port, access_log=cfg.serve.access_log, log_config=None)
+    listener = RefreshListener(cfg).start() if cfg.serve.refresh else None
+    try:
+        uvicorn.run(app, host=host, port=port, access_log=cfg.serve.access_log, log_config=None)
+    finally:
+        if listener is not None:
+            listener.stop()
