@@ -165,3 +165,16 @@ def test_refresh_changes_exactly_the_changed_users(trained: tuple[LocalRun, str]
         assert nothing.returncode == 0 and "nothing to refresh" in nothing.stderr
     finally:
         stop(procs)
+
+
+def test_a_corrupt_store_stops_the_service_at_start_naming_the_file(trained: tuple[LocalRun, str]) -> None:
+    run, _ = trained
+    saved = next((run.workdir("party_a") / "models").glob("*/alone.pt"))
+    original = saved.read_bytes()
+    try:
+        saved.write_bytes(original[: len(original) // 2])
+        out = command(run, "party_a", "serve", timeout=120)
+        assert out.returncode == 2, out.stderr[-2000:]
+        assert f"{saved} is corrupt" in out.stderr and "Traceback" not in out.stderr
+    finally:
+        saved.write_bytes(original)
