@@ -159,13 +159,16 @@ def story_one(root: Path, users: int, epochs: int, requests: int) -> dict:
     user_ids = list(ids) + [f"unknown{i}" for i in range(20)]
     loads = {"federated": measure_server(run, port, user_ids, requests, alone=False),
              "A alone (u = 0)": measure_server(run, port, user_ids, requests, alone=True)}
-    coordinator = start(run, "coordinator", "refresh")
+    print_loads(f"story 1 catalogue ({users} shop users)", loads)
+    services = [start(run, "coordinator", "refresh"), start(run, "party_a", "serve")]
     try:
+        wait_healthy(port, services[1])
         _, stderr = timed(run, "party_b", "refresh", "--all")
         refresh = logged_rate(stderr, "refreshed u of")
     finally:
-        coordinator.kill()
-        coordinator.wait()
+        for proc in services:
+            proc.kill()
+            proc.wait()
     seconds, stderr = timed(run, "party_a", "recommend", "--k", "20", "--out", str(root / "story1_recs.parquet"))
     return {"loads": loads, "refresh_users_per_s": refresh, "recommend_seconds": seconds,
             "recommend_users_per_s": logged_rate(stderr, "users/s")}
@@ -226,6 +229,7 @@ def big_catalogue(root: Path, items: int, users: int, requests: int) -> dict:
 
 
 def print_loads(title: str, loads: dict[str, list[Load]]) -> list[dict]:
+    """The latency table, then federated / A alone per concurrency; returns the rows."""
     rows = [load.row(name) for name, measured in loads.items() for load in measured]
     print(f"\n{title}")
     print(f"{'server':<18} {'conc.':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8}")
@@ -252,7 +256,7 @@ def main() -> None:
     args = parser.parse_args()
     results: dict = {}
     one = story_one(args.dir, args.users, args.epochs, args.requests)
-    results["story1"] = {"loads": print_loads(f"story 1 catalogue ({args.users} shop users)", one["loads"]),
+    results["story1"] = {"loads": [load.row(name) for name, measured in one["loads"].items() for load in measured],
                          **{k: v for k, v in one.items() if k != "loads"}}
     print(f"refresh --all: {one['refresh_users_per_s']:.0f} users/s; recommend (top-20, every user of A): "
           f"{one['recommend_seconds']:.1f}s ({one['recommend_users_per_s']:.0f} users/s)")
