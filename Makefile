@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.he
 	$(BIN)/python -m bench.secure_step
 	$(BIN)/python -m bench.psi
+	$(BIN)/python -m bench.serve
 
 clean:
 	rm -rf $(VENV) runs work
