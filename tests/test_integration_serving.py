@@ -10,6 +10,7 @@ users' rows and refreshes, exactly those users' answers change.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 import urllib.error
@@ -178,3 +179,24 @@ def test_a_corrupt_store_stops_the_service_at_start_naming_the_file(trained: tup
         assert f"{saved} is corrupt" in out.stderr and "Traceback" not in out.stderr
     finally:
         saved.write_bytes(original)
+
+
+def test_a_refresh_of_another_model_is_refused_naming_both_ids(trained: tuple[LocalRun, str]) -> None:
+    run, base = trained
+    models = run.workdir("party_b") / "models"
+    real = (models / "CURRENT").read_text().strip()
+    other = f"{real}-other"
+    shutil.copytree(models / real, models / other)
+    manifest = json.loads((models / other / "manifest.json").read_text())
+    (models / other / "manifest.json").write_text(json.dumps({**manifest, "model_id": other}))
+    (models / "CURRENT").write_text(other)
+    procs = services(run)
+    try:
+        wait_healthy(base, procs["party_a"])
+        out = command(run, "party_b", "refresh", "--all")
+        assert out.returncode != 0
+        # a refresh session's run ID is the model's, so A's endpoint refuses B's first message at the door
+        assert f"run '{other}/refresh', but this process runs '{real}/refresh'" in out.stderr, out.stderr[-2000:]
+    finally:
+        stop(procs)
+        (models / "CURRENT").write_text(real)
