@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from party_a.config import ServeSettings, read_serve
 from party_a.serve import create_app
+from party_a.serving import Answer, Recommendation
 from protocol.errors import ConfigError, DataError
 from protocol.runtime import cli
 from protocol.runtime.config import Table
@@ -23,20 +24,6 @@ from scenarios.launch import ROOT, write_local_run
 ONE = "/v1/users/{}/recommendations"
 BATCH = "/v1/recommendations"
 TOKEN = "s3cret-token"
-
-
-@dataclass(frozen=True)
-class Rec:
-    item_id: str
-    score: float
-    columns: dict[str, object]
-
-
-@dataclass(frozen=True)
-class Ans:
-    user_id: str
-    source: str
-    items: list[Rec]
 
 
 @dataclass
@@ -52,16 +39,16 @@ class FakeRecommender:
     refresh_calls: int = 0
     calls: list[tuple[list[str], int, bool]] = field(default_factory=list)
 
-    def recommend(self, user_ids: list[str], k: int, include_bought: bool = False) -> list[Ans]:
+    def recommend(self, user_ids: list[str], k: int, include_bought: bool = False) -> list[Answer]:
         self.calls.append((list(user_ids), k, include_bought))
         answers = []
         for user in user_ids:
             source = "federated" if user.startswith("s") else "a_alone" if user.startswith("a") else "popularity"
             shift = self.u_version if source == "federated" else 0
-            items = [Rec(f"i{j}", float(self.n_items - j + shift),
+            items = [Recommendation(f"i{j}", float(self.n_items - j + shift),
                          {"title": f"item {j}", "price": np.int64(10 * j), "rating": math.nan})
                      for j in range(min(k, self.n_items))]
-            answers.append(Ans(user, source, items))
+            answers.append(Answer(user, source, items))
         return answers
 
     def refresh_if_changed(self) -> bool:
