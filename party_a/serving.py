@@ -25,14 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from party_a.config import PartyAConfig
 from party_a.data import ActiveTables, align, histories, load_tables
 from party_a.model import ActiveModel
 from party_a.sampler import pad_histories
-from party_a.store import U_STORE, load_state, model_settings, read_u_store
+from party_a.store import U_STORE, model_settings, read_u_store
+from protocol.data.stored import load_state, read_frame
 from protocol.data.tables import read_table
 from protocol.errors import ConfigError, StoreError
 from protocol.roles import A
@@ -99,7 +99,7 @@ class Recommender:
         frame, ids = cfg.users.load()
         tables = load_tables(frame, ids, cfg.users.table, cfg.users.normalizer, training.interactions,
                              training.items)
-        stored_items = pd.read_parquet(directory / "items.parquet")["item_id"].tolist()
+        stored_items = read_frame(directory, "items.parquet", ["item_id"])["item_id"].tolist()
         if stored_items != tables.items:
             raise StoreError(f"{training.interactions.path} and the items table name {len(tables.items)} items, "
                              f"but model {manifest['model_id']!r} ({directory}) was trained on {len(stored_items)} "

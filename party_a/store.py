@@ -13,34 +13,19 @@ for every shared user to validate that epoch.
 from __future__ import annotations
 
 import dataclasses
-import io
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-
 from party_a.config import ModelSettings
+from protocol.data.stored import frame_bytes, read_frame, state_bytes
 from protocol.errors import StoreError
 from protocol.roles import A
-from protocol.runtime.store import atomic_write, model_file, write_model
+from protocol.runtime.store import atomic_write, write_model
 
 FILES = ("federated.pt", "alone.pt", "items.parquet", "u.parquet")
 U_STORE = "u.parquet"
-
-
-def state_bytes(state: dict[str, torch.Tensor]) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
-
-
-def load_state(directory: Path, name: str) -> dict[str, torch.Tensor]:
-    try:
-        return torch.load(io.BytesIO(model_file(directory, name)), weights_only=True)
-    except (RuntimeError, EOFError, ValueError) as exc:
-        raise StoreError(f"{directory / name} is corrupt: {exc}") from None
 
 
 def u_frame(user_ids: list[str], u: np.ndarray, written: np.ndarray | None = None) -> pd.DataFrame:
@@ -49,12 +34,6 @@ def u_frame(user_ids: list[str], u: np.ndarray, written: np.ndarray | None = Non
     frame.insert(0, "user_id", user_ids)
     frame["written"] = np.full(len(user_ids), time.time()) if written is None else written
     return frame
-
-
-def frame_bytes(frame: pd.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    return buffer.getvalue()
 
 
 def save_active_model(workdir: Path, model_id: str, manifest: dict, states: dict[str, dict], items: list[str],
@@ -68,16 +47,10 @@ def save_active_model(workdir: Path, model_id: str, manifest: dict, states: dict
 
 def read_u_store(directory: Path, h: int) -> pd.DataFrame:
     """The u store, checked: one row per shared user, h finite columns."""
-    path = directory / U_STORE
-    try:
-        frame = pd.read_parquet(path)
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"{path} is unreadable: {exc}") from None
     wanted = ["user_id", *(f"u{j}" for j in range(h)), "written"]
-    if list(frame.columns) != wanted:
-        raise StoreError(f"{path} has columns {list(frame.columns)}, expected {wanted}")
+    frame = read_frame(directory, U_STORE, wanted)
     if frame["user_id"].duplicated().any() or not np.isfinite(frame[wanted[1:-1]].to_numpy()).all():
-        raise StoreError(f"{path} repeats a user or holds a value that is not finite")
+        raise StoreError(f"{directory / U_STORE} repeats a user or holds a value that is not finite")
     return frame
 
 

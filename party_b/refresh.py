@@ -26,10 +26,11 @@ from tqdm import tqdm
 
 from party_b.config import PartyBConfig, load
 from party_b.follow import TowerTurn
-from party_b.store import load_tower_state, load_w_rows, read_users, row_digests, write_users
+from party_b.store import load_w_rows, read_users, row_digests, write_users
 from party_b.tower import TowerB
 from protocol import messages
 from protocol.crypto.paillier import Encryptor
+from protocol.data.stored import load_state
 from protocol.data.tables import Encoding, Features
 from protocol.errors import ProtocolError, StoreError
 from protocol.layer import steps
@@ -91,7 +92,7 @@ def push(cfg: PartyBConfig, model_id: str, manifest: dict, directory: Path, chan
         side = Side(endpoint, public, Encryptor(public, cfg.encryption), pool, plan, w=load_w_rows(directory, public))
         settings = manifest["tower_settings"]
         tower = TowerB(changes.features, plan.d, list(settings["hidden"]), settings["feature_dim"])
-        tower.load_state_dict(load_tower_state(directory))
+        tower.load_state_dict(load_state(directory, "tower_b.pt"))
         bar = tqdm(refresh_batches(changes.changed, plan), desc="refresh", unit="batch",
                    disable=not cfg.psi.show_progress)
         for label, users in bar:

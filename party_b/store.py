@@ -12,14 +12,13 @@ encodes a changed row exactly as the tower learnt it.
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from protocol.crypto.packing import Packed
 from protocol.crypto.paillier import PublicKey
+from protocol.data.stored import frame_bytes, read_frame, state_bytes
 from protocol.data.tables import Features
 from protocol.errors import ProtocolError, StoreError
 from protocol.net.codec import decode, encode
@@ -37,26 +36,15 @@ def row_digests(features: Features) -> list[str]:
 
 
 def users_bytes(user_ids: list[str], digests: list[str]) -> bytes:
-    buffer = io.BytesIO()
-    pd.DataFrame({"user_id": user_ids, "digest": digests}).to_parquet(buffer, index=False)
-    return buffer.getvalue()
+    return frame_bytes(pd.DataFrame({"user_id": user_ids, "digest": digests}))
 
 
 def save_passive_model(workdir: Path, model_id: str, manifest: dict, tower_state: dict, w_rows: Packed,
                        user_ids: list[str], features: Features) -> Path:
     """Write B's model version `model_id` and make it the one in service."""
-    buffer = io.BytesIO()
-    torch.save(tower_state, buffer)
-    files = {"tower_b.pt": buffer.getvalue(), "w_rows.msgpack": encode(w_rows.to_wire().to_message()),
+    files = {"tower_b.pt": state_bytes(tower_state), "w_rows.msgpack": encode(w_rows.to_wire().to_message()),
              USERS: users_bytes(user_ids, row_digests(features))}
     return write_model(workdir, model_id, {**manifest, "role": str(B), "files": list(FILES)}, files)
-
-
-def load_tower_state(directory: Path) -> dict[str, torch.Tensor]:
-    try:
-        return torch.load(io.BytesIO(model_file(directory, "tower_b.pt")), weights_only=True)
-    except (RuntimeError, EOFError, ValueError) as exc:
-        raise StoreError(f"{directory / 'tower_b.pt'} is corrupt: {exc}") from None
 
 
 def load_w_rows(directory: Path, public: PublicKey) -> Packed:
@@ -68,13 +56,9 @@ def load_w_rows(directory: Path, public: PublicKey) -> Packed:
 
 
 def read_users(directory: Path) -> pd.DataFrame:
-    path = directory / USERS
-    try:
-        frame = pd.read_parquet(path)
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"{path} is unreadable: {exc}") from None
-    if list(frame.columns) != ["user_id", "digest"] or frame["user_id"].duplicated().any():
-        raise StoreError(f"{path} is not a list of distinct shared users with digests")
+    frame = read_frame(directory, USERS, ["user_id", "digest"])
+    if frame["user_id"].duplicated().any():
+        raise StoreError(f"{directory / USERS} repeats a user")
     return frame
 
 
