@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -31,8 +31,8 @@ from party_a.config import ServeSettings, load
 from protocol.crypto.keyfiles import read_private
 from protocol.errors import ConfigError, VfrecError
 
-if TYPE_CHECKING:
-    from party_a.serving import Answer, Recommender
+from party_a.refresh import RefreshListener
+from party_a.serving import Answer, Recommender, Source
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Item(BaseModel):
 class Recommendations(BaseModel):
     model_id: str
     user_id: str
-    source: Literal["federated", "a_alone", "popularity"] = Field(
+    source: Source = Field(
         description="federated: shared user, B's cached u; a_alone: A's user outside the intersection; "
                     "popularity: unknown user")
     items: list[Item] = Field(description="best first")
@@ -296,8 +296,6 @@ def main(config_path: Path, alone: bool = False) -> None:
     B's refresh sessions are taken in on [network] listen meanwhile. `alone`: every known user is served by A
     alone (to measure what federation costs a request)."""
     cfg = load(config_path)
-    from party_a.refresh import RefreshListener  # imported here: the tests build the app around a fake Recommender
-    from party_a.serving import Recommender
 
     torch.set_num_threads(1)  # a request's scoring is small; threads would only contend across concurrent requests
     recommender = Recommender.load(cfg, alone)

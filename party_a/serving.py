@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -39,7 +40,7 @@ from protocol.roles import A
 from protocol.runtime.store import current_model
 
 log = logging.getLogger(__name__)
-SOURCES = ("federated", "a_alone", "popularity")
+Source = Literal["federated", "a_alone", "popularity"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Recommendation:
 @dataclass(frozen=True)
 class Answer:
     user_id: str
-    source: str  # one of SOURCES
+    source: Source
     items: list[Recommendation]
 
 
@@ -156,13 +157,13 @@ class Recommender:
         except (ValueError, TypeError):
             return None
 
-    def source(self, row: int | None, store: UStore) -> str:
+    def source(self, row: int | None, store: UStore) -> Source:
         if row is None:
             return "popularity"
         return "federated" if row in store.u and not self.alone else "a_alone"
 
     @torch.no_grad()
-    def scores(self, row: int, store: UStore) -> tuple[str, np.ndarray]:
+    def scores(self, row: int, store: UStore) -> tuple[Source, np.ndarray]:
         """The source and the scores of every item for user `row` of A's table."""
         source = self.source(row, store)
         model = self.models[source]
