@@ -84,6 +84,18 @@ def users_of(run: LocalRun) -> tuple[list[str], list[str]]:
     return [u for u in ids if u in shared], [u for u in ids if u not in shared]
 
 
+def purchases(run: LocalRun) -> dict[str, set[str]]:
+    """Each user's bought items (A's positives), by A's normalised user ID."""
+    cfg = party_a_config.load(run.configs["party_a"])
+    spec = cfg.training.interactions
+    orders = pd.read_csv(spec.path, dtype=str)
+    orders = orders[orders[spec.label_column].astype(float) >= spec.threshold]
+    out: dict[str, set[str]] = {}
+    for user, item in zip(orders[spec.user_column], orders[spec.item_column]):
+        out.setdefault(cfg.users.normalizer(user), set()).add(item)
+    return out
+
+
 def services(run: LocalRun) -> dict[str, subprocess.Popen]:
     return {"coordinator": start(run, "coordinator", "refresh"), "party_a": start(run, "party_a", "serve")}
 
@@ -117,6 +129,10 @@ def test_served_answers_equal_the_offline_ones_and_need_no_other_role(trained: t
             assert served[user][0] == mine["source"].iloc[0]
         single = get(f"{base}/v1/users/{shared[0]}/recommendations?k={K}")
         assert [(i["item_id"], i["score"]) for i in single["items"]] == served[shared[0]][1]
+        bought = purchases(run)
+        assert all(not {item for item, _ in served[u][1]} & bought[u] for u in shared[:25] + others[:15])
+        every = get(f"{base}/v1/users/{shared[0]}/recommendations?k={health['n_items']}&include_bought=true")
+        assert len(every["items"]) == health["n_items"] and bought[shared[0]] <= {i["item_id"] for i in every["items"]}
         procs["coordinator"].kill()  # B runs no process while A serves; now the coordinator is gone too
         procs["coordinator"].wait()
         assert answers(base, asked) == served
