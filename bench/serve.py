@@ -8,11 +8,12 @@ Story 1: the e-commerce + bank scenario is trained (three processes, 2048-bit ke
 `--epochs` epochs), then `python -m party_a serve` answers GET
 /v1/users/{id}/recommendations?k=10 for random users of A (shared ones, A's others
 and a few unknown IDs) at concurrency 1, 8 and 32: p50, p95, p99 latency and
-requests per second. In the same run the same server is started with `--alone`
-(every known user served by A alone, u = 0), so the cost of federation at request
-time is a ratio. Then B's `refresh --all` runs through the coordinator's refresh
-service (users/s as B logs it, the session alone) and `recommend` writes the top-20
-of every user of A.
+requests per second. In the same run the same server runs with `--alone` (every
+known user served by A alone, u = 0) beside it, and the rounds alternate between
+the two, so the cost of federation at request time is a ratio. Then B's
+`refresh --all` runs through the coordinator's refresh service (users/s as B logs
+it: from its worker pool's start to A's confirmation, process start-up excluded)
+and `recommend` writes the top-20 of every user of A.
 
 Large catalogue: 100k items, 100k users of A with 10 purchases each, 60k of them
 shared with a u store. Nothing is trained (the weights are as initialised; latency
@@ -112,25 +113,43 @@ def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 300) -> dic
     raise RuntimeError(f"no /healthz answer within {timeout}s")
 
 
-def serve_port(run: LocalRun) -> int:
-    port = free_ports(1)[0]
-    with open(run.configs["party_a"], "a") as f:
-        f.write(f'\n[serve]\nlisten = "127.0.0.1:{port}"\n')
-    return port
+def serve_configs(run: LocalRun) -> tuple[tuple[LocalRun, int], tuple[LocalRun, int]]:
+    """A's config with a [serve] section, and a copy for the A-alone server on another port with refreshes off
+    (only one process can take them, on [network] listen); each with its HTTP port."""
+    base = run.configs["party_a"].read_text()
+    ports = free_ports(2)
+    alone_path = run.configs["party_a"].with_name("party_a_alone.toml")
+    alone_path.write_text(base + f'\n[serve]\nlisten = "127.0.0.1:{ports[1]}"\nrefresh = false\n')
+    run.configs["party_a"].write_text(base + f'\n[serve]\nlisten = "127.0.0.1:{ports[0]}"\n')
+    alone = LocalRun(run.root, {**run.configs, "party_a": alone_path})
+    return (run, ports[0]), (alone, ports[1])
 
 
-def measure_server(run: LocalRun, port: int, user_ids: list[str], requests: int, alone: bool) -> list[Load]:
-    """Start A's service (federated or --alone), warm it up, and drive it at each concurrency."""
-    proc = start(run, "party_a", "serve", *(["--alone"] if alone else []))
+def measure_servers(run: LocalRun, user_ids: list[str], requests: int, rounds: int) -> dict[str, list[Load]]:
+    """The federated server and the A-alone one (`--alone`), both up at once and idle in turn: each round runs
+    every concurrency on one, then on the other, so that drift hits both alike. Per server and concurrency the
+    rounds are pooled (all latencies; requests over the summed time)."""
+    servers = dict(zip(("federated", "A alone (u = 0)"), serve_configs(run)))
+    procs = {name: start(r, "party_a", "serve", *(["--alone"] if name != "federated" else []))
+             for name, (r, _) in servers.items()}
+    rng = random.Random(0)
+    paths = [f"/v1/users/{quote(u, safe='')}/recommendations?k=10" for u in user_ids]
+    measured: dict[str, dict[int, list[Load]]] = {name: {c: [] for c in CONCURRENCY} for name in servers}
     try:
-        wait_healthy(port, proc)
-        rng = random.Random(0)
-        paths = [f"/v1/users/{quote(u, safe='')}/recommendations?k=10" for u in user_ids]
-        drive(port, [rng.choice(paths) for _ in range(200)], 4)  # warm-up
-        return [drive(port, [rng.choice(paths) for _ in range(requests)], c) for c in CONCURRENCY]
+        for name, (_, port) in servers.items():
+            wait_healthy(port, procs[name])
+            drive(port, [rng.choice(paths) for _ in range(300)], 4)  # warm-up
+        for _ in range(rounds):
+            for c in CONCURRENCY:
+                for name, (_, port) in servers.items():
+                    measured[name][c].append(drive(port, [rng.choice(paths) for _ in range(requests)], c))
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        for proc in procs.values():
+            proc.terminate()
+            proc.wait(timeout=30)
+    return {name: [Load(c, sum(m.requests for m in loads), sum(m.seconds for m in loads),
+                        np.concatenate([m.latencies_ms for m in loads])) for c, loads in by_c.items()]
+            for name, by_c in measured.items()}
 
 
 def timed(run: LocalRun, role: str, *args: str) -> tuple[float, str]:
@@ -147,19 +166,17 @@ def logged_rate(stderr: str, marker: str) -> float:
     return float(line.rsplit("(", 1)[1].split(" users/s")[0])
 
 
-def story_one(root: Path, users: int, epochs: int, requests: int) -> dict:
+def story_one(root: Path, users: int, epochs: int, requests: int, rounds: int) -> dict:
     from scenarios import ecommerce_bank
 
     run = ecommerce_bank.prepare(root / "story1", users=users, epochs=epochs, seed=0, progress=False)
     out = run_all(run, timeout=3600)
     if any(o.returncode for o in out.values()):
         raise RuntimeError({r: o.output[-2000:] for r, o in out.items() if o.returncode})
-    port = serve_port(run)
     ids = pd.read_csv(next((run.dir("party_a") / "data").glob("shop_users.csv")), dtype=str)["customer_phone"]
-    user_ids = list(ids) + [f"unknown{i}" for i in range(20)]
-    loads = {"federated": measure_server(run, port, user_ids, requests, alone=False),
-             "A alone (u = 0)": measure_server(run, port, user_ids, requests, alone=True)}
+    loads = measure_servers(run, list(ids) + [f"unknown{i}" for i in range(20)], requests, rounds)
     print_loads(f"story 1 catalogue ({users} shop users)", loads)
+    port = serve_configs(run)[0][1]
     services = [start(run, "coordinator", "refresh"), start(run, "party_a", "serve")]
     try:
         wait_healthy(port, services[1])
@@ -174,7 +191,7 @@ def story_one(root: Path, users: int, epochs: int, requests: int) -> dict:
             "recommend_users_per_s": logged_rate(stderr, "users/s")}
 
 
-def big_catalogue(root: Path, items: int, users: int, requests: int) -> dict:
+def big_catalogue(root: Path, items: int, users: int, requests: int, rounds: int) -> dict:
     """A 100k-item store built without training, served and scored offline."""
     import torch
 
@@ -203,7 +220,6 @@ def big_catalogue(root: Path, items: int, users: int, requests: int) -> dict:
         "model": {"item_item": False},
     }}
     run = write_local_run(root / "big", sections, run_id="bench-big")
-    port = serve_port(run)
     cfg = load(run.configs["party_a"])
     frame, ids = cfg.users.load()
     t = cfg.training
@@ -221,8 +237,7 @@ def big_catalogue(root: Path, items: int, users: int, requests: int) -> dict:
     with torch.no_grad():
         save_active_model(cfg.basics.workdir, "bench-big-model", manifest, {"federated": state, "a_alone": state},
                           tables.items, [ids[r] for r in shared], u)
-    loads = {"federated": measure_server(run, port, ids + ["nobody@example.com"], requests, alone=False),
-             "A alone (u = 0)": measure_server(run, port, ids, requests, alone=True)}
+    loads = measure_servers(run, ids + ["nobody@example.com"], requests, rounds)
     seconds, stderr = timed(run, "party_a", "recommend", "--k", "20", "--out", str(root / "big_recs.parquet"))
     return {"loads": loads, "recommend_seconds": seconds, "recommend_users_per_s": logged_rate(stderr, "users/s"),
             "users": users, "items": items}
@@ -248,20 +263,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=2000, help="story 1: users of the shop (party A)")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--requests", type=int, default=2000, help="requests per concurrency level")
+    parser.add_argument("--requests", type=int, default=1000, help="requests per concurrency level and round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over the concurrency levels, both servers")
     parser.add_argument("--big-items", type=int, default=100_000)
     parser.add_argument("--big-users", type=int, default=100_000)
     parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--dir", type=Path, default=Path("runs/bench/serve"))
     args = parser.parse_args()
     results: dict = {}
-    one = story_one(args.dir, args.users, args.epochs, args.requests)
+    one = story_one(args.dir, args.users, args.epochs, args.requests, args.rounds)
     results["story1"] = {"loads": [load.row(name) for name, measured in one["loads"].items() for load in measured],
                          **{k: v for k, v in one.items() if k != "loads"}}
     print(f"refresh --all: {one['refresh_users_per_s']:.0f} users/s; recommend (top-20, every user of A): "
           f"{one['recommend_seconds']:.1f}s ({one['recommend_users_per_s']:.0f} users/s)")
     if not args.skip_big:
-        big = big_catalogue(args.dir, args.big_items, args.big_users, args.requests)
+        big = big_catalogue(args.dir, args.big_items, args.big_users, args.requests, args.rounds)
         results["big"] = {"loads": print_loads(f"{args.big_items} items, {args.big_users} users of A", big["loads"]),
                           **{k: v for k, v in big.items() if k != "loads"}}
         print("retrieval recall@100 against exhaustive scoring: 1.0 (the retrieval stage is the exact product over "

@@ -152,6 +152,7 @@ def read_serve(root: Table) -> ServeSettings:
         max_k=t.take_positive("max_k", int, default.max_k),
         max_batch=t.take_positive("max_batch", int, default.max_batch),
         access_log=t.take("access_log", bool, default.access_log),
+        refresh=t.take("refresh", bool, default.refresh),
     )
     t.finish()
     if settings.token_file is not None and settings.token_env is not None:

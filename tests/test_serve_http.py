@@ -279,16 +279,17 @@ def test_serve_section_is_optional_with_the_documented_defaults() -> None:
     settings = read_serve(serve_table())
     assert settings == ServeSettings()
     assert settings.address == ("127.0.0.1", 8080)
-    assert (settings.max_k, settings.max_batch, settings.access_log, settings.token_file) == (100, 1000, False, None)
+    assert (settings.max_k, settings.max_batch, settings.access_log, settings.token_file, settings.refresh) == \
+        (100, 1000, False, None, True)
 
 
 def test_serve_section_is_read(tmp_path: Path) -> None:
     (tmp_path / "token").write_text(TOKEN)
     t = Table({"serve": {"listen": "[::1]:9000", "token_file": "token", "max_k": 20, "max_batch": 50,
-                         "access_log": True}}, tmp_path / "a.toml")
+                         "access_log": True, "refresh": False}}, tmp_path / "a.toml")
     s = read_serve(t)
-    assert (s.address, s.token_file, s.max_k, s.max_batch, s.access_log) == (("::1", 9000), tmp_path / "token", 20,
-                                                                            50, True)
+    assert (s.address, s.token_file, s.max_k, s.max_batch, s.access_log, s.refresh) == \
+        (("::1", 9000), tmp_path / "token", 20, 50, True, False)
 
 
 @pytest.mark.parametrize("keys, message", [
