@@ -125,10 +125,10 @@ def serve_configs(run: LocalRun) -> tuple[tuple[LocalRun, int], tuple[LocalRun, 
     return (run, ports[0]), (alone, ports[1])
 
 
-def measure_servers(run: LocalRun, user_ids: list[str], requests: int, rounds: int) -> dict[str, list[Load]]:
+def measure_servers(run: LocalRun, user_ids: list[str], requests: int, rounds: int) -> tuple[dict[str, list[Load]], int]:
     """The federated server and the A-alone one (`--alone`), both up at once and idle in turn: each round runs
     every concurrency on one, then on the other, so that drift hits both alike. Per server and concurrency the
-    rounds are pooled (all latencies; requests over the summed time)."""
+    rounds are pooled (all latencies; requests over the summed time). Also returns the federated server's port."""
     servers = dict(zip(("federated", "A alone (u = 0)"), serve_configs(run)))
     procs = {name: start(r, "party_a", "serve", *(["--alone"] if name != "federated" else []))
              for name, (r, _) in servers.items()}
@@ -147,9 +147,10 @@ def measure_servers(run: LocalRun, user_ids: list[str], requests: int, rounds: i
         for proc in procs.values():
             proc.terminate()
             proc.wait(timeout=30)
-    return {name: [Load(c, sum(m.requests for m in loads), sum(m.seconds for m in loads),
-                        np.concatenate([m.latencies_ms for m in loads])) for c, loads in by_c.items()]
-            for name, by_c in measured.items()}
+    pooled = {name: [Load(c, sum(m.requests for m in loads), sum(m.seconds for m in loads),
+                          np.concatenate([m.latencies_ms for m in loads])) for c, loads in by_c.items()]
+              for name, by_c in measured.items()}
+    return pooled, servers["federated"][1]
 
 
 def timed(run: LocalRun, role: str, *args: str) -> tuple[float, str]:
@@ -174,9 +175,8 @@ def story_one(root: Path, users: int, epochs: int, requests: int, rounds: int) -
     if any(o.returncode for o in out.values()):
         raise RuntimeError({r: o.output[-2000:] for r, o in out.items() if o.returncode})
     ids = pd.read_csv(next((run.dir("party_a") / "data").glob("shop_users.csv")), dtype=str)["customer_phone"]
-    loads = measure_servers(run, list(ids) + [f"unknown{i}" for i in range(20)], requests, rounds)
+    loads, port = measure_servers(run, list(ids) + [f"unknown{i}" for i in range(20)], requests, rounds)
     print_loads(f"story 1 catalogue ({users} shop users)", loads)
-    port = serve_configs(run)[0][1]
     services = [start(run, "coordinator", "refresh"), start(run, "party_a", "serve")]
     try:
         wait_healthy(port, services[1])
@@ -237,7 +237,7 @@ def big_catalogue(root: Path, items: int, users: int, requests: int, rounds: int
     with torch.no_grad():
         save_active_model(cfg.basics.workdir, "bench-big-model", manifest, {"federated": state, "a_alone": state},
                           tables.items, [ids[r] for r in shared], u)
-    loads = measure_servers(run, ids + ["nobody@example.com"], requests, rounds)
+    loads, _ = measure_servers(run, ids + ["nobody@example.com"], requests, rounds)
     seconds, stderr = timed(run, "party_a", "recommend", "--k", "20", "--out", str(root / "big_recs.parquet"))
     return {"loads": loads, "recommend_seconds": seconds, "recommend_users_per_s": logged_rate(stderr, "users/s"),
             "users": users, "items": items}
