@@ -125,7 +125,8 @@ def serve_configs(run: LocalRun) -> tuple[tuple[LocalRun, int], tuple[LocalRun, 
     return (run, ports[0]), (alone, ports[1])
 
 
-def measure_servers(run: LocalRun, user_ids: list[str], requests: int, rounds: int) -> tuple[dict[str, list[Load]], int]:
+def measure_servers(run: LocalRun, user_ids: list[str], requests: int,
+                    rounds: int) -> tuple[dict[str, list[Load]], int]:
     """The federated server and the A-alone one (`--alone`), both up at once and idle in turn: each round runs
     every concurrency on one, then on the other, so that drift hits both alike. Per server and concurrency the
     rounds are pooled (all latencies; requests over the summed time). Also returns the federated server's port."""
