@@ -16,8 +16,10 @@ it: from its worker pool's start to A's confirmation, process start-up excluded)
 and `recommend` writes the top-20 of every user of A.
 
 Large catalogue: 100k items, 100k users of A with 10 purchases each, 60k of them
-shared with a u store. Nothing is trained (the weights are as initialised; latency
-does not depend on their values) and the model runs without its EASE part ([model]
+shared with a u store. Nothing is trained (the weights are random; latency does not
+depend on their values, but the user side is drawn away from its zero start so that
+A alone's answers differ between users as a trained model's do) and the model runs
+without its EASE part ([model]
 item_item = false: P would be 100k × 100k). Scoring is the exact product over the
 whole catalogue, which for this model is the full score: retrieval recall@100
 against exhaustive scoring is 1.0 by construction. Then `recommend` for all 100k users.
@@ -229,6 +231,8 @@ def big_catalogue(root: Path, items: int, users: int, requests: int, rounds: int
     data = align(tables, shared)
     settings = t.model
     model = ActiveModel(data, settings)
+    with torch.no_grad():  # the user side starts at zero (party_a/model.py): untrained, A alone would rank alike for all
+        model.mix.weight.normal_(0, 0.3)
     h = model.bias.shape[0]
     manifest = {"run_id": "bench-big", "created": time.time(), "key_fingerprint": "none (bench, not trained)",
                 "plan": t.plan().to_message(), "model_settings": dataclasses.asdict(settings), "ease_lambda": None,
