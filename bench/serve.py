@@ -231,7 +231,7 @@ def big_catalogue(root: Path, items: int, users: int, requests: int, rounds: int
     data = align(tables, shared)
     settings = t.model
     model = ActiveModel(data, settings)
-    with torch.no_grad():  # the user side starts at zero (party_a/model.py): untrained, A alone would rank alike for all
+    with torch.no_grad():  # the user side starts at zero (party_a/model.py): untrained, A alone ranks all alike
         model.mix.weight.normal_(0, 0.3)
     h = model.bias.shape[0]
     manifest = {"run_id": "bench-big", "created": time.time(), "key_fingerprint": "none (bench, not trained)",
