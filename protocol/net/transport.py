@@ -122,8 +122,12 @@ class Endpoint:
     """This process's server, inbox and channels to its peers."""
 
     def __init__(self, cfg: NetworkConfig, tags: Mapping[str, frozenset[str]]):
-        """`tags`: for each peer, the tags this endpoint accepts from it (protocol.messages.inbox_tags)."""
+        """`tags`: for each peer, the tags this endpoint accepts from it (protocol.messages.inbox_tags). Reads the
+        TLS identity and CAs at once, so a bad key stops a role before it writes or opens anything."""
         self.cfg = cfg
+        self._own_cert = cfg.cert.read_bytes()
+        self._own_key = key_pem(load_private_key(cfg.key, cfg.key_passphrase), None)  # in memory only, for gRPC
+        self._peer_cas = {role: _load_cas(peer.ca) for role, peer in cfg.peers.items()}
         self._tags = tags
         self._inbox_bytes: dict[str, int] = defaultdict(int)
         self._cond = threading.Condition()
@@ -145,15 +149,11 @@ class Endpoint:
         self._deliver: dict[str, Any] = {}
         self._ping: dict[str, Any] = {}
         self._heartbeat: threading.Thread | None = None
-        self._peer_cas: dict[str, list[x509.Certificate]] = {}
 
     # ---- life cycle -------------------------------------------------------------
 
     def start(self) -> "Endpoint":
-        cfg = self.cfg
-        own_cert = cfg.cert.read_bytes()
-        own_key = key_pem(load_private_key(cfg.key, cfg.key_passphrase), None)  # in memory only, for gRPC
-        self._peer_cas = {role: _load_cas(peer.ca) for role, peer in cfg.peers.items()}
+        cfg, own_cert, own_key = self.cfg, self._own_cert, self._own_key
         trusted = b"\n".join(sorted({p.ca.read_bytes() for p in cfg.peers.values()} | {cfg.ca.read_bytes()}))
         limits = [("grpc.max_receive_message_length", cfg.max_message_bytes + 4096),
                   ("grpc.max_send_message_length", cfg.max_message_bytes + 4096)]
@@ -168,9 +168,9 @@ class Endpoint:
         try:
             port = self._server.add_secure_port(cfg.listen, creds)
         except RuntimeError as exc:
-            raise ConfigError(f"cannot listen on {cfg.listen}: {exc}") from None
+            raise ConfigError(f"cannot listen on {cfg.listen} ([network] listen): {exc}") from None
         if port == 0:
-            raise ConfigError(f"cannot listen on {cfg.listen}: address in use or invalid")
+            raise ConfigError(f"cannot listen on {cfg.listen} ([network] listen): address in use or invalid")
         self._server.start()
         for role, peer in cfg.peers.items():
             channel_creds = grpc.ssl_channel_credentials(peer.ca.read_bytes(), own_key, own_cert)
