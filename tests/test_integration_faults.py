@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,9 +50,9 @@ def wait_for_line(run: LocalRun, role: str, text: str, procs: dict[str, subproce
         time.sleep(0.1)
 
 
-def run_with_fault(root: Path, fault: str, seconds: float, peer_timeout: float = PEER_TIMEOUT) \
+def run_with_fault(root: Path, fault: Callable[[Proxy], None], peer_timeout: float = PEER_TIMEOUT) \
         -> tuple[dict[str, Outcome], float, list[Proxy]]:
-    """Run with A↔B through proxies; once training starts, `fault` ("partition" or "delay") both directions.
+    """Run with A↔B through proxies; once training starts, apply `fault` to both directions' proxies.
     Returns the outcomes, the seconds from the fault to the last exit, and the proxies."""
     run = fault_run(root, peer_timeout)
     proxies = [route_through_proxy(run, "party_a", "party_b"), route_through_proxy(run, "party_b", "party_a")]
@@ -60,7 +61,7 @@ def run_with_fault(root: Path, fault: str, seconds: float, peer_timeout: float =
         wait_for_line(run, "party_a", "training on", procs, timeout=120)
         injected = time.monotonic()
         for proxy in proxies:
-            getattr(proxy, fault)(seconds)
+            fault(proxy)
         out = wait_all(run, procs, timeout=180)
         return out, time.monotonic() - injected, proxies
     finally:
@@ -77,14 +78,14 @@ def last_line(outcome: Outcome) -> str:
 
 
 def test_a_partition_shorter_than_the_peer_timeout_is_survived(tmp_path: Path) -> None:
-    out, _, proxies = run_with_fault(tmp_path, "partition", 2.0)
+    out, _, proxies = run_with_fault(tmp_path, lambda p: p.partition(2.0))
     assert all(o.returncode == 0 for o in out.values()), {r: o.output[-2000:] for r, o in out.items()}
     assert trained(out)
     assert all(p.connections > 0 for p in proxies)  # the traffic did go through the proxies
 
 
 def test_a_partition_longer_than_the_peer_timeout_stops_every_role_naming_the_peer(tmp_path: Path) -> None:
-    out, seconds, _ = run_with_fault(tmp_path, "partition", 60.0)
+    out, seconds, _ = run_with_fault(tmp_path, lambda p: p.partition(60.0))
     assert all(o.returncode != 0 for o in out.values()), {r: o.output[-2000:] for r, o in out.items()}
     assert "party_b" in last_line(out["party_a"]) and "stopped answering for 6s" in last_line(out["party_a"])
     assert "party_a" in last_line(out["party_b"])
@@ -93,9 +94,16 @@ def test_a_partition_longer_than_the_peer_timeout_stops_every_role_naming_the_pe
 
 
 def test_a_slow_network_still_completes(tmp_path: Path) -> None:
-    out, _, _ = run_with_fault(tmp_path, "delay", 0.05)
+    out, _, _ = run_with_fault(tmp_path, lambda p: p.delay(0.05))
     assert all(o.returncode == 0 for o in out.values()), {r: o.output[-2000:] for r, o in out.items()}
     assert trained(out)
+
+
+def test_dropped_connections_are_reopened_and_the_run_completes(tmp_path: Path) -> None:
+    out, _, proxies = run_with_fault(tmp_path, lambda p: p.drop())
+    assert all(o.returncode == 0 for o in out.values()), {r: o.output[-2000:] for r, o in out.items()}
+    assert trained(out)
+    assert all(p.connections >= 2 for p in proxies)  # each direction connected again after the drop
 
 
 def test_a_killed_peer_is_noticed_at_once_not_after_the_peer_timeout(tmp_path: Path) -> None:
