@@ -13,6 +13,8 @@ import struct
 import threading
 import time
 
+UPSTREAM_WAIT = 30.0  # seconds a new connection waits for its target to come up
+
 
 class Proxy:
     """Listens on 127.0.0.1 at `port` (`address`) and forwards each connection to `target` ("host:port")."""
@@ -77,10 +79,8 @@ class Proxy:
     def _connect(self, client: socket.socket) -> None:
         self._track(client)
         self._flowing.wait()
-        try:
-            upstream = socket.create_connection(self._target, timeout=5)
-            upstream.settimeout(None)
-        except OSError:
+        upstream = self._upstream()
+        if upstream is None:
             _reset(client)
             return
         self._track(upstream)
@@ -94,6 +94,22 @@ class Proxy:
             self._sockets -= {client, upstream}
         client.close()
         upstream.close()
+
+    def _upstream(self) -> socket.socket | None:
+        """A connection to the target, retried while it is not up yet: the client, already accepted here, sees a
+        slow connection (as when the target's host is slow to answer), not a reset, which gRPC would take for a
+        failed TLS handshake."""
+        deadline = time.monotonic() + UPSTREAM_WAIT
+        while not self._closed.is_set():
+            try:
+                upstream = socket.create_connection(self._target, timeout=5)
+                upstream.settimeout(None)
+                return upstream
+            except OSError:
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.1)
+        return None
 
     def _track(self, s: socket.socket) -> None:
         with self._lock:
