@@ -149,12 +149,13 @@ def serve_one(service: Service) -> None:
 
 
 def serve(cfg: CoordinatorConfig) -> None:
+    endpoint = Endpoint(cfg.network, messages.inbox_tags(C))  # reads the TLS key: a bad one stops C before any write
     key, created = load_or_create_private_key(cfg.key_file, cfg.key_bits, cfg.key_passphrase)
     log.info("%s %d-bit Paillier key %s (%s)", "created" if created else "loaded", key.public.bits,
              key.public.fingerprint, cfg.key_file)
     audit = AuditLog(cfg.audit_log)
     pool = WorkerPool(cfg.workers)
-    endpoint = Endpoint(cfg.network, messages.inbox_tags(C)).start()
+    endpoint.start()
     try:
         for party in PEERS[C]:
             messages.send(endpoint, party, PublicKeyAnnouncement(int(key.public.n), key.public.fingerprint))

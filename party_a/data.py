@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from protocol.data.tables import Features, TableSpec, encode_features, numeric_column, read_table, row_label
+from protocol.data.tables import Features, TableSpec, encode_features, numeric_column, plain, read_table, row_label
 from protocol.errors import DataError
 from protocol.runtime.config import Table
 from psi.ids import Normalizer
@@ -128,8 +128,9 @@ def _timestamps(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
         parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed")
         bad = np.flatnonzero(parsed.isna().to_numpy())
         if bad.size:
-            raise DataError(f"{path}: column {column!r} {row_label(int(bad[0]))} holds {raw.iloc[int(bad[0])]!r}, "
-                            f"neither a number nor a date ({bad.size} such rows)")
+            i = int(bad[0])
+            raise DataError(f"{path}: column {column!r} {row_label(i)} holds {plain(raw.iloc[i])!r}, neither a number "
+                            f"nor a date ({bad.size} such rows)")
         values = (parsed - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds().to_numpy()
     return values - values.min()
 

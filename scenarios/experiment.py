@@ -202,7 +202,7 @@ def spread_table(per_seed: list[dict[str, dict]], k: int) -> str:
 
 def build_run(root: Path, tables: dict[str, Path], a: dict, b: dict, run_id: str, epochs: int,
               key_bits: int = DEFAULT_BITS, progress: bool = True, tower: dict | None = None, record: bool = False,
-              **train: object) -> LocalRun:
+              peer_timeout: float | None = None, **train: object) -> LocalRun:
     """Configs and certificates for a scenario in `root`: A's and B's table sections plus the shared settings.
 
     `tables` are the scenario's files, each in its owner's directory (`root/<role>/...`); `a` and `b` name
@@ -218,4 +218,4 @@ def build_run(root: Path, tables: dict[str, Path], a: dict, b: dict, run_id: str
                     "psi": {"progress": progress}},
         "party_b": {**resolve(b, "party_b"), **({"model": tower} if tower else {}), "psi": {"progress": progress}},
     }
-    return write_local_run(root, sections, run_id=run_id, record=record)
+    return write_local_run(root, sections, run_id=run_id, record=record, peer_timeout=peer_timeout)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from protocol.data.tables import TableSpec, encode_features
+from protocol.data.tables import CLIP, TableSpec, encode_features
 from protocol.errors import ConfigError, DataError
 from psi.align import UserIds
 from psi.ids import Normalizer
@@ -65,6 +67,62 @@ def test_missing_or_bad_feature_values_name_row(tmp_path: Path, csv: str, spec: 
     table = TableSpec(path, "id", **spec)
     frame, _ = UserIds(table, Normalizer()).load()
     with pytest.raises(DataError, match=message):
+        encode_features(frame, table)
+
+
+def test_an_extreme_cell_is_clipped_and_does_not_flatten_its_column(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    incomes = [str(1000.0 + 100 * i) for i in range(20)]
+    incomes[6] = "1e300"
+    path = tmp_path / "users.csv"
+    pd.DataFrame({"id": [f"u{i}" for i in range(20)], "income": incomes}).to_csv(path, index=False)
+    table = TableSpec(path, "id", numeric=["income"])
+    frame, _ = UserIds(table, Normalizer()).load()
+    with caplog.at_level(logging.WARNING):
+        values = encode_features(frame, table).numeric[:, 0]
+    others = np.delete(values, 6)
+    assert values[6] == CLIP
+    assert len(set(others.tolist())) == 19 and others.max() - others.min() > 1.5  # spread over their IQRs, not squeezed
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    message = caplog.records[0].getMessage()
+    assert "users.csv: column 'income': 1 rows lie beyond" in message and "the first, row 7, holds 1e+300" in message
+
+
+def test_extreme_values_stay_extreme_within_the_clip(tmp_path: Path) -> None:
+    path = tmp_path / "users.csv"
+    path.write_text("id,x\n" + "".join(f"u{i},{v}\n" for i, v in enumerate([1, 2, 3, 4, 5, 6, 7, 8, -1e308, 2e9])))
+    table = TableSpec(path, "id", numeric=["x"])
+    frame, _ = UserIds(table, Normalizer()).load()
+    values = encode_features(frame, table).numeric[:, 0]
+    assert values[8] == -CLIP and values[9] == CLIP and np.isfinite(values).all()
+
+
+@pytest.mark.parametrize(("cell", "in_csv", "in_parquet"), [
+    ("inf", "holds inf, not a finite number", "holds inf, not a finite number"),
+    ("-inf", "holds -inf, not a finite number", "holds -inf, not a finite number"),
+    ("nan", "holds 'nan', not a finite number", "is empty"),
+])
+def test_infinite_or_nan_cells_name_their_row_plainly(tmp_path: Path, cell: str, in_csv: str, in_parquet: str) -> None:
+    for suffix, what in ((".csv", in_csv), (".parquet", in_parquet)):
+        path = tmp_path / f"users{suffix}"
+        frame = pd.DataFrame({"id": ["a", "b", "c"], "income": ["1.5", cell, "3"]})
+        if suffix == ".csv":
+            frame.to_csv(path, index=False)
+        else:
+            frame.assign(income=frame["income"].astype(float)).to_parquet(path)
+        table = TableSpec(path, "id", numeric=["income"])
+        loaded, _ = UserIds(table, Normalizer()).load()
+        with pytest.raises(DataError, match=rf"users{suffix}: column 'income' row 2 {what} \(1 such rows\)$") as err:
+            encode_features(loaded, table)
+        assert "np." not in str(err.value)
+
+
+def test_a_negative_cell_in_a_log_column_is_shown_plainly(tmp_path: Path) -> None:
+    path = tmp_path / "users.parquet"
+    pd.DataFrame({"id": ["a", "b"], "amount": [5.0, -2.5]}).to_parquet(path)
+    table = TableSpec(path, "id", numeric=["amount"], log=["amount"])
+    frame, _ = UserIds(table, Normalizer()).load()
+    with pytest.raises(DataError, match=r"column 'amount' row 2 is negative \(-2.5\); log1p needs values >= 0"):
         encode_features(frame, table)
 
 

@@ -6,6 +6,7 @@ on line r + 1). Everything here runs before any network traffic.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,13 @@ import pandas as pd
 
 from protocol.errors import DataError
 from protocol.runtime.config import Table
+
+log = logging.getLogger(__name__)
+
+# Numeric columns are centred on the median and divided by the interquartile range, then clipped to ±CLIP. One
+# extreme cell (a typo, 1e300) can then neither dominate a tower's input nor, through a scale it inflates, squeeze
+# the column's other values together. Five IQRs keep every ordinary value of a skewed column distinct.
+CLIP = 5.0
 
 
 @dataclass(frozen=True)
@@ -24,7 +32,7 @@ class TableSpec:
     id_column: str
     numeric: list[str] = field(default_factory=list)
     categorical: list[str] = field(default_factory=list)
-    log: list[str] = field(default_factory=list)  # numeric columns taken log1p before standardising
+    log: list[str] = field(default_factory=list)  # numeric columns taken log1p before scaling
 
     @classmethod
     def from_config(cls, t: Table, id_key: str = "id_column") -> "TableSpec":
@@ -65,6 +73,11 @@ def row_label(index: int) -> str:
     return f"row {index + 1}"
 
 
+def plain(value: object) -> object:
+    """A cell as a plain Python value, so a message shows `inf` or `'x'`, never `np.float64(inf)`."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def numeric_column(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     """The column as float64; a value that is empty or not a number stops the run naming its row."""
     raw = frame[column]
@@ -72,7 +85,7 @@ def numeric_column(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     bad = np.flatnonzero(values.isna().to_numpy() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan)))
     if bad.size:
         i = int(bad[0])
-        shown = raw.iloc[i]
+        shown = plain(raw.iloc[i])
         what = "is empty" if pd.isna(shown) or str(shown).strip() == "" else f"holds {shown!r}, not a finite number"
         raise DataError(f"{path}: column {column!r} {row_label(i)} {what} ({bad.size} such rows)")
     return values.to_numpy(dtype=np.float64)
@@ -90,9 +103,9 @@ def categorical_column(frame: pd.DataFrame, column: str, path: Path) -> np.ndarr
 
 @dataclass(frozen=True)
 class Features:
-    """A table's feature columns ready for a tower: standardised numbers and category codes."""
+    """A table's feature columns ready for a tower: scaled numbers and category codes."""
 
-    numeric: np.ndarray  # float32 (rows, len(spec.numeric)), zero mean, unit variance
+    numeric: np.ndarray  # float32 (rows, len(spec.numeric)), median 0, IQR 1, within ±Encoding.clip
     categorical: np.ndarray  # int64 (rows, len(spec.categorical)), codes 0..cardinality-1
     cardinalities: list[int]
 
@@ -103,26 +116,33 @@ class Features:
 @dataclass(frozen=True)
 class Encoding:
     """How a table's feature columns become numbers, fitted once (at training) and kept with the model, so a
-    later table (a refresh) is encoded exactly as the model learnt it: per numeric column the mean and standard
-    deviation (after log1p for `log` columns), per categorical column its categories in code order."""
+    later table (a refresh) is encoded exactly as the model learnt it: per numeric column its centre and scale
+    (after log1p for `log` columns) and the clip applied after scaling, per categorical column its categories in
+    code order."""
 
-    numeric: dict[str, tuple[float, float]]
+    numeric: dict[str, tuple[float, float]]  # column: (centre, scale)
     categories: dict[str, list[str]]
+    clip: float = CLIP
 
     def to_json(self) -> dict:
-        return {"numeric": {c: list(v) for c, v in self.numeric.items()}, "categories": self.categories}
+        return {"numeric": {c: {"center": m, "scale": s} for c, (m, s) in self.numeric.items()}, "clip": self.clip,
+                "categories": self.categories}
 
     @classmethod
     def from_json(cls, data: dict) -> "Encoding":
-        return cls({c: (float(m), float(s)) for c, (m, s) in data["numeric"].items()},
-                   {c: [str(v) for v in values] for c, values in data["categories"].items()})
+        return cls({c: (float(v["center"]), float(v["scale"])) for c, v in data["numeric"].items()},
+                   {c: [str(v) for v in values] for c, values in data["categories"].items()}, float(data["clip"]))
+
+    def scaled(self, values: np.ndarray, column: str) -> np.ndarray:
+        """`values` of `column` centred and scaled, before clipping."""
+        center, scale = self.numeric[column]
+        return (values - center) / scale
 
     def apply(self, frame: pd.DataFrame, spec: TableSpec) -> Features:
         """Encode the spec's columns; a bad value, or a category the encoding never saw, names its row."""
         numeric = np.zeros((len(frame), len(spec.numeric)), dtype=np.float32)
         for j, column in enumerate(spec.numeric):
-            mean, std = self.numeric[column]
-            numeric[:, j] = (_numeric_values(frame, column, spec) - mean) / std
+            numeric[:, j] = np.clip(self.scaled(_numeric_values(frame, column, spec), column), -self.clip, self.clip)
         categorical = np.zeros((len(frame), len(spec.categorical)), dtype=np.int64)
         for j, column in enumerate(spec.categorical):
             known = self.categories[column]
@@ -130,31 +150,59 @@ class Encoding:
             codes = pd.Index(known).get_indexer(values)
             if (codes < 0).any():
                 i = int(np.flatnonzero(codes < 0)[0])
-                raise DataError(f"{spec.path}: column {column!r} {row_label(i)} holds {values[i]!r}, a category the "
-                                f"model never saw (it knows {len(known)}); train a new model to use it")
+                raise DataError(f"{spec.path}: column {column!r} {row_label(i)} holds {plain(values[i])!r}, a "
+                                f"category the model never saw (it knows {len(known)}); train a new model to use it")
             categorical[:, j] = codes
         return Features(numeric, categorical, [len(self.categories[c]) for c in spec.categorical])
 
 
 def _numeric_values(frame: pd.DataFrame, column: str, spec: TableSpec) -> np.ndarray:
-    values = numeric_column(frame, column, spec.path)
+    return _log1p_if_log(numeric_column(frame, column, spec.path), column, spec)
+
+
+def _log1p_if_log(values: np.ndarray, column: str, spec: TableSpec) -> np.ndarray:
     if column in spec.log:
         if values.min() < 0:
             i = int(np.argmin(values))
-            raise DataError(f"{spec.path}: column {column!r} {row_label(i)} is negative; log1p needs values >= 0")
-        values = np.log1p(values)
+            raise DataError(f"{spec.path}: column {column!r} {row_label(i)} is negative ({plain(values[i])!r}); "
+                            f"log1p needs values >= 0")
+        return np.log1p(values)
     return values
 
 
+def robust_scale(values: np.ndarray) -> tuple[float, float]:
+    """The median and the interquartile range of `values`. When the IQR is 0 (half the column or more holds one
+    value), the standard deviation of the values clipped to their 5th and 95th percentiles, so a few extreme values
+    cannot inflate it; when that is 0 too, 1."""
+    center = float(np.median(values))
+    q1, q3 = np.percentile(values, [25, 75])
+    if q3 > q1:
+        return center, float(q3 - q1)
+    low, high = np.percentile(values, [5, 95], method="nearest")
+    spread = float(np.clip(values, low, high).std())
+    return center, spread if spread > 0 else 1.0
+
+
+def _warn_clipped(raw: np.ndarray, scaled: np.ndarray, encoding: Encoding, column: str, path: Path) -> None:
+    beyond = np.flatnonzero(np.abs(scaled) > encoding.clip)
+    if beyond.size:
+        i = int(beyond[0])
+        center, scale = encoding.numeric[column]
+        log.warning("%s: column %r: %d rows lie beyond median %g ± %g × scale %g and are clipped there; the first, "
+                    "%s, holds %r", path, column, beyond.size, center, encoding.clip, scale, row_label(i),
+                    plain(raw[i]))
+
+
 def fit_encoding(frame: pd.DataFrame, spec: TableSpec) -> Encoding:
-    """The encoding of the spec's feature columns fitted on `frame` (standardised numbers, sorted categories)."""
-    numeric = {}
-    for column in spec.numeric:
-        values = _numeric_values(frame, column, spec)
-        std = float(values.std())
-        numeric[column] = (float(values.mean()), std if std > 0 else 1.0)
+    """The encoding of the spec's feature columns fitted on `frame` (robustly scaled numbers, sorted categories);
+    a warning names each numeric column with values beyond the clip."""
+    raw = {c: numeric_column(frame, c, spec.path) for c in spec.numeric}
+    values = {c: _log1p_if_log(raw[c], c, spec) for c in spec.numeric}
     categories = {c: sorted(set(categorical_column(frame, c, spec.path))) for c in spec.categorical}
-    return Encoding(numeric, categories)
+    encoding = Encoding({c: robust_scale(v) for c, v in values.items()}, categories)
+    for column, v in values.items():
+        _warn_clipped(raw[column], encoding.scaled(v, column), encoding, column, spec.path)
+    return encoding
 
 
 def encode_features(frame: pd.DataFrame, spec: TableSpec) -> Features:

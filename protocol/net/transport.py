@@ -9,7 +9,9 @@ The server's handshake trusts every peer's CA, so the binding of a role to its C
 is checked here, per call, not left to the handshake. Delivery is idempotent on
 (sender, tag, sequence), so a retry after a broken connection never applies a step
 twice. Every receive has a deadline, and a heartbeat notices a peer that died long
-before that deadline.
+before that deadline: one silent for `peer_timeout` (a partition looks the same for a
+while, so it is given that long), or at once, after `_REFUSED_GRACE`, one that was up and
+now refuses connections (nothing listens on its port any more: its process is gone).
 
 The inbox is bounded. Each role names, per sender, the tags it accepts
 (protocol/messages.py `inbox_tags`); any other tag is refused at the door. A message
@@ -54,6 +56,10 @@ _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, gr
 _AHEAD = 4096  # how far ahead of the next expected sequence number a message may be
 _INBOX_LIMIT = 4  # undelivered bytes per sender, in units of [network] max_message_mb
 _TLS_HINTS = ("handshake", "certificate", "ssl_error", "tsi_")
+# A refused connection is certain: the peer's host answered that nothing listens on its port. ("failed to connect"
+# alone is not: gRPC says it of connections that time out, as in a partition, which must wait for peer_timeout.)
+_REFUSED_HINT = "connection refused"
+_REFUSED_GRACE = 3 * _HEARTBEAT  # how long a peer that was up may refuse connections before it counts as gone
 ABORT_TAG = "control/abort"
 
 
@@ -94,14 +100,34 @@ class _PeerState:
         self.last_ok: float | None = None
         self.last_error = "no answer yet"
         self.tls_failures = 0
+        self.refused_since: float | None = None  # first of an unbroken run of refused connections, once it was up
+
+    def answered(self) -> None:
+        self.last_ok, self.refused_since = time.monotonic(), None
+
+    def failed(self, detail: str) -> None:
+        """Note a failed call; a refused connection to a peer that was up starts (or continues) its grace."""
+        self.last_error = detail
+        if self.last_ok is None or _REFUSED_HINT not in detail.lower():
+            self.refused_since = None
+        elif self.refused_since is None:
+            self.refused_since = time.monotonic()
+
+    def gone(self) -> bool:
+        """True when the peer was up and has refused every connection for `_REFUSED_GRACE` since."""
+        return self.refused_since is not None and time.monotonic() - self.refused_since > _REFUSED_GRACE
 
 
 class Endpoint:
     """This process's server, inbox and channels to its peers."""
 
     def __init__(self, cfg: NetworkConfig, tags: Mapping[str, frozenset[str]]):
-        """`tags`: for each peer, the tags this endpoint accepts from it (protocol.messages.inbox_tags)."""
+        """`tags`: for each peer, the tags this endpoint accepts from it (protocol.messages.inbox_tags). Reads the
+        TLS identity and CAs at once, so a bad key stops a role before it writes or opens anything."""
         self.cfg = cfg
+        self._own_cert = cfg.cert.read_bytes()
+        self._own_key = key_pem(load_private_key(cfg.key, cfg.key_passphrase), None)  # in memory only, for gRPC
+        self._peer_cas = {role: _load_cas(peer.ca) for role, peer in cfg.peers.items()}
         self._tags = tags
         self._inbox_bytes: dict[str, int] = defaultdict(int)
         self._cond = threading.Condition()
@@ -123,15 +149,11 @@ class Endpoint:
         self._deliver: dict[str, Any] = {}
         self._ping: dict[str, Any] = {}
         self._heartbeat: threading.Thread | None = None
-        self._peer_cas: dict[str, list[x509.Certificate]] = {}
 
     # ---- life cycle -------------------------------------------------------------
 
     def start(self) -> "Endpoint":
-        cfg = self.cfg
-        own_cert = cfg.cert.read_bytes()
-        own_key = key_pem(load_private_key(cfg.key, cfg.key_passphrase), None)  # in memory only, for gRPC
-        self._peer_cas = {role: _load_cas(peer.ca) for role, peer in cfg.peers.items()}
+        cfg, own_cert, own_key = self.cfg, self._own_cert, self._own_key
         trusted = b"\n".join(sorted({p.ca.read_bytes() for p in cfg.peers.values()} | {cfg.ca.read_bytes()}))
         limits = [("grpc.max_receive_message_length", cfg.max_message_bytes + 4096),
                   ("grpc.max_send_message_length", cfg.max_message_bytes + 4096)]
@@ -146,9 +168,9 @@ class Endpoint:
         try:
             port = self._server.add_secure_port(cfg.listen, creds)
         except RuntimeError as exc:
-            raise ConfigError(f"cannot listen on {cfg.listen}: {exc}") from None
+            raise ConfigError(f"cannot listen on {cfg.listen} ([network] listen): {exc}") from None
         if port == 0:
-            raise ConfigError(f"cannot listen on {cfg.listen}: address in use or invalid")
+            raise ConfigError(f"cannot listen on {cfg.listen} ([network] listen): address in use or invalid")
         self._server.start()
         for role, peer in cfg.peers.items():
             channel_creds = grpc.ssl_channel_credentials(peer.ca.read_bytes(), own_key, own_cert)
@@ -216,8 +238,8 @@ class Endpoint:
         delay = 0.05
         while True:
             try:
-                answer = stub(data, timeout=max(30.0, self.cfg.peer_timeout))
-                state.last_ok = time.monotonic()
+                answer = self._finish(stub.future(data, timeout=max(30.0, self.cfg.peer_timeout)), peer, what)
+                state.answered()
                 return answer
             except grpc.RpcError as exc:
                 detail = exc.details() or exc.code().name
@@ -225,7 +247,7 @@ class Endpoint:
                     raise ProtocolError(f"{self._who(peer)} refused {what}: {detail}") from None
                 if exc.code() not in _RETRYABLE:
                     raise PeerError(f"{self._who(peer)} refused {what}: {detail}") from None
-                state.last_error = detail
+                state.failed(detail)
                 if _is_tls_failure(detail):
                     raise PeerError(f"TLS handshake with {self._who(peer)} failed while {what}: {detail}") from None
                 if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # alive but full: back-pressure
@@ -233,12 +255,25 @@ class Endpoint:
                         raise PeerError(f"{self._who(peer)} kept its inbox full for "
                                         f"{self.cfg.receive_timeout:.0f}s ([network] receive_timeout) while "
                                         f"{what}") from None
-                elif time.monotonic() - start > (self.cfg.peer_timeout if state.last_ok is not None
-                                                 else self.cfg.connect_timeout):
+                elif state.gone() or time.monotonic() - start > (self.cfg.peer_timeout if state.last_ok is not None
+                                                                 else self.cfg.connect_timeout):
                     raise PeerError(self._silence(peer, what)) from None
                 if self._stop.wait(delay):
                     raise PeerError(f"endpoint closed while {what}") from None
                 delay = min(delay * 2, 0.25)
+
+    def _finish(self, call: Any, peer: str, what: str) -> bytes:
+        """The answer of an RPC in flight to `peer`, given up as soon as the heartbeat says the peer is gone: a call
+        stuck in a partition would otherwise hold its sender for the call's whole timeout."""
+        while True:
+            try:
+                return call.result(timeout=_HEARTBEAT)
+            except grpc.FutureTimeoutError:
+                try:
+                    self._raise_if_gone(peer, what)
+                except PeerError:
+                    call.cancel()
+                    raise
 
     # ---- receiving --------------------------------------------------------------
 
@@ -286,7 +321,7 @@ class Endpoint:
                     self.waited += time.perf_counter() - started
                     return item
                 for peer in peers:
-                    self._raise_if_gone(peer, what)
+                    self._raise_if_gone(peer, f"waiting for {what}")
                 if self._stop.is_set():
                     raise PeerError(f"endpoint closed while waiting for {what}")
                 remaining = deadline - time.monotonic()
@@ -294,19 +329,23 @@ class Endpoint:
                     raise PeerError(f"no {what} within {limit:.0f}s ([network] receive_timeout)")
                 self._cond.wait(min(remaining, _HEARTBEAT))
 
-    def _raise_if_gone(self, peer: str, what: str) -> None:
+    def _raise_if_gone(self, peer: str, doing: str) -> None:
+        """Stop `doing` (e.g. "waiting for ...") when `peer` stopped the run, failed TLS twice, or is gone or silent."""
         if peer in self._aborted:
-            raise PeerError(f"{peer} stopped the run while this role waited for {what}: {self._aborted[peer]}")
+            raise PeerError(f"{peer} stopped the run while this role was {doing}: {self._aborted[peer]}")
         state = self._peers[peer]
         now = time.monotonic()
         if state.tls_failures >= 2:
-            raise PeerError(f"TLS handshake with {self._who(peer)} failed while waiting for {what}: {state.last_error}")
-        if state.last_ok is None and now - self._started > self.cfg.connect_timeout or \
+            raise PeerError(f"TLS handshake with {self._who(peer)} failed while {doing}: {state.last_error}")
+        if state.gone() or state.last_ok is None and now - self._started > self.cfg.connect_timeout or \
                 state.last_ok is not None and now - state.last_ok > self.cfg.peer_timeout:
-            raise PeerError(self._silence(peer, f"waiting for {what}"))
+            raise PeerError(self._silence(peer, doing))
 
     def _silence(self, peer: str, what: str) -> str:
         state = self._peers[peer]
+        if state.gone():
+            return (f"{self._who(peer)} was up but has refused connections for {_REFUSED_GRACE:.1f}s, so its "
+                    f"process has stopped, while {what}: {state.last_error}")
         if state.last_ok is None:
             return (f"{self._who(peer)} never answered within {self.cfg.connect_timeout:.0f}s "
                     f"([network] connect_timeout) while {what}: {state.last_error}")
@@ -368,7 +407,7 @@ class Endpoint:
         self._record("in", peer, request)
         key = (peer, tag)
         with self._cond:
-            self._peers[peer].last_ok = time.monotonic()
+            self._peers[peer].answered()
             if tag == ABORT_TAG:
                 self._aborted[peer] = str(body)[:2000]
                 self._cond.notify_all()
@@ -394,9 +433,10 @@ class Endpoint:
                 state = self._peers[role]
                 try:
                     stub(hello, timeout=2.0)
-                    state.last_ok, state.tls_failures = time.monotonic(), 0
+                    state.answered()
+                    state.tls_failures = 0
                 except grpc.RpcError as exc:
-                    state.last_error = exc.details() or exc.code().name
+                    state.failed(exc.details() or exc.code().name)
                     state.tls_failures = state.tls_failures + 1 if _is_tls_failure(state.last_error) else 0
                 except ValueError:  # channel closed during shutdown
                     return

@@ -182,6 +182,7 @@ def read_network(root: Table, role: Role) -> NetworkConfig:
     run_id = root.take("run_id", str)
     net = root.sub("network", required=True)
     listen = net.take("listen", str)
+    check_address(net, "listen", listen)
     receive_timeout = net.take_positive("receive_timeout", float, 600.0)
     peer_timeout = net.take_positive("peer_timeout", float, 20.0)
     connect_timeout = net.take_positive("connect_timeout", float, 60.0)
@@ -203,9 +204,11 @@ def read_network(root: Table, role: Role) -> NetworkConfig:
         fingerprint = t.take("fingerprint", str, None)
         if fingerprint is not None and not fingerprint.startswith("sha256:"):
             raise t.error("fingerprint", "must look like 'sha256:<64 hex digits>'")
+        address = t.take("address", str)
+        check_address(t, "address", address)
         peers[peer_role] = PeerConfig(
             role=peer_role,
-            address=t.take("address", str),
+            address=address,
             name=t.take("name", str, peer_role),
             ca=t.take_file("ca") if "ca" in t.data else ca,
             fingerprint=fingerprint,
@@ -218,6 +221,14 @@ def read_network(root: Table, role: Role) -> NetworkConfig:
     require_pins_across_cas(root.file, peers)
     return NetworkConfig(role, run_id, listen, cert, key, key_passphrase, ca, peers, receive_timeout, peer_timeout,
                          connect_timeout, max_message_bytes, record_dir)
+
+
+def check_address(t: Table, key: str, address: str) -> None:
+    """`address` must be host:port with a port from 1 to 65535 (an IPv6 host in brackets: "[::1]:50051")."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise t.error(key, f"expected host:port with a port from 1 to 65535, e.g. \"127.0.0.1:50051\", "
+                           f"got {address!r}")
 
 
 def require_pins_across_cas(file: Path, peers: dict[str, PeerConfig]) -> None:
