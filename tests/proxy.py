@@ -22,7 +22,8 @@ class Proxy:
     def __init__(self, target: str):
         host, port = target.rsplit(":", 1)
         self._target = (host, int(port))
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind(("127.0.0.1", 0))  # listens once the target is up (_accept)
         self.port: int = self._listener.getsockname()[1]
         self._delay = 0.0
         self._flowing = threading.Event()
@@ -68,6 +69,14 @@ class Proxy:
         self.close()
 
     def _accept(self) -> None:
+        """Until the target first answers, a client's connection is refused, as the target's own port would
+        refuse it (a connection accepted here and then closed looks to gRPC like a failed TLS handshake); from
+        then on every connection is accepted and forwarded."""
+        probe = self._upstream()
+        if probe is None:
+            return
+        probe.close()
+        self._listener.listen()
         while not self._closed.is_set():
             try:
                 client, _ = self._listener.accept()
