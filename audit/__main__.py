@@ -17,7 +17,7 @@ from pathlib import Path
 
 from audit.parties import load_parties
 from audit.report import FRACTIONS, Outcome, attack_run, attack_table, plot_curve, quality_table
-from audit.sweep import STORIES, TARGETS, a_alone, ease_lambda, prepare_story, sweep
+from audit.sweep import DEFENDERS, STORIES, TARGETS, a_alone, ease_lambda, prepare_story, sweep
 from party_a import config as party_a_config
 from party_b import config as party_b_config
 from protocol.runtime.received import load_received
@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--targets", type=float, nargs="+", default=list(TARGETS), help="ε of each defended setting")
+    parser.add_argument("--defend", choices=DEFENDERS, default="both", help="whose defence the sweep turns on")
     parser.add_argument("--dir", type=Path, help="the sweep's run directory (replaced); default runs/audit/<story>")
     args = parser.parse_args()
     if args.run is not None:
@@ -55,7 +56,7 @@ def main() -> None:
         out = args.dir or Path("runs/audit") / args.story
         parties = prepare_story(args.story, out, args.users, args.epochs, args.seed)
         lam = ease_lambda(parties)
-        outcomes = sweep(parties, lam, tuple(args.targets), args.seed)
+        outcomes = sweep(parties, lam, tuple(args.targets), args.seed, args.defend)
         alone, k = a_alone(parties, lam), parties.joined.training.eval.k
     print(quality_table(outcomes, alone, k))
     for fraction in FRACTIONS:

@@ -39,20 +39,25 @@ def prepare_story(story: str, root: Path, users: int, epochs: int, seed: int) ->
     return load_parties(run.configs["party_a"], run.configs["party_b"])
 
 
-def noise_multipliers(target: float | None, epochs: int) -> tuple[float, float]:
+DEFENDERS = ("both", "a", "b")
+
+
+def noise_multipliers(target: float | None, epochs: int, defend: str = "both") -> tuple[float, float]:
     """(A's, B's) noise multipliers that spend at most `target` over a full run: a user's δ row is released
-    once per epoch, its e_B row twice (its training step and the evaluation forward)."""
+    once per epoch, its e_B row twice (its training step and the evaluation forward). `defend`: which
+    party's defence is on ("a", "b" or "both")."""
     if target is None:
         return 0.0, 0.0
-    return noise_for_epsilon(target, epochs, DP_DELTA), noise_for_epsilon(target, 2 * epochs, DP_DELTA)
+    a = noise_for_epsilon(target, epochs, DP_DELTA) if defend in ("a", "both") else 0.0
+    return a, noise_for_epsilon(target, 2 * epochs, DP_DELTA) if defend in ("b", "both") else 0.0
 
 
-def run_setting(parties: Parties, target: float | None, seed: int, lam: float) -> Outcome:
+def run_setting(parties: Parties, target: float | None, seed: int, lam: float, defend: str = "both") -> Outcome:
     """Train the twin with both defences at `target` (None: off), then attack what each party received.
-    `lam`: EASE's λ chosen on validation."""
+    `lam`: EASE's λ chosen on validation; `defend`: whose defence is on."""
     j = parties.joined
     t, plan = j.training, j.training.plan()
-    sigma_a, sigma_b = noise_multipliers(target, t.train.epochs)
+    sigma_a, sigma_b = noise_multipliers(target, t.train.epochs, defend)
     delta_noise = DeltaNoise(DeltaPrivacy(delta_noise_multiplier=sigma_a, dp_delta=DP_DELTA, seed=seed),
                              plan.batch_users, plan.delta_max) if sigma_a else None
     e_noise = EmbeddingNoise(EmbeddingPrivacy(e_noise_multiplier=sigma_b, dp_delta=DP_DELTA,
@@ -86,6 +91,7 @@ def a_alone(parties: Parties, lam: float) -> dict:
     return trained.test
 
 
-def sweep(parties: Parties, lam: float, targets: tuple[float, ...] = TARGETS, seed: int = 0) -> list[Outcome]:
-    """No defence, then both defences at each ε target."""
-    return [run_setting(parties, target, seed, lam) for target in (None, *targets)]
+def sweep(parties: Parties, lam: float, targets: tuple[float, ...] = TARGETS, seed: int = 0,
+          defend: str = "both") -> list[Outcome]:
+    """No defence, then the defences of `defend` at each ε target."""
+    return [run_setting(parties, target, seed, lam, defend) for target in (None, *targets)]
