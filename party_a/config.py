@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from party_a.data import InteractionsSpec
+from party_a.privacy import DeltaPrivacy
 from protocol.crypto.paillier import ENCRYPTION_MODES
 from protocol.data.tables import TableSpec
 from protocol.layer.plan import LayerPlan
 from protocol.roles import A
 from protocol.runtime import config
-from protocol.runtime.config import PartyBasics, Table
+from protocol.runtime.config import PartyBasics, Table, read_record
 from psi.align import UserIds, read_users_and_psi
 from psi.session import PsiSettings
 
@@ -74,6 +75,8 @@ class Training:
     train: TrainSettings
     secure: SecureSettings
     eval: EvalSettings
+    privacy: DeltaPrivacy = DeltaPrivacy()
+    record: bool = False  # [audit] record: keep the u A receives, per user, under <workdir>/audit/
 
     def plan(self) -> LayerPlan:
         return layer_plan(self.model, self.train, self.secure)
@@ -117,7 +120,7 @@ class PartyAConfig:
 
 def read_training(root: Table) -> Training | None:
     if "interactions" not in root.data:
-        for section in ("items", "model", "train", "secure", "eval"):
+        for section in ("items", "model", "train", "secure", "eval", "privacy", "audit"):
             if section in root.data:
                 raise root.error(section, "needs an [interactions] table to train on")
         return None
@@ -138,7 +141,23 @@ def read_training(root: Table) -> Training | None:
     evaluation = root.sub("eval").take_settings(EvalSettings, ("negatives", "k"))
     if train.weight_decay < 0:
         raise root.error("train", "weight_decay must be 0 or more")
-    return Training(interactions, items, model, train, secure, evaluation)
+    return Training(interactions, items, model, train, secure, evaluation, read_privacy(root),
+                    read_record(root))
+
+
+def read_privacy(root: Table) -> DeltaPrivacy:
+    """[privacy]: A's noise on δ (party_a/privacy.py), off unless delta_noise_multiplier > 0."""
+    t = root.sub("privacy")
+    d = DeltaPrivacy()
+    settings = DeltaPrivacy(delta_clip=t.take_positive("delta_clip", float, d.delta_clip),
+                            delta_noise_multiplier=t.take("delta_noise_multiplier", float, d.delta_noise_multiplier),
+                            dp_delta=t.take_positive("dp_delta", float, d.dp_delta), seed=t.take("seed", int, None))
+    t.finish()
+    if settings.delta_noise_multiplier < 0:
+        raise t.error("delta_noise_multiplier", "must be 0 (off) or more")
+    if settings.dp_delta >= 1:
+        raise t.error("dp_delta", f"must be below 1, got {settings.dp_delta}")
+    return settings
 
 
 def read_serve(root: Table) -> ServeSettings:

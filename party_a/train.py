@@ -29,6 +29,7 @@ from party_a.data import ActiveData
 from party_a.baselines import Baseline, chosen_ease_lambda, fit_baselines
 from party_a.evaluate import SPLITS, EvalSet, eval_set, metrics, model_scores
 from party_a.model import ActiveModel, active_step
+from party_a.privacy import DeltaNoise
 from party_a.sampler import Batch, Sampler
 from party_a.selection import EarlyStopping
 from party_a.store import save_active_model
@@ -44,23 +45,51 @@ from protocol.net.codec import encode
 from protocol.net.transport import Endpoint
 from protocol.roles import B
 from protocol.runtime.store import new_model_id
+from protocol.runtime.received import Received
 from protocol.runtime.timing import StepClock
 from protocol.runtime.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Audit:
+    """A's defence and record, both off by default: the noise δ passes through before it is encrypted
+    (party_a/privacy.py), and the u A receives, kept per user for the leakage audit ([audit] record)."""
+
+    noise: DeltaNoise | None = None
+    received: Received | None = None
+
+    @classmethod
+    def build(cls, cfg: Training) -> "Audit":
+        p = cfg.plan()
+        return cls(DeltaNoise(cfg.privacy, p.batch_users, p.delta_max) if cfg.privacy.on else None,
+                   Received() if cfg.record else None)
+
+    def spent(self) -> dict:
+        """The defence's settings and ε for the report (ε null: no defence, no bound)."""
+        return self.noise.spent() if self.noise is not None else {"delta_noise_multiplier": 0.0, "epsilon": None}
+
+
 @dataclass
 class BatchTurn:
-    """A's model for one secure step: learns from u on the batch and returns δ = ∂L/∂u."""
+    """A's model for one secure step: learns from u on the batch and returns δ = ∂L/∂u (through the
+    defence, when it is on)."""
 
     model: ActiveModel
     optimizer: torch.optim.Optimizer
     batch: Batch
+    audit: Audit = Audit()
+    epoch: int = 0
+    step: int = 0
     loss: float = float("nan")
 
     def learn(self, u: np.ndarray) -> np.ndarray:
+        if self.audit.received is not None:
+            self.audit.received.add("u_train", self.epoch, self.step, self.batch.users, u)
         self.loss, delta = active_step(self.model, self.optimizer, self.batch, torch.from_numpy(u).float())
+        if self.audit.noise is not None:
+            return self.audit.noise(self.batch.users, delta.numpy())
         return delta.numpy()
 
 
@@ -77,11 +106,11 @@ def start_layer(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, cfg: Tr
 
 
 def secure_step(side: Side, label: str, batch: Batch, model: ActiveModel, optimizer: torch.optim.Optimizer,
-                clock: StepClock) -> float:
+                clock: StepClock, audit: Audit = Audit(), epoch: int = 0, step: int = 0) -> float:
     """One training step of the federated model: B is told the users, then both run TRAINING_STEP."""
     messages.send(side.endpoint, B, TrainStep(label, batch.users))
     clock.lap("train: command to B")
-    turn = BatchTurn(model, optimizer, batch)
+    turn = BatchTurn(model, optimizer, batch, audit, epoch, step)
     steps.run(TRAINING_STEP, side, Turn(label, batch.users, turn), clock)
     return turn.loss
 
@@ -140,6 +169,7 @@ class Models:
     opt_federated: torch.optim.Optimizer
     opt_alone: torch.optim.Optimizer
     chosen: dict[str, "Selected"]
+    audit: Audit = Audit()
 
     @classmethod
     def build(cls, data: ActiveData, cfg: Training, ease_lambda: float, test: EvalSet) -> "Models":
@@ -149,7 +179,8 @@ class Models:
                   "a_alone": Selected(t.patience, cfg.eval.k, test, first=0)}
         return cls(federated, alone,
                    torch.optim.Adam(federated.parameters(), lr=t.lr, weight_decay=t.weight_decay),
-                   torch.optim.Adam(alone.parameters(), lr=t.lr, weight_decay=t.weight_decay), chosen)
+                   torch.optim.Adam(alone.parameters(), lr=t.lr, weight_decay=t.weight_decay), chosen,
+                   Audit.build(cfg))
 
 
 class Selected:
@@ -185,7 +216,7 @@ def train_federated_epoch(side: Side, models: Models, batches: list[Batch], epoc
                leave=False)
     for b, batch in enumerate(bar):
         losses.append(secure_step(side, train_label(epoch, b), batch, models.federated, models.opt_federated,
-                                  clock))
+                                  clock, models.audit, epoch, (epoch - 1) * len(batches) + b))
         bar.set_postfix(loss=f"{np.mean(losses):.4f}")
     return float(np.mean(losses))
 
@@ -197,6 +228,8 @@ def evaluate_epoch(side: Side, models: Models, data: ActiveData, lists: dict[str
     improves, B is told to keep its state of this epoch (the one to save and serve)."""
     valid = lists["valid"]
     u_all = forward_all(side, entry["epoch"], data.n_users, clock)
+    if models.audit.received is not None:
+        models.audit.received.add("u_eval", entry["epoch"], 0, np.arange(data.n_users), u_all)
     entry["federated"] = metrics(model_scores(models.federated, valid, u_all), valid.cold, k)
     if models.chosen["federated"].update(entry["federated"], models.federated, u_all):
         messages.send(side.endpoint, B, Keep(entry["epoch"]))
@@ -260,6 +293,12 @@ def run_training(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, data: 
     report["timing"] = {"secure_training_seconds": round(secure_seconds, 2), "user_steps": user_steps,
                         "user_steps_per_second": round(user_steps / secure_seconds, 2) if secure_seconds else None,
                         "phases": clock.summary()}
+    report["privacy"] = models.audit.spent()
+    if models.audit.received is not None:
+        log.info("what A received per user written to %s", models.audit.received.write(workdir, report["privacy"]))
+    if models.audit.noise is not None:
+        log.info("noise on δ: %d releases per user spend ε = %.3f at δ = %g", report["privacy"]["releases_per_user"],
+                 report["privacy"]["epsilon"], report["privacy"]["dp_delta"])
     save_last_state(workdir, models.federated, side.w)
     report["model"] = store_chosen(workdir, endpoint.cfg.run_id, models, names, report, cfg, side,
                                    chosen_ease_lambda(baselines))

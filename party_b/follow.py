@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from party_b.config import TowerSettings
+from party_b.privacy import EmbeddingNoise
 from party_b.store import save_passive_model
 from party_b.tower import TowerB, passive_step
 from protocol import messages
@@ -27,32 +28,57 @@ from protocol.crypto.paillier import Encryptor, PublicKey
 from protocol.data.tables import Encoding, Features
 from protocol.errors import ProtocolError
 from protocol.layer import steps
-from protocol.layer.decryption import Step, register_layer
+from protocol.layer.decryption import Label, Step, register_layer
 from protocol.layer.steps import FORWARD_ONLY, INIT, TRAINING_STEP, Side, Turn
 from protocol.messages import Command, Finish, Forward, Init, Keep, TrainStep
 from protocol.net.codec import encode
 from protocol.net.transport import Endpoint
 from protocol.roles import A
+from protocol.runtime.received import Received
 from protocol.runtime.timing import StepClock
 from protocol.runtime.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Audit:
+    """B's defence and record, both off by default: the noise e_B passes through before [u] is computed
+    (party_b/privacy.py), and the g B receives, kept per user for the leakage audit ([audit] record)."""
+
+    noise: EmbeddingNoise | None = None
+    received: Received | None = None
+
+    def spent(self) -> dict:
+        """The defence's settings and ε (ε null: no defence, no bound)."""
+        return self.noise.spent() if self.noise is not None else {"e_noise_multiplier": 0.0, "epsilon": None}
+
+
 @dataclass
 class TowerTurn:
-    """Tower B for one step: e_B for the step's users, then back-propagation of g through it."""
+    """Tower B for one step: e_B for the step's users (through the defence, when it is on), then
+    back-propagation of g through the clean e_B."""
 
     tower: TowerB
     optimizer: torch.optim.Optimizer | None  # None: forward only, no gradient kept
+    audit: Audit = Audit()
+    label: str = ""
+    step: int = 0
     e_b: torch.Tensor | None = None
+    users: np.ndarray | None = None
 
     def embed(self, users: np.ndarray) -> np.ndarray:
+        self.users = users
         with torch.set_grad_enabled(self.optimizer is not None):
             self.e_b = self.tower(torch.from_numpy(users.astype(np.int64)))
+        if self.audit.noise is not None:
+            return self.audit.noise(users, self.e_b.detach().numpy())
         return self.e_b.detach().numpy()
 
     def learn(self, g: np.ndarray) -> None:
+        if self.audit.received is not None:
+            label = Label.parse(self.label)
+            self.audit.received.add("g", label.epoch if label else 0, self.step, self.users, g)
         passive_step(self.optimizer, self.e_b, torch.from_numpy(g).float())
 
 
@@ -85,8 +111,8 @@ class Follower:
     """B's command loop. A decides; B checks each command and runs its part of the named sequence."""
 
     def __init__(self, endpoint: Endpoint, public: PublicKey, pool: WorkerPool, shared: SharedUsers,
-                 settings: TowerSettings, encryption: str, workdir: Path):
-        self.endpoint, self.public, self.pool = endpoint, public, pool
+                 settings: TowerSettings, encryption: str, workdir: Path, audit: Audit = Audit()):
+        self.endpoint, self.public, self.pool, self.audit = endpoint, public, pool, audit
         self.shared, self.settings, self.encryption, self.workdir = shared, settings, encryption, workdir
         self.features = shared.features
         self.side: Side | None = None
@@ -129,12 +155,14 @@ class Follower:
         log.info("%s", plan.describe(self.public))
 
     def step(self, command: TrainStep) -> None:
-        turn = Turn(command.label, self._users(command), TowerTurn(self.tower, self.optimizer))
+        turn = Turn(command.label, self._users(command),
+                    TowerTurn(self.tower, self.optimizer, self.audit, command.label, self.steps))
         steps.run(TRAINING_STEP, self.side, turn, self.clock)
         self.steps += 1
 
     def forward(self, command: Forward) -> None:
-        turn = Turn(command.label, self._users(command), TowerTurn(self.tower, None), decrypt_as=Step.EVALUATE)
+        turn = Turn(command.label, self._users(command), TowerTurn(self.tower, None, self.audit),
+                    decrypt_as=Step.EVALUATE)
         steps.run(FORWARD_ONLY, self.side, turn, self.clock)
 
     def keep(self, command: Keep) -> None:
@@ -147,6 +175,12 @@ class Follower:
         if command.model_id is not None:
             self.store(command)
         self.clock.write(self.workdir / "timing.json")
+        spent = self.audit.spent()
+        if self.audit.received is not None:
+            log.info("what B received per user written to %s", self.audit.received.write(self.workdir, spent))
+        if self.audit.noise is not None:
+            log.info("noise on e_B: %d releases per user spend ε = %.3f at δ = %g", spent["releases_per_user"],
+                     spent["epsilon"], spent["dp_delta"])
         log.info("run finished (announced by %s) after %d training steps", A, self.steps)
 
     def store(self, command: Finish) -> None:

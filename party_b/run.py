@@ -34,9 +34,12 @@ def main(config_path: Path) -> None:
         if isinstance(first, Finish):
             log.info("run finished (announced by %s) after PSI", A)
             return
-        from party_b.follow import Follower, SharedUsers  # torch loads only when A asks for training
+        from party_b.follow import Audit, Follower, SharedUsers  # torch loads only when A asks for training
+        from party_b.privacy import EmbeddingNoise
+        from protocol.runtime.received import Received
 
         shared = SharedUsers([ids[r] for r in psi.positions], features.take(psi.positions), encoding)
-        Follower(endpoint, public, pool, shared, cfg.tower, cfg.encryption, workdir).follow(first)
+        audit = Audit(EmbeddingNoise(cfg.privacy) if cfg.privacy.on else None, Received() if cfg.record else None)
+        Follower(endpoint, public, pool, shared, cfg.tower, cfg.encryption, workdir, audit).follow(first)
 
     run_party(cfg.basics, body)

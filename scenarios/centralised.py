@@ -6,6 +6,8 @@ the same evaluation lists and the same epoch choice (early stopping on validatio
 Only an experiment can run this, since it needs both parties' tables in one place.
 The interactive layer is pluggable, so a test can put the secure layer's integer
 arithmetic in its place, and `ZeroLayer` (u = 0) turns the same loop into A alone.
+`DefendedLayer` wraps a layer with the parties' defences ([privacy]) and records
+what each would receive ([audit] record), as a secure run does.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ from party_a.data import ActiveData, align, load_tables
 from party_a.baselines import chosen_ease_lambda, fit_baselines
 from party_a.evaluate import SPLITS, EvalSet, eval_set, metrics, model_scores
 from party_a.model import ActiveModel, active_step
-from party_a.sampler import Sampler
+from party_a.privacy import DeltaNoise
+from party_a.sampler import Batch, Sampler
 from party_a.selection import Choice, EarlyStopping
 from party_b import config as party_b_config
 from party_b.config import TowerSettings
+from party_b.privacy import EmbeddingNoise
 from party_b.tower import TowerB, passive_step
 from protocol.data.tables import Features, encode_features
+from protocol.runtime.received import Received
 from psi.align import read_aligned_rows
 
 
@@ -65,6 +70,55 @@ class ZeroLayer:
 
     def backward(self, e_b: np.ndarray, delta: np.ndarray) -> np.ndarray:
         return np.zeros_like(e_b)
+
+
+class DefendedLayer:
+    """Another layer with the secure run's defences and records, in the clear.
+
+    e_B goes through B's noise before the inner layer sees it, in training and evaluation alike, and the
+    inner layer's W learns from that noisy e_B (step 6 uses the row step 1 encoded); δ goes through A's noise
+    after A's model took its step. Noise is drawn in the secure run's order, so the same seeds give the same
+    noise. The users of each call are the sampler's batches replayed (evaluation: every shared user at once),
+    so `received_a` gets u per training step ("u_train") and evaluation ("u_eval"), `received_b` g ("g")."""
+
+    def __init__(self, inner: Layer, sampler: Sampler, delta_noise: DeltaNoise | None = None,
+                 e_noise: EmbeddingNoise | None = None, received_a: Received | None = None,
+                 received_b: Received | None = None):
+        if sampler.data.n_users <= sampler.batch_users:
+            raise ValueError("DefendedLayer tells evaluation from training by size: it needs more shared users "
+                             f"({sampler.data.n_users}) than a batch ({sampler.batch_users})")
+        self.inner, self.sampler, self.delta_noise, self.e_noise = inner, sampler, delta_noise, e_noise
+        self.received_a, self.received_b = received_a, received_b
+        self.epoch, self.batches, self.done, self.steps = 0, [], 0, 0
+        self.e_seen: np.ndarray | None = None
+
+    def _batch(self) -> Batch:
+        if self.done == len(self.batches):
+            self.epoch, self.done = self.epoch + 1, 0
+            self.batches = self.sampler.epoch(self.epoch)
+        return self.batches[self.done]
+
+    def forward(self, e_b: np.ndarray) -> np.ndarray:
+        evaluation = e_b.shape[0] == self.sampler.data.n_users
+        users = np.arange(e_b.shape[0]) if evaluation else self._batch().users
+        self.e_seen = e_b if self.e_noise is None else self.e_noise(users, e_b)
+        u = self.inner.forward(self.e_seen)
+        if self.received_a is not None:
+            self.received_a.add("u_eval" if evaluation else "u_train", self.epoch, 0 if evaluation else self.steps,
+                                users, u)
+        if evaluation:
+            self.done = len(self.batches)
+        return u
+
+    def backward(self, e_b: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        users = self._batch().users
+        if self.delta_noise is not None:
+            delta = self.delta_noise(users, delta)
+        g = self.inner.backward(self.e_seen, delta)
+        if self.received_b is not None:
+            self.received_b.add("g", self.epoch, self.steps, users, g)
+        self.done, self.steps = self.done + 1, self.steps + 1
+        return g
 
 
 @dataclass

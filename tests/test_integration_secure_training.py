@@ -25,11 +25,15 @@ import pytest
 import torch
 from scipy.stats import kstest
 
+from party_a.privacy import DeltaNoise
+from party_a.sampler import Sampler
+from party_b import config as party_b_config
+from party_b.privacy import EmbeddingNoise
 from protocol.crypto import fixedpoint, packing
 from protocol.layer.plan import LayerPlan
 from protocol.net.codec import decode
 from protocol.net.transport import read_recording
-from scenarios.centralised import load_joined, train
+from scenarios.centralised import DefendedLayer, load_joined, train
 from scenarios.ecommerce_bank import BANK, SHOP
 from scenarios.experiment import build_run, coordinator_key, decrypt_saved
 from scenarios.launch import LocalRun, run_all
@@ -66,12 +70,14 @@ class FixedPointLayer:
         return g
 
 
-def small_run(root: Path, shop_users: int, items: int, batch_users: int, record: bool = False) -> LocalRun:
-    """Story 1 at a tiny size, one epoch, the held-out item ranked against 20 others."""
+def small_run(root: Path, shop_users: int, items: int, batch_users: int, record: bool = False,
+              **extra: dict) -> LocalRun:
+    """Story 1 at a tiny size, one epoch, the held-out item ranked against 20 others; `extra`: a_extra and
+    b_extra config sections."""
     tables = write_ecommerce_bank(root / "party_a" / "data", root / "party_b" / "data", shop_users, items, seed=5)
     shop = {**SHOP, "eval": {"negatives": 20}}
     return build_run(root, tables, shop, BANK, "exactness", epochs=1, progress=False, batch_users=batch_users,
-                     record=record)
+                     record=record, **extra)
 
 
 @pytest.fixture(scope="module")
@@ -83,13 +89,20 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> LocalRun:
     return run
 
 
-def twin(run: LocalRun) -> tuple:
+def twin(run: LocalRun, defended: bool = False) -> tuple:
+    """The plaintext twin of a run's first STEPS steps; `defended`: with the parties' [privacy] noise, drawn
+    from the same seeds."""
     key = coordinator_key(run)
     joined = load_joined(run.configs["party_a"], run.configs["party_b"])
     plan = joined.training.plan()
     w0 = decrypt_saved(run, "party_b", "w_rows_init")
-    layer = FixedPointLayer(w0, plan)
-    trained = train(joined.data, joined.b_features, joined.training, joined.tower, layer, max_steps=STEPS,
+    layer = outer = FixedPointLayer(w0, plan)
+    if defended:
+        t, b = joined.training, party_b_config.load(run.configs["party_b"])
+        sampler = Sampler(joined.data, t.train.batch_users, t.model.history, t.train.targets, t.train.seed)
+        outer = DefendedLayer(layer, sampler, DeltaNoise(t.privacy, plan.batch_users, plan.delta_max),
+                              EmbeddingNoise(b.privacy))
+    trained = train(joined.data, joined.b_features, joined.training, joined.tower, outer, max_steps=STEPS,
                     evaluate=False)
     return key, plan, layer, trained
 
@@ -109,6 +122,23 @@ def test_secure_steps_match_the_plaintext_twin(recorded: LocalRun) -> None:
         for param, value in ours.state_dict().items():
             diff = float((state[param] - value).abs().max())
             assert diff <= 1e-3, f"{name} parameter {param} differs by {diff}"
+
+
+def test_noise_enters_only_where_the_defences_add_it(tmp_path: Path) -> None:
+    """With both defences on and seeded, the secure run and the twin that adds the same noise to δ and e_B
+    (and nowhere else) agree as closely as without noise; the twin without the noise does not."""
+    run = small_run(tmp_path, shop_users=100, items=40, batch_users=20,
+                    a_extra={"privacy": {"delta_noise_multiplier": 0.5, "seed": 5}},
+                    b_extra={"privacy": {"e_noise_multiplier": 0.5, "seed": 6}})
+    out = run_all(run, timeout=600)
+    assert all(o.returncode == 0 for o in out.values()), {r: o.output[-3000:] for r, o in out.items()}
+    w_rows = decrypt_saved(run, "party_b", "w_rows")
+    for defended, agrees in ((True, True), (False, False)):
+        _, plan, layer, trained = twin(run, defended)
+        assert (np.abs((w_rows - layer.w).astype(np.int64)).max() <= 2 * STEPS) == agrees
+        state = torch.load(run.workdir("party_b") / "model" / "tower_b.pt", weights_only=True)
+        diff = max(float((state[p] - v).abs().max()) for p, v in trained.tower.state_dict().items())
+        assert (diff <= 1e-3) == agrees, diff
 
 
 def test_one_secure_step_is_exact_but_for_rounding_w(tmp_path: Path) -> None:

@@ -260,6 +260,14 @@ def read_workers(root: Table) -> int:
     return workers
 
 
+def read_record(root: Table) -> bool:
+    """[audit] record: write what this party receives per user to <workdir>/audit/ (protocol/runtime/received.py)."""
+    t = root.sub("audit")
+    record = t.take("record", bool, False)
+    t.finish()
+    return record
+
+
 def read_party_basics(root: Table, role: Role) -> PartyBasics:
     workdir = root.take_path("workdir")
     network = read_network(root, role)

@@ -1,0 +1,149 @@
+"""Attack a run's records, tabulate attack × defence next to the baselines, and draw the privacy–utility curve."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from audit.attacks import LABEL_ATTACKS, auxiliary, column_attacks, label_attacks, per_epoch, u_features
+from audit.parties import Parties
+
+FRACTIONS = (0.01, 0.05)
+MARGIN = 0.05  # a defence "holds" when every attack is within this of its baseline
+
+
+@dataclass
+class Outcome:
+    """One setting's run: its ε, the federated model's test metrics, and every attack's figures."""
+
+    setting: str
+    epsilon_a: float | None  # None: no defence, ε unbounded
+    epsilon_b: float | None
+    quality: dict  # test metrics of the chosen epoch: {"overall": {...}, "cold": {...}}
+    attacks: dict[float, dict] = field(default_factory=dict)  # aux fraction -> {"labels": ..., "columns": ...}
+
+
+def attack_run(parties: Parties, u_eval: tuple, u_train: tuple | None, g: tuple, seed: int = 0) -> dict:
+    """Every attack at every auxiliary fraction on one run's records ((rows, index) pairs)."""
+    n = parties.n_users
+    g_users = per_epoch(*g, n)
+    u = u_features(per_epoch(*u_eval, n), None if u_train is None else per_epoch(*u_train, n))
+    out = {}
+    for fraction in FRACTIONS:
+        aux = auxiliary(n, fraction, seed)
+        out[fraction] = {"aux_users": int(aux.size),
+                         "labels": label_attacks(g_users, parties.b_own, parties.labels, aux),
+                         "columns": column_attacks(u, parties.a_own, parties.columns, aux)}
+    return out
+
+
+def label_groups(names: list[str]) -> dict[str, list[str]]:
+    """A's labels grouped for the table: bought in a category (averaged), the top category, activity."""
+    return {"bought in a category (mean)": [n for n in names if n.startswith("bought ")],
+            **{n: [n] for n in names if not n.startswith("bought ")}}
+
+
+def summary(attacks: dict) -> dict[str, tuple[float, float]]:
+    """(attack figure, its baseline) per table row, for one setting and one auxiliary fraction. Each figure is
+    at least what guessing gets (AUC 0.5, R² 0 by predicting the auxiliary users' mean, accuracy of their
+    majority class), so a baseline worse than a guess does not pass for leakage."""
+    labels, columns = attacks["labels"], attacks["columns"]
+    rows = {}
+    for group, names in label_groups(list(labels)).items():
+        base = float(np.nanmean([max(labels[n]["own columns"], 0.5) for n in names]))
+        for attack in LABEL_ATTACKS:
+            rows[f"B→A AUC {attack}: {group}"] = (float(np.nanmean([max(labels[n][attack], 0.5) for n in names])),
+                                                  base)
+    numeric = [c for c, v in columns.items() if "majority" not in v]
+    categorical = [c for c, v in columns.items() if "majority" in v]
+    for name in numeric:
+        rows[f"A→B R²: {name}"] = (max(columns[name]["attack"], 0.0), max(columns[name]["own data"], 0.0))
+    for name in categorical:
+        guess = columns[name]["majority"]
+        rows[f"A→B accuracy: {name}"] = (max(columns[name]["attack"], guess), max(columns[name]["own data"], guess))
+    if numeric:
+        rows["A→B R²: numeric columns (mean)"] = (float(np.mean([rows[f"A→B R²: {c}"][0] for c in numeric])),
+                                                  float(np.mean([rows[f"A→B R²: {c}"][1] for c in numeric])))
+    return rows
+
+
+def worst_leak(attacks: dict, direction: str = "") -> float:
+    """The largest attack − baseline over the rows of one auxiliary fraction (those of `direction`, "B→A" or
+    "A→B", when given)."""
+    return max(v - b for name, (v, b) in summary(attacks).items() if name.startswith(direction)
+               and not math.isnan(v - b))
+
+
+def _eps(value: float | None) -> str:
+    return "∞" if value is None else f"{value:.2f}"
+
+
+def quality_table(outcomes: list[Outcome], alone: dict | None, k: int) -> str:
+    head = (f"{'setting':<10} {'ε A':>6} {'ε B':>6} | {'AUC':>7} {f'HR@{k}':>7} {f'NDCG@{k}':>8} | "
+            f"{'cold AUC':>8} {f'cold HR@{k}':>10} {f'cold NDCG@{k}':>12}")
+    lines = [head, "-" * len(head)]
+    shown = [(o.setting, _eps(o.epsilon_a), _eps(o.epsilon_b), o.quality) for o in outcomes]
+    if alone is not None:
+        shown.append(("A alone", "-", "-", alone))
+    for name, ea, eb, q in shown:
+        o, c = q["overall"], q["cold"]
+        lines.append(f"{name:<10} {ea:>6} {eb:>6} | {o['auc']:7.4f} {o['hr']:7.4f} {o['ndcg']:8.4f} | "
+                     f"{c['auc']:8.4f} {c['hr']:10.4f} {c['ndcg']:12.4f}")
+    return "\n".join(lines)
+
+
+def attack_table(outcomes: list[Outcome], fraction: float) -> str:
+    """Rows: attack and target; columns: the baseline, then per setting the figure and (leakage)."""
+    rows = [summary(o.attacks[fraction]) for o in outcomes]
+    width = max(len(r) for r in rows[0])
+    aux = outcomes[0].attacks[fraction]["aux_users"]
+    head = f"{f'aux {fraction:.0%} ({aux} users)':<{width}} | {'baseline':>8} | " + \
+        " ".join(f"{o.setting:>15}" for o in outcomes)
+    lines = [head, "-" * len(head)]
+    for name in rows[0]:
+        base = rows[0][name][1]
+        cells = " ".join(f"{r[name][0]:7.3f} ({r[name][0] - r[name][1]:+.3f})" for r in rows)
+        lines.append(f"{name:<{width}} | {base:8.3f} | {cells}")
+    for direction in ("B→A", "A→B"):
+        lines.append(f"{'largest leakage over baseline, ' + direction:<{width}} | {'':>8} | " +
+                     " ".join(f"{worst_leak(o.attacks[fraction], direction):15.3f}" for o in outcomes))
+    return "\n".join(lines)
+
+
+def plot_curve(outcomes: list[Outcome], alone: dict | None, k: int, path: Path) -> None:
+    """Privacy–utility curve: cold and overall HR@k of the federated model, and the largest leakage over the
+    baselines, against ε (the larger of the two parties'; ∞ at the right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    finite = [max(o.epsilon_a or 0, o.epsilon_b or 0) for o in outcomes if o.epsilon_a is not None]
+    right = 2 * max(finite) if finite else 1.0
+    x = [right if o.epsilon_a is None else max(o.epsilon_a, o.epsilon_b or 0) for o in outcomes]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for scope, style in (("overall", "o-"), ("cold", "s-")):
+        ax1.plot(x, [o.quality[scope]["hr"] for o in outcomes], style, label=f"federated {scope}")
+        if alone is not None:
+            ax1.axhline(alone[scope]["hr"], linestyle=":" if scope == "overall" else "--", color="grey",
+                        label=f"A alone {scope}")
+    ax1.set_ylabel(f"test HR@{k}")
+    for fraction in FRACTIONS:
+        for direction in ("B→A", "A→B"):
+            ax2.plot(x, [worst_leak(o.attacks[fraction], direction) for o in outcomes], "o-",
+                     label=f"{direction}, aux {fraction:.0%}")
+    ax2.axhline(MARGIN, color="grey", linestyle="--", label=f"baseline + {MARGIN}")
+    ax2.set_ylabel("largest attack − baseline (AUC, R², accuracy)")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log")
+        ax.set_xlabel("ε (right-most point: no defence)")
+        ax.set_xticks(x)
+        ax.set_xticklabels(["∞" if o.epsilon_a is None else o.setting.removeprefix("ε=") for o in outcomes])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
