@@ -18,10 +18,10 @@ from audit.parties import Parties, load_parties
 from audit.report import Outcome, attack_run
 from party_a.baselines import chosen_ease_lambda, fit_baselines
 from party_a.evaluate import eval_set
-from party_a.privacy import DeltaNoise, DeltaPrivacy
+from party_a.privacy import delta_noise
 from party_a.sampler import Sampler
-from party_b.privacy import EmbeddingNoise, EmbeddingPrivacy
-from protocol.privacy import noise_for_epsilon
+from party_b.privacy import embedding_noise
+from protocol.privacy import RowPrivacy, noise_for_epsilon
 from protocol.runtime.received import Received
 from scenarios import bank_offers, ecommerce_bank
 from scenarios.centralised import DefendedLayer, PlainLayer, ZeroLayer, train
@@ -43,13 +43,12 @@ DEFENDERS = ("both", "a", "b")
 
 
 def noise_multipliers(target: float | None, epochs: int, defend: str = "both") -> tuple[float, float]:
-    """(A's, B's) noise multipliers that spend at most `target` over a full run: a user's δ row is released
-    once per epoch, its e_B row twice (its training step and the evaluation forward). `defend`: which
-    party's defence is on ("a", "b" or "both")."""
+    """(A's, B's) noise multipliers that spend at most `target` over a full run: a user's δ row and its e_B
+    row are each released once per epoch. `defend`: which party's defence is on ("a", "b" or "both")."""
     if target is None:
         return 0.0, 0.0
-    a = noise_for_epsilon(target, epochs, DP_DELTA) if defend in ("a", "both") else 0.0
-    return a, noise_for_epsilon(target, 2 * epochs, DP_DELTA) if defend in ("b", "both") else 0.0
+    sigma = noise_for_epsilon(target, epochs, DP_DELTA)
+    return (sigma if defend in ("a", "both") else 0.0), (sigma if defend in ("b", "both") else 0.0)
 
 
 def run_setting(parties: Parties, target: float | None, seed: int, lam: float, defend: str = "both") -> Outcome:
@@ -58,18 +57,18 @@ def run_setting(parties: Parties, target: float | None, seed: int, lam: float, d
     j = parties.joined
     t, plan = j.training, j.training.plan()
     sigma_a, sigma_b = noise_multipliers(target, t.train.epochs, defend)
-    delta_noise = DeltaNoise(DeltaPrivacy(delta_noise_multiplier=sigma_a, dp_delta=DP_DELTA, seed=seed),
-                             plan.batch_users, plan.delta_max) if sigma_a else None
-    e_noise = EmbeddingNoise(EmbeddingPrivacy(e_noise_multiplier=sigma_b, dp_delta=DP_DELTA,
-                                              seed=seed + 1)) if sigma_b else None
+    noise_a = delta_noise(RowPrivacy(noise_multiplier=sigma_a, dp_delta=DP_DELTA, seed=seed), plan.batch_users,
+                          plan.delta_max) if sigma_a else None
+    noise_b = embedding_noise(RowPrivacy(noise_multiplier=sigma_b, dp_delta=DP_DELTA, seed=seed + 1)) \
+        if sigma_b else None
     received_a, received_b = Received(), Received()
     sampler = Sampler(j.data, t.train.batch_users, t.model.history, t.train.targets, t.train.seed)
     w0 = np.random.default_rng(seed).normal(0, 1 / math.sqrt(plan.d), (plan.d, plan.h))
-    layer = DefendedLayer(PlainLayer(w0, plan.lr_w), sampler, delta_noise, e_noise, received_a, received_b)
+    layer = DefendedLayer(PlainLayer(w0, plan.lr_w), sampler, noise_a, noise_b, received_a, received_b)
     trained = train(j.data, j.b_features, t, j.tower, layer, ease_lambda=lam)
     name = "none" if target is None else f"ε={target:g}"
-    outcome = Outcome(name, delta_noise.spent()["epsilon"] if delta_noise else None,
-                      e_noise.spent()["epsilon"] if e_noise else None, trained.test)
+    outcome = Outcome(name, noise_a.spent()["epsilon"] if noise_a else None,
+                      noise_b.spent()["epsilon"] if noise_b else None, trained.test)
     outcome.attacks = attack_run(parties, received_a.arrays("u_eval"), received_a.arrays("u_train"),
                                  received_b.arrays("g"), seed)
     return outcome

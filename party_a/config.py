@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from party_a.data import InteractionsSpec
-from party_a.privacy import DeltaPrivacy
 from protocol.crypto.paillier import ENCRYPTION_MODES
 from protocol.data.tables import TableSpec
 from protocol.layer.plan import LayerPlan
+from protocol.privacy import RowPrivacy, read_privacy
 from protocol.roles import A
 from protocol.runtime import config
 from protocol.runtime.config import PartyBasics, Table, read_record
@@ -75,7 +75,7 @@ class Training:
     train: TrainSettings
     secure: SecureSettings
     eval: EvalSettings
-    privacy: DeltaPrivacy = DeltaPrivacy()
+    privacy: RowPrivacy = RowPrivacy()
     record: bool = False  # [audit] record: keep the u A receives, per user, under <workdir>/audit/
 
     def plan(self) -> LayerPlan:
@@ -141,23 +141,8 @@ def read_training(root: Table) -> Training | None:
     evaluation = root.sub("eval").take_settings(EvalSettings, ("negatives", "k"))
     if train.weight_decay < 0:
         raise root.error("train", "weight_decay must be 0 or more")
-    return Training(interactions, items, model, train, secure, evaluation, read_privacy(root),
+    return Training(interactions, items, model, train, secure, evaluation, read_privacy(root, "δ"),
                     read_record(root))
-
-
-def read_privacy(root: Table) -> DeltaPrivacy:
-    """[privacy]: A's noise on δ (party_a/privacy.py), off unless delta_noise_multiplier > 0."""
-    t = root.sub("privacy")
-    d = DeltaPrivacy()
-    settings = DeltaPrivacy(delta_clip=t.take_positive("delta_clip", float, d.delta_clip),
-                            delta_noise_multiplier=t.take("delta_noise_multiplier", float, d.delta_noise_multiplier),
-                            dp_delta=t.take_positive("dp_delta", float, d.dp_delta), seed=t.take("seed", int, None))
-    t.finish()
-    if settings.delta_noise_multiplier < 0:
-        raise t.error("delta_noise_multiplier", "must be 0 (off) or more")
-    if settings.dp_delta >= 1:
-        raise t.error("dp_delta", f"must be below 1, got {settings.dp_delta}")
-    return settings
 
 
 def read_serve(root: Table) -> ServeSettings:

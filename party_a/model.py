@@ -12,7 +12,9 @@ with S A's own EASE weights (party_a.baselines, λ chosen on validation) and c�
 learnt. This hybrid starts (user side at zero, c₂ = 0) as EASE with a popularity
 prior, the strongest thing A runs alone, and learns where recency, A's columns and
 B's u add to it; early stopping on validation keeps only what does. The item bias
-starts at the log of the item's training count.
+starts at w · log(1 + the item's training count), with the prior's weight w chosen on
+validation (`chosen_prior_weight`): how much popularity adds to EASE differs from one
+data set to the next.
 
 Training predicts each sampled item of a user's history from the items before it
 (as evaluation predicts the held-out item from all of them), with a softmax over
@@ -34,16 +36,20 @@ from torch import nn
 
 from party_a.baselines import ease_weights, gram, popularity, training_rows
 from party_a.config import ModelSettings
+from party_a.evaluate import EvalSet, metrics, model_scores
 from party_a.data import ActiveData
 from party_a.sampler import PAD, Batch, pad_histories
 from protocol.data.towers import FeatureTower
 
 SCALE_GAIN = 10.0  # c₁ and c₂ are stored divided by this, so Adam's bounded steps move them 10 times faster
+PRIOR_WEIGHTS = (0.125, 0.25, 0.5, 1.0)  # the popularity prior's weights tried on validation
 
 
 class ActiveModel(nn.Module):
-    def __init__(self, data: ActiveData, s: ModelSettings, ease_lambda: float | None = None):
-        """`ease_lambda`: EASE's λ chosen on validation (party_a.baselines); s.item_item_lambda if None."""
+    def __init__(self, data: ActiveData, s: ModelSettings, ease_lambda: float | None = None,
+                 prior_weight: float = 1.0):
+        """`ease_lambda`: EASE's λ chosen on validation (party_a.baselines); s.item_item_lambda if None.
+        `prior_weight`: the weight of the popularity prior in the starting item bias."""
         super().__init__()
         torch.manual_seed(s.seed)
         n = data.n_items
@@ -62,7 +68,7 @@ class ActiveModel(nn.Module):
                 layer.weight.zero_()
                 layer.bias.zero_()
         rows = training_rows(data)
-        prior = np.log1p(popularity(rows, n))
+        prior = prior_weight * np.log1p(popularity(rows, n))
         self.item_bias = nn.Parameter(torch.from_numpy(prior - prior.mean()).float())
         self.register_buffer("p", None)  # the EASE part's P, when there is one
         if s.item_item:
@@ -155,6 +161,18 @@ class ActiveModel(nn.Module):
             logits = self.logits(history[part], users[part], u[part])[:, 0, :]
             out.append(torch.gather(logits, 1, items[part]))
         return torch.cat(out)
+
+
+def chosen_prior_weight(data: ActiveData, s: ModelSettings, ease_lambda: float, valid: EvalSet,
+                        k: int) -> tuple[float, dict[float, float]]:
+    """The popularity prior's weight (of PRIOR_WEIGHTS) whose starting model ranks the validation lists best
+    (NDCG@k, u = 0), and the validation NDCG@k of each weight tried."""
+    tried = {}
+    for weight in PRIOR_WEIGHTS:
+        start = ActiveModel(data, s, ease_lambda, weight)
+        zeros = np.zeros((data.n_users, s.h), dtype=np.float32)
+        tried[weight] = metrics(model_scores(start, valid, zeros), valid.cold, k)["overall"]["ndcg"]
+    return max(tried, key=tried.__getitem__), tried
 
 
 def active_step(model: ActiveModel, optimizer: torch.optim.Optimizer, batch: Batch,

@@ -28,8 +28,8 @@ from party_a.config import Training
 from party_a.data import ActiveData
 from party_a.baselines import Baseline, chosen_ease_lambda, fit_baselines
 from party_a.evaluate import SPLITS, EvalSet, eval_set, metrics, model_scores
-from party_a.model import ActiveModel, active_step
-from party_a.privacy import DeltaNoise
+from party_a.model import ActiveModel, active_step, chosen_prior_weight
+from party_a.privacy import delta_noise
 from party_a.sampler import Batch, Sampler
 from party_a.selection import EarlyStopping
 from party_a.store import save_active_model
@@ -43,6 +43,7 @@ from protocol.layer.steps import FORWARD_ONLY, INIT, TRAINING_STEP, Side, Turn
 from protocol.messages import Forward, Init, Keep, TrainStep
 from protocol.net.codec import encode
 from protocol.net.transport import Endpoint
+from protocol.privacy import RowNoise, RowPrivacy, spent
 from protocol.roles import B
 from protocol.runtime.store import new_model_id
 from protocol.runtime.received import Received
@@ -57,18 +58,18 @@ class Audit:
     """A's defence and record, both off by default: the noise δ passes through before it is encrypted
     (party_a/privacy.py), and the u A receives, kept per user for the leakage audit ([audit] record)."""
 
-    noise: DeltaNoise | None = None
+    noise: RowNoise | None = None
     received: Received | None = None
 
     @classmethod
     def build(cls, cfg: Training) -> "Audit":
         p = cfg.plan()
-        return cls(DeltaNoise(cfg.privacy, p.batch_users, p.delta_max) if cfg.privacy.on else None,
+        return cls(delta_noise(cfg.privacy, p.batch_users, p.delta_max) if cfg.privacy.on else None,
                    Received() if cfg.record else None)
 
     def spent(self) -> dict:
         """The defence's settings and ε for the report (ε null: no defence, no bound)."""
-        return self.noise.spent() if self.noise is not None else {"delta_noise_multiplier": 0.0, "epsilon": None}
+        return self.noise.spent() if self.noise is not None else spent(RowPrivacy(), 0)
 
 
 @dataclass
@@ -172,8 +173,9 @@ class Models:
     audit: Audit = Audit()
 
     @classmethod
-    def build(cls, data: ActiveData, cfg: Training, ease_lambda: float, test: EvalSet) -> "Models":
-        federated, alone = ActiveModel(data, cfg.model, ease_lambda), ActiveModel(data, cfg.model, ease_lambda)
+    def build(cls, data: ActiveData, cfg: Training, ease_lambda: float, prior_weight: float,
+              test: EvalSet) -> "Models":
+        federated, alone = (ActiveModel(data, cfg.model, ease_lambda, prior_weight) for _ in range(2))
         t = cfg.train
         chosen = {"federated": Selected(t.patience, cfg.eval.k, test),
                   "a_alone": Selected(t.patience, cfg.eval.k, test, first=0)}
@@ -255,7 +257,9 @@ def run_training(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, data: 
     e = cfg.eval
     lists = {split: eval_set(data, split, e.negatives, e.cold_max_train, e.seed) for split in SPLITS}
     baselines = fit_baselines(data, lists["valid"], e.k)
-    models = Models.build(data, cfg, chosen_ease_lambda(baselines), lists["test"])
+    lam = chosen_ease_lambda(baselines)
+    prior_weight, tried = chosen_prior_weight(data, cfg.model, lam, lists["valid"], e.k)
+    models = Models.build(data, cfg, lam, prior_weight, lists["test"])
     sampler = Sampler(data, cfg.train.batch_users, cfg.model.history, cfg.train.targets, cfg.train.seed)
     report = new_report(data, lists, baselines, cfg, side)
     for b in baselines:
@@ -264,7 +268,10 @@ def run_training(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, data: 
              data.n_users, data.n_items, lists["valid"].users.size, lists["test"].users.size,
              lists["test"].cold.sum())
     clock = StepClock(endpoint)
-    report["start"] = {"a_alone": evaluate_alone(models, lists["valid"], (data.n_users, side.plan.h), e.k)}
+    report["start"] = {"prior_weight": prior_weight, "valid_ndcg_by_prior_weight": tried,
+                       "a_alone": evaluate_alone(models, lists["valid"], (data.n_users, side.plan.h), e.k)}
+    log.info("popularity prior's weight %g, chosen on validation (NDCG@%d %s)", prior_weight, e.k,
+             ", ".join(f"{w:g}: {v:.4f}" for w, v in tried.items()))
     log.info("epoch 0 (A alone as it starts), validation: %s", _line("A alone", report["start"]["a_alone"], e.k))
     secure_seconds, user_steps = 0.0, 0
     for epoch in range(1, cfg.train.epochs + 1):
@@ -300,8 +307,7 @@ def run_training(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, data: 
         log.info("noise on δ: %d releases per user spend ε = %.3f at δ = %g", report["privacy"]["releases_per_user"],
                  report["privacy"]["epsilon"], report["privacy"]["dp_delta"])
     save_last_state(workdir, models.federated, side.w)
-    report["model"] = store_chosen(workdir, endpoint.cfg.run_id, models, names, report, cfg, side,
-                                   chosen_ease_lambda(baselines))
+    report["model"] = store_chosen(workdir, endpoint.cfg.run_id, models, names, report, cfg, side, lam)
     log.info("model %s stored (federated epoch %d, A alone epoch %d)", report["model"]["id"],
              report["chosen"]["federated"]["epoch"], report["chosen"]["a_alone"]["epoch"])
     return report

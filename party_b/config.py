@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from party_b.privacy import EmbeddingPrivacy
 from protocol.crypto.paillier import ENCRYPTION_MODES
+from protocol.privacy import RowPrivacy, read_privacy
 from protocol.roles import B
 from protocol.runtime import config
-from protocol.runtime.config import PartyBasics, Table, read_record
+from protocol.runtime.config import PartyBasics, read_record
 from psi.align import UserIds, read_users_and_psi
 from psi.session import PsiSettings
 
@@ -33,7 +33,7 @@ class PartyBConfig:
     psi: PsiSettings
     tower: TowerSettings
     encryption: str  # how B draws encryption randomness: one of ENCRYPTION_MODES
-    privacy: EmbeddingPrivacy = EmbeddingPrivacy()
+    privacy: RowPrivacy = RowPrivacy()
     record: bool = False  # [audit] record: keep the g B receives, per user, under <workdir>/audit/
 
 
@@ -45,21 +45,7 @@ def load(path: Path) -> PartyBConfig:
     secure = root.sub("secure")
     encryption = secure.take_choice("encryption", ENCRYPTION_MODES, ENCRYPTION_MODES[0])
     secure.finish()
-    privacy, record = read_privacy(root), read_record(root)
+    privacy, record = read_privacy(root, "e_B"), read_record(root)
     root.finish()
     return PartyBConfig(basics, users, psi, tower, encryption, privacy, record)
 
-
-def read_privacy(root: Table) -> EmbeddingPrivacy:
-    """[privacy]: B's noise on e_B (party_b/privacy.py), off unless e_noise_multiplier > 0."""
-    t = root.sub("privacy")
-    d = EmbeddingPrivacy()
-    settings = EmbeddingPrivacy(e_clip=t.take_positive("e_clip", float, d.e_clip),
-                                e_noise_multiplier=t.take("e_noise_multiplier", float, d.e_noise_multiplier),
-                                dp_delta=t.take_positive("dp_delta", float, d.dp_delta), seed=t.take("seed", int, None))
-    t.finish()
-    if settings.e_noise_multiplier < 0:
-        raise t.error("e_noise_multiplier", "must be 0 (off) or more")
-    if settings.dp_delta >= 1:
-        raise t.error("dp_delta", f"must be below 1, got {settings.dp_delta}")
-    return settings

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from party_b.config import TowerSettings
-from party_b.privacy import EmbeddingNoise
 from party_b.store import save_passive_model
 from party_b.tower import TowerB, passive_step
 from protocol import messages
@@ -33,6 +32,7 @@ from protocol.layer.steps import FORWARD_ONLY, INIT, TRAINING_STEP, Side, Turn
 from protocol.messages import Command, Finish, Forward, Init, Keep, TrainStep
 from protocol.net.codec import encode
 from protocol.net.transport import Endpoint
+from protocol.privacy import RowNoise, RowPrivacy, spent
 from protocol.roles import A
 from protocol.runtime.received import Received
 from protocol.runtime.timing import StepClock
@@ -46,12 +46,25 @@ class Audit:
     """B's defence and record, both off by default: the noise e_B passes through before [u] is computed
     (party_b/privacy.py), and the g B receives, kept per user for the leakage audit ([audit] record)."""
 
-    noise: EmbeddingNoise | None = None
+    noise: RowNoise | None = None
     received: Received | None = None
 
     def spent(self) -> dict:
         """The defence's settings and ε (ε null: no defence, no bound)."""
-        return self.noise.spent() if self.noise is not None else {"e_noise_multiplier": 0.0, "epsilon": None}
+        return self.noise.spent() if self.noise is not None else spent(RowPrivacy(), 0)
+
+    def privacy(self) -> dict:
+        """The defence's settings as a model's manifest keeps them for its refreshes (never the seed)."""
+        s = self.noise.settings if self.noise is not None else RowPrivacy()
+        return {"clip": s.clip, "noise_multiplier": s.noise_multiplier, "dp_delta": s.dp_delta}
+
+    def releases(self, n_users: int) -> np.ndarray:
+        """How many times each shared user's e_B row went out through the noise (zeros without it)."""
+        counts = np.zeros(n_users, dtype=np.int64)
+        if self.noise is not None:
+            for user, count in self.noise.releases.items():
+                counts[user] = count
+        return counts
 
 
 @dataclass
@@ -71,9 +84,10 @@ class TowerTurn:
         self.users = users
         with torch.set_grad_enabled(self.optimizer is not None):
             self.e_b = self.tower(torch.from_numpy(users.astype(np.int64)))
-        if self.audit.noise is not None:
-            return self.audit.noise(users, self.e_b.detach().numpy())
-        return self.e_b.detach().numpy()
+        if self.audit.noise is None:
+            return self.e_b.detach().numpy()
+        released = None if self.optimizer is not None else self.audit.noise.again(users)
+        return released if released is not None else self.audit.noise(users, self.e_b.detach().numpy())
 
     def learn(self, g: np.ndarray) -> None:
         if self.audit.received is not None:
@@ -191,9 +205,10 @@ class Follower:
         plan = self.side.plan
         manifest = {"run_id": self.endpoint.cfg.run_id, "created": time.time(), "epoch": self.kept.epoch,
                     "key_fingerprint": self.public.fingerprint, "plan": plan.to_message(),
-                    "tower_settings": dataclasses.asdict(self.settings), "encoding": self.shared.encoding.to_json()}
+                    "tower_settings": dataclasses.asdict(self.settings), "encoding": self.shared.encoding.to_json(),
+                    "privacy": self.audit.privacy()}
         save_passive_model(self.workdir, command.model_id, manifest, self.kept.tower, self.kept.w_rows,
-                           self.shared.ids, self.shared.features)
+                           self.shared.ids, self.shared.features, self.audit.releases(self.n_users))
         log.info("model %s stored (epoch %d)", command.model_id, self.kept.epoch)
 
     def _users(self, command: TrainStep | Forward) -> np.ndarray:

@@ -25,7 +25,8 @@ import torch
 from tqdm import tqdm
 
 from party_b.config import PartyBConfig, load
-from party_b.follow import TowerTurn
+from party_b.follow import Audit, TowerTurn
+from party_b.privacy import embedding_noise
 from party_b.store import load_w_rows, read_users, row_digests, write_users
 from party_b.tower import TowerB
 from protocol import messages
@@ -39,6 +40,7 @@ from protocol.layer.plan import LayerPlan
 from protocol.layer.steps import FORWARD_ONLY, Side, Turn
 from protocol.messages import RefreshDone, RefreshRequest
 from protocol.net.transport import Endpoint
+from protocol.privacy import RowNoise, RowPrivacy, spent
 from protocol.roles import A, B, C
 from protocol.runtime.cli import setup_logging
 from protocol.runtime.store import current_model, refresh_run_id
@@ -56,6 +58,7 @@ class Changes:
     digests: list[str]  # per shared user: now, or as stored for one no longer in the table
     changed: np.ndarray  # positions to refresh
     missing: int
+    releases: np.ndarray  # per shared user: its e_B rows released so far
 
 
 def find_changes(cfg: PartyBConfig, directory: Path, manifest: dict, everyone: bool) -> Changes:
@@ -72,12 +75,14 @@ def find_changes(cfg: PartyBConfig, directory: Path, manifest: dict, everyone: b
     digests = [d if ok else old for d, old, ok in zip(now, stored["digest"], present)]
     differs = np.array([d != old for d, old in zip(digests, stored["digest"])], dtype=bool)
     changed = np.flatnonzero(present & (differs | everyone))
-    return Changes(list(stored["user_id"]), shared, digests, changed, int((~present).sum()))
+    return Changes(list(stored["user_id"]), shared, digests, changed, int((~present).sum()),
+                   stored["releases"].to_numpy(dtype=np.int64))
 
 
 def push(cfg: PartyBConfig, model_id: str, manifest: dict, directory: Path, changes: Changes,
-         pool: WorkerPool) -> None:
-    """One refresh session: the changed users' u through the coordinator to A, A's confirmation."""
+         pool: WorkerPool, noise: RowNoise | None) -> None:
+    """One refresh session: the changed users' u through the coordinator to A (e_B through `noise`, the
+    defence the model was trained with, when it had one), A's confirmation."""
     network = dataclasses.replace(cfg.basics.network, run_id=refresh_run_id(model_id))
     endpoint = Endpoint(network, messages.inbox_tags(B)).start()
     try:
@@ -96,7 +101,8 @@ def push(cfg: PartyBConfig, model_id: str, manifest: dict, directory: Path, chan
         bar = tqdm(refresh_batches(changes.changed, plan), desc="refresh", unit="batch",
                    disable=not cfg.psi.show_progress)
         for label, users in bar:
-            steps.run(FORWARD_ONLY, side, Turn(label, users, TowerTurn(tower, None), decrypt_as=Step.EVALUATE))
+            steps.run(FORWARD_ONLY, side, Turn(label, users, TowerTurn(tower, None, Audit(noise)),
+                                               decrypt_as=Step.EVALUATE))
         done = messages.receive(endpoint, A, RefreshDone)
         if (done.model_id, done.users) != (model_id, changes.changed.size):
             raise ProtocolError(f"{A} confirmed {done.users} users of model {done.model_id!r}, not "
@@ -122,9 +128,18 @@ def main(config_path: Path, everyone: bool = False) -> None:
         log.info("model %s: no shared user's columns changed; nothing to refresh", model_id)
         return
     started = time.perf_counter()
+    settings = RowPrivacy(**manifest["privacy"])
+    noise = embedding_noise(settings) if settings.on else None
     with WorkerPool(cfg.basics.workers) as pool:
-        push(cfg, model_id, manifest, directory, changes, pool)
-    write_users(directory, changes.ids, changes.digests)
+        push(cfg, model_id, manifest, directory, changes, pool, noise)
+    releases = changes.releases.copy()
+    if noise is not None:
+        releases[changes.changed] += 1
+    write_users(directory, changes.ids, changes.digests, releases)
     seconds = time.perf_counter() - started
     log.info("model %s: refreshed u of %d of %d shared users in %.1fs (%.0f users/s)", model_id,
              changes.changed.size, len(changes.ids), seconds, changes.changed.size / seconds)
+    if noise is not None:
+        most = int(releases.max())
+        log.info("noise on e_B as at training: the most released user has had %d releases, ε = %.3f at δ = %g",
+                 most, spent(settings, most)["epsilon"], settings.dp_delta)

@@ -35,11 +35,11 @@ def main(config_path: Path) -> None:
             log.info("run finished (announced by %s) after PSI", A)
             return
         from party_b.follow import Audit, Follower, SharedUsers  # torch loads only when A asks for training
-        from party_b.privacy import EmbeddingNoise
+        from party_b.privacy import embedding_noise
         from protocol.runtime.received import Received
 
         shared = SharedUsers([ids[r] for r in psi.positions], features.take(psi.positions), encoding)
-        audit = Audit(EmbeddingNoise(cfg.privacy) if cfg.privacy.on else None, Received() if cfg.record else None)
+        audit = Audit(embedding_noise(cfg.privacy) if cfg.privacy.on else None, Received() if cfg.record else None)
         Follower(endpoint, public, pool, shared, cfg.tower, cfg.encryption, workdir, audit).follow(first)
 
     run_party(cfg.basics, body)

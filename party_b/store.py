@@ -2,11 +2,13 @@
 
     tower_b.pt       tower B's state (torch, weights_only)
     w_rows.msgpack   [W] by rows, under the coordinator's key of the run
-    users.parquet    B's ID of each shared user in the aligned order, and a digest of the user's encoded row
-                     as of the last time u was computed from it (training or the last refresh); replaced whole
+    users.parquet    B's ID of each shared user in the aligned order, a digest of the user's encoded row as of
+                     the last time u was computed from it (training or the last refresh), and how many times
+                     the user's e_B row has been released so far (for its ε; 0 without noise); replaced whole
 
 The manifest keeps the encoding of B's columns fitted at training, so a refresh
-encodes a changed row exactly as the tower learnt it.
+encodes a changed row exactly as the tower learnt it, and the noise on e_B it was
+trained with ("privacy"), so a refresh releases rows as training did.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from protocol.crypto.packing import Packed
@@ -35,15 +38,16 @@ def row_digests(features: Features) -> list[str]:
             for n, c in zip(features.numeric, features.categorical)]
 
 
-def users_bytes(user_ids: list[str], digests: list[str]) -> bytes:
-    return frame_bytes(pd.DataFrame({"user_id": user_ids, "digest": digests}))
+def users_bytes(user_ids: list[str], digests: list[str], releases: np.ndarray) -> bytes:
+    return frame_bytes(pd.DataFrame({"user_id": user_ids, "digest": digests,
+                                     "releases": np.asarray(releases, dtype=np.int64)}))
 
 
 def save_passive_model(workdir: Path, model_id: str, manifest: dict, tower_state: dict, w_rows: Packed,
-                       user_ids: list[str], features: Features) -> Path:
+                       user_ids: list[str], features: Features, releases: np.ndarray) -> Path:
     """Write B's model version `model_id` and make it the one in service."""
     files = {"tower_b.pt": state_bytes(tower_state), "w_rows.msgpack": encode(w_rows.to_wire().to_message()),
-             USERS: users_bytes(user_ids, row_digests(features))}
+             USERS: users_bytes(user_ids, row_digests(features), releases)}
     return write_model(workdir, model_id, {**manifest, "role": str(B), "files": list(FILES)}, files)
 
 
@@ -56,11 +60,11 @@ def load_w_rows(directory: Path, public: PublicKey) -> Packed:
 
 
 def read_users(directory: Path) -> pd.DataFrame:
-    frame = read_frame(directory, USERS, ["user_id", "digest"])
+    frame = read_frame(directory, USERS, ["user_id", "digest", "releases"])
     if frame["user_id"].duplicated().any():
         raise StoreError(f"{directory / USERS} repeats a user")
     return frame
 
 
-def write_users(directory: Path, user_ids: list[str], digests: list[str]) -> None:
-    atomic_write(directory / USERS, users_bytes(user_ids, digests))
+def write_users(directory: Path, user_ids: list[str], digests: list[str], releases: np.ndarray) -> None:
+    atomic_write(directory / USERS, users_bytes(user_ids, digests, releases))

@@ -21,10 +21,87 @@ models themselves).
 from __future__ import annotations
 
 import secrets
+from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 
+from protocol.runtime.config import Table
+
 REPLACE_SENSITIVITY = 2.0  # replacing a user's data moves its bounded row by at most 2·clip
+
+
+@dataclass(frozen=True)
+class RowPrivacy:
+    """[privacy] in a party's config: the rows it releases per user clipped to norm `clip` and blurred with
+    noise multiplier σ; off at σ = 0, the default."""
+
+    clip: float = 1.0
+    noise_multiplier: float = 0.0
+    dp_delta: float = 1e-5
+    seed: int | None = None  # None: noise from the OS; a seed only for experiments that replay a run
+
+    @property
+    def on(self) -> bool:
+        return self.noise_multiplier > 0
+
+
+def read_privacy(root: Table, what: str) -> RowPrivacy:
+    """[privacy]: the party's noise on `what` it releases, off unless noise_multiplier > 0."""
+    t = root.sub("privacy")
+    d = RowPrivacy()
+    settings = RowPrivacy(clip=t.take_positive("clip", float, d.clip),
+                          noise_multiplier=t.take("noise_multiplier", float, d.noise_multiplier),
+                          dp_delta=t.take_positive("dp_delta", float, d.dp_delta), seed=t.take("seed", int, None))
+    t.finish()
+    if settings.noise_multiplier < 0:
+        raise t.error("noise_multiplier", f"must be 0 (no noise on {what}) or more")
+    if settings.dp_delta >= 1:
+        raise t.error("dp_delta", f"must be below 1, got {settings.dp_delta}")
+    return settings
+
+
+class RowNoise:
+    """A party's released rows through the Gaussian mechanism, counting each user's releases for its ε.
+
+    `scale` takes a row to the scale at which it is clipped (and back after); `normalise` sets every row to
+    norm `clip` instead of at most `clip`; `bound` is the clamp the fixed-point encoding applies anyway;
+    `keep_last` keeps each user's last released row, so that it can be sent `again` at no further cost."""
+
+    def __init__(self, settings: RowPrivacy, bound: float, scale: float = 1.0, normalise: bool = False,
+                 keep_last: bool = False):
+        self.settings, self.bound, self.scale, self.normalise = settings, bound, scale, normalise
+        self.rng = noise_rng(settings.seed)
+        self.releases: Counter[int] = Counter()
+        self.last: dict[int, np.ndarray] | None = {} if keep_last else None
+
+    def __call__(self, users: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        s = self.settings
+        self.releases.update(int(u) for u in users)
+        noisy = gaussian_rows(np.asarray(rows, dtype=np.float64) * self.scale, s.clip, s.noise_multiplier,
+                              self.bound, self.rng, self.normalise) / self.scale
+        if self.last is not None:
+            self.last.update(zip((int(u) for u in users), noisy))
+        return noisy
+
+    def again(self, users: np.ndarray) -> np.ndarray | None:
+        """The rows last released for `users`, None unless every one of them has been released: sending a
+        released row again is post-processing, and spends nothing."""
+        if self.last is None or any(int(u) not in self.last for u in users):
+            return None
+        return np.stack([self.last[int(u)] for u in users])
+
+    def spent(self) -> dict:
+        """The defence's settings, the most releases of any one user, and the ε they spend."""
+        return spent(self.settings, max(self.releases.values(), default=0))
+
+
+def spent(settings: RowPrivacy, releases: int) -> dict:
+    """The defence's settings, a user's releases and the ε they spend (ε null without a defence)."""
+    s = settings
+    return {"clip": s.clip, "noise_multiplier": s.noise_multiplier, "dp_delta": s.dp_delta,
+            "releases_per_user": releases, "epsilon": epsilon(s.noise_multiplier, releases, s.dp_delta) if s.on
+            else None}
 
 
 def noise_rng(seed: int | None) -> np.random.Generator:

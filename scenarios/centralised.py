@@ -24,15 +24,14 @@ from party_a.config import Training
 from party_a.data import ActiveData, align, load_tables
 from party_a.baselines import chosen_ease_lambda, fit_baselines
 from party_a.evaluate import SPLITS, EvalSet, eval_set, metrics, model_scores
-from party_a.model import ActiveModel, active_step
-from party_a.privacy import DeltaNoise
+from party_a.model import ActiveModel, active_step, chosen_prior_weight
 from party_a.sampler import Batch, Sampler
 from party_a.selection import Choice, EarlyStopping
 from party_b import config as party_b_config
 from party_b.config import TowerSettings
-from party_b.privacy import EmbeddingNoise
 from party_b.tower import TowerB, passive_step
 from protocol.data.tables import Features, encode_features
+from protocol.privacy import RowNoise
 from protocol.runtime.received import Received
 from psi.align import read_aligned_rows
 
@@ -75,14 +74,14 @@ class ZeroLayer:
 class DefendedLayer:
     """Another layer with the secure run's defences and records, in the clear.
 
-    e_B goes through B's noise before the inner layer sees it, in training and evaluation alike, and the
-    inner layer's W learns from that noisy e_B (step 6 uses the row step 1 encoded); δ goes through A's noise
-    after A's model took its step. Noise is drawn in the secure run's order, so the same seeds give the same
+    e_B goes through B's noise before the inner layer sees it (evaluation sends each user's row released
+    at its training step again, as B does), and the inner layer's W learns from that noisy e_B (step 6 uses
+    the row step 1 encoded); δ goes through A's noise after A's model took its step. Noise is drawn in the secure run's order, so the same seeds give the same
     noise. The users of each call are the sampler's batches replayed (evaluation: every shared user at once),
     so `received_a` gets u per training step ("u_train") and evaluation ("u_eval"), `received_b` g ("g")."""
 
-    def __init__(self, inner: Layer, sampler: Sampler, delta_noise: DeltaNoise | None = None,
-                 e_noise: EmbeddingNoise | None = None, received_a: Received | None = None,
+    def __init__(self, inner: Layer, sampler: Sampler, delta_noise: RowNoise | None = None,
+                 e_noise: RowNoise | None = None, received_a: Received | None = None,
                  received_b: Received | None = None):
         if sampler.data.n_users <= sampler.batch_users:
             raise ValueError("DefendedLayer tells evaluation from training by size: it needs more shared users "
@@ -101,7 +100,8 @@ class DefendedLayer:
     def forward(self, e_b: np.ndarray) -> np.ndarray:
         evaluation = e_b.shape[0] == self.sampler.data.n_users
         users = np.arange(e_b.shape[0]) if evaluation else self._batch().users
-        self.e_seen = e_b if self.e_noise is None else self.e_noise(users, e_b)
+        released = self.e_noise.again(users) if self.e_noise is not None and evaluation else None
+        self.e_seen = e_b if self.e_noise is None else released if released is not None else self.e_noise(users, e_b)
         u = self.inner.forward(self.e_seen)
         if self.received_a is not None:
             self.received_a.add("u_eval" if evaluation else "u_train", self.epoch, 0 if evaluation else self.steps,
@@ -133,18 +133,20 @@ class Trained:
 
 def train(data: ActiveData, b_features: Features, training: Training, tower: TowerSettings, layer: Layer,
           max_steps: int | None = None, evaluate: bool = True, ease_lambda: float | None = None,
-          offer_start: bool = False) -> Trained:
+          offer_start: bool = False, prior_weight: float | None = None) -> Trained:
     """Train like the secure run, batch for batch, choosing the epoch on validation (early stopping).
 
     `max_steps` stops early (for exactness checks); `ease_lambda` is EASE's λ, chosen on validation here as
-    in the secure run when not given; `offer_start` offers the model as it starts as epoch 0, as the secure
-    run does for A alone."""
+    in the secure run when not given, and so is the popularity prior's `prior_weight`; `offer_start` offers
+    the model as it starts as epoch 0, as the secure run does for A alone."""
     torch.set_num_threads(1)
     t, e = training.train, training.eval
     valid, test = (eval_set(data, split, e.negatives, e.cold_max_train, e.seed) for split in SPLITS)
     if ease_lambda is None:
         ease_lambda = chosen_ease_lambda(fit_baselines(data, valid, e.k))
-    model = ActiveModel(data, training.model, ease_lambda)
+    if prior_weight is None:
+        prior_weight, _ = chosen_prior_weight(data, training.model, ease_lambda, valid, e.k)
+    model = ActiveModel(data, training.model, ease_lambda, prior_weight)
     optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     torch.manual_seed(tower.seed)
     tower_b = TowerB(b_features, training.model.d, list(tower.hidden), tower.feature_dim)

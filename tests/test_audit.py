@@ -12,9 +12,9 @@ import torch
 from dp_accounting.rdp import RdpAccountant
 
 from audit.attacks import Columns, Labels, auxiliary, column_attacks, label_attacks
-from party_a.privacy import DeltaNoise, DeltaPrivacy
-from party_b.privacy import EmbeddingNoise, EmbeddingPrivacy
-from protocol.privacy import epsilon, noise_for_epsilon
+from party_a.privacy import delta_noise
+from party_b.privacy import embedding_noise
+from protocol.privacy import RowNoise, RowPrivacy, epsilon, noise_for_epsilon
 from protocol.runtime.received import Received, load_received
 
 USERS, EPOCHS, D = 600, 4, 8
@@ -84,33 +84,33 @@ def test_epsilon_is_the_librarys() -> None:
 
 
 def test_noise_is_off_by_default() -> None:
-    assert not DeltaPrivacy().on and not EmbeddingPrivacy().on
+    assert not RowPrivacy().on
 
 
 def test_delta_noise_bounds_then_blurs_each_row_and_counts_releases() -> None:
     rng = np.random.default_rng(3)
     delta = rng.standard_normal((32, 16)) / 32
     users = np.arange(32)
-    quiet = DeltaNoise(DeltaPrivacy(delta_clip=0.5, delta_noise_multiplier=1e-9, seed=1), 32, 2.0)
+    quiet = delta_noise(RowPrivacy(clip=0.5, noise_multiplier=1e-9, seed=1), 32, 2.0)
     rows = quiet(users, delta) * 32
     assert np.allclose(np.linalg.norm(rows, axis=1), 0.5)
     assert np.allclose(rows / 0.5, delta / np.linalg.norm(delta, axis=1, keepdims=True), atol=1e-6)
-    wide = DeltaNoise(DeltaPrivacy(delta_clip=0.5, delta_noise_multiplier=4.0, seed=1), 32, 100.0)
+    wide = delta_noise(RowPrivacy(clip=0.5, noise_multiplier=4.0, seed=1), 32, 100.0)
     assert 1.8 < (wide(users, delta) * 32).std() < 2.2  # σ·clip = 2
-    noisy = DeltaNoise(DeltaPrivacy(delta_clip=0.5, delta_noise_multiplier=4.0, seed=1), 32, 2.0)
+    noisy = delta_noise(RowPrivacy(clip=0.5, noise_multiplier=4.0, seed=1), 32, 2.0)
     out = noisy(users, delta) * 32
     assert np.abs(out).max() == 2.0  # clamped to ±delta_max, as the fixed-point encoding would
     noisy(users[:5], delta[:5])
     assert noisy.spent()["releases_per_user"] == 2
-    again = DeltaNoise(DeltaPrivacy(delta_clip=0.5, delta_noise_multiplier=4.0, seed=1), 32, 2.0)
+    again = delta_noise(RowPrivacy(clip=0.5, noise_multiplier=4.0, seed=1), 32, 2.0)
     assert np.array_equal(again(users, delta) * 32, out)
 
 
 def test_embedding_noise_clips_and_stays_within_tanh_bounds() -> None:
     e = np.tanh(np.random.default_rng(4).standard_normal((10, 8)))
-    out = EmbeddingNoise(EmbeddingPrivacy(e_clip=1.0, e_noise_multiplier=1e-9, seed=0))(np.arange(10), e)
+    out = embedding_noise(RowPrivacy(clip=1.0, noise_multiplier=1e-9, seed=0))(np.arange(10), e)
     assert np.allclose(out, e * np.minimum(1, 1 / np.linalg.norm(e, axis=1, keepdims=True)))
-    loud = EmbeddingNoise(EmbeddingPrivacy(e_noise_multiplier=5.0, seed=0))(np.arange(10), e)
+    loud = embedding_noise(RowPrivacy(noise_multiplier=5.0, seed=0))(np.arange(10), e)
     assert np.abs(loud).max() <= 1.0
 
 
@@ -132,7 +132,7 @@ class _Batch:
         self.users = users
 
 
-def _a_turn(monkeypatch: pytest.MonkeyPatch, noise: DeltaNoise | None):
+def _a_turn(monkeypatch: pytest.MonkeyPatch, noise: RowNoise | None):
     from party_a import train as party_a_train
 
     delta = torch.from_numpy(np.random.default_rng(5).standard_normal((4, 16)).astype(np.float32))
@@ -148,9 +148,9 @@ def test_a_hook_is_the_identity_when_off_and_adds_noise_only_to_delta(monkeypatc
     out = turn.learn(u)
     assert out.dtype == delta.dtype and np.array_equal(out, delta)  # bitwise
     assert np.array_equal(received.arrays("u_train")[0], u)
-    noise = DeltaNoise(DeltaPrivacy(delta_noise_multiplier=1.0, seed=2), 32, 2.0)
+    noise = delta_noise(RowPrivacy(noise_multiplier=1.0, seed=2), 32, 2.0)
     turn, delta, _ = _a_turn(monkeypatch, noise)
-    expected = DeltaNoise(DeltaPrivacy(delta_noise_multiplier=1.0, seed=2), 32, 2.0)(np.arange(4), delta)
+    expected = delta_noise(RowPrivacy(noise_multiplier=1.0, seed=2), 32, 2.0)(np.arange(4), delta)
     assert np.array_equal(turn.learn(u), expected) and not np.allclose(expected, delta)
 
 
@@ -163,7 +163,7 @@ def test_b_hook_noises_e_b_only_and_tower_learns_from_the_clean_output() -> None
 
     users, g = np.arange(4), np.random.default_rng(7).standard_normal((4, 8))
     states = []
-    for noise in (None, EmbeddingNoise(EmbeddingPrivacy(e_noise_multiplier=2.0, seed=3))):
+    for noise in (None, embedding_noise(RowPrivacy(noise_multiplier=2.0, seed=3))):
         t = tower()
         turn = TowerTurn(t, torch.optim.SGD(t.parameters(), lr=0.1), Audit(noise, Received()), "train/e1/b0")
         e = turn.embed(users)

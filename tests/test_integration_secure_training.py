@@ -18,6 +18,7 @@ test: W within 2 units per step taken; tower and top parameters within 1e-3
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +26,17 @@ import pytest
 import torch
 from scipy.stats import kstest
 
-from party_a.privacy import DeltaNoise
+from party_a.privacy import delta_noise
 from party_a.sampler import Sampler
 from party_b import config as party_b_config
-from party_b.privacy import EmbeddingNoise
+from party_b.privacy import embedding_noise
+from party_b.store import read_users
 from protocol.crypto import fixedpoint, packing
 from protocol.layer.plan import LayerPlan
 from protocol.net.codec import decode
 from protocol.net.transport import read_recording
+from protocol.roles import B
+from protocol.runtime.store import current_model
 from scenarios.centralised import DefendedLayer, load_joined, train
 from scenarios.ecommerce_bank import BANK, SHOP
 from scenarios.experiment import build_run, coordinator_key, decrypt_saved
@@ -100,8 +104,8 @@ def twin(run: LocalRun, defended: bool = False) -> tuple:
     if defended:
         t, b = joined.training, party_b_config.load(run.configs["party_b"])
         sampler = Sampler(joined.data, t.train.batch_users, t.model.history, t.train.targets, t.train.seed)
-        outer = DefendedLayer(layer, sampler, DeltaNoise(t.privacy, plan.batch_users, plan.delta_max),
-                              EmbeddingNoise(b.privacy))
+        outer = DefendedLayer(layer, sampler, delta_noise(t.privacy, plan.batch_users, plan.delta_max),
+                              embedding_noise(b.privacy))
     trained = train(joined.data, joined.b_features, joined.training, joined.tower, outer, max_steps=STEPS,
                     evaluate=False)
     return key, plan, layer, trained
@@ -128,8 +132,8 @@ def test_noise_enters_only_where_the_defences_add_it(tmp_path: Path) -> None:
     """With both defences on and seeded, the secure run and the twin that adds the same noise to δ and e_B
     (and nowhere else) agree as closely as without noise; the twin without the noise does not."""
     run = small_run(tmp_path, shop_users=100, items=40, batch_users=20,
-                    a_extra={"privacy": {"delta_noise_multiplier": 0.5, "seed": 5}},
-                    b_extra={"privacy": {"e_noise_multiplier": 0.5, "seed": 6}})
+                    a_extra={"privacy": {"noise_multiplier": 0.5, "seed": 5}},
+                    b_extra={"privacy": {"noise_multiplier": 0.5, "seed": 6}})
     out = run_all(run, timeout=600)
     assert all(o.returncode == 0 for o in out.values()), {r: o.output[-3000:] for r, o in out.items()}
     w_rows = decrypt_saved(run, "party_b", "w_rows")
@@ -139,6 +143,11 @@ def test_noise_enters_only_where_the_defences_add_it(tmp_path: Path) -> None:
         state = torch.load(run.workdir("party_b") / "model" / "tower_b.pt", weights_only=True)
         diff = max(float((state[p] - v).abs().max()) for p, v in trained.tower.state_dict().items())
         assert (diff <= 1e-3) == agrees, diff
+    directory, manifest = current_model(run.workdir("party_b"), B)
+    assert manifest["privacy"] == {"clip": 1.0, "noise_multiplier": 0.5, "dp_delta": 1e-5}, "a refresh would not noise"
+    releases = read_users(directory)["releases"]
+    epochs = len(json.loads((run.workdir("party_a") / "report.json").read_text())["epochs"])
+    assert (releases == epochs).all(), "each epoch releases a user's e_B once: the evaluation sends it again"
 
 
 def test_one_secure_step_is_exact_but_for_rounding_w(tmp_path: Path) -> None:
