@@ -1,6 +1,6 @@
 """The leakage audit's command line.
 
-    python -m audit --story ecommerce_bank --users 2000 --epochs 12   # the sweep on the plaintext twin
+    python -m audit --story ecommerce_bank --seeds 0 1 2              # the sweep on the plaintext twin
     python -m audit --run runs/ecommerce_bank                           # a real run's records ([audit] record)
 
 Prints the result tables (the federated model's quality and each party's ε per
@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from audit.parties import load_parties
-from audit.report import FRACTIONS, Outcome, attack_run, attack_table, plot_curve, quality_table
+from audit.report import FRACTIONS, Outcome, attack_run, attack_table, plot_curve, quality_table, seeds_table
 from audit.sweep import DEFENDERS, STORIES, TARGETS, a_alone, ease_lambda, prepare_story, sweep
 from party_a import config as party_a_config
 from party_b import config as party_b_config
@@ -44,27 +44,38 @@ def main() -> None:
     parser.add_argument("--story", choices=sorted(STORIES), default="ecommerce_bank")
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one sweep per seed of the story's data")
     parser.add_argument("--targets", type=float, nargs="+", default=list(TARGETS), help="ε of each defended setting")
     parser.add_argument("--defend", choices=DEFENDERS, default="both", help="whose defence the sweep turns on")
-    parser.add_argument("--dir", type=Path, help="the sweep's run directory (replaced); default runs/audit/<story>")
+    parser.add_argument("--dir", type=Path, help="the sweep's directory (replaced); default runs/audit/<story>")
     args = parser.parse_args()
+    runs, alones, seeds = [], [], args.seeds
     if args.run is not None:
         out = args.run
         outcomes, alone, k = attack_recorded(out)
+        runs, alones, seeds = [outcomes], [alone], ["run"]
     else:
         out = args.dir or Path("runs/audit") / args.story
-        parties = prepare_story(args.story, out, args.users, args.epochs, args.seed)
-        lam = ease_lambda(parties)
-        outcomes = sweep(parties, lam, tuple(args.targets), args.seed, args.defend)
-        alone, k = a_alone(parties, lam), parties.joined.training.eval.k
-    print(quality_table(outcomes, alone, k))
-    for fraction in FRACTIONS:
-        print()
-        print(attack_table(outcomes, fraction))
-    (out / "audit.json").write_text(json.dumps({"outcomes": [dataclasses.asdict(o) for o in outcomes],
-                                                "a_alone": alone}, indent=2, default=str) + "\n")
-    plot_curve(outcomes, alone, k, out / "privacy_utility.png")
+        for seed in seeds:
+            parties = prepare_story(args.story, out / f"seed{seed}", args.users, args.epochs, seed)
+            lam = ease_lambda(parties)
+            runs.append(sweep(parties, lam, tuple(args.targets), seed, args.defend))
+            alones.append(a_alone(parties, lam))
+            k = parties.joined.training.eval.k
+    for seed, outcomes, alone in zip(seeds, runs, alones):
+        print(f"\nseed {seed}\n")
+        print(quality_table(outcomes, alone, k))
+        for fraction in FRACTIONS:
+            print()
+            print(attack_table(outcomes, fraction))
+    if len(runs) > 1:
+        print(f"\nover seeds {' '.join(map(str, seeds))} (mean ± standard deviation; leakage: largest attack − "
+              "baseline)\n")
+        print(seeds_table(runs, alones, k))
+    per_seed = [{"seed": seed, "outcomes": [dataclasses.asdict(o) for o in outcomes], "a_alone": alone}
+                for seed, outcomes, alone in zip(seeds, runs, alones)]
+    (out / "audit.json").write_text(json.dumps({"seeds": per_seed}, indent=2, default=str) + "\n")
+    plot_curve(runs, alones, k, out / "privacy_utility.png")
     print(f"\naudit.json and privacy_utility.png in {out}")
 
 

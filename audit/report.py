@@ -13,6 +13,7 @@ from audit.parties import Parties
 
 FRACTIONS = (0.01, 0.05)
 MARGIN = 0.05  # a defence "holds" when every attack is within this of its baseline
+UNDEFENDED = "none"  # the setting without a defence
 
 
 @dataclass
@@ -113,35 +114,69 @@ def attack_table(outcomes: list[Outcome], fraction: float) -> str:
     return "\n".join(lines)
 
 
-def plot_curve(outcomes: list[Outcome], alone: dict | None, k: int, path: Path) -> None:
-    """Privacy–utility curve: cold and overall HR@k of the federated model, and the largest leakage over the
-    baselines, against ε (the larger of the two parties'; ∞ at the right)."""
+def _spread(values: list[float]) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
+def seeds_table(runs: list[list[Outcome]], alone: list[dict], k: int) -> str:
+    """One row per setting over seeds (mean ± standard deviation): each party's ε, the largest leakage over
+    the baselines per direction and auxiliary fraction, and the federated model's HR@k overall and on cold
+    users, next to A alone's; "holds" when every mean leakage is within MARGIN and the federated model's
+    mean cold HR@k is above A alone's."""
+    leaks = [(d, f) for f in FRACTIONS for d in ("B→A", "A→B")]
+    head = (f"{'setting':<8} {'ε A':>6} {'ε B':>6} | " + " ".join(f"{f'{d} {f:.0%}':>13}" for d, f in leaks) +
+            f" | {f'HR@{k}':>13} {f'cold HR@{k}':>13} | holds")
+    cold_alone = [a["cold"]["hr"] for a in alone]
+    lines = [head, "-" * len(head)]
+    for column in zip(*runs):
+        first = column[0]
+        leak = {key: [worst_leak(o.attacks[key[1]], key[0]) for o in column] for key in leaks}
+        cold = [o.quality["cold"]["hr"] for o in column]
+        holds = all(np.mean(v) <= MARGIN for v in leak.values()) and np.mean(cold) > np.mean(cold_alone)
+        lines.append(f"{first.setting:<8} {_eps(first.epsilon_a):>6} {_eps(first.epsilon_b):>6} | " +
+                     " ".join(f"{_spread(leak[key]):>13}" for key in leaks) +
+                     f" | {_spread([o.quality['overall']['hr'] for o in column]):>13} {_spread(cold):>13} | "
+                     f"{'yes' if holds else 'no'}")
+    lines.append(f"{'A alone':<8} {'-':>6} {'-':>6} | " + " ".join(f"{'':>13}" for _ in leaks) +
+                 f" | {_spread([a['overall']['hr'] for a in alone]):>13} {_spread(cold_alone):>13} |")
+    return "\n".join(lines)
+
+
+def plot_curve(runs: list[list[Outcome]], alone: list[dict], k: int, path: Path) -> None:
+    """Privacy–utility curve over seeds (mean, bars one standard deviation): cold and overall HR@k of the
+    federated model, and the largest leakage over the baselines, against ε (the larger of the two
+    parties', the first seed's; ∞ at the right)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    finite = [max(o.epsilon_a or 0, o.epsilon_b or 0) for o in outcomes if o.epsilon_a is not None]
+    outcomes = runs[0]
+    finite = [max(o.epsilon_a or 0, o.epsilon_b or 0) for o in outcomes if o.setting != UNDEFENDED]
     right = 2 * max(finite) if finite else 1.0
-    x = [right if o.epsilon_a is None else max(o.epsilon_a, o.epsilon_b or 0) for o in outcomes]
+    x = [right if o.setting == UNDEFENDED else max(o.epsilon_a or 0, o.epsilon_b or 0) for o in outcomes]
+
+    def curve(ax, values: list[list[float]], style: str, label: str) -> None:
+        ax.errorbar(x, np.mean(values, axis=0), yerr=np.std(values, axis=0), fmt=style, capsize=3, label=label)
+
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for scope, style in (("overall", "o-"), ("cold", "s-")):
-        ax1.plot(x, [o.quality[scope]["hr"] for o in outcomes], style, label=f"federated {scope}")
-        if alone is not None:
-            ax1.axhline(alone[scope]["hr"], linestyle=":" if scope == "overall" else "--", color="grey",
-                        label=f"A alone {scope}")
+        curve(ax1, [[o.quality[scope]["hr"] for o in run] for run in runs], style, f"federated {scope}")
+        if alone:
+            ax1.axhline(float(np.mean([a[scope]["hr"] for a in alone])), color="grey",
+                        linestyle=":" if scope == "overall" else "--", label=f"A alone {scope}")
     ax1.set_ylabel(f"test HR@{k}")
     for fraction in FRACTIONS:
         for direction in ("B→A", "A→B"):
-            ax2.plot(x, [worst_leak(o.attacks[fraction], direction) for o in outcomes], "o-",
-                     label=f"{direction}, aux {fraction:.0%}")
+            curve(ax2, [[worst_leak(o.attacks[fraction], direction) for o in run] for run in runs], "o-",
+                  f"{direction}, aux {fraction:.0%}")
     ax2.axhline(MARGIN, color="grey", linestyle="--", label=f"baseline + {MARGIN}")
     ax2.set_ylabel("largest attack − baseline (AUC, R², accuracy)")
     for ax in (ax1, ax2):
         ax.set_xscale("log")
         ax.set_xlabel("ε (right-most point: no defence)")
         ax.set_xticks(x)
-        ax.set_xticklabels(["∞" if o.epsilon_a is None else o.setting.removeprefix("ε=") for o in outcomes])
+        ax.set_xticklabels(["∞" if o.setting == UNDEFENDED else o.setting.removeprefix("ε=") for o in outcomes])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

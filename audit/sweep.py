@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from audit.parties import Parties, load_parties
-from audit.report import Outcome, attack_run
+from audit.report import UNDEFENDED, Outcome, attack_run
 from party_a.baselines import chosen_ease_lambda, fit_baselines
 from party_a.evaluate import eval_set
 from party_a.privacy import delta_noise
@@ -66,7 +66,7 @@ def run_setting(parties: Parties, target: float | None, seed: int, lam: float, d
     w0 = np.random.default_rng(seed).normal(0, 1 / math.sqrt(plan.d), (plan.d, plan.h))
     layer = DefendedLayer(PlainLayer(w0, plan.lr_w), sampler, noise_a, noise_b, received_a, received_b)
     trained = train(j.data, j.b_features, t, j.tower, layer, ease_lambda=lam)
-    name = "none" if target is None else f"ε={target:g}"
+    name = UNDEFENDED if target is None else f"ε={target:g}"
     outcome = Outcome(name, noise_a.spent()["epsilon"] if noise_a else None,
                       noise_b.spent()["epsilon"] if noise_b else None, trained.test)
     outcome.attacks = attack_run(parties, received_a.arrays("u_eval"), received_a.arrays("u_train"),
@@ -86,7 +86,7 @@ def a_alone(parties: Parties, lam: float) -> dict:
     """A alone's test metrics (u = 0), as the secure run trains it."""
     j = parties.joined
     trained = train(j.data, j.b_features, j.training, j.tower, ZeroLayer(j.training.plan().h), ease_lambda=lam,
-                    offer_start=True)
+                    offer_start=True, prior_weight=None)
     return trained.test
 
 

@@ -28,7 +28,7 @@ from party_a.config import Training
 from party_a.data import ActiveData
 from party_a.baselines import Baseline, chosen_ease_lambda, fit_baselines
 from party_a.evaluate import SPLITS, EvalSet, eval_set, metrics, model_scores
-from party_a.model import ActiveModel, active_step, chosen_prior_weight
+from party_a.model import FEDERATED_PRIOR, ActiveModel, active_step, chosen_prior_weight
 from party_a.privacy import delta_noise
 from party_a.sampler import Batch, Sampler
 from party_a.selection import EarlyStopping
@@ -175,7 +175,9 @@ class Models:
     @classmethod
     def build(cls, data: ActiveData, cfg: Training, ease_lambda: float, prior_weight: float,
               test: EvalSet) -> "Models":
-        federated, alone = (ActiveModel(data, cfg.model, ease_lambda, prior_weight) for _ in range(2))
+        """`prior_weight`: A alone's popularity prior, chosen on validation (the federated model's is fixed)."""
+        federated = ActiveModel(data, cfg.model, ease_lambda, FEDERATED_PRIOR)
+        alone = ActiveModel(data, cfg.model, ease_lambda, prior_weight)
         t = cfg.train
         chosen = {"federated": Selected(t.patience, cfg.eval.k, test),
                   "a_alone": Selected(t.patience, cfg.eval.k, test, first=0)}
@@ -268,9 +270,10 @@ def run_training(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, data: 
              data.n_users, data.n_items, lists["valid"].users.size, lists["test"].users.size,
              lists["test"].cold.sum())
     clock = StepClock(endpoint)
-    report["start"] = {"prior_weight": prior_weight, "valid_ndcg_by_prior_weight": tried,
+    report["start"] = {"a_alone_prior_weight": prior_weight, "federated_prior_weight": FEDERATED_PRIOR,
+                       "valid_ndcg_by_prior_weight": tried,
                        "a_alone": evaluate_alone(models, lists["valid"], (data.n_users, side.plan.h), e.k)}
-    log.info("popularity prior's weight %g, chosen on validation (NDCG@%d %s)", prior_weight, e.k,
+    log.info("A alone's popularity prior: weight %g, chosen on validation (NDCG@%d %s)", prior_weight, e.k,
              ", ".join(f"{w:g}: {v:.4f}" for w, v in tried.items()))
     log.info("epoch 0 (A alone as it starts), validation: %s", _line("A alone", report["start"]["a_alone"], e.k))
     secure_seconds, user_steps = 0.0, 0

@@ -24,7 +24,7 @@ from party_a.config import Training
 from party_a.data import ActiveData, align, load_tables
 from party_a.baselines import chosen_ease_lambda, fit_baselines
 from party_a.evaluate import SPLITS, EvalSet, eval_set, metrics, model_scores
-from party_a.model import ActiveModel, active_step, chosen_prior_weight
+from party_a.model import FEDERATED_PRIOR, ActiveModel, active_step, chosen_prior_weight
 from party_a.sampler import Batch, Sampler
 from party_a.selection import Choice, EarlyStopping
 from party_b import config as party_b_config
@@ -76,9 +76,10 @@ class DefendedLayer:
 
     e_B goes through B's noise before the inner layer sees it (evaluation sends each user's row released
     at its training step again, as B does), and the inner layer's W learns from that noisy e_B (step 6 uses
-    the row step 1 encoded); δ goes through A's noise after A's model took its step. Noise is drawn in the secure run's order, so the same seeds give the same
-    noise. The users of each call are the sampler's batches replayed (evaluation: every shared user at once),
-    so `received_a` gets u per training step ("u_train") and evaluation ("u_eval"), `received_b` g ("g")."""
+    the row step 1 encoded); δ goes through A's noise after A's model took its step. Noise is drawn in the
+    secure run's order, so the same seeds give the same noise. The users of each call are the sampler's
+    batches replayed (evaluation: every shared user at once), so `received_a` gets u per training step
+    ("u_train") and evaluation ("u_eval"), `received_b` g ("g")."""
 
     def __init__(self, inner: Layer, sampler: Sampler, delta_noise: RowNoise | None = None,
                  e_noise: RowNoise | None = None, received_a: Received | None = None,
@@ -133,12 +134,13 @@ class Trained:
 
 def train(data: ActiveData, b_features: Features, training: Training, tower: TowerSettings, layer: Layer,
           max_steps: int | None = None, evaluate: bool = True, ease_lambda: float | None = None,
-          offer_start: bool = False, prior_weight: float | None = None) -> Trained:
+          offer_start: bool = False, prior_weight: float | None = FEDERATED_PRIOR) -> Trained:
     """Train like the secure run, batch for batch, choosing the epoch on validation (early stopping).
 
     `max_steps` stops early (for exactness checks); `ease_lambda` is EASE's λ, chosen on validation here as
-    in the secure run when not given, and so is the popularity prior's `prior_weight`; `offer_start` offers
-    the model as it starts as epoch 0, as the secure run does for A alone."""
+    in the secure run when not given; `prior_weight` is the popularity prior's, the federated model's unless
+    given, chosen on validation if None (as for A alone); `offer_start` offers the model as it starts as
+    epoch 0, as the secure run does for A alone."""
     torch.set_num_threads(1)
     t, e = training.train, training.eval
     valid, test = (eval_set(data, split, e.negatives, e.cold_max_train, e.seed) for split in SPLITS)
