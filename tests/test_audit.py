@@ -114,6 +114,16 @@ def test_embedding_noise_clips_and_stays_within_tanh_bounds() -> None:
     assert np.abs(loud).max() <= 1.0
 
 
+def test_a_released_row_sent_again_is_the_same_row_and_spends_nothing() -> None:
+    e = np.tanh(np.random.default_rng(5).standard_normal((6, 4)))
+    noise = embedding_noise(RowPrivacy(noise_multiplier=2.0, seed=0))
+    released = noise(np.arange(4), e[:4])
+    assert noise.again(np.array([4, 0])) is None  # user 4 was never released: a fresh release is needed
+    assert np.array_equal(noise.again(np.array([2, 0])), released[[2, 0]])
+    assert noise.spent()["releases_per_user"] == 1
+    assert delta_noise(RowPrivacy(noise_multiplier=2.0, seed=0), 32, 2.0).again(np.array([0])) is None  # A keeps none
+
+
 def test_received_round_trips_through_npy(tmp_path) -> None:
     received = Received()
     received.add("g", 1, 0, np.array([3, 1]), np.ones((2, 4)))

@@ -8,7 +8,8 @@ import torch
 from party_a.baselines import ease, gram
 from party_a.config import ModelSettings
 from party_a.data import ActiveData
-from party_a.model import ActiveModel, active_step, equal_norms
+from party_a.evaluate import eval_set
+from party_a.model import PRIOR_WEIGHTS, ActiveModel, active_step, chosen_prior_weight, equal_norms
 from party_a.sampler import Sampler
 from protocol.data.tables import Features
 
@@ -66,3 +67,16 @@ def test_equal_norms_keeps_directions_and_hides_empty_users() -> None:
     out = equal_norms(delta)
     assert torch.allclose(out.norm(dim=1), torch.full((3,), 3.0))  # mean of the non-zero norms 5 and 1
     assert torch.allclose(out[0], torch.tensor([1.8, 2.4])) and torch.allclose(out[1], torch.tensor([0.0, 3.0]))
+
+
+def test_the_prior_weight_is_the_one_whose_start_validates_best() -> None:
+    base = tiny_data()
+    held = np.array([int(np.setdiff1d(np.arange(N_ITEMS), t)[0]) for t in base.train])  # one held-out item each
+    data = ActiveData(base.user_features, base.item_features, base.train,
+                      [frozenset(t) | {h} for t, h in zip(base.train, held)], held, np.full(12, -1), base.others)
+    valid = eval_set(data, "valid", negatives=3, cold_max_train=2, seed=0)
+    settings = ModelSettings(h=4, history=6)
+    weight, tried = chosen_prior_weight(data, settings, LAMBDA, valid, k=2)
+    assert set(tried) == set(PRIOR_WEIGHTS) and tried[weight] == max(tried.values())
+    biases = [ActiveModel(data, settings, LAMBDA, w).item_bias.detach() for w in (0.5, 1.0)]
+    assert torch.allclose(2 * biases[0], biases[1])  # the weight scales the popularity prior, nothing else
