@@ -8,14 +8,14 @@ B against A's labels, from g (per user and training step) and B's own columns:
   of every epoch, concatenated;
 - completion: a ridge head on B's own columns and the unit g's, fitted on the auxiliary users.
 Norm and 2-means need no label; their orientation is read off the auxiliary users.
-Baseline: the same ridge head on B's own columns alone.
+Baseline: the same ridge head on B's own columns and the g's shuffled across users (`shuffled`).
 
 A against B's columns, from u (every evaluation and training step) and A's own data
 (its user columns, share of purchases per item category, number of purchases):
 - ridge of each numeric column on [own data, u summary] (R²);
 - a ridge one-hot classifier of each categorical column (accuracy; majority class of the
   auxiliary users as reference).
-Baseline: the same on A's own data alone.
+Baseline: the same on A's own data and the u summaries shuffled across users.
 
 Every score is measured on the users outside the auxiliary set.
 """
@@ -69,6 +69,14 @@ def auxiliary(n_users: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_users, size=size, replace=False))
 
 
+def shuffled(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The rows of `x` shuffled across users: the same columns with the same distribution, none tied to its
+    user. A baseline learner gets them beside the attacker's own data, so that attack and baseline fit as
+    many columns and their difference is what the tie to the user carries, not what extra columns do to the
+    learner's choice of regularisation."""
+    return x[np.random.default_rng(seed).permutation(len(x))]
+
+
 def _rest(n_users: int, aux: np.ndarray) -> np.ndarray:
     return np.setdiff1d(np.arange(n_users), aux)
 
@@ -95,13 +103,13 @@ def label_scores(g: np.ndarray, own: np.ndarray, label: np.ndarray, aux: np.ndar
     flat = g_unit.reshape(len(g), -1)
     centres = two_means(flat)
     own_std = standardise(own)
-    with_g = np.hstack([own_std, standardise(flat)])
+    with_g, baseline = (np.hstack([own_std, standardise(x)]) for x in (flat, shuffled(flat)))
     return {
         "norm": _orient(np.linalg.norm(g, axis=-1).mean(1), aux, y_aux),
         "cosine": _cosine(g_unit, aux, y_aux),
         "2-means": _orient(((flat - centres[1]) ** 2).sum(1) - ((flat - centres[0]) ** 2).sum(1), aux, y_aux),
         "completion": ridge_predict(with_g[aux], y_aux, with_g)[:, 0],
-        "own columns": ridge_predict(own_std[aux], y_aux, own_std)[:, 0],
+        "own columns": ridge_predict(baseline[aux], y_aux, baseline)[:, 0],
     }
 
 
@@ -124,10 +132,12 @@ def u_features(u_eval: np.ndarray, u_train: np.ndarray | None) -> np.ndarray:
 
 def column_attacks(u: np.ndarray, own: np.ndarray, columns: Columns, aux: np.ndarray) -> dict[str, dict[str, float]]:
     """Per B column: R² (numeric) or accuracy (categorical) of the attack on [own, u], of u alone, and of
-    the baseline on A's own data alone; categorical ones also the majority class's accuracy."""
+    the baseline on A's own data (beside u shuffled across users); categorical ones also the majority
+    class's accuracy."""
     rest = _rest(len(u), aux)
     own_std = standardise(own)
-    sources = {"attack": np.hstack([own_std, standardise(u)]), "u only": standardise(u), "own data": own_std}
+    sources = {"attack": np.hstack([own_std, standardise(u)]), "u only": standardise(u),
+               "own data": np.hstack([own_std, standardise(shuffled(u))])}
     out: dict[str, dict[str, float]] = {}
     for j, name in enumerate(columns.numeric_names):
         y = columns.numeric[:, j]

@@ -45,7 +45,7 @@ from party_a.sampler import PAD, Batch, pad_histories
 from protocol.data.towers import FeatureTower
 
 SCALE_GAIN = 10.0  # c₁ and c₂ are stored divided by this, so Adam's bounded steps move them 10 times faster
-PRIOR_WEIGHTS = (0.125, 0.25, 0.5, 1.0)  # the popularity prior's weights A alone tries on validation
+PRIOR_WEIGHTS = (0.0, 0.125, 0.25, 0.5, 1.0)  # the popularity prior's weights A alone tries (0: EASE alone)
 FEDERATED_PRIOR = 1.0  # the popularity prior's weight in the federated model (and its centralised twin)
 
 
