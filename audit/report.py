@@ -12,6 +12,7 @@ from audit.attacks import LABEL_ATTACKS, auxiliary, column_attacks, label_attack
 from audit.parties import Parties
 
 FRACTIONS = (0.01, 0.05)
+DRAWS = 5  # auxiliary sets drawn per fraction; figures are their mean, as one small set is a noisy estimate
 MARGIN = 0.05  # a defence "holds" when every attack is within this of its baseline
 UNDEFENDED = "none"  # the setting without a defence
 
@@ -28,17 +29,25 @@ class Outcome:
 
 
 def attack_run(parties: Parties, u_eval: tuple, u_train: tuple | None, g: tuple, seed: int = 0) -> dict:
-    """Every attack at every auxiliary fraction on one run's records ((rows, index) pairs)."""
+    """Every attack at every auxiliary fraction on one run's records ((rows, index) pairs), each figure the
+    mean over DRAWS auxiliary sets."""
     n = parties.n_users
     g_users = per_epoch(*g, n)
     u = u_features(per_epoch(*u_eval, n), None if u_train is None else per_epoch(*u_train, n))
     out = {}
     for fraction in FRACTIONS:
-        aux = auxiliary(n, fraction, seed)
-        out[fraction] = {"aux_users": int(aux.size),
-                         "labels": label_attacks(g_users, parties.b_own, parties.labels, aux),
-                         "columns": column_attacks(u, parties.a_own, parties.columns, aux)}
+        draws = [auxiliary(n, fraction, seed * DRAWS + k) for k in range(DRAWS)]
+        out[fraction] = {"aux_users": int(draws[0].size),
+                         "labels": _mean([label_attacks(g_users, parties.b_own, parties.labels, a) for a in draws]),
+                         "columns": _mean([column_attacks(u, parties.a_own, parties.columns, a) for a in draws])}
     return out
+
+
+def _mean(figures: list[dict]) -> dict:
+    """The mean of nested dicts of figures with the same keys (NaN where a draw had none)."""
+    first = figures[0]
+    return {key: _mean([f[key] for f in figures]) if isinstance(first[key], dict)
+            else float(np.nanmean([f[key] for f in figures])) for key in first}
 
 
 def label_groups(names: list[str]) -> dict[str, list[str]]:
