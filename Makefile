@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench audit clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.secure_step
 	$(BIN)/python -m bench.psi
 	$(BIN)/python -m bench.serve
+
+audit: $(STAMP)
+	$(BIN)/python -m audit --story ecommerce_bank --seeds 0 1 2 --targets 32 16 8 4 2 1
+	$(BIN)/python -m audit --story bank_offers --users 1000 --seeds 0 1 2 --targets 32 16 8 4 2 1
 
 clean:
 	rm -rf $(VENV) runs work
