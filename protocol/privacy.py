@@ -95,6 +95,24 @@ class RowNoise:
         """The defence's settings, the most releases of any one user, and the ε they spend."""
         return spent(self.settings, max(self.releases.values(), default=0))
 
+    def state(self) -> dict:
+        """What a checkpoint keeps, so that a resumed run neither forgets a release (its ε would be understated)
+        nor replays its noise: the releases per user, the rows kept to send again, the generator's state."""
+        users = sorted(self.last or {})
+        return {"releases": {"users": np.array(list(self.releases), dtype=np.int64),
+                             "counts": np.array(list(self.releases.values()), dtype=np.int64)},
+                "last": {"users": np.array(users, dtype=np.int64),
+                         "rows": np.stack([self.last[u] for u in users]) if users else np.zeros((0, 0))},
+                "rng": self.rng.bit_generator.state}
+
+    def restore(self, state: dict) -> None:
+        """Take back what `state` kept."""
+        releases = state["releases"]
+        self.releases = Counter(dict(zip((int(u) for u in releases["users"]), (int(c) for c in releases["counts"]))))
+        if self.last is not None:
+            self.last = {int(u): row for u, row in zip(state["last"]["users"], state["last"]["rows"])}
+        self.rng.bit_generator.state = state["rng"]
+
 
 def spent(settings: RowPrivacy, releases: int) -> dict:
     """The defence's settings, a user's releases and the ε they spend (ε null without a defence)."""
