@@ -41,6 +41,7 @@ from protocol.messages import RefreshDone, RefreshRequest
 from protocol.net.transport import Endpoint
 from protocol.roles import A, B, C
 from protocol.runtime.cli import setup_logging
+from protocol.runtime.compute import open_pool
 from protocol.runtime.store import current_model, refresh_run_id
 from protocol.runtime.workers import WorkerPool
 
@@ -122,7 +123,7 @@ def main(config_path: Path, everyone: bool = False) -> None:
         log.info("model %s: no shared user's columns changed; nothing to refresh", model_id)
         return
     started = time.perf_counter()
-    with WorkerPool(cfg.basics.workers) as pool:
+    with open_pool(cfg.basics.compute) as pool:
         push(cfg, model_id, manifest, directory, changes, pool)
     write_users(directory, changes.ids, changes.digests)
     seconds = time.perf_counter() - started
