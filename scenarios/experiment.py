@@ -27,7 +27,7 @@ from protocol.crypto.paillier import DEFAULT_BITS, PrivateKey, read_private_key
 from protocol.layer.plan import LayerPlan
 from protocol.net.codec import decode
 from scenarios.centralised import PlainLayer, load_joined, train
-from scenarios.launch import LocalRun, run_all, write_local_run
+from scenarios.launch import LocalRun, run_all, set_compute, write_local_run
 
 BASELINES = (("popularity", "popularity"), ("item_knn", "item-kNN"), ("ease", "EASE"))
 MODELS = (("a_alone", "A alone"), ("federated", "federated"), ("centralised", "centralised"))
@@ -222,9 +222,5 @@ def build_run(root: Path, tables: dict[str, Path], a: dict, b: dict, run_id: str
         "party_b": {**resolve(b, "party_b"), **({"model": tower} if tower else {}), "psi": {"progress": progress},
                     **(b_extra or {})},
     }
-    for section in sections.values():
-        if workers is not None:
-            section["workers"] = workers
-        if compute:
-            section["compute"] = compute
+    set_compute(sections, workers, compute)
     return write_local_run(root, sections, run_id=run_id, record=record, peer_timeout=peer_timeout)
