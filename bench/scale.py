@@ -5,10 +5,12 @@
 
 In one run:
 1. Ray overhead on the same cores: PSI n x n (--psi-ids) and one secure epoch of
-   --users users, each with three real processes over mutual TLS, once with local
-   worker processes and once with every role's pool on one local Ray cluster with as
-   many logical CPUs as there are local workers (two per role). The ratio is Ray's
-   time over local's (target <= 1.15).
+   --users users, each with three real processes over mutual TLS, with local worker
+   processes and with every role's pool on one local Ray cluster with as many logical
+   CPUs as there are local workers (two per role), alternating --repeat times. The
+   times compared are the PSI phase and the secure training (evaluation excluded),
+   which leave out process and pool start-up; the ratio is Ray's mean time over
+   local's (target <= 1.15).
 2. PSI at --big-ids x --big-ids (default 10M; --skip-10m skips it) end to end with
    local workers, and each party's peak resident memory: its process and its worker
    processes, sampled every 0.2 s (target <= 4 GB).
@@ -46,21 +48,24 @@ WORKERS = 2  # per role, for both backends
 ROLES = 3
 
 
-def overhead(root: Path, psi_ids: int, users: int, batch_users: int) -> list[dict]:
-    """PSI and one secure epoch with local workers, then on one Ray cluster of the same number of CPUs."""
+def overhead(root: Path, psi_ids: int, users: int, batch_users: int, repeat: int) -> list[dict]:
+    """PSI and one secure epoch with local workers and on one Ray cluster of as many CPUs, alternating `repeat`
+    times so that drift in the machine's load hits both alike; the ratio of the mean times."""
     rows = []
     with local_cluster(head_cpus=WORKERS * ROLES) as address:
         ray = {"backend": "ray", "address": address}
         for name, job in (("PSI", lambda c, d: psi_bench.run_ours(d, psi_ids, WORKERS, c)["psi_s"]),
                           ("secure epoch", lambda c, d: secure_step.run_ours(d, users, batch_users, WORKERS,
                                                                             c)["seconds"])):
-            seconds = {}
-            for backend, compute in (("local", None), ("ray", ray)):
-                print(f"{name} with the {backend} backend ...", flush=True)
-                seconds[backend] = job(compute, root / f"{name}-{backend}".replace(" ", "-"))
+            seconds: dict[str, list[float]] = {"local": [], "ray": []}
+            for k in range(repeat):
+                for backend, compute in (("local", None), ("ray", ray)):
+                    print(f"{name} with the {backend} backend, run {k + 1}/{repeat} ...", flush=True)
+                    seconds[backend].append(job(compute, root / f"{name}-{backend}-{k}".replace(" ", "-")))
             size = f"{psi_ids:,} x {psi_ids:,}" if name == "PSI" else f"{users:,} users"
-            rows.append({"job": name, "size": size, "local_s": seconds["local"], "ray_s": seconds["ray"],
-                         "ratio": seconds["ray"] / seconds["local"]})
+            local_s, ray_s = (sum(v) / repeat for v in (seconds["local"], seconds["ray"]))
+            rows.append({"job": name, "size": size, "runs": seconds, "local_s": local_s, "ray_s": ray_s,
+                         "ratio": ray_s / local_s})
     return rows
 
 
@@ -106,6 +111,7 @@ def main() -> None:
     parser.add_argument("--psi-ids", type=int, default=1_000_000, help="IDs per party for the PSI overhead run")
     parser.add_argument("--users", type=int, default=20_000, help="users of the secure epoch overhead run")
     parser.add_argument("--batch-users", type=int, default=256, help="users per secure step")
+    parser.add_argument("--repeat", type=int, default=2, help="alternating runs per backend in the overhead part")
     parser.add_argument("--big-ids", type=int, default=10_000_000, help="IDs per party for the memory run")
     parser.add_argument("--skip-10m", action="store_true", help="skip the big PSI run")
     parser.add_argument("--ciphertexts", type=int, default=2000, help="decryptions per scaling measurement")
@@ -113,13 +119,14 @@ def main() -> None:
     args = parser.parse_args()
     results: dict = {"cores": os.cpu_count(), "workers_per_role": WORKERS}
     with tempfile.TemporaryDirectory() as tmp:
-        results["overhead"] = overhead(Path(tmp), args.psi_ids, args.users, args.batch_users)
+        results["overhead"] = overhead(Path(tmp), args.psi_ids, args.users, args.batch_users, args.repeat)
         if not args.skip_10m:
             print(f"PSI {args.big_ids:,} x {args.big_ids:,} with local workers ...", flush=True)
             results["big_psi"] = psi_bench.run_ours(Path(tmp) / "big", args.big_ids, WORKERS)
     results["scaling"] = scaling(args.ciphertexts, args.blind_ids)
 
-    print(f"\nRay overhead on the same {os.cpu_count()} cores ({WORKERS} workers per role, both backends)")
+    print(f"\nRay overhead on the same {os.cpu_count()} cores ({WORKERS} workers per role, both backends; "
+          f"mean of {args.repeat} alternating runs; PSI phase and secure training time)")
     print(f"{'job':>13} | {'size':>21} | {'local s':>8} | {'Ray s':>8} | {'Ray / local':>11}")
     for r in results["overhead"]:
         print(f"{r['job']:>13} | {r['size']:>21} | {r['local_s']:8.1f} | {r['ray_s']:8.1f} | {r['ratio']:10.2f}x")
