@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import tempfile
 import time
 from pathlib import Path
@@ -73,11 +74,12 @@ def decryption_rate(pool: object, count: int) -> float:
     """CRT decryptions per second through the coordinator's Decryptor on `pool`."""
     key = generate_keypair(DEFAULT_BITS)
     enc = Encryptor(key.public)
-    cts = [enc.encrypt(m) for m in range(count)]
+    plain = [secrets.randbelow(int(key.public.n)) for _ in range(count)]  # full width, as masked values are
+    cts = [enc.encrypt(m) for m in plain]
     decryptor = Decryptor(key, pool)
     decryptor.decrypt(cts[: 4 * pool.size])  # warm every worker
     start = time.perf_counter()
-    assert decryptor.decrypt(cts) == list(range(count))
+    assert decryptor.decrypt(cts) == plain
     return count / (time.perf_counter() - start)
 
 
@@ -102,8 +104,8 @@ def scaling(ciphertexts: int, ids: int) -> list[dict]:
                 print(f"decrypting and blinding on {nodes} Ray worker node(s) ...", flush=True)
                 rates["decryptions/s (coordinator)"][nodes] = decryption_rate(pool, ciphertexts)
                 rates["IDs blinded/s (one party)"][nodes] = blinding_rate(pool, ids)
-    return [{"work": work, "one_node": r[1], "two_nodes": r[2], "efficiency": r[2] / (2 * r[1])}
-            for work, r in rates.items()]
+    return [{"work": work, "one_node": r[1], "two_nodes": r[2], "efficiency": r[2] / (2 * r[1]),
+             "load_average": os.getloadavg()[0]} for work, r in rates.items()]
 
 
 def main() -> None:
@@ -118,28 +120,33 @@ def main() -> None:
     parser.add_argument("--blind-ids", type=int, default=65536, help="IDs blinded per scaling measurement")
     args = parser.parse_args()
     results: dict = {"cores": os.cpu_count(), "workers_per_role": WORKERS}
+    OUT.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        (OUT / "scale.json").write_text(json.dumps(results, indent=2) + "\n")
+
     with tempfile.TemporaryDirectory() as tmp:
         results["overhead"] = overhead(Path(tmp), args.psi_ids, args.users, args.batch_users, args.repeat)
+        save()
+        print(f"\nRay overhead on the same {os.cpu_count()} cores ({WORKERS} workers per role, both backends; "
+              f"mean of {args.repeat} alternating runs; PSI phase and secure training time)")
+        print(f"{'job':>13} | {'size':>21} | {'local s':>8} | {'Ray s':>8} | {'Ray / local':>11}")
+        for r in results["overhead"]:
+            print(f"{r['job']:>13} | {r['size']:>21} | {r['local_s']:8.1f} | {r['ray_s']:8.1f} | "
+                  f"{r['ratio']:10.2f}x", flush=True)
         if not args.skip_10m:
-            print(f"PSI {args.big_ids:,} x {args.big_ids:,} with local workers ...", flush=True)
-            results["big_psi"] = psi_bench.run_ours(Path(tmp) / "big", args.big_ids, WORKERS)
+            print(f"\nPSI {args.big_ids:,} x {args.big_ids:,} with local workers ...", flush=True)
+            b = results["big_psi"] = psi_bench.run_ours(Path(tmp) / "big", args.big_ids, WORKERS)
+            save()
+            print(f"PSI {b['n']:,} x {b['n']:,} end to end: {b['wall_s']:.0f} s wall ({b['psi_s']:.0f} s PSI), "
+                  f"peak RSS A {b['peak_rss_mb_a'] / 1024:.2f} GB, B {b['peak_rss_mb_b'] / 1024:.2f} GB", flush=True)
     results["scaling"] = scaling(args.ciphertexts, args.blind_ids)
-
-    print(f"\nRay overhead on the same {os.cpu_count()} cores ({WORKERS} workers per role, both backends; "
-          f"mean of {args.repeat} alternating runs; PSI phase and secure training time)")
-    print(f"{'job':>13} | {'size':>21} | {'local s':>8} | {'Ray s':>8} | {'Ray / local':>11}")
-    for r in results["overhead"]:
-        print(f"{r['job']:>13} | {r['size']:>21} | {r['local_s']:8.1f} | {r['ray_s']:8.1f} | {r['ratio']:10.2f}x")
-    if "big_psi" in results:
-        b = results["big_psi"]
-        print(f"\nPSI {b['n']:,} x {b['n']:,} end to end: {b['wall_s']:.0f} s wall ({b['psi_s']:.0f} s PSI), peak RSS "
-              f"A {b['peak_rss_mb_a'] / 1024:.2f} GB, B {b['peak_rss_mb_b'] / 1024:.2f} GB")
-    print("\nScaling over Ray worker nodes of one CPU each, measured alone")
+    save()
+    print(f"\nScaling over Ray worker nodes of one CPU each, measured alone (load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores: others' work takes cores from the nodes)")
     print(f"{'work':>28} | {'1 node':>9} | {'2 nodes':>9} | {'efficiency':>10}")
     for r in results["scaling"]:
         print(f"{r['work']:>28} | {r['one_node']:9,.0f} | {r['two_nodes']:9,.0f} | {r['efficiency']:10.2f}")
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "scale.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
