@@ -28,6 +28,8 @@ START_TIMEOUT = 120.0  # seconds for every actor to start: longer means the clus
 
 
 class _Actor:
+    """A worker on the cluster: keeps its caches (keys, tables) between tasks, like a worker process."""
+
     def run(self, frame: bytes) -> bytes:
         return handle(frame)
 
