@@ -168,7 +168,7 @@ def reblind_peer_stream(s: _Session) -> np.ndarray:
 def intersect(s: _Session, own_size: int, order: np.ndarray, peer_double: np.ndarray) -> np.ndarray:
     """Step 4: match doubly-blinded values; return our positions in the canonical shared order.
 
-    Vectorised over fixed-width values: 16 bytes per own and per peer ID, and the peer's once more sorted."""
+    Vectorised over fixed-width values, 16 bytes per own and per peer ID; the peer's are sorted in place."""
     own = np.empty(own_size, dtype=_MATCH)
     filled = 0
     for expected in _chunks(own_size, s.chunk):
@@ -178,7 +178,8 @@ def intersect(s: _Session, own_size: int, order: np.ndarray, peer_double: np.nda
                                 f"of {len(expected)} IDs ({MATCH_BYTES} bytes each)")
         own[filled : filled + len(expected)] = np.frombuffer(values, dtype=_MATCH)
         filled += len(expected)
-    theirs = np.sort(peer_double)
+    theirs = peer_double
+    theirs.sort()
     at = np.minimum(np.searchsorted(theirs, own), max(theirs.size - 1, 0))
     shared = np.flatnonzero(theirs[at] == own) if theirs.size else np.empty(0, dtype=np.int64)
     canonical = np.argsort(own[shared], kind="stable")  # by value: the same order on both sides
