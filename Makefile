@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned, so nothing later pulls a CUDA build
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e '.[test]'
+	$(BIN)/pip install -e '.[test,ray]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/pip install -e '.[test,bench]'
+	$(BIN)/pip install -e '.[test,ray,bench]'
 	$(BIN)/python -m bench.he
 	$(BIN)/python -m bench.secure_step
 	$(BIN)/python -m bench.psi

@@ -18,13 +18,15 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import pandas as pd
 
 from psi.session import PsiSettings
-from scenarios.launch import run_all, write_local_run
+from protocol.roles import Role
+from scenarios.launch import LocalRun, Outcome, set_compute, start, wait_all, write_local_run
 
 OUT = Path("runs/bench")
 
@@ -39,17 +41,20 @@ def make_tables(root: Path, n: int) -> tuple[Path, Path]:
     return a, b
 
 
-def run_ours(root: Path, n: int, workers: int) -> dict:
+def run_ours(root: Path, n: int, workers: int, compute: dict | None = None) -> dict:
+    """Our PSI n x n with three processes; `compute`: every role's [compute] section (default: local)."""
     a, b = make_tables(root, n)
     psi = {"chunk_size": PsiSettings.chunk_size, "progress": False}
     email = {"kind": "email"}
     sections = {"party_a": {"workers": workers, "psi": psi,
                             "users": {"table": str(a), "id_column": "email", "ids": email}},
                 "party_b": {"workers": workers, "psi": psi,
-                            "users": {"table": str(b), "id_column": "mail", "ids": email}}}
+                            "users": {"table": str(b), "id_column": "mail", "ids": email}},
+                "coordinator": {"workers": 0}}  # it only announces its key
+    set_compute(sections, compute=compute)
     run = write_local_run(root / "run", sections, run_id=f"bench-psi-{n}")
     start = time.perf_counter()
-    out = run_all(run, timeout=3600)
+    out, peaks = run_watched(run, timeout=24 * 3600)
     wall = time.perf_counter() - start
     failed = {r: o.output[-3000:] for r, o in out.items() if o.returncode != 0}
     if failed:
@@ -61,7 +66,41 @@ def run_ours(root: Path, n: int, workers: int) -> dict:
             "ids_per_s_a": (sa["own_size"] + sa["peer_size"]) / sa["seconds"],
             "ids_per_s_b": (sb["own_size"] + sb["peer_size"]) / sb["seconds"],
             "mb_a_to_b": sa["bytes_sent"] / 1e6, "mb_b_to_a": sb["bytes_sent"] / 1e6,
-            "intersection": sa["intersection_size"]}
+            "intersection": sa["intersection_size"], "peak_rss_mb_a": peaks["party_a"] / 2**20,
+            "peak_rss_mb_b": peaks["party_b"] / 2**20}
+
+
+def _rss_tree(pid: int) -> int:
+    """Resident bytes of a process and all its descendants now (0 once it has gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        rss = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) * 1024
+        children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                    for c in (task / "children").read_text().split()]
+    except (OSError, StopIteration, ValueError):
+        return 0
+    return rss + sum(_rss_tree(c) for c in children)
+
+
+def run_watched(run: LocalRun, timeout: float) -> tuple[dict[str, Outcome], dict[str, int]]:
+    """`run_all`, sampling each role's resident memory (its process and its worker processes) every 0.2 s;
+    returns the outcomes and each role's peak in bytes."""
+    procs = {role: start(run, role) for role in Role}
+    peaks = dict.fromkeys(procs, 0)
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.2):
+            for role, proc in procs.items():
+                peaks[role] = max(peaks[role], _rss_tree(proc.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        return wait_all(run, procs, timeout), peaks
+    finally:
+        done.set()
+        sampler.join()
 
 
 def run_openmined(n: int) -> dict:

@@ -41,7 +41,7 @@ from party_a.config import ModelSettings
 from protocol.crypto.paillier import DEFAULT_BITS
 from protocol.layer.decryption import Step
 from protocol.layer.steps import TRAINING_STEP
-from scenarios.launch import run_all, write_local_run
+from scenarios.launch import run_all, set_compute, write_local_run
 
 MODEL = ModelSettings()  # the runs below use A's default model, hence its d and h
 D, H = MODEL.d, MODEL.h
@@ -60,7 +60,9 @@ def make_tables(root: Path, users: int, items: int = 64, seed: int = 0) -> dict:
     return paths
 
 
-def run_ours(root: Path, users: int, batch_users: int) -> dict:
+def run_ours(root: Path, users: int, batch_users: int, workers: int | None = None, compute: dict | None = None) -> dict:
+    """One secure epoch over generated tables; `workers`, `compute`: every role's (default: one local worker
+    process per core)."""
     paths = make_tables(root, users)
     sections = {
         "party_a": {"users": {"table": str(paths["a_users"]), "id_column": "email"},
@@ -70,8 +72,11 @@ def run_ours(root: Path, users: int, batch_users: int) -> dict:
         "party_b": {"users": {"table": str(paths["b_users"]), "id_column": "email",
                               "numeric": [f"x{k}" for k in range(10)]}, "psi": {"progress": False}},
     }
+    set_compute(sections, workers, compute)
     run = write_local_run(root / "run", sections, run_id=f"bench-step-{batch_users}")
-    out = run_all(run, timeout=3600)
+    start = time.perf_counter()
+    out = run_all(run, timeout=24 * 3600)
+    wall = time.perf_counter() - start
     failed = {r: o.output[-3000:] for r, o in out.items() if o.returncode}
     if failed:
         raise SystemExit(f"run failed: {failed}")
@@ -84,7 +89,7 @@ def run_ours(root: Path, users: int, batch_users: int) -> dict:
                    if k.startswith(training)},
              "C": {k: v for k, v in json.loads((run.workdir("coordinator") / "timing.json").read_text()).items()
                    if k != f"decrypt {Step.EVALUATE}"}}
-    return {"batch_users": batch_users, "users": users, "steps": steps,
+    return {"batch_users": batch_users, "users": users, "steps": steps, "wall_s": wall,
             "seconds": timing["secure_training_seconds"], "user_steps_per_s": timing["user_steps_per_second"],
             "roles": roles}
 

@@ -15,7 +15,7 @@ from protocol.crypto.keyfiles import Passphrase
 from protocol.crypto.paillier import DEFAULT_BITS, DEPLOYABLE_BITS
 from protocol.roles import C
 from protocol.runtime import config
-from protocol.runtime.config import NetworkConfig
+from protocol.runtime.config import Compute, NetworkConfig
 
 
 def key_path(directory: Path, run_id: str) -> Path:
@@ -31,7 +31,7 @@ class CoordinatorConfig:
     key_file: Path
     key_passphrase: Passphrase
     audit_log: Path
-    workers: int
+    compute: Compute
 
 
 def load(path: Path) -> CoordinatorConfig:
@@ -44,6 +44,6 @@ def load(path: Path) -> CoordinatorConfig:
     key_passphrase = config.read_passphrase(key)
     key.finish()
     audit_log = root.take_path("audit_log", str(workdir / "audit.jsonl"))
-    workers = config.read_workers(root)
+    compute = config.read_compute(root)
     root.finish()
-    return CoordinatorConfig(network, workdir, bits, key_file, key_passphrase, audit_log, workers)
+    return CoordinatorConfig(network, workdir, bits, key_file, key_passphrase, audit_log, compute)

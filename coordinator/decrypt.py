@@ -1,9 +1,10 @@
-"""Batched CRT decryption, spread over the coordinator's own worker processes.
+"""Batched CRT decryption, spread over the coordinator's own workers.
 
 Processes rather than threads: gmpy2 releases the GIL only inside powmod, so two
 threads decrypt 1.3-1.5x faster than one, two processes 1.9x. The private key goes to
-each worker once, over its pipe, never further; each decryption task then names the
-key only by its public fingerprint.
+each worker once (over its pipe, or as a frame to its actor on the coordinator's own
+Ray cluster), never further; each decryption task then names the key only by its
+public fingerprint.
 """
 
 from __future__ import annotations

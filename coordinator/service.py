@@ -34,7 +34,7 @@ from protocol.roles import PEERS, C
 from protocol.runtime.cli import setup_logging
 from protocol.runtime.store import write_model
 from protocol.runtime.timing import StepClock
-from protocol.runtime.workers import WorkerPool
+from protocol.runtime.compute import open_pool
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def serve(cfg: CoordinatorConfig) -> None:
     log.info("%s %d-bit Paillier key %s (%s)", "created" if created else "loaded", key.public.bits,
              key.public.fingerprint, cfg.key_file)
     audit = AuditLog(cfg.audit_log)
-    pool = WorkerPool(cfg.workers)
+    pool = open_pool(cfg.compute)
     endpoint.start()
     try:
         for party in PEERS[C]:

@@ -26,7 +26,7 @@ def main(config_path: Path) -> None:
     cfg: PartyAConfig = load(config_path)
     workdir = cfg.basics.workdir
     setup_logging(A, workdir)
-    frame, ids = cfg.users.load()
+    frame, ids = cfg.users.stream()
     training = cfg.training
     if training is None:
         encode_features(frame, cfg.users.table)

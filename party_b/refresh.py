@@ -43,6 +43,7 @@ from protocol.net.transport import Endpoint
 from protocol.privacy import RowNoise, RowPrivacy, spent
 from protocol.roles import A, B, C
 from protocol.runtime.cli import setup_logging
+from protocol.runtime.compute import open_pool
 from protocol.runtime.store import current_model, refresh_run_id
 from protocol.runtime.workers import WorkerPool
 
@@ -130,7 +131,7 @@ def main(config_path: Path, everyone: bool = False) -> None:
     started = time.perf_counter()
     settings = RowPrivacy(**manifest["privacy"])
     noise = embedding_noise(settings) if settings.on else None
-    with WorkerPool(cfg.basics.workers) as pool:
+    with open_pool(cfg.basics.compute) as pool:
         push(cfg, model_id, manifest, directory, changes, pool, noise)
     releases = changes.releases.copy()
     if noise is not None:

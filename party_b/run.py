@@ -24,7 +24,7 @@ def main(config_path: Path) -> None:
     cfg: PartyBConfig = load(config_path)
     workdir = cfg.basics.workdir
     setup_logging(B, workdir)
-    frame, ids = cfg.users.load()
+    frame, ids = cfg.users.stream()
     encoding = fit_encoding(frame, cfg.users.table)
     features = encoding.apply(frame, cfg.users.table)
 

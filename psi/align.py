@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,13 +21,13 @@ from protocol.errors import ProtocolError
 from protocol.net.transport import Endpoint
 from protocol.runtime.config import Table
 from protocol.runtime.workers import WorkerPool
-from psi.ids import Normalizer, normalize_ids
+from psi.ids import IdStore, Normalizer, normalize_ids, stream_ids
 from psi.session import PsiResult, PsiSettings, run_psi
 
 log = logging.getLogger(__name__)
 
 
-def align(endpoint: Endpoint, peer: str, ids: list[str], pool: WorkerPool, settings: PsiSettings,
+def align(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool, settings: PsiSettings,
           workdir: Path) -> PsiResult:
     """Run PSI with `peer`; stop on an empty intersection; write the aligned row order."""
     result = run_psi(endpoint, peer, ids, pool, settings)
@@ -66,6 +67,15 @@ class UserIds:
         spec = self.table
         frame = read_table(spec.path, [spec.id_column, *spec.numeric, *spec.categorical], [spec.id_column])
         ids = normalize_ids(frame[spec.id_column].tolist(), self.normalizer, spec.path, spec.id_column)
+        return frame, ids
+
+    def stream(self) -> tuple[pd.DataFrame, IdStore]:
+        """The feature columns and the normalised IDs, read in chunks into an `IdStore` (for PSI at any size: the
+        IDs are never all in memory as Python strings); bad IDs stop the run as in `load`."""
+        spec = self.table
+        ids = stream_ids(spec.path, spec.id_column, self.normalizer)
+        features = [*spec.numeric, *spec.categorical]
+        frame = read_table(spec.path, features, []) if features else pd.DataFrame(index=pd.RangeIndex(len(ids)))
         return frame, ids
 
 

@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -44,6 +44,7 @@ MAX_CHUNK = 1 << 20  # IDs per chunk a peer may announce: a chunk is at most 32 
 VERSION = 2
 _BLIND = "psi.ecdh:blind_ids"
 _REBLIND = "psi.ecdh:reblind"
+_MATCH = f"S{MATCH_BYTES}"  # numpy compares these as byte strings: sorting is memcmp order, equality exact
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ def exchange_hello(endpoint: Endpoint, peer: str, size: int, chunk: int, max_pee
     return session_salt(endpoint.cfg.run_id, low, high), hello.size, hello.chunk
 
 
-def stream_own_blinded(s: _Session, ids: list[str], order: np.ndarray) -> None:
+def stream_own_blinded(s: _Session, ids: Sequence[str], order: np.ndarray) -> None:
     """Step 2: blind our IDs in the shuffled `order` and stream them to the peer."""
     chunks = _chunks(len(ids), s.chunk)
 
@@ -139,9 +140,10 @@ def stream_own_blinded(s: _Session, ids: list[str], order: np.ndarray) -> None:
     _pipeline(s.pool, tasks, _BLIND, send, window=2 * max(1, s.pool.size))
 
 
-def reblind_peer_stream(s: _Session) -> list[bytes]:
+def reblind_peer_stream(s: _Session) -> np.ndarray:
     """Step 3: blind the peer's chunks again and send them back; keep them for matching."""
-    received: list[bytes] = []
+    received = np.empty(s.peer_size, dtype=_MATCH)
+    filled = 0
 
     def incoming() -> Iterable[tuple]:
         for expected in _chunks(s.peer_size, s.peer_chunk):
@@ -152,34 +154,40 @@ def reblind_peer_stream(s: _Session) -> list[bytes]:
             yield (points, s.secret)
 
     def send_back(index: int, values: bytes) -> None:
+        nonlocal filled
         messages.send(s.endpoint, s.peer, PsiDoubled(values))
-        received.append(values)
-        s.progress.update(len(values) // MATCH_BYTES)
+        count = len(values) // MATCH_BYTES
+        received[filled : filled + count] = np.frombuffer(values, dtype=_MATCH)
+        filled += count
+        s.progress.update(count)
 
     _pipeline(s.pool, incoming(), _REBLIND, send_back, window=2 * max(1, s.pool.size))
     return received
 
 
-def intersect(s: _Session, own_size: int, order: np.ndarray, peer_double: list[bytes]) -> np.ndarray:
-    """Step 4: match doubly-blinded values; return our positions in the canonical shared order."""
-    own_double = []
+def intersect(s: _Session, own_size: int, order: np.ndarray, peer_double: np.ndarray) -> np.ndarray:
+    """Step 4: match doubly-blinded values; return our positions in the canonical shared order.
+
+    Vectorised over fixed-width values, 16 bytes per own and per peer ID; the peer's are sorted in place."""
+    own = np.empty(own_size, dtype=_MATCH)
+    filled = 0
     for expected in _chunks(own_size, s.chunk):
         values = messages.receive(s.endpoint, s.peer, PsiDoubled).values
         if len(values) != len(expected) * MATCH_BYTES:
             raise ProtocolError(f"{s.peer} sent PsiDoubled with field 'values' of {len(values)} bytes for a chunk "
                                 f"of {len(expected)} IDs ({MATCH_BYTES} bytes each)")
-        own_double.append(values)
-    own = b"".join(own_double)
-    theirs = b"".join(peer_double)
-    peer_set = {theirs[k : k + MATCH_BYTES] for k in range(0, len(theirs), MATCH_BYTES)}
-    shared = [(own[k * MATCH_BYTES : (k + 1) * MATCH_BYTES], int(order[k])) for k in range(own_size)
-              if own[k * MATCH_BYTES : (k + 1) * MATCH_BYTES] in peer_set]
-    shared.sort()
-    return np.array([position for _, position in shared], dtype=np.int64)
+        own[filled : filled + len(expected)] = np.frombuffer(values, dtype=_MATCH)
+        filled += len(expected)
+    theirs = peer_double
+    theirs.sort()
+    at = np.minimum(np.searchsorted(theirs, own), max(theirs.size - 1, 0))
+    shared = np.flatnonzero(theirs[at] == own) if theirs.size else np.empty(0, dtype=np.int64)
+    canonical = np.argsort(own[shared], kind="stable")  # by value: the same order on both sides
+    return order[shared[canonical]].astype(np.int64)
 
 
-def run_psi(endpoint: Endpoint, peer: str, ids: list[str], pool: WorkerPool, settings: PsiSettings) -> PsiResult:
-    """Both roles call this with their normalised, duplicate-free IDs."""
+def run_psi(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool, settings: PsiSettings) -> PsiResult:
+    """Both roles call this with their normalised, duplicate-free IDs (a list, or an `IdStore` on disk)."""
     start = time.perf_counter()
     sent0, received0 = endpoint.bytes_sent[peer], endpoint.bytes_received[peer]
     salt, peer_size, peer_chunk = exchange_hello(endpoint, peer, len(ids), settings.chunk_size,

@@ -27,7 +27,7 @@ from protocol.crypto.paillier import DEFAULT_BITS, PrivateKey, read_private_key
 from protocol.layer.plan import LayerPlan
 from protocol.net.codec import decode
 from scenarios.centralised import PlainLayer, load_joined, train
-from scenarios.launch import LocalRun, run_all, write_local_run
+from scenarios.launch import LocalRun, run_all, set_compute, write_local_run
 
 BASELINES = (("popularity", "popularity"), ("item_knn", "item-kNN"), ("ease", "EASE"))
 MODELS = (("a_alone", "A alone"), ("federated", "federated"), ("centralised", "centralised"))
@@ -203,12 +203,13 @@ def spread_table(per_seed: list[dict[str, dict]], k: int) -> str:
 def build_run(root: Path, tables: dict[str, Path], a: dict, b: dict, run_id: str, epochs: int,
               key_bits: int = DEFAULT_BITS, progress: bool = True, tower: dict | None = None, record: bool = False,
               peer_timeout: float | None = None, a_extra: dict | None = None, b_extra: dict | None = None,
-              **train: object) -> LocalRun:
+              workers: int | None = None, compute: dict | None = None, **train: object) -> LocalRun:
     """Configs and certificates for a scenario in `root`: A's and B's table sections plus the shared settings.
 
     `tables` are the scenario's files, each in its owner's directory (`root/<role>/...`); `a` and `b` name
     them by key as "{key}" in "table". `a_extra`, `b_extra`: more sections of A's and B's configs (e.g.
-    {"privacy": {...}, "audit": {"record": True}})."""
+    {"privacy": {...}, "audit": {"record": True}}). `workers`, `compute`: every role's
+    `workers` and [compute] section."""
 
     def resolve(section: dict, role: str) -> dict:
         return {k: resolve(v, role) if isinstance(v, dict) else
@@ -221,4 +222,5 @@ def build_run(root: Path, tables: dict[str, Path], a: dict, b: dict, run_id: str
         "party_b": {**resolve(b, "party_b"), **({"model": tower} if tower else {}), "psi": {"progress": progress},
                     **(b_extra or {})},
     }
+    set_compute(sections, workers, compute)
     return write_local_run(root, sections, run_id=run_id, record=record, peer_timeout=peer_timeout)

@@ -133,6 +133,16 @@ def write_local_run(root: Path, sections: dict[str, dict], run_id: str = "local"
     return run
 
 
+def set_compute(sections: dict[str, dict], workers: int | None = None, compute: dict | None = None) -> None:
+    """Give every role of `sections` the same `workers` and [compute] section, where given."""
+    for role in Role:
+        section = sections.setdefault(role, {})
+        if workers is not None:
+            section["workers"] = workers
+        if compute:
+            section["compute"] = compute
+
+
 def _env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
                 PYTHONUNBUFFERED="1")

@@ -46,3 +46,13 @@ def test_a_forbidden_import_breaks_it(tmp_path: Path, module: str, line: str, co
     result = lint(tmp_path)
     assert result.returncode != 0
     assert f"{contract} BROKEN" in result.stdout, result.stdout
+
+
+def test_the_local_backend_never_imports_ray() -> None:
+    """`make demo` needs no Ray: the roles' entry points and a local pool load without it."""
+    code = ("import sys, party_a.run, party_b.run, coordinator.service, coordinator.refresh, party_b.refresh; "
+            "from protocol.runtime.compute import open_pool; from protocol.runtime.config import Compute; "
+            "open_pool(Compute(workers=1)).close(); assert 'ray' not in sys.modules, 'ray was imported'")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={"PYTHONPATH": str(ROOT), "PATH": str(Path(sys.executable).parent)})
+    assert result.returncode == 0, result.stderr

@@ -74,13 +74,13 @@ class FixedPointLayer:
         return g
 
 
-def small_run(root: Path, shop_users: int, items: int, batch_users: int, record: bool = False,
+def small_run(root: Path, shop_users: int, items: int, batch_users: int, record: bool = False, epochs: int = 1,
               **extra: dict) -> LocalRun:
-    """Story 1 at a tiny size, one epoch, the held-out item ranked against 20 others; `extra`: a_extra and
-    b_extra config sections."""
+    """Story 1 at a tiny size, the held-out item ranked against 20 others; `extra`: a_extra, b_extra and compute
+    config sections."""
     tables = write_ecommerce_bank(root / "party_a" / "data", root / "party_b" / "data", shop_users, items, seed=5)
     shop = {**SHOP, "eval": {"negatives": 20}}
-    return build_run(root, tables, shop, BANK, "exactness", epochs=1, progress=False, batch_users=batch_users,
+    return build_run(root, tables, shop, BANK, "exactness", epochs=epochs, progress=False, batch_users=batch_users,
                      record=record, **extra)
 
 
@@ -93,8 +93,8 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> LocalRun:
     return run
 
 
-def twin(run: LocalRun, defended: bool = False) -> tuple:
-    """The plaintext twin of a run's first STEPS steps; `defended`: with the parties' [privacy] noise, drawn
+def twin(run: LocalRun, defended: bool = False, steps: int = STEPS) -> tuple:
+    """The plaintext twin of a run's first `steps` steps; `defended`: with the parties' [privacy] noise, drawn
     from the same seeds."""
     key = coordinator_key(run)
     joined = load_joined(run.configs["party_a"], run.configs["party_b"])
@@ -106,26 +106,31 @@ def twin(run: LocalRun, defended: bool = False) -> tuple:
         sampler = Sampler(joined.data, t.train.batch_users, t.model.history, t.train.targets, t.train.seed)
         outer = DefendedLayer(layer, sampler, delta_noise(t.privacy, plan.batch_users, plan.delta_max),
                               embedding_noise(b.privacy))
-    trained = train(joined.data, joined.b_features, joined.training, joined.tower, outer, max_steps=STEPS,
+    trained = train(joined.data, joined.b_features, joined.training, joined.tower, outer, max_steps=steps,
                     evaluate=False)
     return key, plan, layer, trained
 
 
-def test_secure_steps_match_the_plaintext_twin(recorded: LocalRun) -> None:
-    key, plan, layer, trained = twin(recorded)
-    assert len(layer.delta_seen) == STEPS  # 60 shared users in batches of 20
-    model_dir_a, model_dir_b = recorded.workdir("party_a") / "model", recorded.workdir("party_b") / "model"
-    w_rows = decrypt_saved(recorded, "party_b", "w_rows")
-    w_cols = decrypt_saved(recorded, "party_a", "w_cols")
+def assert_matches_twin(run: LocalRun, steps: int) -> None:
+    """The run's [W] and both parties' models after `steps` steps are the twin's, within the bound above."""
+    key, plan, layer, trained = twin(run, steps=steps)
+    assert len(layer.delta_seen) == steps
+    model_dir_a, model_dir_b = run.workdir("party_a") / "model", run.workdir("party_b") / "model"
+    w_rows = decrypt_saved(run, "party_b", "w_rows")
+    w_cols = decrypt_saved(run, "party_a", "w_cols")
     assert (w_cols.T == w_rows).all(), "A's [W] by columns and B's [W] by rows hold different W"
     units = np.abs((w_rows - layer.w).astype(np.int64))
-    assert units.max() <= 2 * STEPS, f"W differs by {units.max()} units of 2^-{plan.w_bits}"
+    assert units.max() <= 2 * steps, f"W differs by {units.max()} units of 2^-{plan.w_bits}"
     for name, saved, ours in (("A", model_dir_a / "active.pt", trained.model), ("B", model_dir_b / "tower_b.pt",
                                                                              trained.tower)):
         state = torch.load(saved, weights_only=True)
         for param, value in ours.state_dict().items():
             diff = float((state[param] - value).abs().max())
             assert diff <= 1e-3, f"{name} parameter {param} differs by {diff}"
+
+
+def test_secure_steps_match_the_plaintext_twin(recorded: LocalRun) -> None:
+    assert_matches_twin(recorded, STEPS)  # 60 shared users in batches of 20
 
 
 def test_noise_enters_only_where_the_defences_add_it(tmp_path: Path) -> None:
@@ -150,10 +155,8 @@ def test_noise_enters_only_where_the_defences_add_it(tmp_path: Path) -> None:
     assert (releases == epochs).all(), "each epoch releases a user's e_B once: the evaluation sends it again"
 
 
-def test_one_secure_step_is_exact_but_for_rounding_w(tmp_path: Path) -> None:
-    run = small_run(tmp_path, shop_users=34, items=30, batch_users=32)
-    out = run_all(run, timeout=300)
-    assert all(o.returncode == 0 for o in out.values()), {r: o.output[-3000:] for r, o in out.items()}
+def assert_one_step_exact(run: LocalRun) -> None:
+    """After a run of one step, W is the twin's but for rounding and both parties' models are bit-identical."""
     key, plan, layer, trained = twin(run)
     assert len(layer.delta_seen) == 1  # all 20 shared users in one batch
     w_rows = decrypt_saved(run, "party_b", "w_rows")
@@ -165,6 +168,13 @@ def test_one_secure_step_is_exact_but_for_rounding_w(tmp_path: Path) -> None:
         state = torch.load(saved, weights_only=True)
         for param, value in ours.state_dict().items():
             assert torch.equal(state[param], value), f"{param} differs after one step"
+
+
+def test_one_secure_step_is_exact_but_for_rounding_w(tmp_path: Path) -> None:
+    run = small_run(tmp_path, shop_users=34, items=30, batch_users=32)
+    out = run_all(run, timeout=300)
+    assert all(o.returncode == 0 for o in out.values()), {r: o.output[-3000:] for r, o in out.items()}
+    assert_one_step_exact(run)
 
 
 def frames(run: LocalRun) -> list[dict]:

@@ -6,6 +6,7 @@ import os
 import unicodedata
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,7 +16,7 @@ from protocol.errors import DataError, ProtocolError
 from protocol.messages import PsiBlinded, PsiHello
 from protocol.runtime.workers import WorkerPool
 from psi.ecdh import MATCH_BYTES, POINT_BYTES, blind_ids, hash_to_point, new_secret, reblind, session_salt
-from psi.ids import Normalizer, normalize_ids
+from psi.ids import Normalizer, normalize_ids, stream_ids
 from psi.session import PsiSettings, run_psi
 from tests.fakes import MemoryNetwork, run_roles
 
@@ -154,6 +155,47 @@ def test_duplicates_after_normalisation_name_rows(tmp_path) -> None:
 def test_empty_id_names_row(tmp_path) -> None:
     with pytest.raises(DataError, match=r"users.csv: column 'email' row 2 has an empty ID"):
         normalize_ids(["a@x.com", "  ", "b@x.com"], Normalizer(kind="email"), tmp_path / "users.csv", "email")
+
+
+def write_ids(path, raw: list[str]) -> None:
+    frame = pd.DataFrame({"email": raw, "x": range(len(raw))})
+    frame.to_parquet(path, index=False) if path.suffix == ".parquet" else frame.to_csv(path, index=False)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_streamed_ids_are_the_normalised_list(tmp_path, suffix: str) -> None:
+    raw = [f" User.{i}@Example.com" for i in range(23)] + ["ü@x.com", "ß@x.com"]
+    write_ids(path := tmp_path / f"users{suffix}", raw)
+    store = stream_ids(path, "email", Normalizer(kind="email"), chunk_rows=4)  # chunks of 4 rows
+    assert len(store) == 25 and list(store) == normalize_ids(raw, Normalizer(kind="email"), path, "email")
+    with pytest.raises(IndexError):
+        store[25]
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (["a@x.com", "b@x.com", "c@x.com", " A@X.com", "d@x.com", "B@x.com", "a@X.com"],
+     "2 duplicated IDs after normalisation (5 rows); first: row 1 and row 4 and row 7; row 2 and row 6"),
+    (["a@x.com", "b@x.com", "c@x.com", "d@x.com", " ", "e@x.com", "  "], "row 5 has an empty ID after "
+                                                                        "normalisation (2 such rows)")])
+def test_streamed_ids_refused_across_chunks_as_the_list_is(tmp_path, raw: list[str], expected: str) -> None:
+    write_ids(path := tmp_path / "users.csv", raw)
+    with pytest.raises(DataError) as listed:
+        normalize_ids(raw, Normalizer(kind="email"), path, "email")
+    with pytest.raises(DataError) as streamed:
+        stream_ids(path, "email", Normalizer(kind="email"), chunk_rows=3)
+    assert str(streamed.value) == str(listed.value) and expected in str(listed.value)
+
+
+def test_psi_over_a_streamed_store_matches_the_list(tmp_path) -> None:
+    ids_a = [f"id{i}" for i in range(60)]
+    write_ids(path := tmp_path / "a.csv", ids_a)
+    net = MemoryNetwork()
+    ra, rb = run_roles((run_psi, net.endpoint("party_a"), "party_b", stream_ids(path, "email", TEXT, 7), POOL,
+                        PsiSettings(5, False)),
+                       (run_psi, net.endpoint("party_b"), "party_a", ids_a[30:] + ["x", "y"], POOL,
+                        PsiSettings(9, False)))
+    assert sorted(ids_a[i] for i in ra.positions) == ids_a[30:]
+    assert [ids_a[i] for i in ra.positions] == [(ids_a[30:] + ["x", "y"])[i] for i in rb.positions]
 
 
 def test_positions_index_the_party_list() -> None:

@@ -7,11 +7,15 @@ on line r + 1). Everything here runs before any network traffic.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
+import pyarrow.parquet as pq
 
 from protocol.errors import DataError
 from protocol.runtime.config import Table
@@ -44,29 +48,61 @@ class TableSpec:
         return spec
 
 
-def read_table(path: Path, columns: list[str], text_columns: list[str]) -> pd.DataFrame:
-    """Read `columns` of a CSV or Parquet file; `text_columns` are read as strings, never parsed."""
+def _columns_of(path: Path) -> list[str]:
+    """The table's column names, read from its header or schema only."""
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return list(pq.read_schema(path).names)
+    return list(pd.read_csv(path, nrows=0).columns)
+
+
+def _check_columns(path: Path, columns: list[str]) -> None:
+    """A missing table or column stops the run naming it (and the table's columns)."""
     if not path.is_file():
         raise DataError(f"table {path} not found")
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-            for c in text_columns:
-                if c in frame.columns:
-                    frame[c] = frame[c].astype("string").fillna("")
-        else:
-            frame = pd.read_csv(path, dtype={c: str for c in text_columns}, keep_default_na=False,
-                                na_values=[""], low_memory=False)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        present = _columns_of(path)
+    except (OSError, ValueError, pd.errors.ParserError, pa.ArrowException) as exc:
         raise DataError(f"table {path} cannot be read: {exc}") from None
-    missing = [c for c in columns if c not in frame.columns]
+    missing = [c for c in columns if c not in present]
     if missing:
         raise DataError(f"{path}: column {missing[0]!r} not found; the table has columns "
-                        f"{', '.join(map(repr, frame.columns))}")
-    frame = frame[list(dict.fromkeys(columns))].copy()
+                        f"{', '.join(map(repr, present))}")
+
+
+def read_table(path: Path, columns: list[str], text_columns: list[str]) -> pd.DataFrame:
+    """Read `columns` (and only them) of a CSV or Parquet file; `text_columns` are read as strings, never parsed."""
+    _check_columns(path, columns)
+    wanted = list(dict.fromkeys(columns))
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pd.read_parquet(path, columns=wanted)
+            for c in text_columns:
+                frame[c] = frame[c].astype("string").fillna("")
+        else:
+            frame = pd.read_csv(path, usecols=wanted, dtype={c: str for c in text_columns}, keep_default_na=False,
+                                na_values=[""], low_memory=False)
+    except (OSError, ValueError, pd.errors.ParserError, pa.ArrowException) as exc:
+        raise DataError(f"table {path} cannot be read: {exc}") from None
+    frame = frame[wanted].copy()
     for c in text_columns:
         frame[c] = frame[c].fillna("").astype(str)
     return frame
+
+
+def read_text_column(path: Path, column: str, rows: int) -> Iterator[list[str]]:
+    """One text column of a CSV or Parquet file, `rows` rows at a time, never the whole table in memory."""
+    _check_columns(path, [column])
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=rows, columns=[column]):
+                values = pa.compute.cast(batch.column(0), pa.string()).fill_null("")
+                yield values.to_pylist()
+        else:
+            for chunk in pd.read_csv(path, usecols=[column], dtype=str, keep_default_na=False, na_values=[""],
+                                     chunksize=rows):
+                yield chunk[column].fillna("").tolist()
+    except (OSError, ValueError, pd.errors.ParserError, pa.ArrowException) as exc:
+        raise DataError(f"table {path} cannot be read: {exc}") from None
 
 
 def row_label(index: int) -> str:

@@ -15,7 +15,6 @@ from typing import Any
 from protocol.crypto.keyfiles import Passphrase, read_passphrase_file
 from protocol.errors import ConfigError
 from protocol.roles import PEERS, Role
-from protocol.runtime.workers import default_size
 
 _MISSING = object()
 
@@ -243,21 +242,43 @@ def require_pins_across_cas(file: Path, peers: dict[str, PeerConfig]) -> None:
 
 
 @dataclass(frozen=True)
+class Compute:
+    """Where a role's heavy work runs: its own worker processes, or its own organisation's Ray cluster."""
+
+    backend: str = "local"  # local | ray
+    workers: int | None = None  # None: one per core (local) or per CPU of the Ray cluster; 0: inline
+    address: str = ""  # ray: the cluster's address ("host:port", "auto"), or "local" for one in this process
+    max_in_flight: int | None = None  # tasks submitted and unfinished at once; None: two per worker
+
+
+@dataclass(frozen=True)
 class PartyBasics:
     """What both parties' configs share besides their data."""
 
     network: NetworkConfig
     workdir: Path
     public_key_pin: str | None
-    workers: int
+    compute: Compute
 
 
-def read_workers(root: Table) -> int:
-    """`workers`: the size of the role's process pool, by default one per core; 0 works inline."""
-    workers = root.take("workers", int, default_size())
-    if workers < 0:
+def read_compute(root: Table) -> Compute:
+    """`workers` and [compute]: the size of the role's pool and what runs it (README, "Compute backends")."""
+    workers = root.take("workers", int, None)
+    if workers is not None and workers < 0:
         raise root.error("workers", "must be 0 (work inline) or more")
-    return workers
+    t = root.sub("compute")
+    backend = t.take_choice("backend", ("local", "ray"), "local")
+    address = t.take("address", str, "")
+    if backend == "ray" and not address:
+        raise t.error("address", 'required with backend = "ray": the address of this organisation\'s own Ray '
+                                 'cluster ("host:port" or "auto"), or "local" to start one in this process')
+    if backend == "local" and address:
+        raise t.error("address", 'only with backend = "ray"')
+    max_in_flight = t.take("max_in_flight", int, None)
+    if max_in_flight is not None and max_in_flight < 1:
+        raise t.error("max_in_flight", f"must be positive, got {max_in_flight}")
+    t.finish()
+    return Compute(backend, workers, address, max_in_flight)
 
 
 def read_record(root: Table) -> bool:
@@ -274,4 +295,4 @@ def read_party_basics(root: Table, role: Role) -> PartyBasics:
     coordinator = root.sub("coordinator")
     pin = coordinator.take("public_key_fingerprint", str, None) or None
     coordinator.finish()
-    return PartyBasics(network, workdir, pin, read_workers(root))
+    return PartyBasics(network, workdir, pin, read_compute(root))

@@ -12,6 +12,7 @@ from protocol import messages
 from protocol.crypto.paillier import PublicKey
 from protocol.layer.decryption import receive_public_key
 from protocol.net.transport import Endpoint
+from protocol.runtime.compute import open_pool
 from protocol.runtime.config import PartyBasics
 from protocol.runtime.workers import WorkerPool
 
@@ -20,7 +21,7 @@ def run_party(basics: PartyBasics, body: Callable[[Endpoint, PublicKey, WorkerPo
     endpoint = Endpoint(basics.network, messages.inbox_tags(basics.network.role)).start()
     try:
         public = receive_public_key(endpoint, basics.public_key_pin)
-        with WorkerPool(basics.workers) as pool:
+        with open_pool(basics.compute) as pool:
             body(endpoint, public, pool)
     except BaseException as exc:
         endpoint.abort(f"{basics.network.role} stopped: {exc or type(exc).__name__}")

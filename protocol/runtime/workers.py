@@ -1,11 +1,13 @@
-"""A pool of worker processes for one role's big-integer and curve work.
+"""A pool of workers for one role's big-integer and curve work.
 
-The workers are child processes of the role that started them and speak our own
-codec over their stdin/stdout pipes (length-prefixed frames), so nothing is ever
-pickled, not even between a role and its own workers. A task names a function as
-"module:function" inside this project's packages; workers import it on first use
-and may keep per-key caches (fixed-base tables, keys) between tasks.
+A task names a function as "module:function" inside this project's shared packages
+(`resolve`); a worker imports it on first use and may keep per-key caches (fixed-base
+tables, keys) between tasks. Requests and answers are frames of our own codec
+(`request` and `handle`), so nothing is ever pickled between a role and its workers.
 
+The pool is the same whatever carries the frames: here, child processes of the role
+speaking over their stdin/stdout pipes (length-prefixed frames); in
+`protocol/runtime/ray_pool.py`, Ray actors in the role's own Ray cluster.
 `WorkerPool(0)` runs every task inline in the calling process, which is what small
 inputs and unit tests want.
 """
@@ -21,13 +23,13 @@ import sys
 import threading
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 from protocol.errors import ProtocolError
 from protocol.net import codec
 
 _ALLOWED_PACKAGES = ("protocol.", "psi.")
-_ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def resolve(op: str) -> Callable:
@@ -40,6 +42,37 @@ def resolve(op: str) -> Callable:
 
 def default_size() -> int:
     return os.cpu_count() or 1
+
+
+def ready() -> bool:
+    """A task that does nothing: a worker that answers it has started."""
+    return True
+
+
+def request(op: str, args: tuple) -> bytes:
+    """The frame that asks a worker to run `op(*args)`."""
+    return codec.encode({"op": op, "args": list(args)})
+
+
+def handle(frame: bytes) -> bytes:
+    """A worker's side: run the requested task, answer its result or its error."""
+    try:
+        asked = codec.decode(frame)
+        answer = {"ok": resolve(asked["op"])(*asked["args"])}
+    except Exception as exc:  # noqa: BLE001 - reported to the pool, which raises it
+        answer = {"error": f"{type(exc).__name__}: {exc}"}
+    return codec.encode(answer)
+
+
+class Worker(Protocol):
+    """What carries frames to one worker and back."""
+
+    name: str
+
+    def exchange(self, frame: bytes) -> bytes | None:
+        """Send one request frame, wait for its answer (None: the worker died)."""
+
+    def stop(self) -> None: ...
 
 
 def _write_frame(stream: Any, data: bytes) -> None:
@@ -58,13 +91,37 @@ def _read_frame(stream: Any) -> bytes | None:
     return data
 
 
-class _Worker:
-    def __init__(self, index: int, tasks: "queue.Queue[tuple[str, tuple, Future] | None]"):
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(_ROOT), os.environ.get("PYTHONPATH", "")]))
+class ProcessWorker:
+    """A child process of the role, speaking frames over its pipes."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
         self.proc = subprocess.Popen([sys.executable, "-m", "protocol.runtime.workers"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, env=env, cwd=str(_ROOT))
+                                     stdout=subprocess.PIPE, env=env, cwd=str(ROOT))
+        self.name = f"worker process {self.proc.pid}"
+
+    def exchange(self, frame: bytes) -> bytes | None:
+        _write_frame(self.proc.stdin, frame)
+        return _read_frame(self.proc.stdout)
+
+    def stop(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class _Server:
+    """One thread per worker: takes tasks from the pool's queue and runs them there, one at a time."""
+
+    def __init__(self, index: int, worker: Worker, tasks: "queue.Queue[tuple[str, tuple, Future] | None]"):
+        self.worker = worker
         self.tasks = tasks
-        self.lock = threading.Lock()  # one request at a time on this worker's pipes
+        self.lock = threading.Lock()  # one request at a time on this worker
         self.thread = threading.Thread(target=self._serve, name=f"worker-{index}", daemon=True)
         self.thread.start()
 
@@ -81,33 +138,33 @@ class _Worker:
     def call(self, op: str, args: tuple) -> Any:
         """Run one task on this worker and wait for its answer."""
         with self.lock:
-            _write_frame(self.proc.stdin, codec.encode({"op": op, "args": list(args)}))
-            frame = _read_frame(self.proc.stdout)
+            frame = self.worker.exchange(request(op, args))
         if frame is None:
-            raise ProtocolError(f"worker process {self.proc.pid} died during {op}")
+            raise ProtocolError(f"{self.worker.name} died during {op}")
         answer = codec.decode(frame)
         if "error" in answer:
             raise ProtocolError(f"worker task {op} failed: {answer['error']}")
         return answer["ok"]
 
-    def stop(self) -> None:
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
 
 class WorkerPool:
-    """`size` worker processes sharing one task queue (inline execution when size is 0)."""
+    """`size` worker processes sharing one task queue (inline execution when size is 0).
 
-    def __init__(self, size: int | None = None):
-        self.size = default_size() if size is None else size
+    `workers`, if given, replace the child processes (then `size` is their number). At most `max_in_flight`
+    tasks (default two per worker) are submitted and unfinished at once: `submit` waits beyond that, so a
+    caller streaming chunks through the pool holds a bounded number of them. `on_close` runs after the
+    workers stopped."""
+
+    def __init__(self, size: int | None = None, max_in_flight: int | None = None,
+                 workers: list[Worker] | None = None, on_close: Callable[[], None] | None = None):
+        if workers is None:
+            workers = [ProcessWorker() for _ in range(default_size() if size is None else size)]
+        self.size = len(workers)
+        self.max_in_flight = max_in_flight or 2 * max(1, self.size)
+        self._slots = threading.BoundedSemaphore(self.max_in_flight)
+        self._on_close = on_close
         self._tasks: queue.Queue = queue.Queue()
-        self._workers = [_Worker(i, self._tasks) for i in range(self.size)]
+        self._servers = [_Server(i, worker, self._tasks) for i, worker in enumerate(workers)]
 
     def submit(self, op: str, *args: Any) -> Future:
         future: Future = Future()
@@ -116,16 +173,18 @@ class WorkerPool:
                 future.set_result(codec.decode(codec.encode(resolve(op)(*args))))
             except BaseException as exc:  # noqa: BLE001
                 future.set_exception(exc)
-        else:
-            self._tasks.put((op, args, future))
+            return future
+        self._slots.acquire()
+        future.add_done_callback(lambda _: self._slots.release())
+        self._tasks.put((op, args, future))
         return future
 
     def broadcast(self, op: str, *args: Any) -> None:
         """Run `op` once on every worker (inline when size is 0), e.g. to install state later tasks only name."""
         if self.size == 0:
             resolve(op)(*args)
-        for worker in self._workers:
-            worker.call(op, args)
+        for server in self._servers:
+            server.call(op, args)
 
     def map(self, op: str, arg_tuples: Iterable[tuple]) -> list:
         """Run `op` on every argument tuple in parallel; results in input order."""
@@ -133,11 +192,13 @@ class WorkerPool:
         return [f.result() for f in futures]
 
     def close(self) -> None:
-        for _ in self._workers:
+        for _ in self._servers:
             self._tasks.put(None)
-        for worker in self._workers:
-            worker.thread.join(timeout=5)
-            worker.stop()
+        for server in self._servers:
+            server.thread.join(timeout=5)
+            server.worker.stop()
+        if self._on_close is not None:
+            self._on_close()
 
     def __enter__(self) -> "WorkerPool":
         return self
@@ -151,12 +212,7 @@ def _main() -> None:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the frame stream
     while (frame := _read_frame(stdin)) is not None:
-        try:
-            request = codec.decode(frame)
-            answer = {"ok": resolve(request["op"])(*request["args"])}
-        except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
-            answer = {"error": f"{type(exc).__name__}: {exc}"}
-        _write_frame(stdout, codec.encode(answer))
+        _write_frame(stdout, handle(frame))
 
 
 if __name__ == "__main__":

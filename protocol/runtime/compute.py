@@ -1,0 +1,22 @@
+"""A role's worker pool as its config's `workers` and [compute] ask for.
+
+`local` (the default) is the role's own child processes; `ray` is actors in the
+role's own organisation's Ray cluster (`protocol/runtime/ray_pool.py`, which alone
+imports Ray, so a role that does not ask for it never needs it installed). Either
+way the pool has the same interface and the same tasks, and roles still talk to
+each other only over gRPC with mutual TLS.
+"""
+
+from __future__ import annotations
+
+from protocol.runtime.config import Compute
+from protocol.runtime.workers import WorkerPool
+
+
+def open_pool(compute: Compute) -> WorkerPool:
+    """The role's pool; `workers = 0` works inline whatever the backend."""
+    if compute.backend == "ray" and compute.workers != 0:
+        from protocol.runtime.ray_pool import ray_pool
+
+        return ray_pool(compute)
+    return WorkerPool(compute.workers, max_in_flight=compute.max_in_flight)
