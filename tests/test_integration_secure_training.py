@@ -89,8 +89,8 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> LocalRun:
     return run
 
 
-def twin(run: LocalRun, defended: bool = False) -> tuple:
-    """The plaintext twin of a run's first STEPS steps; `defended`: with the parties' [privacy] noise, drawn
+def twin(run: LocalRun, defended: bool = False, steps: int = STEPS) -> tuple:
+    """The plaintext twin of a run's first `steps` steps; `defended`: with the parties' [privacy] noise, drawn
     from the same seeds."""
     key = coordinator_key(run)
     joined = load_joined(run.configs["party_a"], run.configs["party_b"])
@@ -102,7 +102,7 @@ def twin(run: LocalRun, defended: bool = False) -> tuple:
         sampler = Sampler(joined.data, t.train.batch_users, t.model.history, t.train.targets, t.train.seed)
         outer = DefendedLayer(layer, sampler, DeltaNoise(t.privacy, plan.batch_users, plan.delta_max),
                               EmbeddingNoise(b.privacy))
-    trained = train(joined.data, joined.b_features, joined.training, joined.tower, outer, max_steps=STEPS,
+    trained = train(joined.data, joined.b_features, joined.training, joined.tower, outer, max_steps=steps,
                     evaluate=False)
     return key, plan, layer, trained
 

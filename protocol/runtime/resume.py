@@ -100,7 +100,7 @@ def follow(endpoint: Endpoint, own: Holding, timeout: float) -> Agreed:
     endpoint.suspend()
     nonce = secrets.token_hex(8)
     hello = Resume(endpoint.cfg.run_id, own.plan, np.array(own.held, dtype=np.int64), endpoint.last_generation, nonce)
-    deadline, sent = time.monotonic() + timeout, -_RESEND
+    deadline, sent = time.monotonic() + timeout + 2 * _RESEND, -_RESEND  # A gives up first, and says why
     while True:
         if time.monotonic() > deadline:
             raise PeerError(f"{A} did not take {endpoint.cfg.role} back within {timeout:.0f}s to resume")
