@@ -62,6 +62,10 @@ class Proxy:
         timer.daemon = True
         timer.start()
 
+    def heal(self) -> None:
+        """End a partition now."""
+        self._flowing.set()
+
     def close(self) -> None:
         self._closed.set()
         self._flowing.set()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,13 +63,10 @@ class Holding:
 def lead(endpoint: Endpoint, own: Holding, timeout: float) -> Agreed:
     """A's side of the handshake."""
     endpoint.suspend()
-    followers = tuple(str(p) for p in PEERS[A])
-    for peer in followers:
-        try:
-            messages.send(endpoint, peer, ResumeCall(secrets.token_hex(8)))
-        except PeerLost:
-            pass  # gone: it comes back with a Resume of its own when restarted
     deadline = time.monotonic() + timeout
+    followers = tuple(str(p) for p in PEERS[A])
+    for peer in followers:  # in the background: an unreachable one would hold the others' call for its timeout
+        threading.Thread(target=_call, args=(endpoint, peer), daemon=True).start()
     got: dict[str, Resume] = {}
     while missing := [p for p in followers if p not in got]:
         if time.monotonic() > deadline:
@@ -93,6 +91,13 @@ def lead(endpoint: Endpoint, own: Holding, timeout: float) -> Agreed:
         raise ProtocolError(error)
     endpoint.enter(generation)
     return Agreed(step, generation)
+
+
+def _call(endpoint: Endpoint, peer: str) -> None:
+    try:
+        messages.send(endpoint, peer, ResumeCall(secrets.token_hex(8)))
+    except PeerError:
+        pass  # gone: it comes back with a Resume of its own when restarted
 
 
 def follow(endpoint: Endpoint, own: Holding, timeout: float) -> Agreed:
