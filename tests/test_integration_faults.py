@@ -103,7 +103,7 @@ def test_a_killed_peer_is_noticed_at_once_and_waited_for_until_the_peer_timeout(
     ([checkpoint] rejoin); B is not restarted, so after the peer timeout they stop naming it."""
     run = fault_run(tmp_path, peer_timeout=12.0)
     procs = {role: start(run, role) for role in ROLES}
-    wait_for_line(run, "party_a", "training on", procs, timeout=120)
+    wait_for_line(run, "party_a", "checkpoint at step 0 held by all three", procs, timeout=120)
     killed = time.monotonic()
     procs["party_b"].kill()  # SIGKILL: no goodbye to anyone
     procs["party_b"].wait()

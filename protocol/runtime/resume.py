@@ -129,7 +129,8 @@ def follow(endpoint: Endpoint, own: Holding, timeout: float) -> Agreed:
 def resumable(endpoint: Endpoint, settings: CheckpointSettings, holding: Callable[[], Holding],
               fresh: Callable[[], T], resume: Callable[[Agreed], T], resuming: bool) -> T:
     """Run `fresh()`, or when `resuming` the handshake then `resume(agreed)`; whenever a peer is lost on the way
-    (and [checkpoint] rejoin is on), roll back: the handshake again, then `resume` from the agreed checkpoint."""
+    (and [checkpoint] rejoin is on, and this role holds a checkpoint to go back to), roll back: the handshake
+    again, then `resume` from the agreed checkpoint."""
     cfg = endpoint.cfg
     timeout, cause = cfg.connect_timeout, None
     while True:
@@ -145,7 +146,7 @@ def resumable(endpoint: Endpoint, settings: CheckpointSettings, holding: Callabl
             log.info("resuming from the checkpoint at step %d, generation %d", agreed.step, agreed.generation)
             return resume(agreed)
         except PeerLost as exc:
-            if not settings.rejoin:
+            if not settings.rejoin or not holding().held:
                 raise
             log.warning("%s; rolling back to the newest checkpoint all three hold, waiting up to %.0fs "
                         "([network] peer_timeout) for the others", exc, cfg.peer_timeout)
