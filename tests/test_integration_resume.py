@@ -28,7 +28,7 @@ ROLES = ("coordinator", "party_a", "party_b")
 EPOCHS, STEPS = 3, 9  # 3 steps an epoch
 
 
-def resume_run(root: Path, peer_timeout: float) -> LocalRun:
+def resume_run(root: Path, peer_timeout: float, epochs: int = EPOCHS) -> LocalRun:
     """The tiny story with a checkpoint after every step, keeping 3, at every role."""
     run = small_run(root, shop_users=100, items=40, batch_users=20)
     for role in ROLES:
@@ -36,7 +36,7 @@ def resume_run(root: Path, peer_timeout: float) -> LocalRun:
         config["network"]["peer_timeout"] = peer_timeout
         config["checkpoint"] = {"every_steps": 1, "keep": 3}
         if role == "party_a":
-            config["train"]["epochs"] = EPOCHS
+            config["train"]["epochs"] = epochs
         run.configs[role].write_text(to_toml(config) + "\n")
     return run
 
@@ -50,15 +50,19 @@ def held_by_all(run: LocalRun, step: int, procs: dict[str, subprocess.Popen], ti
         time.sleep(0.05)
 
 
-def assert_twin_agrees(run: LocalRun) -> None:
+def count(run: LocalRun, role: str, text: str) -> int:
+    return run.output(role).read_text(errors="replace").count(text)
+
+
+def assert_twin_agrees(run: LocalRun, steps: int = STEPS) -> None:
     """[W] by columns at A is [W] by rows at B transposed, and both parties' models are the plaintext twin's after
-    STEPS steps: no step was applied twice or lost."""
-    _, plan, layer, trained = twin(run, steps=STEPS)
-    assert len(layer.delta_seen) == STEPS
+    `steps` steps: no step was applied twice or lost."""
+    _, plan, layer, trained = twin(run, steps=steps)
+    assert len(layer.delta_seen) == steps
     w_rows = decrypt_saved(run, "party_b", "w_rows")
     assert (decrypt_saved(run, "party_a", "w_cols").T == w_rows).all(), "A's and B's [W] hold different W"
     units = np.abs((w_rows - layer.w).astype(np.int64))
-    assert units.max() <= 2 * STEPS, f"W differs by {units.max()} units of 2^-{plan.w_bits}"
+    assert units.max() <= 2 * steps, f"W differs by {units.max()} units of 2^-{plan.w_bits}"
     for name, saved, ours in (("A", run.workdir("party_a") / "model" / "active.pt", trained.model),
                               ("B", run.workdir("party_b") / "model" / "tower_b.pt", trained.tower)):
         state = torch.load(saved, weights_only=True)
@@ -99,6 +103,40 @@ def test_kill_9_of_each_role_is_survived_and_no_step_is_applied_twice(tmp_path: 
     assert {e["label"].rsplit("/g", 1)[1] for e in entries if "/g" in e["label"]} >= {"1", "2", "3"}
     assert not [p for role in ROLES for p in (run.workdir(role) / "checkpoints").glob("*/*")]  # a finished run forgets
 
+
+
+def test_each_role_killed_at_three_points_in_one_run(tmp_path: Path) -> None:
+    """The matrix: A, B and the coordinator each killed with SIGKILL three times, at random moments, each kill once
+    the run has made a new checkpoint since the last one was taken back; the run completes as the twin."""
+    epochs = 5
+    run = resume_run(tmp_path, peer_timeout=20.0, epochs=epochs)
+    rng = random.Random(3)
+    procs = {role: start(run, role) for role in ROLES}
+    try:
+        for role in ROLES * 3:
+            held = count(run, "party_a", "held by all three")
+            deadline = time.monotonic() + 120
+            while count(run, "party_a", "held by all three") <= held:
+                assert time.monotonic() < deadline and all(p.poll() is None for p in procs.values()), role
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 0.3))
+            resumed = count(run, role, "resuming from the checkpoint")
+            procs[role].kill()
+            procs[role].wait()
+            procs[role] = start(run, role)
+            while count(run, role, "resuming from the checkpoint") <= resumed:
+                assert time.monotonic() < deadline and procs[role].poll() is None, role
+                time.sleep(0.05)
+        out = wait_all(run, procs, timeout=300)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+    assert all(o.returncode == 0 for o in out.values()), {r: o.output[-3000:] for r, o in out.items()}
+    assert_twin_agrees(run, steps=3 * epochs)
+    for role in ROLES:
+        assert count(run, role, "resuming from the checkpoint") >= 3, role
+    assert not [e for e in audit_labels(run) if "refused" in e], "a redone step was refused as a replay"
 
 
 def test_a_partition_longer_than_the_peer_timeout_stops_all_and_resume_continues(tmp_path: Path) -> None:

@@ -79,7 +79,10 @@ def lead(endpoint: Endpoint, own: Holding, timeout: float) -> Agreed:
     plans = {p: r.plan for p, r in got.items()} | {str(A): own.plan}
     step = newest_common(*holdings.values())
     error = None
-    if len(set(plans.values())) > 1:
+    runs = {p: r.run_id for p, r in got.items() if r.run_id != endpoint.cfg.run_id}
+    if runs:
+        error = f"asked to resume other runs ({runs}) than {endpoint.cfg.run_id!r}"
+    elif len({plan for plan in plans.values() if plan}) > 1:
         error = f"the roles' checkpoints are of different plans ({plans}): resume with the configs they were made with"
     elif step is None:
         error = (f"no checkpoint all three hold ({'; '.join(f'{p}: {h}' for p, h in holdings.items())}); start the "
