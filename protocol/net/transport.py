@@ -270,7 +270,9 @@ class Endpoint:
                 if exc.code() not in _RETRYABLE:
                     raise PeerError(f"{self._who(peer)} refused {what}: {detail}") from None
                 state.failed(detail)
-                if _is_tls_failure(detail):
+                # once the peer was up, a handshake cut short means it went away (retried, as silence), not a bad
+                # certificate: a middlebox in front of a dead peer accepts the connection and closes it
+                if _is_tls_failure(detail) and state.last_ok is None:
                     raise PeerError(f"TLS handshake with {self._who(peer)} failed while {what}: {detail}") from None
                 if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # alive but full: back-pressure
                     if time.monotonic() - start > self.cfg.receive_timeout:
@@ -518,7 +520,10 @@ class Endpoint:
                     state.tls_failures = 0
                 except grpc.RpcError as exc:
                     state.failed(exc.details() or exc.code().name)
-                    state.tls_failures = state.tls_failures + 1 if _is_tls_failure(state.last_error) else 0
+                    # a handshake that fails once the peer was up is a connection cut short (a middlebox in front of a
+                    # peer that died): that peer is silent, not misconfigured
+                    failed = _is_tls_failure(state.last_error) and state.last_ok is None
+                    state.tls_failures = state.tls_failures + 1 if failed else 0
                 except ValueError:  # channel closed during shutdown
                     return
             with self._cond:
