@@ -6,8 +6,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from party_b.config import PartyBConfig, load
 from protocol import messages
+from protocol.crypto.paillier import PublicKey
 from protocol.data.tables import fit_encoding
 from protocol.layer.decryption import receive_public_key
 from protocol.messages import Finish
@@ -36,7 +39,7 @@ def main(config_path: Path, resume: bool = False) -> None:
         from party_b.privacy import EmbeddingNoise
         from protocol.runtime.received import Received
 
-        def follower(positions: list[int], public: object) -> Follower:
+        def follower(positions: np.ndarray, public: PublicKey) -> Follower:
             shared = SharedUsers([ids[r] for r in positions], features.take(positions), encoding)
             audit = Audit(EmbeddingNoise(cfg.privacy) if cfg.privacy.on else None, Received() if cfg.record else None)
             return Follower(endpoint, public, pool, shared, cfg.tower, cfg.encryption, workdir, cfg.checkpoint.keep,
