@@ -14,6 +14,8 @@ class AuditLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._lock = threading.Lock()
+        with open(path, "rb") as f:
+            self.entries = sum(1 for _ in f)  # the position a checkpoint keeps
 
     def record(self, who: str, run: str, step: str, label: str, count: int, refused: str | None = None) -> None:
         entry = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"), "who": who,
@@ -24,6 +26,7 @@ class AuditLog:
         with self._lock:
             os.write(self._fd, line)
             os.fsync(self._fd)
+            self.entries += 1
 
     def close(self) -> None:
         os.close(self._fd)

@@ -15,6 +15,7 @@ from protocol.crypto.keyfiles import Passphrase
 from protocol.crypto.paillier import DEFAULT_BITS, DEPLOYABLE_BITS
 from protocol.roles import C
 from protocol.runtime import config
+from protocol.runtime.checkpoint import CheckpointSettings, read_settings
 from protocol.runtime.config import Compute, NetworkConfig
 
 
@@ -32,6 +33,7 @@ class CoordinatorConfig:
     key_passphrase: Passphrase
     audit_log: Path
     compute: Compute
+    checkpoint: CheckpointSettings = CheckpointSettings()
 
 
 def load(path: Path) -> CoordinatorConfig:
@@ -45,5 +47,6 @@ def load(path: Path) -> CoordinatorConfig:
     key.finish()
     audit_log = root.take_path("audit_log", str(workdir / "audit.jsonl"))
     compute = config.read_compute(root)
+    checkpoint = read_settings(root)
     root.finish()
-    return CoordinatorConfig(network, workdir, bits, key_file, key_passphrase, audit_log, compute)
+    return CoordinatorConfig(network, workdir, bits, key_file, key_passphrase, audit_log, compute, checkpoint)

@@ -7,9 +7,12 @@ comes in the order a training step runs: forward (A), backward (B), refresh (A) 
 one training label at a time, labels only ever moving forward, and evaluation
 forwards only between training steps. So a party can have decrypted no more values
 than the protocol gives it, each once; a replayed request, or a saved [W] sent as
-one, does not fit. What the coordinator cannot see is whether the ciphertexts of a
-request that fits are the ones the protocol meant: that is for the per-run key
-(old ciphertexts decrypt to noise) and the masks.
+one, does not fit. Labels carry the generation the run is in (protocol/runtime/resume.py): after
+a resume the ledger is the one of the checkpoint, in the new generation, so a redone step's
+fresh label is served while a label of an older generation is refused. What the
+coordinator cannot see is whether the ciphertexts of a request that fits are the ones
+the protocol meant: that is for the per-run key (old ciphertexts decrypt to noise) and
+the masks.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class Ledger:
     last: dict[bool, tuple[int, int]] = field(default_factory=lambda: {True: (0, -1), False: (0, -1)})
     # (epoch, batch) of the latest training (True) and evaluation (False) label begun: labels only move forward,
     # so a repeated or replayed label is refused without keeping every label ever served
+    generation: int = 0  # the generation every label must carry
 
     @property
     def batches(self) -> int:
@@ -41,6 +45,8 @@ class Ledger:
         parsed = Label.parse(label)
         if parsed is None:
             return f"label {label[:80]!r} names no step of the schedule"
+        if parsed.generation != self.generation:
+            return f"label {label} is of generation {parsed.generation}, but the run is in generation {self.generation}"
         if parsed.training != (step in TRAINING):
             return f"{step} is not a decryption of {'training' if parsed.training else 'evaluation'} label {label}"
         if batch_users(self.plan, self.shared_users, parsed.batch) == 0:

@@ -8,7 +8,10 @@ plan's schedule allows (coordinator/ledger.py), and the plaintext goes to the
 step's other party alone, never to the submitter (protocol/layer/decryption.py
 ROUTE). Every request, served or refused, is appended to the audit log. A refusal
 goes to the party waiting for the step's plaintext (or, for a request naming no
-step, to its sender); it never stops the service.
+step, to its sender); it never stops the service. At A's step boundaries it writes
+its checkpoint (coordinator/checkpoint.py); when a party is lost, or when it starts
+with checkpoints on disk, it resumes from the newest one all three hold
+(protocol/runtime/resume.py).
 """
 
 from __future__ import annotations
@@ -19,19 +22,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coordinator import checkpoint
 from coordinator.audit import AuditLog
 from coordinator.config import CoordinatorConfig, load
 from coordinator.decrypt import Decryptor
 from coordinator.ledger import Ledger
 from protocol import messages
 from protocol.crypto.paillier import load_or_create_private_key
-from protocol.errors import ProtocolError, VfrecError
+from protocol.errors import ConfigError, ProtocolError, VfrecError
 from protocol.layer.decryption import ROUTE, Step
-from protocol.messages import DecryptReply, DecryptRequest, PublicKeyAnnouncement, Registration, RunDone
+from protocol.messages import (CheckpointDone, CoordinatorCheckpoint, DecryptReply, DecryptRequest,
+                               PublicKeyAnnouncement, Registration, RunDone)
 from protocol.net.message import Message
 from protocol.net.transport import Endpoint
-from protocol.roles import PEERS, C
+from protocol.roles import PEERS, A, C
+from protocol.runtime.checkpoint import held, remove_all
 from protocol.runtime.cli import setup_logging
+from protocol.runtime.resume import Agreed, Holding, resumable
 from protocol.runtime.store import write_model
 from protocol.runtime.timing import StepClock
 from protocol.runtime.compute import open_pool
@@ -109,6 +116,16 @@ def refuse_or_reply(service: Service, peer: str, receiver: str, step: str, label
     service.served += 1
 
 
+def handle_checkpoint(service: Service, peer: str, request: CoordinatorCheckpoint) -> None:
+    """Write the coordinator's checkpoint of A's step boundary and confirm it."""
+    if service.ledger is None:
+        raise ProtocolError(f"{peer} proposed a checkpoint before both parties registered the layer")
+    cfg = service.cfg
+    checkpoint.save(cfg.workdir, cfg.network.run_id, request.step, cfg.checkpoint.keep, service.ledger,
+                    service.served, service.audit.entries)
+    messages.send(service.endpoint, A, CheckpointDone(request.step))
+
+
 def handle_done(service: Service, peer: str, request: RunDone) -> None:
     """The run is over; a trained model's key stays, linked to the model (coordinator/refresh.py serves it)."""
     if request.model_id is not None:
@@ -119,6 +136,7 @@ def handle_done(service: Service, peer: str, request: RunDone) -> None:
         write_model(cfg.workdir, request.model_id, manifest, {})
         log.info("model %s stored: its key %s is kept for refreshes", request.model_id, public.fingerprint)
     service.clock.write(service.cfg.workdir / "timing.json")
+    remove_all(service.cfg.workdir, service.cfg.network.run_id)
     log.info("run finished (announced by %s); %d decryption requests served", peer, service.served)
     service.done = True
 
@@ -126,6 +144,7 @@ def handle_done(service: Service, peer: str, request: RunDone) -> None:
 HANDLERS: dict[type[Message], Callable[[Service, str, Message], None]] = {
     Registration: handle_register,
     DecryptRequest: handle_decrypt,
+    CoordinatorCheckpoint: handle_checkpoint,
     RunDone: handle_done,
 }
 _BY_TAG = {kind.TAG: kind for kind in HANDLERS}
@@ -148,20 +167,39 @@ def serve_one(service: Service) -> None:
     HANDLERS[kind](service, msg.peer, request)
 
 
-def serve(cfg: CoordinatorConfig) -> None:
-    endpoint = Endpoint(cfg.network, messages.inbox_tags(C))  # reads the TLS key: a bad one stops C before any write
+def serve(cfg: CoordinatorConfig, resume: bool = False) -> None:
+    """Serve the run; `resume` (or checkpoints of the run on disk): resume it from the newest checkpoint all hold."""
+    run_id = cfg.network.run_id
+    resuming = bool(held(cfg.workdir, run_id))
+    if resume and not resuming:
+        raise ConfigError(f"--resume: the coordinator holds no checkpoint of run {run_id!r} in {cfg.workdir}")
+    # reads the TLS key: a bad one stops C before any write
+    endpoint = Endpoint(cfg.network, messages.inbox_tags(C), None if resuming else 0)
     key, created = load_or_create_private_key(cfg.key_file, cfg.key_bits, cfg.key_passphrase)
     log.info("%s %d-bit Paillier key %s (%s)", "created" if created else "loaded", key.public.bits,
              key.public.fingerprint, cfg.key_file)
     audit = AuditLog(cfg.audit_log)
     pool = open_pool(cfg.compute)
     endpoint.start()
-    try:
-        for party in PEERS[C]:
-            messages.send(endpoint, party, PublicKeyAnnouncement(int(key.public.n), key.public.fingerprint))
-        service = Service(cfg, endpoint, Decryptor(key, pool), audit, StepClock(endpoint))
+    decryptor = Decryptor(key, pool)
+
+    def until_done(service: Service) -> None:
         while not service.done:
             serve_one(service)
+
+    def fresh() -> None:
+        for party in PEERS[C]:
+            messages.send(endpoint, party, PublicKeyAnnouncement(int(key.public.n), key.public.fingerprint))
+        until_done(Service(cfg, endpoint, decryptor, audit, StepClock(endpoint)))
+
+    def resumed(agreed: Agreed) -> None:
+        restored = checkpoint.load(cfg.workdir, run_id, agreed.step, key.public, agreed.generation)
+        log.info("audit log entries after %d are of steps rolled back", restored.audit_entries)
+        until_done(Service(cfg, endpoint, decryptor, audit, StepClock(endpoint), ledger=restored.ledger,
+                           served=restored.served))
+
+    try:
+        resumable(endpoint, cfg.checkpoint, lambda: Holding.of(cfg.workdir, run_id), fresh, resumed, resuming)
     except VfrecError as exc:
         endpoint.abort(f"coordinator stopped: {exc}")
         raise
@@ -171,7 +209,7 @@ def serve(cfg: CoordinatorConfig) -> None:
         audit.close()
 
 
-def main(config_path: Path) -> None:
+def main(config_path: Path, resume: bool = False) -> None:
     cfg = load(config_path)
     setup_logging(C, cfg.workdir)
-    serve(cfg)
+    serve(cfg, resume)

@@ -15,6 +15,7 @@ from protocol.layer.plan import LayerPlan
 from protocol.privacy import RowPrivacy, read_privacy
 from protocol.roles import A
 from protocol.runtime import config
+from protocol.runtime.checkpoint import CheckpointSettings, read_settings
 from protocol.runtime.config import PartyBasics, Table, read_record
 from psi.align import UserIds, read_users_and_psi
 from psi.session import PsiSettings
@@ -116,6 +117,7 @@ class PartyAConfig:
     psi: PsiSettings
     training: Training | None
     serve: ServeSettings = ServeSettings()
+    checkpoint: CheckpointSettings = CheckpointSettings()
 
 
 def read_training(root: Table) -> Training | None:
@@ -176,7 +178,8 @@ def load(path: Path) -> PartyAConfig:
     users, psi = read_users_and_psi(root)
     training = read_training(root)
     serve = read_serve(root)
+    checkpoint = read_settings(root)
     root.finish()
     if training is not None:
         training.plan()  # a plan that cannot work stops the run here, before any traffic
-    return PartyAConfig(basics, users, psi, training, serve)
+    return PartyAConfig(basics, users, psi, training, serve, checkpoint)

@@ -1,4 +1,5 @@
-"""Party A's run: it drives. Align customers with B, train if configured, end the run for everyone."""
+"""Party A's run: it drives. Align customers with B, train if configured, end the run for everyone; or resume
+training from the newest checkpoint all three roles hold (protocol/runtime/resume.py)."""
 
 from __future__ import annotations
 
@@ -9,22 +10,25 @@ from pathlib import Path
 from party_a.config import PartyAConfig, load
 from party_a.data import align, load_tables
 from protocol import messages
-from protocol.crypto.paillier import PublicKey
 from protocol.data.tables import encode_features
+from protocol.layer.decryption import receive_public_key
 from protocol.messages import Finish, RunDone
 from protocol.net.transport import Endpoint
 from protocol.roles import A, B, C
+from protocol.runtime.checkpoint import remove_all
 from protocol.runtime.cli import setup_logging
-from protocol.runtime.party import run_party
+from protocol.runtime.party import resuming, run_party
+from protocol.runtime.resume import Agreed, Holding, resumable
 from protocol.runtime.workers import WorkerPool
 from psi.align import align as align_ids
+from psi.align import read_aligned_rows
 
 log = logging.getLogger(__name__)
 
 
-def main(config_path: Path) -> None:
+def main(config_path: Path, resume: bool = False) -> None:
     cfg: PartyAConfig = load(config_path)
-    workdir = cfg.basics.workdir
+    workdir, run_id = cfg.basics.workdir, cfg.basics.network.run_id
     setup_logging(A, workdir)
     frame, ids = cfg.users.stream()
     training = cfg.training
@@ -32,21 +36,41 @@ def main(config_path: Path) -> None:
         encode_features(frame, cfg.users.table)
     else:
         tables = load_tables(frame, ids, cfg.users.table, cfg.users.normalizer, training.interactions, training.items)
+    resume = resuming(cfg.basics, resume)
 
-    def body(endpoint: Endpoint, public: PublicKey, pool: WorkerPool) -> None:
-        psi = align_ids(endpoint, B, ids, pool, cfg.psi, workdir)
+    def finish(endpoint: Endpoint, report: dict | None) -> None:
         model_id, epoch = None, None
-        if training is not None:
-            from party_a.train import Names, run_training  # torch loads only when there is training to do
-
-            names = Names([ids[r] for r in psi.positions], tables.items)
-            report = run_training(endpoint, public, pool, align(tables, psi.positions), training, workdir, names)
+        if report is not None:
             report["psi"] = json.loads((workdir / "psi" / "summary.json").read_text())
             (workdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
             log.info("report written to %s", workdir / "report.json")
             model_id, epoch = report["model"]["id"], report["model"]["epoch"]
         messages.send(endpoint, B, Finish(model_id, epoch))
         messages.send(endpoint, C, RunDone(model_id))
+        remove_all(workdir, run_id)
         log.info("run finished")
 
-    run_party(cfg.basics, body)
+    def body(endpoint: Endpoint, pool: WorkerPool) -> None:
+        def fresh() -> None:
+            public = receive_public_key(endpoint, cfg.basics.public_key_pin)
+            psi = align_ids(endpoint, B, ids, pool, cfg.psi, workdir)
+            report = None
+            if training is not None:
+                from party_a.train import Names, run_training  # torch loads only when there is training to do
+
+                names = Names([ids[r] for r in psi.positions], tables.items)
+                report = run_training(endpoint, public, pool, align(tables, psi.positions), training, workdir, names,
+                                      cfg.checkpoint)
+            finish(endpoint, report)
+
+        def resumed(agreed: Agreed) -> None:
+            from party_a.train import Names, resume_training
+
+            positions = read_aligned_rows(workdir)
+            names = Names([ids[r] for r in positions], tables.items)
+            finish(endpoint, resume_training(endpoint, pool, align(tables, positions), training, workdir, names,
+                                             cfg.checkpoint, agreed, cfg.basics.public_key_pin))
+
+        resumable(endpoint, cfg.checkpoint, lambda: Holding.of(workdir, run_id), fresh, resumed, resume)
+
+    run_party(cfg.basics, body, resume)

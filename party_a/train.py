@@ -10,6 +10,12 @@ scored on the validation lists. Each model's epoch is chosen by early stopping o
 validation NDCG@k (party_a/selection.py); the test lists are scored for an epoch
 only while it is that model's best so far, so only the chosen epoch's test metrics
 are ever reported. The report (JSON) holds all of it.
+
+Checkpoints (party_a/checkpoint.py): right after [W0], every [checkpoint] every_steps
+steps inside an epoch and after each epoch's evaluation, A proposes one to B and the
+coordinator, writes its own and waits for both (`checkpoint`). `resume_training` goes
+on from one: the batches come from the sampler's (seed, epoch), so a resumed run
+trains on the batches an uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -17,13 +23,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from party_a import checkpoint as a_checkpoint
 from party_a.config import Training
 from party_a.data import ActiveData
 from party_a.baselines import Baseline, chosen_ease_lambda, fit_baselines
@@ -38,13 +45,16 @@ from protocol.crypto import fixedpoint
 from protocol.crypto.packing import Packed
 from protocol.crypto.paillier import Encryptor, PublicKey
 from protocol.layer import steps
+from protocol.errors import ConfigError, ProtocolError
 from protocol.layer.decryption import Step, eval_label, register_layer, train_label
 from protocol.layer.steps import FORWARD_ONLY, INIT, TRAINING_STEP, Side, Turn
-from protocol.messages import Forward, Init, Keep, TrainStep
+from protocol.messages import Checkpoint, CheckpointDone, CoordinatorCheckpoint, Forward, Init, Keep, TrainStep
 from protocol.net.codec import encode
 from protocol.net.transport import Endpoint
 from protocol.privacy import RowNoise, RowPrivacy, spent
-from protocol.roles import B
+from protocol.roles import B, C
+from protocol.runtime.checkpoint import CheckpointSettings
+from protocol.runtime.resume import Agreed
 from protocol.runtime.store import new_model_id
 from protocol.runtime.received import Received
 from protocol.runtime.timing import StepClock
@@ -116,13 +126,13 @@ def secure_step(side: Side, label: str, batch: Batch, model: ActiveModel, optimi
     return turn.loss
 
 
-def forward_all(side: Side, epoch: int, n_users: int, clock: StepClock) -> np.ndarray:
+def forward_all(side: Side, epoch: int, n_users: int, clock: StepClock, generation: int = 0) -> np.ndarray:
     """u for every shared user (steps 1-3), in batches; used for evaluation after `epoch`."""
     plan = side.plan
     out = np.zeros((n_users, plan.h), dtype=np.float32)
     for k, start in enumerate(range(0, n_users, plan.batch_users)):
         users = np.arange(start, min(start + plan.batch_users, n_users))
-        label = eval_label(epoch, k)
+        label = eval_label(epoch, k, generation)
         messages.send(side.endpoint, B, Forward(label, users))
         turn = steps.run(FORWARD_ONLY, side, Turn(label, users, decrypt_as=Step.EVALUATE), clock)
         out[users] = fixedpoint.decode(turn.u, plan.e_bits + plan.w_bits)
@@ -186,6 +196,33 @@ class Models:
                    torch.optim.Adam(alone.parameters(), lr=t.lr, weight_decay=t.weight_decay), chosen,
                    Audit.build(cfg))
 
+    def state(self) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+        """For A's checkpoint: both models, their optimisers, the torch RNG and each choice's kept state (torch),
+        and the u each choice keeps (numpy)."""
+        torch_states = {"federated": self.federated.state_dict(), "alone": self.alone.state_dict(),
+                        "opt_federated": self.opt_federated.state_dict(), "opt_alone": self.opt_alone.state_dict(),
+                        "rng": {"torch": torch.get_rng_state()}}
+        torch_states |= {f"chosen_{name}": c.state for name, c in self.chosen.items() if c.state is not None}
+        return torch_states, {f"u_{name}": c.u for name, c in self.chosen.items() if c.u is not None}
+
+    def choices(self) -> dict:
+        """For A's checkpoint: each epoch choice's validation history, best epoch and test metrics (JSON)."""
+        return {name: {"history": c.stopper.history, "best": c.stopper.best, "test": c.test}
+                for name, c in self.chosen.items()}
+
+    def restore(self, saved: a_checkpoint.Saved) -> None:
+        """The models, optimisers, RNG and epoch choices as A's checkpoint holds them."""
+        t = saved.torch
+        self.federated.load_state_dict(t["federated"])
+        self.alone.load_state_dict(t["alone"])
+        self.opt_federated.load_state_dict(t["opt_federated"])
+        self.opt_alone.load_state_dict(t["opt_alone"])
+        torch.set_rng_state(t["rng"]["torch"])
+        for name, c in self.chosen.items():
+            choice = saved.info["chosen"][name]
+            c.stopper.history, c.stopper.best, c.test = choice["history"], choice["best"], choice["test"]
+            c.state, c.u = t.get(f"chosen_{name}"), saved.arrays.get(f"u_{name}")
+
 
 class Selected:
     """One model's epoch choice: early stopping on validation; while an epoch is the best so far its test
@@ -212,26 +249,13 @@ class Selected:
         return {"epoch": choice.epoch, "reason": choice.reason, "test": self.test}
 
 
-def train_federated_epoch(side: Side, models: Models, batches: list[Batch], epoch: int, cfg: Training,
-                          clock: StepClock) -> float:
-    """One epoch of the federated model through the secure layer; its mean loss."""
-    losses = []
-    bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.train.epochs}", unit="batch", disable=not cfg.train.progress,
-               leave=False)
-    for b, batch in enumerate(bar):
-        losses.append(secure_step(side, train_label(epoch, b), batch, models.federated, models.opt_federated,
-                                  clock, models.audit, epoch, (epoch - 1) * len(batches) + b))
-        bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-    return float(np.mean(losses))
-
-
 def evaluate_epoch(side: Side, models: Models, data: ActiveData, lists: dict[str, EvalSet], entry: dict, k: int,
-                   clock: StepClock) -> None:
+                   clock: StepClock, generation: int = 0) -> None:
     """Score both models on the validation lists (u from B for every shared user) into `entry`, and offer the
     scores to each model's epoch choice; A alone only while it is still training. When the federated model
     improves, B is told to keep its state of this epoch (the one to save and serve)."""
     valid = lists["valid"]
-    u_all = forward_all(side, entry["epoch"], data.n_users, clock)
+    u_all = forward_all(side, entry["epoch"], data.n_users, clock, generation)
     if models.audit.received is not None:
         models.audit.received.add("u_eval", entry["epoch"], 0, np.arange(data.n_users), u_all)
     entry["federated"] = metrics(model_scores(models.federated, valid, u_all), valid.cold, k)
@@ -249,68 +273,177 @@ def evaluate_alone(models: Models, valid: EvalSet, u_shape: tuple[int, int], k: 
     return scores
 
 
+@dataclass
+class Progress:
+    """Where training is: the training steps done in all (a checkpoint's ID), the epoch in progress with its batches
+    done and their losses, and the seconds spent in secure training and in checkpoints."""
+
+    step: int = 0
+    epoch: int = 1
+    batch: int = 0
+    losses: list[float] = field(default_factory=list)
+    secure_seconds: float = 0.0
+    user_steps: int = 0
+    checkpoint_seconds: float = 0.0
+    checkpoints: int = 0
+
+
+@dataclass
+class Run:
+    """What A's training loop works with; `generation` goes into every label (protocol/runtime/resume.py)."""
+
+    side: Side
+    models: Models
+    data: ActiveData
+    lists: dict[str, EvalSet]
+    sampler: Sampler
+    report: dict
+    progress: Progress
+    cfg: Training
+    workdir: Path
+    checkpoints: CheckpointSettings
+    clock: StepClock
+    generation: int = 0
+
+
+def evaluation_lists(data: ActiveData, cfg: Training) -> dict[str, EvalSet]:
+    e = cfg.eval
+    return {split: eval_set(data, split, e.negatives, e.cold_max_train, e.seed) for split in SPLITS}
+
+
 def run_training(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, data: ActiveData, cfg: Training,
-                 workdir: Path, names: Names) -> dict:
+                 workdir: Path, names: Names, checkpoints: CheckpointSettings) -> dict:
     """Train the federated model and A alone epoch by epoch, choose each one's epoch on validation, report the
     chosen epochs' test metrics next to A's baselines, and store the chosen models as a new model version
-    (its ID in the report's "model")."""
+    (its ID in the report's "model"). Checkpoints at step 0 (right after [W0]) and as [checkpoint] says."""
     torch.set_num_threads(1)
     side = start_layer(endpoint, public, pool, cfg, data.n_users)
     e = cfg.eval
-    lists = {split: eval_set(data, split, e.negatives, e.cold_max_train, e.seed) for split in SPLITS}
+    lists = evaluation_lists(data, cfg)
     baselines = fit_baselines(data, lists["valid"], e.k)
     lam = chosen_ease_lambda(baselines)
     prior_weight, tried = chosen_prior_weight(data, cfg.model, lam, lists["valid"], e.k)
     models = Models.build(data, cfg, lam, prior_weight, lists["test"])
-    sampler = Sampler(data, cfg.train.batch_users, cfg.model.history, cfg.train.targets, cfg.train.seed)
     report = new_report(data, lists, baselines, cfg, side)
     for b in baselines:
         log.info("%s (%s): %s", b.name, b.setting, _line("test", report["baselines"][b.name]["test"], e.k))
     log.info("training on %d shared users, %d items; validating on %d users, testing %d users (%d cold)",
              data.n_users, data.n_items, lists["valid"].users.size, lists["test"].users.size,
              lists["test"].cold.sum())
-    clock = StepClock(endpoint)
     report["start"] = {"a_alone_prior_weight": prior_weight, "federated_prior_weight": FEDERATED_PRIOR,
                        "valid_ndcg_by_prior_weight": tried,
                        "a_alone": evaluate_alone(models, lists["valid"], (data.n_users, side.plan.h), e.k)}
     log.info("A alone's popularity prior: weight %g, chosen on validation (NDCG@%d %s)", prior_weight, e.k,
              ", ".join(f"{w:g}: {v:.4f}" for w, v in tried.items()))
     log.info("epoch 0 (A alone as it starts), validation: %s", _line("A alone", report["start"]["a_alone"], e.k))
-    secure_seconds, user_steps = 0.0, 0
-    for epoch in range(1, cfg.train.epochs + 1):
-        started = time.perf_counter()
-        batches = sampler.epoch(epoch)
-        clock.restart()
-        entry: dict = {"epoch": epoch, "loss": {"federated": train_federated_epoch(side, models, batches, epoch,
-                                                                                   cfg, clock)}}
-        secure_seconds += time.perf_counter() - started
-        user_steps += data.n_users
-        clock.restart()
+    run = Run(side, models, data, lists, _sampler(data, cfg), report, Progress(), cfg, workdir, checkpoints,
+              StepClock(endpoint))
+    checkpoint(run)
+    return train_and_store(run, names)
+
+
+def resume_training(endpoint: Endpoint, pool: WorkerPool, data: ActiveData, cfg: Training, workdir: Path,
+                    names: Names, checkpoints: CheckpointSettings, agreed: Agreed, pinned: str | None) -> dict:
+    """Go on from A's checkpoint at the agreed step, in the agreed generation, as `run_training` would have."""
+    torch.set_num_threads(1)
+    saved = a_checkpoint.load(workdir, endpoint.cfg.run_id, agreed.step, pinned)
+    if dataclasses.replace(cfg.plan(), key_fingerprint=saved.public.fingerprint) != saved.plan:
+        raise ConfigError(f"the plan of A's config differs from the plan of its checkpoints ({saved.plan}): resume "
+                          f"with the config the run was started with")
+    side = Side(endpoint, saved.public, Encryptor(saved.public, cfg.secure.encryption), pool, saved.plan,
+                saved.w_cols)
+    lists, info = evaluation_lists(data, cfg), saved.info
+    report = info["report"]
+    models = Models.build(data, cfg, report["baselines"]["ease"]["chosen"], report["start"]["a_alone_prior_weight"],
+                          lists["test"])
+    models.restore(saved)
+    run = Run(side, models, data, lists, _sampler(data, cfg), report, Progress(**info["progress"]), cfg, workdir,
+              checkpoints, StepClock(endpoint), agreed.generation)
+    return train_and_store(run, names)
+
+
+def _sampler(data: ActiveData, cfg: Training) -> Sampler:
+    return Sampler(data, cfg.train.batch_users, cfg.model.history, cfg.train.targets, cfg.train.seed)
+
+
+def checkpoint(run: Run) -> None:
+    """Have B and the coordinator write their checkpoints of this step boundary, write A's meanwhile, and wait for
+    both to confirm: then all three hold it."""
+    started, p, endpoint = time.perf_counter(), run.progress, run.side.endpoint
+    messages.send(endpoint, B, Checkpoint(p.step))
+    messages.send(endpoint, C, CoordinatorCheckpoint(p.step))
+    torch_states, arrays = run.models.state()
+    info = {"progress": dataclasses.asdict(p), "report": run.report, "chosen": run.models.choices()}
+    a_checkpoint.save(run.workdir, endpoint.cfg.run_id, p.step, run.checkpoints.keep,
+                      a_checkpoint.Saved(run.side.plan, run.side.public, run.side.w, torch_states, arrays, info))
+    for peer in (B, C):
+        done = messages.receive(endpoint, peer, CheckpointDone)
+        if done.step != p.step:
+            raise ProtocolError(f"{peer} confirmed the checkpoint of step {done.step}; A proposed step {p.step}")
+    p.checkpoint_seconds += time.perf_counter() - started
+    p.checkpoints += 1
+    log.info("checkpoint at step %d held by all three (%.2fs)", p.step, time.perf_counter() - started)
+
+
+def train_epochs(run: Run) -> None:
+    """Train from where `run.progress` is until the last epoch or early stopping, checkpointing every [checkpoint]
+    every_steps steps inside an epoch and after each epoch's evaluation."""
+    p, cfg, models, k = run.progress, run.cfg, run.models, run.cfg.eval.k
+    every = run.checkpoints.every_steps
+    while p.epoch <= cfg.train.epochs and not models.chosen["federated"].stopper.should_stop():
+        epoch, started = p.epoch, time.perf_counter()
+        batches = run.sampler.epoch(epoch)
+        run.clock.restart()
+        bar = tqdm(range(p.batch, len(batches)), desc=f"epoch {epoch}/{cfg.train.epochs}", unit="batch",
+                   disable=not cfg.train.progress, leave=False)
+        for b in bar:
+            p.losses.append(secure_step(run.side, train_label(epoch, b, run.generation), batches[b], models.federated,
+                                        models.opt_federated, run.clock, models.audit, epoch,
+                                        (epoch - 1) * len(batches) + b))
+            p.step, p.batch = p.step + 1, b + 1
+            bar.set_postfix(loss=f"{np.mean(p.losses):.4f}")
+            if every and p.step % every == 0 and p.batch < len(batches):
+                p.secure_seconds += time.perf_counter() - started
+                checkpoint(run)
+                started = time.perf_counter()
+        p.secure_seconds += time.perf_counter() - started
+        p.user_steps += run.data.n_users
+        entry: dict = {"epoch": epoch, "loss": {"federated": float(np.mean(p.losses))}}
+        run.clock.restart()
         if not models.chosen["a_alone"].stopper.should_stop():
-            entry["loss"]["a_alone"] = train_alone_epoch(models.alone, models.opt_alone, batches, side.plan.h)
-            clock.lap("A alone: one epoch in plaintext")
-        evaluate_epoch(side, models, data, lists, entry, e.k, clock)
+            entry["loss"]["a_alone"] = train_alone_epoch(models.alone, models.opt_alone, batches, run.side.plan.h)
+            run.clock.lap("A alone: one epoch in plaintext")
+        evaluate_epoch(run.side, models, run.data, run.lists, entry, k, run.clock, run.generation)
         entry["seconds"] = round(time.perf_counter() - started, 2)
-        report["epochs"].append(entry)
-        alone = _line("A alone", entry["a_alone"], e.k) if "a_alone" in entry else "A alone stopped"
+        run.report["epochs"].append(entry)
+        alone = _line("A alone", entry["a_alone"], k) if "a_alone" in entry else "A alone stopped"
         log.info("epoch %d/%d (%.0fs), validation: %s | %s", epoch, cfg.train.epochs, entry["seconds"],
-                 _line("federated", entry["federated"], e.k), alone)
-        if models.chosen["federated"].stopper.should_stop():
-            break
+                 _line("federated", entry["federated"], k), alone)
+        p.epoch, p.batch, p.losses = epoch + 1, 0, []
+        checkpoint(run)
+
+
+def train_and_store(run: Run, names: Names) -> dict:
+    """Train to the end (`train_epochs`), then report and store the chosen models."""
+    train_epochs(run)
+    report, p, models, k = run.report, run.progress, run.models, run.cfg.eval.k
     report["chosen"] = {name: c.summary() for name, c in models.chosen.items()}
     for name, c in report["chosen"].items():
-        log.info("%s: %s; %s", name, c["reason"], _line("test", c["test"], e.k))
-    report["timing"] = {"secure_training_seconds": round(secure_seconds, 2), "user_steps": user_steps,
-                        "user_steps_per_second": round(user_steps / secure_seconds, 2) if secure_seconds else None,
-                        "phases": clock.summary()}
+        log.info("%s: %s; %s", name, c["reason"], _line("test", c["test"], k))
+    report["timing"] = {"secure_training_seconds": round(p.secure_seconds, 2), "user_steps": p.user_steps,
+                        "user_steps_per_second": round(p.user_steps / p.secure_seconds, 2) if p.secure_seconds
+                        else None, "checkpoints": p.checkpoints, "checkpoint_seconds": round(p.checkpoint_seconds, 3),
+                        "phases": run.clock.summary()}
     report["privacy"] = models.audit.spent()
     if models.audit.received is not None:
-        log.info("what A received per user written to %s", models.audit.received.write(workdir, report["privacy"]))
+        log.info("what A received per user written to %s", models.audit.received.write(run.workdir,
+                                                                                       report["privacy"]))
     if models.audit.noise is not None:
         log.info("noise on δ: %d releases per user spend ε = %.3f at δ = %g", report["privacy"]["releases_per_user"],
                  report["privacy"]["epsilon"], report["privacy"]["dp_delta"])
-    save_last_state(workdir, models.federated, side.w)
-    report["model"] = store_chosen(workdir, endpoint.cfg.run_id, models, names, report, cfg, side, lam)
+    save_last_state(run.workdir, models.federated, run.side.w)
+    report["model"] = store_chosen(run.workdir, run.side.endpoint.cfg.run_id, models, names, report, run.cfg,
+                                   run.side, report["baselines"]["ease"]["chosen"])
     log.info("model %s stored (federated epoch %d, A alone epoch %d)", report["model"]["id"],
              report["chosen"]["federated"]["epoch"], report["chosen"]["a_alone"]["epoch"])
     return report

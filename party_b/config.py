@@ -13,6 +13,7 @@ from protocol.crypto.paillier import ENCRYPTION_MODES
 from protocol.privacy import RowPrivacy, read_privacy
 from protocol.roles import B
 from protocol.runtime import config
+from protocol.runtime.checkpoint import CheckpointSettings, read_settings
 from protocol.runtime.config import PartyBasics, read_record
 from psi.align import UserIds, read_users_and_psi
 from psi.session import PsiSettings
@@ -35,6 +36,7 @@ class PartyBConfig:
     encryption: str  # how B draws encryption randomness: one of ENCRYPTION_MODES
     privacy: RowPrivacy = RowPrivacy()
     record: bool = False  # [audit] record: keep the g B receives, per user, under <workdir>/audit/
+    checkpoint: CheckpointSettings = CheckpointSettings()
 
 
 def load(path: Path) -> PartyBConfig:
@@ -45,7 +47,7 @@ def load(path: Path) -> PartyBConfig:
     secure = root.sub("secure")
     encryption = secure.take_choice("encryption", ENCRYPTION_MODES, ENCRYPTION_MODES[0])
     secure.finish()
-    privacy, record = read_privacy(root, "e_B"), read_record(root)
+    privacy, record, checkpoint = read_privacy(root, "e_B"), read_record(root), read_settings(root)
     root.finish()
-    return PartyBConfig(basics, users, psi, tower, encryption, privacy, record)
+    return PartyBConfig(basics, users, psi, tower, encryption, privacy, record, checkpoint)
 

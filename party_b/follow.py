@@ -4,7 +4,11 @@ init     build tower B and the layer, exchange shares of W0 (protocol/layer/step
 step     one training step for a batch of users (TRAINING_STEP)
 forward  steps 1-3 only, for evaluation (FORWARD_ONLY)
 keep     the federated model validated best so far: keep B's state of this epoch
+checkpoint  write B's checkpoint of this step boundary (party_b/checkpoint.py) and confirm
 done     store the kept state as the model A names, save the last state, stop
+
+After a resume (protocol/runtime/resume.py) B rebuilds its state from its checkpoint
+(`Follower.restore`) and follows A's commands from there.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from party_b import checkpoint
+from party_b.checkpoint import Kept
 from party_b.config import TowerSettings
 from party_b.store import save_passive_model
 from party_b.tower import TowerB, passive_step
@@ -28,12 +34,14 @@ from protocol.data.tables import Encoding, Features
 from protocol.errors import ProtocolError
 from protocol.layer import steps
 from protocol.layer.decryption import Label, Step, register_layer
+from protocol.layer.plan import LayerPlan
 from protocol.layer.steps import FORWARD_ONLY, INIT, TRAINING_STEP, Side, Turn
-from protocol.messages import Command, Finish, Forward, Init, Keep, TrainStep
+from protocol.messages import Checkpoint, CheckpointDone, Command, Finish, Forward, Init, Keep, TrainStep
 from protocol.net.codec import encode
 from protocol.net.transport import Endpoint
 from protocol.privacy import RowNoise, RowPrivacy, spent
 from protocol.roles import A
+from protocol.runtime.checkpoint import remove_all
 from protocol.runtime.received import Received
 from protocol.runtime.timing import StepClock
 from protocol.runtime.workers import WorkerPool
@@ -104,15 +112,6 @@ def save_state(workdir: Path, tower: TowerB, w_rows: Packed, name: str) -> None:
 
 
 @dataclass(frozen=True)
-class Kept:
-    """B's state at the end of an epoch A chose (so far)."""
-
-    epoch: int
-    tower: dict[str, torch.Tensor]
-    w_rows: Packed
-
-
-@dataclass(frozen=True)
 class SharedUsers:
     """B's side of the shared users, in the aligned order: IDs, encoded columns, and how they were encoded."""
 
@@ -125,9 +124,10 @@ class Follower:
     """B's command loop. A decides; B checks each command and runs its part of the named sequence."""
 
     def __init__(self, endpoint: Endpoint, public: PublicKey, pool: WorkerPool, shared: SharedUsers,
-                 settings: TowerSettings, encryption: str, workdir: Path, audit: Audit = Audit()):
+                 settings: TowerSettings, encryption: str, workdir: Path, keep: int, audit: Audit = Audit()):
         self.endpoint, self.public, self.pool, self.audit = endpoint, public, pool, audit
         self.shared, self.settings, self.encryption, self.workdir = shared, settings, encryption, workdir
+        self.keep_checkpoints = keep
         self.features = shared.features
         self.side: Side | None = None
         self.tower: TowerB | None = None
@@ -143,11 +143,11 @@ class Follower:
     def follow(self, first: Command) -> None:
         """Run A's commands, starting with `first`, until A says it is done."""
         handlers = {Init: self.init, TrainStep: self.step, Forward: self.forward, Keep: self.keep,
-                    Finish: self.finish}
+                    Checkpoint: self.save_checkpoint, Finish: self.finish}
         command = first
         while True:
             self.clock.restart()
-            if self.side is None and isinstance(command, (TrainStep, Forward, Keep)):
+            if self.side is None and isinstance(command, (TrainStep, Forward, Keep, Checkpoint)):
                 raise ProtocolError(f"{A} sent {command.OP!r} before 'init'")
             handlers[type(command)](command)
             if isinstance(command, Finish):
@@ -160,13 +160,30 @@ class Follower:
         plan = command.plan
         plan.check_key(self.public.fingerprint)
         register_layer(self.endpoint, plan, self.n_users)
+        self._build(plan)
+        steps.run(INIT, self.side, Turn("init", np.empty(0, np.int64)))
+        save_state(self.workdir, self.tower, self.side.w, "w_rows_init")
+        log.info("%s", plan.describe(self.public))
+
+    def _build(self, plan: LayerPlan) -> None:
         self.side = Side(self.endpoint, self.public, Encryptor(self.public, self.encryption), self.pool, plan)
         torch.manual_seed(self.settings.seed)
         self.tower = TowerB(self.features, plan.d, list(self.settings.hidden), self.settings.feature_dim)
         self.optimizer = torch.optim.Adam(self.tower.parameters(), lr=self.settings.lr)
-        steps.run(INIT, self.side, Turn("init", np.empty(0, np.int64)))
-        save_state(self.workdir, self.tower, self.side.w, "w_rows_init")
-        log.info("%s", plan.describe(self.public))
+
+    def restore(self, state: checkpoint.State) -> None:
+        """B's state from its checkpoint (the plan, tower, optimiser, RNG, [W] by rows, steps and kept state)."""
+        self._build(state.plan)
+        self.tower.load_state_dict(state.tower)
+        self.optimizer.load_state_dict(state.optimizer)
+        torch.set_rng_state(state.rng)
+        self.side.w, self.steps, self.kept = state.w_rows, state.steps, state.kept
+
+    def save_checkpoint(self, command: Checkpoint) -> None:
+        state = checkpoint.State(self.side.plan, self.public, self.tower.state_dict(), self.optimizer.state_dict(),
+                                 torch.get_rng_state(), self.side.w, self.steps, self.kept)
+        checkpoint.save(self.workdir, self.endpoint.cfg.run_id, command.step, self.keep_checkpoints, state)
+        messages.send(self.endpoint, A, CheckpointDone(command.step))
 
     def step(self, command: TrainStep) -> None:
         turn = Turn(command.label, self._users(command),
@@ -189,6 +206,7 @@ class Follower:
         if command.model_id is not None:
             self.store(command)
         self.clock.write(self.workdir / "timing.json")
+        remove_all(self.workdir, self.endpoint.cfg.run_id)
         spent = self.audit.spent()
         if self.audit.received is not None:
             log.info("what B received per user written to %s", self.audit.received.write(self.workdir, spent))

@@ -1,45 +1,67 @@
-"""Party B's run: align customers with A, then follow A's commands until A ends the run."""
+"""Party B's run: align customers with A, then follow A's commands until A ends the run; or resume (from the
+newest checkpoint all three roles hold) and follow from there."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from party_b.config import PartyBConfig, load
 from protocol import messages
 from protocol.crypto.paillier import PublicKey
 from protocol.data.tables import fit_encoding
+from protocol.layer.decryption import receive_public_key
 from protocol.messages import Finish
 from protocol.net.transport import Endpoint
 from protocol.roles import A, B
 from protocol.runtime.cli import setup_logging
-from protocol.runtime.party import run_party
+from protocol.runtime.party import resuming, run_party
+from protocol.runtime.resume import Agreed, Holding, resumable
 from protocol.runtime.workers import WorkerPool
-from psi.align import align
+from psi.align import align, read_aligned_rows
 
 log = logging.getLogger(__name__)
 
 
-def main(config_path: Path) -> None:
+def main(config_path: Path, resume: bool = False) -> None:
     cfg: PartyBConfig = load(config_path)
-    workdir = cfg.basics.workdir
+    workdir, run_id = cfg.basics.workdir, cfg.basics.network.run_id
     setup_logging(B, workdir)
     frame, ids = cfg.users.stream()
     encoding = fit_encoding(frame, cfg.users.table)
     features = encoding.apply(frame, cfg.users.table)
+    resume = resuming(cfg.basics, resume)
 
-    def body(endpoint: Endpoint, public: PublicKey, pool: WorkerPool) -> None:
-        psi = align(endpoint, A, ids, pool, cfg.psi, workdir)
-        first = messages.receive_command(endpoint, A)
-        if isinstance(first, Finish):
-            log.info("run finished (announced by %s) after PSI", A)
-            return
+    def body(endpoint: Endpoint, pool: WorkerPool) -> None:
         from party_b.follow import Audit, Follower, SharedUsers  # torch loads only when A asks for training
         from party_b.privacy import embedding_noise
         from protocol.runtime.received import Received
 
-        shared = SharedUsers([ids[r] for r in psi.positions], features.take(psi.positions), encoding)
-        audit = Audit(embedding_noise(cfg.privacy) if cfg.privacy.on else None, Received() if cfg.record else None)
-        Follower(endpoint, public, pool, shared, cfg.tower, cfg.encryption, workdir, audit).follow(first)
+        def follower(positions: np.ndarray, public: PublicKey) -> Follower:
+            shared = SharedUsers([ids[r] for r in positions], features.take(positions), encoding)
+            audit = Audit(embedding_noise(cfg.privacy) if cfg.privacy.on else None, Received() if cfg.record else None)
+            return Follower(endpoint, public, pool, shared, cfg.tower, cfg.encryption, workdir, cfg.checkpoint.keep,
+                            audit)
 
-    run_party(cfg.basics, body)
+        def fresh() -> None:
+            public = receive_public_key(endpoint, cfg.basics.public_key_pin)
+            psi = align(endpoint, A, ids, pool, cfg.psi, workdir)
+            first = messages.receive_command(endpoint, A)
+            if isinstance(first, Finish):
+                log.info("run finished (announced by %s) after PSI", A)
+                return
+            follower(psi.positions, public).follow(first)
+
+        def resumed(agreed: Agreed) -> None:
+            from party_b import checkpoint
+
+            state = checkpoint.load(workdir, run_id, agreed.step, cfg.basics.public_key_pin)
+            following = follower(read_aligned_rows(workdir), state.public)
+            following.restore(state)
+            following.follow(messages.receive_command(endpoint, A))
+
+        resumable(endpoint, cfg.checkpoint, lambda: Holding.of(workdir, run_id), fresh, resumed, resume)
+
+    run_party(cfg.basics, body, resume)

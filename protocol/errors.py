@@ -23,6 +23,11 @@ class PeerError(VfrecError):
     """A peer is unreachable, refused us, or sent something the protocol does not allow."""
 
 
+class PeerLost(PeerError):
+    """A peer is gone (its process stopped, or it is silent past the peer timeout) or is resuming from a checkpoint:
+    with [checkpoint] rejoin the survivors roll back and wait for it (protocol/runtime/resume.py)."""
+
+
 class ProtocolError(VfrecError):
     """A protocol step cannot go on (empty intersection, bound exceeded, refused request)."""
 

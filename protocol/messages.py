@@ -164,7 +164,15 @@ class Finish(Command):
     epoch: int | None
 
 
-COMMANDS: dict[str, type[Command]] = {c.OP: c for c in (Init, TrainStep, Forward, Keep, Finish)}
+@dataclass(frozen=True)
+class Checkpoint(Command):
+    """Write B's checkpoint of this step boundary (training steps done) and confirm with CheckpointDone."""
+
+    OP: ClassVar[str] = "checkpoint"
+    step: int
+
+
+COMMANDS: dict[str, type[Command]] = {c.OP: c for c in (Init, TrainStep, Forward, Keep, Finish, Checkpoint)}
 
 
 def command_from_message(body: Any, peer: str) -> Command:
@@ -247,6 +255,57 @@ class RefreshDone(Message):
     users: int
 
 
+# ---- checkpoints and the resume handshake (protocol/runtime/checkpoint.py, protocol/runtime/resume.py) ----------
+
+
+@dataclass(frozen=True)
+class CoordinatorCheckpoint(Message):
+    """A → C: write the coordinator's checkpoint of this step boundary and confirm with CheckpointDone."""
+
+    TAG: ClassVar[str] = "coordinator/checkpoint"
+    step: int
+
+
+@dataclass(frozen=True)
+class CheckpointDone(Message):
+    """B, C → A: this role's checkpoint of `step` is written (fsynced and renamed into place)."""
+
+    TAG: ClassVar[str] = "checkpoint/done"
+    step: int
+
+
+@dataclass(frozen=True)
+class ResumeCall(Message):
+    """A → B, C: A is resuming from a checkpoint; a role still in the old generation stops and answers with Resume."""
+
+    TAG: ClassVar[str] = "resume/call"
+    nonce: str
+
+
+@dataclass(frozen=True)
+class Resume(Message):
+    """B, C → A: this role waits to resume run `run_id`: the plan its checkpoints are of, the steps it holds, the
+    newest generation it was in; A answers `nonce` with Resumed."""
+
+    TAG: ClassVar[str] = "resume/hello"
+    run_id: str
+    plan: str
+    held: IntVector
+    generation: int
+    nonce: str
+
+
+@dataclass(frozen=True)
+class Resumed(Message):
+    """A → B, C: the newest checkpoint all three hold and the generation to continue in (or why there is none)."""
+
+    TAG: ClassVar[str] = "resume/agreed"
+    step: int | None
+    generation: int
+    nonce: str
+    error: str | None
+
+
 # ---- routes --------------------------------------------------------------------------------
 
 ROUTES: dict[type[Message], tuple[tuple[Role, Role], ...]] = {
@@ -266,6 +325,11 @@ ROUTES: dict[type[Message], tuple[tuple[Role, Role], ...]] = {
     RefreshedRows: ((A, B),),
     RefreshRequest: ((B, A), (B, C)),
     RefreshDone: ((A, B),),
+    CoordinatorCheckpoint: ((A, C),),
+    CheckpointDone: ((B, A), (C, A)),
+    ResumeCall: ((A, B), (A, C)),
+    Resume: ((B, A), (C, A)),
+    Resumed: ((A, B), (A, C)),
 }
 
 

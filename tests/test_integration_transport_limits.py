@@ -1,4 +1,5 @@
-"""A peer cannot grow another role's inbox without bound (real gRPC over mutual TLS, in-process endpoints).
+"""A peer cannot grow another role's inbox without bound, and generations keep a resumed peer's streams apart (real
+gRPC over mutual TLS, in-process endpoints).
 
 Messages far ahead of the next expected sequence number, and messages past the
 inbox's byte budget, are refused with RESOURCE_EXHAUSTED and not kept.
@@ -9,9 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
-from protocol.messages import MaskShare
+from protocol import messages
+from protocol.errors import PeerLost
+from protocol.messages import MaskShare, Resume
 from protocol.net import codec
 from protocol.net.transport import _AHEAD, _INBOX_LIMIT, Endpoint
 from protocol.roles import A, B
@@ -20,9 +24,9 @@ from scenarios.launch import write_local_run
 pytestmark = pytest.mark.integration
 
 
-def raw_deliver(sender: Endpoint, receiver: str, seq: int, body: object) -> grpc.StatusCode | None:
-    """Deliver an envelope with a sequence number of our choosing; the refusal's status, or None."""
-    data = codec.encode({"run": sender.cfg.run_id, "tag": MaskShare.TAG, "seq": seq, "body": body})
+def raw_deliver(sender: Endpoint, receiver: str, seq: int, body: object, gen: int = 0) -> grpc.StatusCode | None:
+    """Deliver an envelope with a sequence number (and generation) of our choosing; the refusal's status, or None."""
+    data = codec.encode({"run": sender.cfg.run_id, "tag": MaskShare.TAG, "seq": seq, "gen": gen, "body": body})
     try:
         sender._deliver[receiver](data, timeout=10)
     except grpc.RpcError as exc:
@@ -56,3 +60,27 @@ def test_the_inbox_holds_a_bounded_number_of_bytes(tmp_path: Path) -> None:
         assert codes[: _INBOX_LIMIT] == [None] * _INBOX_LIMIT
         assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes[_INBOX_LIMIT:]
         assert kept(a, B)[1] <= _INBOX_LIMIT * a.cfg.max_message_bytes
+
+
+def test_generations_keep_a_resumed_peers_streams_apart(tmp_path: Path) -> None:
+    """Between generations a role refuses sequenced messages as not yet due; in a newer one it refuses an older
+    generation's (its sender must resume too); streams start again at 0; a handshake message with a fresh nonce
+    interrupts a wait."""
+    run = write_local_run(tmp_path, {})
+    with run.endpoint(A) as a, run.endpoint(B) as b:
+        b.send(A, MaskShare.TAG, {"n": 1})
+        assert a.recv(B, MaskShare.TAG, timeout=5) == {"n": 1}
+        a.suspend()
+        assert raw_deliver(b, A, 1, {}) == grpc.StatusCode.UNAVAILABLE
+        a.enter(1)
+        assert raw_deliver(b, A, 1, {}) == grpc.StatusCode.FAILED_PRECONDITION
+        with pytest.raises(PeerLost, match="resumed in a newer generation"):
+            b.send(A, MaskShare.TAG, {"n": 2})
+        b.enter(1)
+        b.send(A, MaskShare.TAG, {"n": 3})  # sequence number 0 of generation 1
+        assert a.recv(B, MaskShare.TAG, timeout=5) == {"n": 3}
+        messages.send(b, A, Resume("local", "", np.array([0]), 1, "fresh"))
+        with pytest.raises(PeerLost, match="party_b is resuming"):
+            a.recv(B, MaskShare.TAG, timeout=5)
+        a.suspend()
+        assert a.take_resume(B, Resume.TAG, timeout=0.1) is None  # what came before the handshake is forgotten

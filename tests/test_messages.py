@@ -20,7 +20,10 @@ from protocol.errors import ProtocolError
 from protocol.layer.plan import LayerPlan
 from protocol.messages import (
     ROUTES,
+    Checkpoint,
+    CheckpointDone,
     Command,
+    CoordinatorCheckpoint,
     DecryptReply,
     DecryptRequest,
     EncryptedDelta,
@@ -38,6 +41,9 @@ from protocol.messages import (
     RefreshRequest,
     RefreshMask,
     Registration,
+    Resume,
+    ResumeCall,
+    Resumed,
     RunDone,
     TrainStep,
     WeightShare,
@@ -67,6 +73,12 @@ EXAMPLES: list[Message] = [
     RefreshedRows("e1/b0", MATRIX),
     RefreshRequest("run-1-20261123T070000Z-abcdef", np.arange(3)),
     RefreshDone("run-1-20261123T070000Z-abcdef", 3),
+    Checkpoint(40),
+    CoordinatorCheckpoint(40),
+    CheckpointDone(40),
+    ResumeCall("0f1e"),
+    Resume("run-1", "ab12", np.array([20, 40]), 2, "0f1e"),
+    Resumed(40, 3, "0f1e", None),
 ]
 WRONG = {str: 5, int: "5", float: "0.1", bytes: "text", bool: 1}
 
@@ -176,7 +188,8 @@ def test_a_step_message_for_another_step_is_refused() -> None:
 
 def test_inboxes_follow_the_routes() -> None:
     assert messages.inbox_tags("coordinator") == {
-        "party_a": {"coordinator/register", "coordinator/decrypt", "control/done"},
+        "party_a": {"coordinator/register", "coordinator/decrypt", "control/done", "coordinator/checkpoint",
+                    "resume/call", "resume/agreed"},
         "party_b": {"coordinator/register", "coordinator/decrypt", "serve/refresh"}}
     assert "layer/command" in messages.inbox_tags("party_b")["party_a"]
     assert "layer/command" not in messages.inbox_tags("party_a")["party_b"]

@@ -47,32 +47,35 @@ ROUTE: dict[Step, tuple[Role, Role]] = {  # step -> (the one role that may submi
     Step.FORWARD: (B, A), Step.EVALUATE: (B, A), Step.BACKWARD: (A, B), Step.REFRESH: (B, A),
 }
 TRAINING = (Step.FORWARD, Step.BACKWARD, Step.REFRESH)  # the decryptions of one training step, in order
-_LABEL = re.compile(r"(train|eval)/e([1-9][0-9]{0,8})/b(0|[1-9][0-9]{0,9})")
+_LABEL = re.compile(r"(train|eval)/e([1-9][0-9]{0,8})/b(0|[1-9][0-9]{0,9})(?:/g([1-9][0-9]{0,8}))?")
 
 
 @dataclass(frozen=True)
 class Label:
-    """A step of the schedule: training step `batch` of `epoch`, or evaluation forward `batch` after it."""
+    """A step of the schedule: training step `batch` of `epoch`, or evaluation forward `batch` after it, in
+    `generation` (0 until the first resume: a step redone after a resume gets a fresh label, "/g<generation>")."""
 
     training: bool
     epoch: int  # from 1
     batch: int  # from 0
+    generation: int = 0
 
     def __str__(self) -> str:
-        return f"{'train' if self.training else 'eval'}/e{self.epoch}/b{self.batch}"
+        again = f"/g{self.generation}" if self.generation else ""
+        return f"{'train' if self.training else 'eval'}/e{self.epoch}/b{self.batch}{again}"
 
     @classmethod
     def parse(cls, label: str) -> "Label | None":
         match = _LABEL.fullmatch(label)
-        return None if match is None else cls(match[1] == "train", int(match[2]), int(match[3]))
+        return None if match is None else cls(match[1] == "train", int(match[2]), int(match[3]), int(match[4] or 0))
 
 
-def train_label(epoch: int, batch: int) -> str:
-    return str(Label(True, epoch, batch))
+def train_label(epoch: int, batch: int, generation: int = 0) -> str:
+    return str(Label(True, epoch, batch, generation))
 
 
-def eval_label(epoch: int, batch: int) -> str:
-    return str(Label(False, epoch, batch))
+def eval_label(epoch: int, batch: int, generation: int = 0) -> str:
+    return str(Label(False, epoch, batch, generation))
 
 
 def refresh_batches(users: np.ndarray, plan: LayerPlan) -> list[tuple[str, np.ndarray]]:

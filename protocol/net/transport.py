@@ -19,6 +19,17 @@ The inbox is bounded. Each role names, per sender, the tags it accepts
 take a sender's undelivered bytes past `_INBOX_LIMIT` times the message size limit,
 is refused with RESOURCE_EXHAUSTED and not kept. An honest sender treats that as
 back-pressure and retries within its peer timeout; a flood costs the receiver nothing.
+
+Generations (docs/design.md, "Checkpoints and resume"). Every sequenced message carries
+the sender's generation, and sequence numbers count within one: a role that resumes from
+a checkpoint enters a new generation with fresh streams (`enter`), so a restarted peer's
+streams start from 0 again and a message of an older generation is refused (its sender
+learns that it must resume too: `PeerLost`). While a role is between generations
+(`suspend`) it refuses sequenced messages as not yet due (the sender retries) and takes
+only the resume handshake, whose tags (`RESUME_PREFIX`) are not sequenced: the latest
+message per sender and tag is kept. A handshake message with a nonce this role has not
+seen, arriving while it is in a generation, interrupts whatever it waits for: a peer
+is resuming.
 """
 
 from __future__ import annotations
@@ -42,7 +53,7 @@ import grpc  # noqa: E402
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from protocol.errors import ConfigError, PeerError, ProtocolError
+from protocol.errors import ConfigError, PeerError, PeerLost, ProtocolError
 from protocol.net import codec
 from protocol.net.certs import cert_fingerprint, key_pem, load_private_key
 from protocol.runtime.config import NetworkConfig
@@ -61,6 +72,8 @@ _TLS_HINTS = ("handshake", "certificate", "ssl_error", "tsi_")
 _REFUSED_HINT = "connection refused"
 _REFUSED_GRACE = 3 * _HEARTBEAT  # how long a peer that was up may refuse connections before it counts as gone
 ABORT_TAG = "control/abort"
+RESUME_PREFIX = "resume/"  # tags of the resume handshake: unsequenced, taken in any generation
+_MOVED_ON = "resumed in a newer generation"
 
 
 @dataclass(frozen=True)
@@ -121,9 +134,10 @@ class _PeerState:
 class Endpoint:
     """This process's server, inbox and channels to its peers."""
 
-    def __init__(self, cfg: NetworkConfig, tags: Mapping[str, frozenset[str]]):
-        """`tags`: for each peer, the tags this endpoint accepts from it (protocol.messages.inbox_tags). Reads the
-        TLS identity and CAs at once, so a bad key stops a role before it writes or opens anything."""
+    def __init__(self, cfg: NetworkConfig, tags: Mapping[str, frozenset[str]], generation: int | None = 0):
+        """`tags`: for each peer, the tags this endpoint accepts from it (protocol.messages.inbox_tags);
+        `generation`: None for a role that starts by resuming. Reads the TLS identity and CAs at once, so a bad key
+        stops a role before it writes or opens anything."""
         self.cfg = cfg
         self._own_cert = cfg.cert.read_bytes()
         self._own_key = key_pem(load_private_key(cfg.key, cfg.key_passphrase), None)  # in memory only, for gRPC
@@ -137,6 +151,11 @@ class Endpoint:
         self._arrivals = itertools.count()
         self._peers = {role: _PeerState() for role in cfg.peers}
         self._aborted: dict[str, str] = {}
+        self.generation = generation
+        self.last_generation = generation or 0  # the newest generation this process was in
+        self._resume: dict[tuple[str, str], Any] = {}  # the latest handshake message per (peer, tag)
+        self._consumed: set[str] = set()  # nonces of handshake messages already taken
+        self._interrupt: str | None = None
         self._started = time.monotonic()
         self._stop = threading.Event()
         self._record_lock = threading.Lock()
@@ -213,9 +232,10 @@ class Endpoint:
         """Deliver `body` to `peer` under `tag`; retries until the peer is reachable or gone."""
         self._check_peer(peer)
         with self._cond:
-            seq = self._next_out[(peer, tag)]
+            seq = 0 if tag.startswith(RESUME_PREFIX) else self._next_out[(peer, tag)]
             self._next_out[(peer, tag)] = seq + 1
-        data = codec.encode({"run": self.cfg.run_id, "tag": tag, "seq": seq, "body": body})
+            generation = self.generation
+        data = codec.encode({"run": self.cfg.run_id, "tag": tag, "seq": seq, "gen": generation, "body": body})
         if len(data) > self.cfg.max_message_bytes:
             raise ProtocolError(f"message {tag!r} to {peer} is {len(data) / 2**20:.1f} MiB, over the "
                                 f"{self.cfg.max_message_bytes / 2**20:.0f} MiB limit ([network] max_message_mb)")
@@ -245,10 +265,14 @@ class Endpoint:
                 detail = exc.details() or exc.code().name
                 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                     raise ProtocolError(f"{self._who(peer)} refused {what}: {detail}") from None
+                if _MOVED_ON in detail:
+                    raise PeerLost(f"{self._who(peer)} refused {what}: {detail}") from None
                 if exc.code() not in _RETRYABLE:
                     raise PeerError(f"{self._who(peer)} refused {what}: {detail}") from None
                 state.failed(detail)
-                if _is_tls_failure(detail):
+                # once the peer was up, a handshake cut short means it went away (retried, as silence), not a bad
+                # certificate: a middlebox in front of a dead peer accepts the connection and closes it
+                if _is_tls_failure(detail) and state.last_ok is None:
                     raise PeerError(f"TLS handshake with {self._who(peer)} failed while {what}: {detail}") from None
                 if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # alive but full: back-pressure
                     if time.monotonic() - start > self.cfg.receive_timeout:
@@ -257,7 +281,8 @@ class Endpoint:
                                         f"{what}") from None
                 elif state.gone() or time.monotonic() - start > (self.cfg.peer_timeout if state.last_ok is not None
                                                                  else self.cfg.connect_timeout):
-                    raise PeerError(self._silence(peer, what)) from None
+                    raise PeerLost(self._silence(peer, what)) from None
+                self._check_interrupt()
                 if self._stop.wait(delay):
                     raise PeerError(f"endpoint closed while {what}") from None
                 delay = min(delay * 2, 0.25)
@@ -320,6 +345,7 @@ class Endpoint:
                 if item is not _NOTHING:
                     self.waited += time.perf_counter() - started
                     return item
+                self._check_interrupt()
                 for peer in peers:
                     self._raise_if_gone(peer, f"waiting for {what}")
                 if self._stop.is_set():
@@ -330,7 +356,9 @@ class Endpoint:
                 self._cond.wait(min(remaining, _HEARTBEAT))
 
     def _raise_if_gone(self, peer: str, doing: str) -> None:
-        """Stop `doing` (e.g. "waiting for ...") when `peer` stopped the run, failed TLS twice, or is gone or silent."""
+        """Stop `doing` (e.g. "waiting for ...") when `peer` stopped the run, failed TLS twice, or is gone or silent,
+        or when a peer is resuming."""
+        self._check_interrupt()
         if peer in self._aborted:
             raise PeerError(f"{peer} stopped the run while this role was {doing}: {self._aborted[peer]}")
         state = self._peers[peer]
@@ -339,7 +367,48 @@ class Endpoint:
             raise PeerError(f"TLS handshake with {self._who(peer)} failed while {doing}: {state.last_error}")
         if state.gone() or state.last_ok is None and now - self._started > self.cfg.connect_timeout or \
                 state.last_ok is not None and now - state.last_ok > self.cfg.peer_timeout:
-            raise PeerError(self._silence(peer, doing))
+            raise PeerLost(self._silence(peer, doing))
+
+    def _check_interrupt(self) -> None:
+        if self._interrupt is not None:
+            raise PeerLost(self._interrupt)
+
+    # ---- generations and the resume handshake -------------------------------------
+
+    def suspend(self) -> None:
+        """Leave the current generation for the resume handshake: sequenced messages wait (their senders retry), and
+        handshake messages that came before are forgotten."""
+        with self._cond:
+            self.generation, self._interrupt = None, None
+            self._consumed |= {_nonce(body) for body in self._resume.values()}
+            self._resume.clear()
+
+    def enter(self, generation: int) -> None:
+        """Start `generation`: every stream begins again at sequence number 0, nothing of an older one is kept."""
+        with self._cond:
+            self.generation, self.last_generation, self._interrupt = generation, generation, None
+            self._pending.clear()
+            self._next_in.clear()
+            self._next_out.clear()
+            self._inbox_bytes.clear()
+            self._cond.notify_all()
+
+    def take_resume(self, peer: str, tag: str, timeout: float) -> Any:
+        """The latest handshake message from `peer` under `tag` not taken yet, waiting up to `timeout` (None: none
+        came). Never raises for a silent or gone peer: the handshake waits for restarted peers."""
+        self._check_peer(peer)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while (peer, tag) not in self._resume:
+                if peer in self._aborted:
+                    raise PeerError(f"{peer} stopped the run: {self._aborted[peer]}")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stop.is_set():
+                    return None
+                self._cond.wait(min(remaining, _HEARTBEAT))
+            body = self._resume.pop((peer, tag))
+            self._consumed.add(_nonce(body))
+            return body
 
     def _silence(self, peer: str, what: str) -> str:
         state = self._peers[peer]
@@ -412,6 +481,20 @@ class Endpoint:
                 self._aborted[peer] = str(body)[:2000]
                 self._cond.notify_all()
                 return b""
+            if tag.startswith(RESUME_PREFIX):
+                self._resume[key] = body
+                if self.generation is not None and _nonce(body) not in self._consumed:
+                    self._interrupt = f"{peer} is resuming from a checkpoint"
+                self._cond.notify_all()
+                return b""
+            generation = envelope.get("gen")
+            if not isinstance(generation, int) or self.generation is None or generation > self.generation:
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.cfg.role}: not in generation {generation} yet; "
+                                                           f"retry later")
+            if generation < self.generation:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"{self.cfg.role} {_MOVED_ON} ({self.generation}) than message {tag!r} "
+                              f"({generation}): resume too")
             if seq >= self._next_in[key] and seq not in self._pending[key]:
                 if seq >= self._next_in[key] + _AHEAD or \
                         self._inbox_bytes[peer] + len(request) > _INBOX_LIMIT * self.cfg.max_message_bytes:
@@ -437,7 +520,10 @@ class Endpoint:
                     state.tls_failures = 0
                 except grpc.RpcError as exc:
                     state.failed(exc.details() or exc.code().name)
-                    state.tls_failures = state.tls_failures + 1 if _is_tls_failure(state.last_error) else 0
+                    # a handshake that fails once the peer was up is a connection cut short (a middlebox in front of a
+                    # peer that died): that peer is silent, not misconfigured
+                    failed = _is_tls_failure(state.last_error) and state.last_ok is None
+                    state.tls_failures = state.tls_failures + 1 if failed else 0
                 except ValueError:  # channel closed during shutdown
                     return
             with self._cond:
@@ -460,6 +546,10 @@ class Endpoint:
 
 
 _NOTHING = object()
+
+
+def _nonce(body: Any) -> Any:
+    return body.get("nonce") if isinstance(body, dict) else None
 
 
 def _is_tls_failure(detail: str) -> bool:

@@ -39,12 +39,17 @@ class Command:
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
 
 
-def run(role: str, description: str, main: Callable[[Path], None], commands: dict[str, Command] | None = None) -> None:
-    """Parse the command line, run `main(config_path)` or the named command, and turn our errors into a message and
-    exit code. Without a command name the role does its default job, so `python -m <role> --config FILE` still works."""
+def run(role: str, description: str, main: Callable[[Path, bool], None],
+        commands: dict[str, Command] | None = None) -> None:
+    """Parse the command line, run `main(config_path, resume)` or the named command, and turn our errors into a message
+    and exit code. Without a command name the role does its default job, so `python -m <role> --config FILE` still
+    works."""
     parser = argparse.ArgumentParser(prog=f"python -m {role}", description=description)
     config_help = "TOML config of this role"
     parser.add_argument("--config", type=Path, required=not commands, help=config_help)
+    parser.add_argument("--resume", action="store_true",
+                        help="resume the run from the newest checkpoint all three roles hold (a role restarted with "
+                             "checkpoints of its run on disk resumes without it; with it, holding none is an error)")
     if commands:
         names = parser.add_subparsers(dest="command", metavar="COMMAND",
                                       help=f"one of {', '.join(commands)}; without one, the default job runs")
@@ -62,7 +67,7 @@ def run(role: str, description: str, main: Callable[[Path], None], commands: dic
         if getattr(args, "command", None):
             commands[args.command].main(args)
         else:
-            main(args.config)
+            main(args.config, args.resume)
     except VfrecError as exc:
         log.error("%s", exc)
         sys.exit(exc.exit_code)

@@ -1,7 +1,9 @@
-"""The frame of a party's run: endpoint up, coordinator's key in, work, and a clean stop.
+"""The frame of a party's run: endpoint up, work, and a clean stop.
 
 On any error the party tells its peers it stops (so they stop at once with its
-reason instead of waiting for a timeout) and closes its endpoint.
+reason instead of waiting for a timeout) and closes its endpoint. A party that
+starts by resuming (protocol/runtime/resume.py) starts its endpoint outside any
+generation, for the handshake.
 """
 
 from __future__ import annotations
@@ -9,22 +11,31 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from protocol import messages
-from protocol.crypto.paillier import PublicKey
-from protocol.layer.decryption import receive_public_key
+from protocol.errors import ConfigError
 from protocol.net.transport import Endpoint
+from protocol.runtime.checkpoint import held
 from protocol.runtime.compute import open_pool
 from protocol.runtime.config import PartyBasics
 from protocol.runtime.workers import WorkerPool
 
 
-def run_party(basics: PartyBasics, body: Callable[[Endpoint, PublicKey, WorkerPool], None]) -> None:
-    endpoint = Endpoint(basics.network, messages.inbox_tags(basics.network.role)).start()
+def resuming(basics: PartyBasics, resume: bool) -> bool:
+    """Whether the party resumes: asked to (`--resume`), or it holds checkpoints of its run."""
+    holds = bool(held(basics.workdir, basics.network.run_id))
+    if resume and not holds:
+        raise ConfigError(f"--resume: {basics.network.role} holds no checkpoint of run {basics.network.run_id!r} in "
+                          f"{basics.workdir}")
+    return holds
+
+
+def run_party(basics: PartyBasics, body: Callable[[Endpoint, WorkerPool], None], resume: bool) -> None:
+    role = basics.network.role
+    endpoint = Endpoint(basics.network, messages.inbox_tags(role), None if resume else 0).start()
     try:
-        public = receive_public_key(endpoint, basics.public_key_pin)
         with open_pool(basics.compute) as pool:
-            body(endpoint, public, pool)
+            body(endpoint, pool)
     except BaseException as exc:
-        endpoint.abort(f"{basics.network.role} stopped: {exc or type(exc).__name__}")
+        endpoint.abort(f"{role} stopped: {exc or type(exc).__name__}")
         raise
     finally:
         endpoint.close()

@@ -37,15 +37,27 @@ def atomic_write(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _sync_dir(path.parent)
+    sync_dir(path.parent)
 
 
-def _sync_dir(directory: Path) -> None:
+def sync_dir(directory: Path) -> None:
+    """Make a directory's entries (a file created or renamed in it) durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_files(directory: Path, files: dict[str, bytes]) -> None:
+    """Create `directory` holding `files`, each fsynced, and the directory too (rename it into place after)."""
+    directory.mkdir()
+    for name, data in files.items():
+        with open(directory / name, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    sync_dir(directory)
 
 
 def write_model(workdir: Path, model_id: str, manifest: dict, files: dict[str, bytes]) -> Path:
@@ -56,13 +68,7 @@ def write_model(workdir: Path, model_id: str, manifest: dict, files: dict[str, b
     if final.exists():
         raise StoreError(f"{final} already exists: model IDs are never reused")
     tmp = root / f".{model_id}.tmp"
-    tmp.mkdir()
-    for name, data in {**files, MANIFEST: json.dumps({**manifest, "model_id": model_id}, indent=2).encode()}.items():
-        with open(tmp / name, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    _sync_dir(tmp)
+    write_files(tmp, {**files, MANIFEST: json.dumps({**manifest, "model_id": model_id}, indent=2).encode()})
     os.replace(tmp, final)
     atomic_write(root / CURRENT, model_id.encode())
     return final

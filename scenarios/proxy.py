@@ -4,6 +4,9 @@ target, and can slow every chunk down, drop its connections, or cut all traffic 
 A partition holds traffic instead of losing it, as a network that drops packets does while TCP retransmits them:
 nothing is read from either side and new connections wait unanswered, so the peers see calls time out, never a
 refused or reset connection; when it heals, the held bytes flow on.
+
+`route_through_proxy` puts one between a role and a peer of a local run (scenarios/launch.py); the fault tests and
+bench/soak.py use it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ import socket
 import struct
 import threading
 import time
+import tomllib
+
+from scenarios.launch import LocalRun, to_toml
 
 UPSTREAM_WAIT = 30.0  # seconds a new connection waits for its target to come up
 
@@ -55,6 +61,10 @@ class Proxy:
         timer = threading.Timer(seconds, self._flowing.set)
         timer.daemon = True
         timer.start()
+
+    def heal(self) -> None:
+        """End a partition now."""
+        self._flowing.set()
 
     def close(self) -> None:
         self._closed.set()
@@ -137,6 +147,15 @@ class Proxy:
         except OSError:
             _reset(sink)
             _reset(source)
+
+
+def route_through_proxy(run: LocalRun, role: str, peer: str) -> Proxy:
+    """A proxy to `peer` at the address `role`'s config gives for it."""
+    config = tomllib.loads(run.configs[role].read_text())
+    proxy = Proxy(config["peers"][peer]["address"])
+    config["peers"][peer]["address"] = proxy.address
+    run.configs[role].write_text(to_toml(config) + "\n")
+    return proxy
 
 
 def _reset(s: socket.socket) -> None:
