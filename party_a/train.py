@@ -211,13 +211,16 @@ class Models:
                 for name, c in self.chosen.items()}
 
     def restore(self, saved: a_checkpoint.Saved) -> None:
-        """The models, optimisers, RNG and epoch choices as A's checkpoint holds them."""
+        """The models, optimisers, RNG, epoch choices and the noise on δ (its releases and generator) as A's
+        checkpoint holds them."""
         t = saved.torch
         self.federated.load_state_dict(t["federated"])
         self.alone.load_state_dict(t["alone"])
         self.opt_federated.load_state_dict(t["opt_federated"])
         self.opt_alone.load_state_dict(t["opt_alone"])
         torch.set_rng_state(t["rng"]["torch"])
+        if self.audit.noise is not None and saved.info.get("noise") is not None:
+            self.audit.noise.restore(saved.info["noise"])
         for name, c in self.chosen.items():
             choice = saved.info["chosen"][name]
             c.stopper.history, c.stopper.best, c.test = choice["history"], choice["best"], choice["test"]
@@ -373,7 +376,9 @@ def checkpoint(run: Run) -> None:
     messages.send(endpoint, B, Checkpoint(p.step))
     messages.send(endpoint, C, CoordinatorCheckpoint(p.step))
     torch_states, arrays = run.models.state()
-    info = {"progress": dataclasses.asdict(p), "report": run.report, "chosen": run.models.choices()}
+    noise = run.models.audit.noise
+    info = {"progress": dataclasses.asdict(p), "report": run.report, "chosen": run.models.choices(),
+            "noise": None if noise is None else noise.state()}
     a_checkpoint.save(run.workdir, endpoint.cfg.run_id, p.step, run.checkpoints.keep,
                       a_checkpoint.Saved(run.side.plan, run.side.public, run.side.w, torch_states, arrays, info))
     for peer in (B, C):

@@ -1,5 +1,6 @@
 """B's checkpoint: tower B and its optimiser, [W] by rows, the torch RNG, the number of steps it took, the state it
-keeps for the model to store (A's Keep), and the plan and key all of it belongs to."""
+keeps for the model to store (A's Keep), the state of its noise on e_B when the defence is on, and the plan and key
+all of it belongs to."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from protocol.runtime.checkpoint import checkpoint_json, plan_digest, read_check
 from protocol.runtime.store import model_file
 
 STATE = "state.json"
+NOISE = "noise.json"
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class State:
     w_rows: Packed
     steps: int
     kept: Kept | None
+    noise: dict | None = None  # the noise on e_B: releases per user, rows kept to send again, generator (JSON)
 
 
 def _matrix(w: Packed) -> bytes:
@@ -55,6 +58,8 @@ def save(workdir: Path, run_id: str, step: int, keep: int, state: State) -> None
     files = {STATE: json.dumps(info).encode(), "tower.pt": state_bytes(state.tower),
              "optimizer.pt": state_bytes(state.optimizer), "rng.pt": state_bytes({"torch": state.rng}),
              "w_rows.msgpack": _matrix(state.w_rows)}
+    if state.noise is not None:
+        files[NOISE] = json.dumps(state.noise).encode()
     if state.kept is not None:
         files |= {"kept_tower.pt": state_bytes(state.kept.tower), "kept_w_rows.msgpack": _matrix(state.kept.w_rows)}
     write_checkpoint(workdir, run_id, step, {"role": str(B), "plan": plan_digest(plan)}, files, keep)
@@ -74,4 +79,5 @@ def load(workdir: Path, run_id: str, step: int, pinned: str | None) -> State:
         kept = Kept(info["kept_epoch"], load_state(directory, "kept_tower.pt"), matrix("kept_w_rows.msgpack"))
     return State(LayerPlan.from_message(info["plan"], str(directory / STATE)), public,
                  load_state(directory, "tower.pt"), load_state(directory, "optimizer.pt"),
-                 load_state(directory, "rng.pt")["torch"], matrix("w_rows.msgpack"), info["steps"], kept)
+                 load_state(directory, "rng.pt")["torch"], matrix("w_rows.msgpack"), info["steps"], kept,
+                 checkpoint_json(directory, NOISE) if (directory / NOISE).exists() else None)

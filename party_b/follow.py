@@ -172,16 +172,19 @@ class Follower:
         self.optimizer = torch.optim.Adam(self.tower.parameters(), lr=self.settings.lr)
 
     def restore(self, state: checkpoint.State) -> None:
-        """B's state from its checkpoint (the plan, tower, optimiser, RNG, [W] by rows, steps and kept state)."""
+        """B's state from its checkpoint (the plan, tower, optimiser, RNG, [W] by rows, steps, kept state, noise)."""
         self._build(state.plan)
         self.tower.load_state_dict(state.tower)
         self.optimizer.load_state_dict(state.optimizer)
         torch.set_rng_state(state.rng)
         self.side.w, self.steps, self.kept = state.w_rows, state.steps, state.kept
+        if self.audit.noise is not None and state.noise is not None:
+            self.audit.noise.restore(state.noise)
 
     def save_checkpoint(self, command: Checkpoint) -> None:
+        noise = None if self.audit.noise is None else self.audit.noise.state()
         state = checkpoint.State(self.side.plan, self.public, self.tower.state_dict(), self.optimizer.state_dict(),
-                                 torch.get_rng_state(), self.side.w, self.steps, self.kept)
+                                 torch.get_rng_state(), self.side.w, self.steps, self.kept, noise)
         checkpoint.save(self.workdir, self.endpoint.cfg.run_id, command.step, self.keep_checkpoints, state)
         messages.send(self.endpoint, A, CheckpointDone(command.step))
 

@@ -96,21 +96,18 @@ class RowNoise:
         return spent(self.settings, max(self.releases.values(), default=0))
 
     def state(self) -> dict:
-        """What a checkpoint keeps, so that a resumed run neither forgets a release (its ε would be understated)
+        """What a checkpoint keeps (JSON), so that a resumed run neither forgets a release (its ε would be understated)
         nor replays its noise: the releases per user, the rows kept to send again, the generator's state."""
         users = sorted(self.last or {})
-        return {"releases": {"users": np.array(list(self.releases), dtype=np.int64),
-                             "counts": np.array(list(self.releases.values()), dtype=np.int64)},
-                "last": {"users": np.array(users, dtype=np.int64),
-                         "rows": np.stack([self.last[u] for u in users]) if users else np.zeros((0, 0))},
+        return {"releases": [[u, c] for u, c in self.releases.items()],
+                "last": {"users": users, "rows": [self.last[u].tolist() for u in users]},
                 "rng": self.rng.bit_generator.state}
 
     def restore(self, state: dict) -> None:
         """Take back what `state` kept."""
-        releases = state["releases"]
-        self.releases = Counter(dict(zip((int(u) for u in releases["users"]), (int(c) for c in releases["counts"]))))
+        self.releases = Counter({int(u): int(c) for u, c in state["releases"]})
         if self.last is not None:
-            self.last = {int(u): row for u, row in zip(state["last"]["users"], state["last"]["rows"])}
+            self.last = {int(u): np.asarray(row) for u, row in zip(state["last"]["users"], state["last"]["rows"])}
         self.rng.bit_generator.state = state["rng"]
 
 

@@ -28,9 +28,14 @@ ROLES = ("coordinator", "party_a", "party_b")
 EPOCHS, STEPS = 3, 9  # 3 steps an epoch (the partition test)
 
 
-def resume_run(root: Path, peer_timeout: float, epochs: int = EPOCHS) -> LocalRun:
-    """The tiny story with a checkpoint after every step, keeping 3, at every role."""
-    run = small_run(root, shop_users=100, items=40, batch_users=20)
+NOISE = {"a_extra": {"privacy": {"noise_multiplier": 0.5, "seed": 5}},
+         "b_extra": {"privacy": {"noise_multiplier": 0.5, "seed": 6}}}
+
+
+def resume_run(root: Path, peer_timeout: float, epochs: int = EPOCHS, **extra: dict) -> LocalRun:
+    """The tiny story with a checkpoint after every step, keeping 3, at every role; `extra`: more config sections
+    of A and B (a_extra, b_extra)."""
+    run = small_run(root, shop_users=100, items=40, batch_users=20, **extra)
     for role in ROLES:
         config = tomllib.loads(run.configs[role].read_text())
         config["network"]["peer_timeout"] = peer_timeout
@@ -54,10 +59,11 @@ def count(run: LocalRun, role: str, text: str) -> int:
     return run.output(role).read_text(errors="replace").count(text)
 
 
-def assert_twin_agrees(run: LocalRun, steps: int = STEPS) -> None:
+def assert_twin_agrees(run: LocalRun, steps: int = STEPS, defended: bool = False) -> None:
     """[W] by columns at A is [W] by rows at B transposed, and both parties' models are the plaintext twin's after
-    `steps` steps: no step was applied twice or lost."""
-    _, plan, layer, trained = twin(run, steps=steps)
+    `steps` steps (`defended`: with both parties' noise, drawn from the same seeds): no step was applied twice or
+    lost, and no noise drawn twice."""
+    _, plan, layer, trained = twin(run, defended, steps=steps)
     assert len(layer.delta_seen) == steps
     w_rows = decrypt_saved(run, "party_b", "w_rows")
     assert (decrypt_saved(run, "party_a", "w_cols").T == w_rows).all(), "A's and B's [W] hold different W"
@@ -117,8 +123,10 @@ def test_each_role_killed_at_three_points_is_taken_back_and_no_step_is_applied_t
 
 def test_a_partition_longer_than_the_peer_timeout_stops_all_and_resume_continues(tmp_path: Path) -> None:
     """A↔B cut for longer than the peer timeout after the checkpoint at step 2: all three stop naming the peer;
-    started again with --resume (the network healed) they go on from step 2 and finish as the twin."""
-    run = resume_run(tmp_path, peer_timeout=6.0)
+    started again with --resume (the network healed) they go on from step 2 and finish as the twin. Both parties'
+    noise is on and seeded: the twin draws it in one go, so the resumed run must go on with each generator's state,
+    not start it again."""
+    run = resume_run(tmp_path, peer_timeout=6.0, **NOISE)
     proxies = [route_through_proxy(run, "party_a", "party_b"), route_through_proxy(run, "party_b", "party_a")]
     try:
         procs = {role: start(run, role) for role in ROLES}
@@ -143,4 +151,4 @@ def test_a_partition_longer_than_the_peer_timeout_stops_all_and_resume_continues
     for role in ROLES:
         assert "resuming from the checkpoint at step 2" in out[role].output or \
                "resuming from the checkpoint at step 3" in out[role].output, role
-    assert_twin_agrees(run)
+    assert_twin_agrees(run, defended=True)
