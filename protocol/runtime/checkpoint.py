@@ -26,7 +26,7 @@ from pathlib import Path
 
 from protocol.errors import StoreError
 from protocol.runtime.config import Table
-from protocol.runtime.store import MANIFEST, model_file, sync_dir, write_files
+from protocol.runtime.store import MANIFEST, model_file, read_json, sync_dir, write_files
 
 
 @dataclass(frozen=True)
@@ -104,12 +104,7 @@ def read_checkpoint(workdir: Path, run_id: str, step: int, role: str) -> tuple[P
     """The directory and manifest of this role's checkpoint at `step`, checked to be whole and its own."""
     directory = run_dir(workdir, run_id) / str(step)
     path = directory / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise StoreError(f"{path} is missing: {role} holds no checkpoint at step {step}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise StoreError(f"{path} is corrupt: {exc}") from None
+    manifest = read_json(path, f"{role} holds no checkpoint at step {step}")
     if manifest.get("role") != role or manifest.get("run_id") != run_id or manifest.get("step") != step:
         raise StoreError(f"{path} is not {role}'s checkpoint of run {run_id!r} at step {step}")
     for name in manifest["files"]:

@@ -89,15 +89,21 @@ def current_model(workdir: Path, role: str, expected: str | None = None) -> tupl
     return directory, manifest
 
 
+def read_json(path: Path, missing: str) -> dict:
+    """A JSON file of a store; a StoreError naming it when it is corrupt, or missing (`missing` says what that
+    means)."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StoreError(f"{path} is missing: {missing}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{path} is corrupt: {exc}") from None
+
+
 def read_manifest(directory: Path, role: str) -> dict:
     """The manifest of the model in `directory`, checked to be `role`'s and whole."""
     path = directory / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise StoreError(f"{path} is missing: not a model store") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise StoreError(f"{path} is corrupt: {exc}") from None
+    manifest = read_json(path, "not a model store")
     if not isinstance(manifest, dict) or manifest.get("role") != role or manifest.get("model_id") != directory.name:
         raise StoreError(f"{path} is not {role}'s manifest of model {directory.name!r}")
     for name in manifest.get("files", []):
