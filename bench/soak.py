@@ -40,9 +40,9 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from bench.checkpoint import set_checkpoints
+from protocol.data.stored import load_state
 from protocol.runtime.checkpoint import CheckpointSettings
 from scenarios.ecommerce_bank import prepare
 from scenarios.launch import LocalRun, run_all, start, wait_all
@@ -162,7 +162,7 @@ def twin_distance(run: LocalRun, steps: int) -> tuple[int, float]:
     diff = 0.0
     for saved, ours in ((run.workdir("party_a") / "model" / "active.pt", trained.model),
                         (run.workdir("party_b") / "model" / "tower_b.pt", trained.tower)):
-        state = torch.load(saved, weights_only=True)
+        state = load_state(saved.parent, saved.name)
         diff = max([diff] + [float((state[p] - v).abs().max()) for p, v in ours.state_dict().items()])
     return units, diff
 

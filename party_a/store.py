@@ -1,6 +1,6 @@
 """A's model store: the chosen epochs of both models, the item index and the u store.
 
-    federated.pt   the federated model's state at its chosen epoch (torch, weights_only)
+    federated.pt   the federated model's state at its chosen epoch (a torch state as .npz, protocol/data/stored.py)
     alone.pt       A alone's state at its chosen epoch, for A's users outside the intersection
     items.parquet  item IDs in the models' order
     u.parquet      the u store: per shared user, A's user ID and B's contribution u (h columns) and when

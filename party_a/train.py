@@ -44,6 +44,7 @@ from protocol import messages
 from protocol.crypto import fixedpoint
 from protocol.crypto.packing import Packed
 from protocol.crypto.paillier import Encryptor, PublicKey
+from protocol.data.stored import state_bytes
 from protocol.layer import steps
 from protocol.errors import ConfigError, ProtocolError
 from protocol.layer.decryption import Step, eval_label, register_layer, train_label
@@ -477,9 +478,10 @@ def store_chosen(workdir: Path, run_id: str, models: Models, names: Names, repor
 
 
 def save_last_state(workdir: Path, model: ActiveModel, w_cols: Packed) -> None:
-    """A's state after the last step (not necessarily a chosen epoch's): its model (torch state dict, load with
-    weights_only=True) and its [W] by columns; what the exactness tests compare with a plaintext twin."""
+    """A's state after the last step (not necessarily a chosen epoch's): its model (a torch state that
+    protocol.data.stored.load_state reads) and its [W] by columns; what the exactness tests compare with a
+    plaintext twin."""
     out = workdir / "model"
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out / "active.pt")
+    (out / "active.pt").write_bytes(state_bytes(model.state_dict()))
     (out / "w_cols.msgpack").write_bytes(encode(w_cols.to_wire().to_message()))

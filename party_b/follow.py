@@ -30,6 +30,7 @@ from party_b.tower import TowerB, passive_step
 from protocol import messages
 from protocol.crypto.packing import Packed
 from protocol.crypto.paillier import Encryptor, PublicKey
+from protocol.data.stored import state_bytes
 from protocol.data.tables import Encoding, Features
 from protocol.errors import ProtocolError
 from protocol.layer import steps
@@ -107,7 +108,7 @@ class TowerTurn:
 def save_state(workdir: Path, tower: TowerB, w_rows: Packed, name: str) -> None:
     out = workdir / "model"
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(tower.state_dict(), out / "tower_b.pt")
+    (out / "tower_b.pt").write_bytes(state_bytes(tower.state_dict()))
     (out / f"{name}.msgpack").write_bytes(encode(w_rows.to_wire().to_message()))
 
 

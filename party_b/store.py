@@ -1,6 +1,6 @@
 """B's model store: its tower and [W] at the federated model's chosen epoch, and the shared users.
 
-    tower_b.pt       tower B's state (torch, weights_only)
+    tower_b.pt       tower B's state (a torch state in .npz, protocol/data/stored.py: no pickle)
     w_rows.msgpack   [W] by rows, under the coordinator's key of the run
     users.parquet    B's ID of each shared user in the aligned order, a digest of the user's encoded row as of
                      the last time u was computed from it (training or the last refresh), and how many times

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
+from protocol.data.stored import load_state
 from scenarios.launch import LocalRun, start, to_toml, wait_all
 from scenarios.proxy import route_through_proxy
 from tests.test_integration_secure_training import decrypt_saved, small_run, twin
@@ -71,7 +71,7 @@ def assert_twin_agrees(run: LocalRun, steps: int = STEPS, defended: bool = False
     assert units.max() <= 2 * steps, f"W differs by {units.max()} units of 2^-{plan.w_bits}"
     for name, saved, ours in (("A", run.workdir("party_a") / "model" / "active.pt", trained.model),
                               ("B", run.workdir("party_b") / "model" / "tower_b.pt", trained.tower)):
-        state = torch.load(saved, weights_only=True)
+        state = load_state(saved.parent, saved.name)
         for param, value in ours.state_dict().items():
             diff = float((state[param] - value).abs().max())
             assert diff <= 2e-3, f"{name} parameter {param} differs by {diff}"

@@ -32,6 +32,7 @@ from party_b import config as party_b_config
 from party_b.privacy import embedding_noise
 from party_b.store import read_users
 from protocol.crypto import fixedpoint, packing
+from protocol.data.stored import load_state
 from protocol.layer.plan import LayerPlan
 from protocol.net.codec import decode
 from protocol.net.transport import read_recording
@@ -123,7 +124,7 @@ def assert_matches_twin(run: LocalRun, steps: int) -> None:
     assert units.max() <= 2 * steps, f"W differs by {units.max()} units of 2^-{plan.w_bits}"
     for name, saved, ours in (("A", model_dir_a / "active.pt", trained.model), ("B", model_dir_b / "tower_b.pt",
                                                                              trained.tower)):
-        state = torch.load(saved, weights_only=True)
+        state = load_state(saved.parent, saved.name)
         for param, value in ours.state_dict().items():
             diff = float((state[param] - value).abs().max())
             assert diff <= 1e-3, f"{name} parameter {param} differs by {diff}"
@@ -145,7 +146,7 @@ def test_noise_enters_only_where_the_defences_add_it(tmp_path: Path) -> None:
     for defended, agrees in ((True, True), (False, False)):
         _, plan, layer, trained = twin(run, defended)
         assert (np.abs((w_rows - layer.w).astype(np.int64)).max() <= 2 * STEPS) == agrees
-        state = torch.load(run.workdir("party_b") / "model" / "tower_b.pt", weights_only=True)
+        state = load_state(run.workdir("party_b") / "model", "tower_b.pt")
         diff = max(float((state[p] - v).abs().max()) for p, v in trained.tower.state_dict().items())
         assert (diff <= 1e-3) == agrees, diff
     directory, manifest = current_model(run.workdir("party_b"), B)
@@ -165,7 +166,7 @@ def assert_one_step_exact(run: LocalRun) -> None:
     assert np.abs((w_rows - layer.w).astype(np.int64)).max() <= 1
     for saved, ours in ((run.workdir("party_a") / "model" / "active.pt", trained.model),
                         (run.workdir("party_b") / "model" / "tower_b.pt", trained.tower)):
-        state = torch.load(saved, weights_only=True)
+        state = load_state(saved.parent, saved.name)
         for param, value in ours.state_dict().items():
             assert torch.equal(state[param], value), f"{param} differs after one step"
 
