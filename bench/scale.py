@@ -1,7 +1,8 @@
 """Scale benchmark: the Ray backend against local worker processes, PSI at 10M x 10M, and scaling over Ray nodes.
 
     python -m bench.scale                                  # the full sizes (hours on 2 cores)
-    python -m bench.scale --psi-ids 200000 --users 2000 --skip-10m
+    python -m bench.scale --psi-ids 200000 --users 2000 --parts overhead scaling
+    python -m bench.scale --parts scaling                  # on a quiet machine
 
 In one run:
 1. Ray overhead on the same cores: PSI n x n (--psi-ids) and one secure epoch of
@@ -11,7 +12,7 @@ In one run:
    times compared are the PSI phase and the secure training (evaluation excluded),
    which leave out process and pool start-up; the ratio is Ray's mean time over
    local's (target <= 1.15).
-2. PSI at --big-ids x --big-ids (default 10M; --skip-10m skips it) end to end with
+2. PSI at --big-ids x --big-ids (default 10M; part "big") end to end with
    local workers, and each party's peak resident memory: its process and its worker
    processes, sampled every 0.2 s (target <= 4 GB).
 3. Measured alone, in this process: the coordinator's decryption throughput
@@ -19,6 +20,9 @@ In one run:
    PSI blinding throughput (hash to curve and X25519 in chunks through the pool), on
    a Ray cluster of 1 and then 2 worker nodes of one CPU each (the head has none).
    Scaling efficiency = rate with 2 nodes / (2 x rate with 1 node) (target >= 0.85).
+
+--parts chooses among "overhead", "big" and "scaling" (all by default); each part's
+results replace that part's in runs/bench/scale.json and keep the others'.
 
 Results also go to runs/bench/scale.json. Ray is imported only once the first local
 cluster is up (scenarios/ray_cluster.py keeps it on loopback).
@@ -46,6 +50,7 @@ from scenarios.ray_cluster import local_cluster
 
 OUT = Path("runs/bench")
 WORKERS = 2  # per role, for both backends
+PARTS = ("overhead", "big", "scaling")
 ROLES = 3
 
 
@@ -115,39 +120,42 @@ def main() -> None:
     parser.add_argument("--batch-users", type=int, default=256, help="users per secure step")
     parser.add_argument("--repeat", type=int, default=2, help="alternating runs per backend in the overhead part")
     parser.add_argument("--big-ids", type=int, default=10_000_000, help="IDs per party for the memory run")
-    parser.add_argument("--skip-10m", action="store_true", help="skip the big PSI run")
-    parser.add_argument("--ciphertexts", type=int, default=2000, help="decryptions per scaling measurement")
-    parser.add_argument("--blind-ids", type=int, default=65536, help="IDs blinded per scaling measurement")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which parts to run")
+    parser.add_argument("--ciphertexts", type=int, default=4000, help="decryptions per scaling measurement")
+    parser.add_argument("--blind-ids", type=int, default=262144, help="IDs blinded per scaling measurement")
     args = parser.parse_args()
-    results: dict = {"cores": os.cpu_count(), "workers_per_role": WORKERS}
     OUT.mkdir(parents=True, exist_ok=True)
+    stored = OUT / "scale.json"
+    results: dict = json.loads(stored.read_text()) if stored.exists() else {}
+    results.update({"cores": os.cpu_count(), "workers_per_role": WORKERS})
 
     def save() -> None:
-        (OUT / "scale.json").write_text(json.dumps(results, indent=2) + "\n")
+        stored.write_text(json.dumps(results, indent=2) + "\n")
 
     with tempfile.TemporaryDirectory() as tmp:
-        results["overhead"] = overhead(Path(tmp), args.psi_ids, args.users, args.batch_users, args.repeat)
-        save()
-        print(f"\nRay overhead on the same {os.cpu_count()} cores ({WORKERS} workers per role, both backends; "
-              f"mean of {args.repeat} alternating runs; PSI phase and secure training time)")
-        print(f"{'job':>13} | {'size':>21} | {'local s':>8} | {'Ray s':>8} | {'Ray / local':>11}")
-        for r in results["overhead"]:
-            print(f"{r['job']:>13} | {r['size']:>21} | {r['local_s']:8.1f} | {r['ray_s']:8.1f} | "
-                  f"{r['ratio']:10.2f}x", flush=True)
-        if not args.skip_10m:
+        if "overhead" in args.parts:
+            results["overhead"] = overhead(Path(tmp), args.psi_ids, args.users, args.batch_users, args.repeat)
+            save()
+            print(f"\nRay overhead on the same {os.cpu_count()} cores ({WORKERS} workers per role, both backends; "
+                  f"mean of {args.repeat} alternating runs; PSI phase and secure training time)")
+            print(f"{'job':>13} | {'size':>21} | {'local s':>8} | {'Ray s':>8} | {'Ray / local':>11}")
+            for r in results["overhead"]:
+                print(f"{r['job']:>13} | {r['size']:>21} | {r['local_s']:8.1f} | {r['ray_s']:8.1f} | "
+                      f"{r['ratio']:10.2f}x", flush=True)
+        if "big" in args.parts:
             print(f"\nPSI {args.big_ids:,} x {args.big_ids:,} with local workers ...", flush=True)
             b = results["big_psi"] = psi_bench.run_ours(Path(tmp) / "big", args.big_ids, WORKERS)
             save()
             print(f"PSI {b['n']:,} x {b['n']:,} end to end: {b['wall_s']:.0f} s wall ({b['psi_s']:.0f} s PSI), "
                   f"peak RSS A {b['peak_rss_mb_a'] / 1024:.2f} GB, B {b['peak_rss_mb_b'] / 1024:.2f} GB", flush=True)
-    results["scaling"] = scaling(args.ciphertexts, args.blind_ids)
-    save()
-    print(f"\nScaling over Ray worker nodes of one CPU each, measured alone (load average {os.getloadavg()[0]:.1f} "
-          f"on {os.cpu_count()} cores: others' work takes cores from the nodes)")
-    print(f"{'work':>28} | {'1 node':>9} | {'2 nodes':>9} | {'efficiency':>10}")
-    for r in results["scaling"]:
-        print(f"{r['work']:>28} | {r['one_node']:9,.0f} | {r['two_nodes']:9,.0f} | {r['efficiency']:10.2f}")
-
+    if "scaling" in args.parts:
+        results["scaling"] = scaling(args.ciphertexts, args.blind_ids)
+        save()
+        print(f"\nScaling over Ray worker nodes of one CPU each, measured alone (load average "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: others' work takes cores from the nodes)")
+        print(f"{'work':>28} | {'1 node':>9} | {'2 nodes':>9} | {'efficiency':>10}")
+        for r in results["scaling"]:
+            print(f"{r['work']:>28} | {r['one_node']:9,.0f} | {r['two_nodes']:9,.0f} | {r['efficiency']:10.2f}")
 
 if __name__ == "__main__":
     main()
