@@ -16,7 +16,8 @@ The kNN neighbour count and EASE's λ are chosen on the validation lists (NDCG@k
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,12 +29,24 @@ LAMBDAS = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
 NEIGHBOURS = (10, 50, None)
 
 
-def training_rows(data: ActiveData) -> list[np.ndarray]:
-    """The rows of X: each shared user's training items, then each other user's items."""
-    return [*data.train, *data.others]
+class TrainingRows(Sequence[np.ndarray]):
+    """The rows of X: each shared user's training items, then each other user's items; read as they are used."""
+
+    def __init__(self, data: ActiveData):
+        self.parts = (data.train, data.others)
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self.parts)
+
+    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override] - single rows only
+        first = self.parts[0]
+        return first[i] if i < len(first) else self.parts[1][i - len(first)]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return itertools.chain(*self.parts)
 
 
-def gram(rows: list[np.ndarray], n_items: int) -> np.ndarray:
+def gram(rows: Iterable[np.ndarray], n_items: int) -> np.ndarray:
     """XᵀX for a binary X given as lists of distinct items per row."""
     g = np.zeros((n_items, n_items))
     for items in rows:
@@ -41,8 +54,12 @@ def gram(rows: list[np.ndarray], n_items: int) -> np.ndarray:
     return g
 
 
-def popularity(rows: list[np.ndarray], n_items: int) -> np.ndarray:
-    return np.bincount(np.concatenate([np.empty(0, np.int64), *rows]), minlength=n_items).astype(np.float64)
+def popularity(rows: Iterable[np.ndarray], n_items: int, chunk: int = 1 << 16) -> np.ndarray:
+    """Each item's count in X, `chunk` rows at a time."""
+    counts, rows = np.zeros(n_items, dtype=np.int64), iter(rows)
+    while part := list(itertools.islice(rows, chunk)):
+        counts += np.bincount(np.concatenate(part), minlength=n_items)
+    return counts.astype(np.float64)
 
 
 def item_knn(g: np.ndarray, neighbours: int | None) -> np.ndarray:
@@ -98,7 +115,7 @@ def _choose(name: str, key: str, grid: tuple, build: Callable[..., np.ndarray], 
 
 def fit_baselines(data: ActiveData, valid: EvalSet, k: int) -> list[Baseline]:
     """Popularity, item-kNN and EASE from A's training events, tuned on the validation lists."""
-    rows = training_rows(data)
+    rows = TrainingRows(data)
     counts = popularity(rows, data.n_items)
     g = gram(rows, data.n_items)
     return [Baseline("popularity", "training counts", lambda ev: counts[ev.items]),

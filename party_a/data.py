@@ -10,20 +10,29 @@ occurrence, timestamp then row):
 A's users outside the intersection keep all their positives (`others`): they are
 never evaluated, and A may use them for item-item statistics (popularity, kNN,
 EASE), which is what A alone could run on its own data.
+
+The interactions are read a chunk at a time and kept on disk as per-user histories
+(`party_a.events`): `train`, `seen` and `others` are views that read a user's items
+when asked, so A's events need not fit in memory.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from protocol.data.tables import Features, TableSpec, encode_features, numeric_column, plain, read_table, row_label
+from party_a.events import BLOCK_EVENTS, Histories, Spill, build_histories, spill_directory
+from protocol.data.tables import (Features, TableSpec, encode_features, numeric_column, plain, read_table,
+                                  read_table_chunks, row_label)
 from protocol.errors import DataError
 from protocol.runtime.config import Table
 from psi.ids import Normalizer
+
+CHUNK_ROWS = 1 << 20  # interaction rows read at a time
 
 
 @dataclass(frozen=True)
@@ -45,29 +54,17 @@ class InteractionsSpec:
 
 
 @dataclass(frozen=True)
-class Interactions:
-    """Positive interactions as row indices into A's user table and item indices."""
-
-    user_rows: np.ndarray
-    items: np.ndarray
-    order: np.ndarray  # sort key within a user: timestamp, then row
-
-
-@dataclass(frozen=True)
 class ActiveTables:
     """Everything A reads from disk, validated."""
 
     user_features: Features  # rows of A's user table
     items: list[str]
     item_features: Features
-    interactions: Interactions
+    histories: Histories  # per row of A's user table: its distinct positive items, oldest first
+    item_counts: np.ndarray  # positive events per item, repeats included
 
 
-def _item_table(spec: TableSpec | None, interaction_items: pd.Series) -> tuple[list[str], Features]:
-    if spec is None:
-        ids = sorted(set(interaction_items))
-        empty = Features(np.zeros((len(ids), 0), np.float32), np.zeros((len(ids), 0), np.int64), [])
-        return ids, empty
+def _item_table(spec: TableSpec) -> tuple[list[str], Features]:
     frame = read_table(spec.path, [spec.id_column, *spec.numeric, *spec.categorical], [spec.id_column])
     ids = frame[spec.id_column].str.strip()
     if (ids == "").any():
@@ -81,58 +78,98 @@ def _item_table(spec: TableSpec | None, interaction_items: pd.Series) -> tuple[l
     return ids.tolist(), encode_features(frame, spec)
 
 
-def load_tables(users: pd.DataFrame, user_ids: list[str], users_spec: TableSpec, normalizer: Normalizer,
-                spec: InteractionsSpec, items_spec: TableSpec | None) -> ActiveTables:
-    """Read and check interactions and items against A's user table; every problem names file, column, row."""
-    columns = [spec.user_column, spec.item_column] + [c for c in (spec.label_column, spec.timestamp_column) if c]
-    frame = read_table(spec.path, columns, [spec.user_column, spec.item_column])
-    if frame.empty:
-        raise DataError(f"{spec.path}: no interactions")
-    row_of = {uid: i for i, uid in enumerate(user_ids)}
-    user_rows = np.empty(len(frame), dtype=np.int64)
+def _user_rows(frame: pd.DataFrame, spec: InteractionsSpec, row_of: dict[str, int], normalizer: Normalizer,
+               users_spec: TableSpec) -> np.ndarray:
+    out = np.empty(len(frame), dtype=np.int64)
     for i, raw in enumerate(frame[spec.user_column]):
         r = row_of.get(normalizer(raw))
         if r is None:
-            raise DataError(f"{spec.path}: column {spec.user_column!r} {row_label(i)} names a user that is not in "
-                            f"{users_spec.path} (column {users_spec.id_column!r})")
-        user_rows[i] = r
-    item_names, item_features = _item_table(items_spec, frame[spec.item_column].str.strip())
-    item_of = {name: j for j, name in enumerate(item_names)}
-    items = np.empty(len(frame), dtype=np.int64)
+            raise DataError(f"{spec.path}: column {spec.user_column!r} {row_label(frame.index[i])} names a user that "
+                            f"is not in {users_spec.path} (column {users_spec.id_column!r})")
+        out[i] = r
+    return out
+
+
+def _item_codes(frame: pd.DataFrame, spec: InteractionsSpec, item_of: dict[str, int],
+                items_spec: TableSpec | None) -> np.ndarray:
+    """Item indices; without an items table every new item is given the next code (`item_of` grows)."""
+    out = np.empty(len(frame), dtype=np.int64)
     for i, raw in enumerate(frame[spec.item_column].str.strip()):
         j = item_of.get(raw)
         if j is None:
-            where = items_spec.path if items_spec else "the items"
-            raise DataError(f"{spec.path}: column {spec.item_column!r} {row_label(i)} names an item that is not in "
-                            f"{where}")
-        items[i] = j
-    positive = np.ones(len(frame), dtype=bool)
-    if spec.label_column:
-        positive = numeric_column(frame, spec.label_column, spec.path) >= spec.threshold
-    order = np.arange(len(frame), dtype=np.float64)
-    if spec.timestamp_column:
-        stamps = _timestamps(frame, spec.timestamp_column, spec.path)
-        order = stamps + order / (10 * len(frame))  # ties keep row order
-    keep = np.flatnonzero(positive)
-    users_frame = encode_features(users, users_spec)
-    return ActiveTables(users_frame, item_names, item_features,
-                        Interactions(user_rows[keep], items[keep], order[keep]))
+            if items_spec is not None:
+                raise DataError(f"{spec.path}: column {spec.item_column!r} {row_label(frame.index[i])} names an item "
+                                f"that is not in {items_spec.path}")
+            j = item_of[raw] = len(item_of)
+        out[i] = j
+    return out
+
+
+def load_tables(users: pd.DataFrame, user_ids: list[str], users_spec: TableSpec, normalizer: Normalizer,
+                spec: InteractionsSpec, items_spec: TableSpec | None, chunk_rows: int = CHUNK_ROWS) -> ActiveTables:
+    """Read and check interactions and items against A's user table; every problem names file, column, row.
+
+    The interactions are read `chunk_rows` rows at a time and A's events kept on disk (`party_a.events`)."""
+    columns = [spec.user_column, spec.item_column] + [c for c in (spec.label_column, spec.timestamp_column) if c]
+    row_of = {uid: i for i, uid in enumerate(user_ids)}
+    item_names, item_features = _item_table(items_spec) if items_spec else ([], None)
+    item_of = {name: j for j, name in enumerate(item_names)}
+    with spill_directory() as tmp:
+        spill, rows = Spill(Path(tmp)), 0
+        for frame in read_table_chunks(spec.path, columns, [spec.user_column, spec.item_column], chunk_rows):
+            rows += len(frame)
+            user_rows = _user_rows(frame, spec, row_of, normalizer, users_spec)
+            items = _item_codes(frame, spec, item_of, items_spec)
+            positive = np.ones(len(frame), dtype=bool)
+            if spec.label_column:
+                positive = numeric_column(frame, spec.label_column, spec.path) >= spec.threshold
+            stamps = _timestamps(frame, spec.timestamp_column, spec.path) if spec.timestamp_column else \
+                np.zeros(len(frame))
+            keep = np.flatnonzero(positive)
+            spill.add(users=user_rows[keep], items=items[keep], stamps=stamps[keep],
+                      rows=frame.index.to_numpy()[keep])
+        if rows == 0:
+            raise DataError(f"{spec.path}: no interactions")
+        events = spill.columns()
+        if items_spec is None:  # the catalogue is the items named, in sorted order
+            item_names = sorted(item_of)
+            events["items"] = _Recoded(events["items"], np.argsort(np.argsort(list(item_of))).astype(np.int32))
+            item_features = Features(np.zeros((len(item_names), 0), np.float32),
+                                     np.zeros((len(item_names), 0), np.int64), [])
+        counts = np.zeros(len(item_names), dtype=np.int64)
+        for lo in range(0, spill.size, BLOCK_EVENTS):
+            counts += np.bincount(events["items"][lo : lo + BLOCK_EVENTS], minlength=len(item_names))
+        histories = build_histories(events, len(user_ids), len(item_names))
+    return ActiveTables(encode_features(users, users_spec), item_names, item_features, histories,
+                        counts.astype(np.float64))
+
+
+class _Recoded:
+    """An array's values mapped through `codes`, slice by slice as they are read."""
+
+    def __init__(self, values: np.ndarray, codes: np.ndarray):
+        self.values, self.codes = values, codes
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        return self.codes[self.values[part]]
 
 
 def _timestamps(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+    """Seconds (a number as given, a date since 1970): only their order matters."""
     raw = frame[column]
     numbers = pd.to_numeric(raw, errors="coerce")
     if numbers.notna().all():
-        values = numbers.to_numpy(dtype=np.float64)
-    else:
-        parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed")
-        bad = np.flatnonzero(parsed.isna().to_numpy())
-        if bad.size:
-            i = int(bad[0])
-            raise DataError(f"{path}: column {column!r} {row_label(i)} holds {plain(raw.iloc[i])!r}, neither a number "
-                            f"nor a date ({bad.size} such rows)")
-        values = (parsed - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds().to_numpy()
-    return values - values.min()
+        return numbers.to_numpy(dtype=np.float64)
+    parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed")
+    bad = np.flatnonzero(parsed.isna().to_numpy())
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(f"{path}: column {column!r} {row_label(frame.index[i])} holds {plain(raw.iloc[i])!r}, neither "
+                        f"a number nor a date ({bad.size} such rows)")
+    return (parsed - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds().to_numpy()
 
 
 @dataclass(frozen=True)
@@ -141,11 +178,11 @@ class ActiveData:
 
     user_features: Features
     item_features: Features
-    train: list[np.ndarray]  # per shared user: training positive items, oldest first
-    seen: list[frozenset]  # per shared user: every positive item, never drawn as an evaluation negative
+    train: Sequence[np.ndarray]  # per shared user: training positive items, oldest first
+    seen: Sequence[Iterable[int]]  # per shared user: every positive item, never drawn as an evaluation negative
     valid_item: np.ndarray  # per shared user: validation item, or -1
     test_item: np.ndarray  # per shared user: test item, or -1
-    others: list[np.ndarray]  # per user of A outside the intersection: every positive item, oldest first
+    others: Sequence[np.ndarray]  # per user of A outside the intersection: every positive item, oldest first
 
     @property
     def n_users(self) -> int:
@@ -164,36 +201,34 @@ class ActiveData:
         return self.train[user]
 
 
-def _distinct_by_user(users: np.ndarray, items: np.ndarray, order: np.ndarray, n_users: int) -> list[list[int]]:
-    """Per user, its distinct items ordered by their last occurrence (order, then position)."""
-    out: list[list[int]] = [[] for _ in range(n_users)]
-    for i in np.lexsort((order, users)):
-        out[int(users[i])].append(int(items[i]))
-    return [list(dict.fromkeys(reversed(seq)))[::-1] for seq in out]
+class Rows(Sequence[np.ndarray]):
+    """The histories of chosen rows, the i-th without its `drop[i]` most recent items; read when indexed."""
 
+    def __init__(self, histories: Histories, rows: np.ndarray, drop: np.ndarray | None = None):
+        self.histories, self.rows = histories, np.asarray(rows, dtype=np.int64)
+        self.drop = np.zeros(len(self.rows), dtype=np.int64) if drop is None else drop
 
-def histories(tables: ActiveTables) -> list[list[int]]:
-    """Per row of A's user table, every positive item, distinct, ordered by last occurrence (oldest first)."""
-    inter = tables.interactions
-    return _distinct_by_user(inter.user_rows, inter.items, inter.order, tables.user_features.numeric.shape[0])
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int | slice) -> "np.ndarray | Rows":  # type: ignore[override]
+        if isinstance(i, slice):
+            return Rows(self.histories, self.rows[i], self.drop[i])
+        items = self.histories[self.rows[i]]
+        return items[: items.size - self.drop[i]]
 
 
 def align(tables: ActiveTables, aligned_rows: np.ndarray) -> ActiveData:
     """Restrict to the shared users (row `aligned_rows[s]` of A's user table is shared user s) and split."""
-    by_row = histories(tables)
-    n_rows = len(by_row)
-    shared = np.zeros(n_rows, dtype=bool)
+    histories = tables.histories
+    aligned_rows = np.asarray(aligned_rows, dtype=np.int64)
+    lengths = histories.lengths[aligned_rows]
+    test = np.where(lengths >= 2, histories.last(aligned_rows, 0), -1)
+    valid = np.where(lengths >= 3, histories.last(aligned_rows, 1), -1)
+    held_out = (lengths >= 2).astype(np.int64) + (lengths >= 3)
+    shared = np.zeros(len(histories), dtype=bool)
     shared[aligned_rows] = True
-    train, seen = [], []
-    valid = np.full(len(aligned_rows), -1, dtype=np.int64)
-    test = np.full(len(aligned_rows), -1, dtype=np.int64)
-    for s, row in enumerate(aligned_rows):
-        ordered = by_row[row]
-        seen.append(frozenset(ordered))
-        if len(ordered) >= 2:
-            test[s] = ordered.pop()
-        if len(ordered) >= 2:
-            valid[s] = ordered.pop()
-        train.append(np.array(ordered, dtype=np.int64))
-    others = [np.array(by_row[r], dtype=np.int64) for r in np.flatnonzero(~shared) if by_row[r]]
-    return ActiveData(tables.user_features.take(aligned_rows), tables.item_features, train, seen, valid, test, others)
+    others = np.flatnonzero(~shared & (histories.lengths > 0))
+    return ActiveData(tables.user_features.take(aligned_rows), tables.item_features,
+                      Rows(histories, aligned_rows, held_out), Rows(histories, aligned_rows), valid, test,
+                      Rows(histories, others))

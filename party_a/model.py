@@ -33,11 +33,13 @@ norm of g says nothing about how many events a user has at A.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
 from torch import nn
 
-from party_a.baselines import ease_weights, gram, popularity, training_rows
+from party_a.baselines import TrainingRows, ease_weights, gram, popularity
 from party_a.config import ModelSettings
 from party_a.evaluate import EvalSet, metrics, model_scores
 from party_a.data import ActiveData
@@ -71,14 +73,14 @@ class ActiveModel(nn.Module):
             for layer in [self.mix] + ([self.user_part.mlp[-1]] if self.user_part is not None else []):
                 layer.weight.zero_()
                 layer.bias.zero_()
-        rows = training_rows(data)
+        rows = TrainingRows(data)
         prior = prior_weight * np.log1p(popularity(rows, n))
         self.item_bias = nn.Parameter(torch.from_numpy(prior - prior.mean()).float())
         self.register_buffer("p", None)  # the EASE part's P, when there is one
         if s.item_item:
             self.add_item_item(data, s.item_item_lambda if ease_lambda is None else ease_lambda, rows)
 
-    def add_item_item(self, data: ActiveData, lam: float, rows: list[np.ndarray]) -> None:
+    def add_item_item(self, data: ActiveData, lam: float, rows: Iterable[np.ndarray]) -> None:
         """The EASE part of the scorer: P = (XᵀX + λI)⁻¹ (n × n, so only for catalogues that fit) and c₁, c₂."""
         n = data.n_items
         p = np.linalg.inv(gram(rows, n) + lam * np.eye(n))  # EASE's P; B = I - P·diag(1/diag(P))

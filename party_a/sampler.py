@@ -10,6 +10,7 @@ whose cost is per user.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,11 +45,17 @@ class Sampler:
         self.targets = targets
         self.seed = seed
 
-    def epoch(self, epoch: int) -> list[Batch]:
-        """The batches of one epoch, reproducible from (seed, epoch)."""
+    @property
+    def batches_per_epoch(self) -> int:
+        return -(-self.data.n_users // self.batch_users)
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        """The batches of one epoch, reproducible from (seed, epoch); each reads its users' histories when it is
+        drawn, so an epoch never holds more than one batch."""
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(self.data.n_users)
-        return [self._batch(order[k : k + self.batch_users], rng) for k in range(0, len(order), self.batch_users)]
+        for k in range(0, len(order), self.batch_users):
+            yield self._batch(order[k : k + self.batch_users], rng)
 
     def _batch(self, users: np.ndarray, rng: np.random.Generator) -> Batch:
         history = pad_histories([self.data.train[s] for s in users], self.history)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from party_a.config import PartyAConfig
-from party_a.data import ActiveTables, align, histories, load_tables
+from party_a.data import ActiveTables, align, load_tables
 from party_a.model import ActiveModel
 from party_a.sampler import pad_histories
 from party_a.store import U_STORE, model_settings, read_u_store
@@ -76,12 +76,12 @@ class Recommender:
         self.item_ids = tables.items
         self.n_items = len(tables.items)
         self.row_of = {uid: r for r, uid in enumerate(ids)}
-        self.histories = [np.array(h, dtype=np.int64) for h in histories(tables)]
+        self.histories = tables.histories
         self.models = models
         self.history_length = models["federated"].history_length
         with torch.no_grad():
             self.v = {name: model.item_vectors() for name, model in models.items()}
-        counts = np.bincount(tables.interactions.items, minlength=self.n_items).astype(np.float64)
+        counts = tables.item_counts
         self.popular = np.argsort(-counts, kind="stable")
         self.popularity = counts
         self.item_columns = item_columns

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,7 +141,8 @@ def forward_all(side: Side, epoch: int, n_users: int, clock: StepClock, generati
     return out
 
 
-def train_alone_epoch(model: ActiveModel, optimizer: torch.optim.Optimizer, batches: list[Batch], h: int) -> float:
+def train_alone_epoch(model: ActiveModel, optimizer: torch.optim.Optimizer, batches: Iterable[Batch],
+                      h: int) -> float:
     losses = []
     for batch in batches:
         loss, _ = active_step(model, optimizer, batch, torch.zeros(len(batch.users), h))
@@ -398,26 +400,31 @@ def train_epochs(run: Run) -> None:
     every = run.checkpoints.every_steps
     while p.epoch <= cfg.train.epochs and not models.chosen["federated"].stopper.should_stop():
         epoch, started = p.epoch, time.perf_counter()
-        batches = run.sampler.epoch(epoch)
+        n_batches = run.sampler.batches_per_epoch
         run.clock.restart()
-        bar = tqdm(range(p.batch, len(batches)), desc=f"epoch {epoch}/{cfg.train.epochs}", unit="batch",
+        bar = tqdm(total=n_batches, initial=p.batch, desc=f"epoch {epoch}/{cfg.train.epochs}", unit="batch",
                    disable=not cfg.train.progress, leave=False)
-        for b in bar:
-            p.losses.append(secure_step(run.side, train_label(epoch, b, run.generation), batches[b], models.federated,
+        for b, batch in enumerate(run.sampler.epoch(epoch)):
+            if b < p.batch:  # done before the checkpoint this run resumed from
+                continue
+            p.losses.append(secure_step(run.side, train_label(epoch, b, run.generation), batch, models.federated,
                                         models.opt_federated, run.clock, models.audit, epoch,
-                                        (epoch - 1) * len(batches) + b))
+                                        (epoch - 1) * n_batches + b))
             p.step, p.batch = p.step + 1, b + 1
+            bar.update()
             bar.set_postfix(loss=f"{np.mean(p.losses):.4f}")
-            if every and p.step % every == 0 and p.batch < len(batches):
+            if every and p.step % every == 0 and p.batch < n_batches:
                 p.secure_seconds += time.perf_counter() - started
                 checkpoint(run)
                 started = time.perf_counter()
+        bar.close()
         p.secure_seconds += time.perf_counter() - started
         p.user_steps += run.data.n_users
         entry: dict = {"epoch": epoch, "loss": {"federated": float(np.mean(p.losses))}}
         run.clock.restart()
         if not models.chosen["a_alone"].stopper.should_stop():
-            entry["loss"]["a_alone"] = train_alone_epoch(models.alone, models.opt_alone, batches, run.side.plan.h)
+            entry["loss"]["a_alone"] = train_alone_epoch(models.alone, models.opt_alone, run.sampler.epoch(epoch),
+                                                         run.side.plan.h)
             run.clock.lap("A alone: one epoch in plaintext")
         evaluate_epoch(run.side, models, run.data, run.lists, entry, k, run.clock, run.generation)
         entry["seconds"] = round(time.perf_counter() - started, 2)

@@ -95,7 +95,7 @@ class DefendedLayer:
     def _batch(self) -> Batch:
         if self.done == len(self.batches):
             self.epoch, self.done = self.epoch + 1, 0
-            self.batches = self.sampler.epoch(self.epoch)
+            self.batches = list(self.sampler.epoch(self.epoch))
         return self.batches[self.done]
 
     def forward(self, e_b: np.ndarray) -> np.ndarray:

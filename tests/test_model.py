@@ -52,7 +52,7 @@ def test_one_delta_row_per_user_whatever_its_activity() -> None:
     data = tiny_data()
     model = ActiveModel(data, ModelSettings(h=4, history=6), ease_lambda=LAMBDA)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    batch = Sampler(data, batch_users=5, history=6, targets=3, seed=1).epoch(1)[0]
+    batch = next(Sampler(data, batch_users=5, history=6, targets=3, seed=1).epoch(1))
     u = torch.randn(5, 4)
     loss, delta = active_step(model, optimizer, batch, u)
     assert delta.shape == (5, 4) and np.isfinite(loss) and torch.isfinite(delta).all()

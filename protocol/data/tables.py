@@ -71,42 +71,45 @@ def _check_columns(path: Path, columns: list[str]) -> None:
 
 def read_table(path: Path, columns: list[str], text_columns: list[str]) -> pd.DataFrame:
     """Read `columns` (and only them) of a CSV or Parquet file; `text_columns` are read as strings, never parsed."""
+    return next(read_table_chunks(path, columns, text_columns, None))
+
+
+def read_table_chunks(path: Path, columns: list[str], text_columns: list[str],
+                      rows: int | None) -> Iterator[pd.DataFrame]:
+    """`read_table` `rows` rows at a time (the whole table at once when None), never more in memory; each frame's
+    index holds the rows' positions in the table, so an error can name the row."""
     _check_columns(path, columns)
     wanted = list(dict.fromkeys(columns))
+    first = 0
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
-            frame = pd.read_parquet(path, columns=wanted)
-            for c in text_columns:
-                frame[c] = frame[c].astype("string").fillna("")
+            parquet = pq.ParquetFile(path)
+            frames = (b.to_pandas() for b in parquet.iter_batches(batch_size=rows, columns=wanted)) if rows else \
+                iter([parquet.read(columns=wanted).to_pandas()])
         else:
-            frame = pd.read_csv(path, usecols=wanted, dtype={c: str for c in text_columns}, keep_default_na=False,
-                                na_values=[""], low_memory=False)
+            frames = pd.read_csv(path, usecols=wanted, dtype={c: str for c in text_columns}, keep_default_na=False,
+                                 na_values=[""], low_memory=False, chunksize=rows)
+            frames = iter([frames]) if rows is None else frames
+        for frame in frames:
+            frame = frame[wanted].copy()
+            for c in text_columns:
+                frame[c] = frame[c].astype("string").fillna("").astype(str)
+            frame.index = pd.RangeIndex(first, first + len(frame))
+            first += len(frame)
+            yield frame
     except (OSError, ValueError, pd.errors.ParserError, pa.ArrowException) as exc:
         raise DataError(f"table {path} cannot be read: {exc}") from None
-    frame = frame[wanted].copy()
-    for c in text_columns:
-        frame[c] = frame[c].fillna("").astype(str)
-    return frame
 
 
 def read_text_column(path: Path, column: str, rows: int) -> Iterator[list[str]]:
     """One text column of a CSV or Parquet file, `rows` rows at a time, never the whole table in memory."""
-    _check_columns(path, [column])
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=rows, columns=[column]):
-                values = pa.compute.cast(batch.column(0), pa.string()).fill_null("")
-                yield values.to_pylist()
-        else:
-            for chunk in pd.read_csv(path, usecols=[column], dtype=str, keep_default_na=False, na_values=[""],
-                                     chunksize=rows):
-                yield chunk[column].fillna("").tolist()
-    except (OSError, ValueError, pd.errors.ParserError, pa.ArrowException) as exc:
-        raise DataError(f"table {path} cannot be read: {exc}") from None
+    for frame in read_table_chunks(path, [column], [column], rows):
+        yield frame[column].tolist()
 
 
 def row_label(index: int) -> str:
-    return f"row {index + 1}"
+    """A row by its 0-based position in its table, as messages name it."""
+    return f"row {int(index) + 1}"
 
 
 def plain(value: object) -> object:
@@ -123,7 +126,7 @@ def numeric_column(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
         i = int(bad[0])
         shown = plain(raw.iloc[i])
         what = "is empty" if pd.isna(shown) or str(shown).strip() == "" else f"holds {shown!r}, not a finite number"
-        raise DataError(f"{path}: column {column!r} {row_label(i)} {what} ({bad.size} such rows)")
+        raise DataError(f"{path}: column {column!r} {row_label(frame.index[i])} {what} ({bad.size} such rows)")
     return values.to_numpy(dtype=np.float64)
 
 
@@ -132,8 +135,8 @@ def categorical_column(frame: pd.DataFrame, column: str, path: Path) -> np.ndarr
     raw = frame[column]
     empty = np.flatnonzero(raw.isna().to_numpy() | (raw.astype(str).str.strip() == "").to_numpy())
     if empty.size:
-        raise DataError(f"{path}: column {column!r} {row_label(int(empty[0]))} is empty ({empty.size} such rows); "
-                        f"fill missing categories with an explicit value such as 'unknown'")
+        raise DataError(f"{path}: column {column!r} {row_label(frame.index[int(empty[0])])} is empty "
+                        f"({empty.size} such rows); fill missing categories with an explicit value such as 'unknown'")
     return raw.astype(str).to_numpy()
 
 

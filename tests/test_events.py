@@ -1,0 +1,93 @@
+"""A's events on disk: histories built block by block and read chunk by chunk equal the in-memory answer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from party_a import events
+from party_a.data import InteractionsSpec, align, load_tables
+from party_a.sampler import Sampler
+from protocol.data.tables import TableSpec
+from protocol.errors import DataError
+from psi.ids import Normalizer
+
+USERS, ITEMS, EVENTS = 40, 15, 1500
+
+
+def random_events(seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"user": [f"u{k}" for k in rng.integers(0, USERS, EVENTS)],
+                         "item": [f"i{k:02d}" for k in rng.integers(0, ITEMS, EVENTS)],
+                         "ts": rng.integers(0, 50, EVENTS),  # many ties: the row breaks them
+                         "rating": rng.integers(1, 6, EVENTS)})
+
+
+def expected_histories(frame: pd.DataFrame) -> list[list[str]]:
+    """Per user (u0, u1, ...): distinct items with rating >= 4 by last occurrence (time, then row), oldest first."""
+    out = []
+    for k in range(USERS):
+        mine = frame[(frame["user"] == f"u{k}") & (frame["rating"] >= 4)]
+        ordered = mine.assign(row=np.arange(len(mine))).sort_values(["ts", "row"], kind="stable")["item"].tolist()
+        out.append(list(dict.fromkeys(reversed(ordered)))[::-1])
+    return out
+
+
+def load(path: Path, chunk_rows: int):
+    users = pd.DataFrame({"id": [f"u{k}" for k in range(USERS)]})
+    spec = InteractionsSpec(path, "user", "item", "rating", 4.0, "ts")
+    return load_tables(users, users["id"].tolist(), TableSpec(path, "id"), Normalizer(), spec, None,
+                       chunk_rows)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_histories_read_in_chunks_and_sorted_in_blocks_equal_the_in_memory_answer(tmp_path: Path, suffix: str,
+                                                                                  monkeypatch) -> None:
+    frame = random_events(1)
+    path = tmp_path / f"events{suffix}"
+    frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path, index=False)
+    whole = load(path, 10 * EVENTS)
+    monkeypatch.setattr(events, "BLOCK_EVENTS", 37)  # many blocks, and users split across chunks
+    chunked = load(path, 64)
+    expected = expected_histories(frame)
+    for tables in (whole, chunked):
+        assert tables.items == sorted(frame["item"].unique())
+        assert [[tables.items[j] for j in tables.histories[r]] for r in range(USERS)] == expected
+        positives = frame[frame["rating"] >= 4]["item"].value_counts()
+        assert tables.item_counts.tolist() == [positives.get(name, 0) for name in tables.items]
+    data = align(chunked, np.array([3, 0, 7]))
+    assert [tables.items[j] for j in data.test_item] == [expected[r][-1] for r in (3, 0, 7)]
+    assert [list(data.seen[s]) for s in range(3)] == [list(chunked.histories[r]) for r in (3, 0, 7)]
+    assert all(data.train[s].tolist() == list(chunked.histories[r])[:-2] for s, r in enumerate((3, 0, 7)))
+
+
+def test_an_epoch_reads_one_batch_at_a_time_and_covers_every_user(tmp_path: Path) -> None:
+    path = tmp_path / "events.parquet"
+    random_events(2).to_parquet(path, index=False)
+    data = align(load(path, 100), np.arange(USERS))
+    sampler = Sampler(data, batch_users=16, history=5, targets=2, seed=3)
+    batches = sampler.epoch(1)
+    first = next(batches)  # a generator: later batches are not built yet
+    assert len(first.users) == 16
+    rest = list(batches)
+    assert 1 + len(rest) == sampler.batches_per_epoch == 3
+    assert sorted(np.concatenate([first.users, *[b.users for b in rest]]).tolist()) == list(range(USERS))
+    again = list(sampler.epoch(1))
+    assert np.array_equal(again[2].history, rest[1].history) and np.array_equal(again[2].targets, rest[1].targets)
+
+
+def test_a_bad_row_in_a_later_chunk_is_named_by_its_row_in_the_table(tmp_path: Path) -> None:
+    frame = random_events(3).astype({"ts": object})
+    frame.loc[1234, "user"] = "stranger"
+    frame.loc[1300, "ts"] = "not a time"
+    path = tmp_path / "events.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"column 'user' row 1235 names a user that is not in"):
+        load(path, 100)
+    frame.loc[1234, "user"] = "u1"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"column 'ts' row 1301 holds 'not a time', neither a number nor a date"):
+        load(path, 100)
