@@ -15,6 +15,7 @@ every model and epoch is scored on the same lists. Cold users are those with at 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -35,8 +36,21 @@ class EvalSet:
     split: str  # "valid" or "test"
     users: np.ndarray  # shared-user indices with a held-out item of this split
     items: np.ndarray  # (users, 1 + negatives): held-out item first
-    histories: list[np.ndarray]  # per evaluated user: what A knows before the held-out item, oldest first
+    histories: Sequence[np.ndarray]  # per evaluated user: what A knows before the held-out item, oldest first
     cold: np.ndarray  # bool per evaluated user
+
+
+class SplitHistories(Sequence[np.ndarray]):
+    """`ActiveData.history` of each evaluated user, read when indexed."""
+
+    def __init__(self, data: ActiveData, users: np.ndarray, split: str):
+        self.data, self.users, self.split = data, users, split
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override] - single users only
+        return self.data.history(int(self.users[i]), self.split)
 
 
 def eval_set(data: ActiveData, split: str, negatives: int, cold_max_train: int, seed: int) -> EvalSet:
@@ -50,7 +64,7 @@ def eval_set(data: ActiveData, split: str, negatives: int, cold_max_train: int, 
         items[row, 0] = held_out[s]
         items[row, 1:] = rng.choice(candidates, size=negatives, replace=candidates.size < negatives)
     cold = np.array([data.train[s].size <= cold_max_train for s in users], dtype=bool)
-    return EvalSet(split, users, items, [data.history(int(s), split) for s in users], cold)
+    return EvalSet(split, users, items, SplitHistories(data, users, split), cold)
 
 
 def metrics(scores: np.ndarray, cold: np.ndarray, k: int) -> dict:

@@ -33,7 +33,7 @@ norm of g says nothing about how many events a user has at A.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -157,14 +157,15 @@ class ActiveModel(nn.Module):
         v = self.item_vectors() if v is None else v
         return z @ v.T + self.item_bias + self.item_item_term(items, cut, targets is not None)
 
-    def score(self, histories: list[np.ndarray], users: torch.Tensor, items: torch.Tensor,
+    def score(self, histories: Sequence[np.ndarray], users: torch.Tensor, items: torch.Tensor,
               u: torch.Tensor) -> torch.Tensor:
         """Scores (users, C) of the listed items, each user from its whole history."""
-        history = torch.from_numpy(pad_histories(histories, self.history_length))
         out = []
         for k in range(0, len(users), 64):  # bounded memory: (chunk, history, items) at a time
             part = slice(k, k + 64)
-            logits = self.logits(history[part], users[part], u[part])[:, 0, :]
+            history = torch.from_numpy(pad_histories([histories[i] for i in range(k, min(k + 64, len(users)))],
+                                                     self.history_length))
+            logits = self.logits(history, users[part], u[part])[:, 0, :]
             out.append(torch.gather(logits, 1, items[part]))
         return torch.cat(out)
 
