@@ -44,9 +44,9 @@ from party_a.config import ModelSettings
 from party_a.evaluate import EvalSet, metrics, model_scores
 from party_a.data import ActiveData
 from party_a.sampler import PAD, Batch, pad_histories
+from party_a.scoring import SCALE_GAIN, Catalogue, catalogue_logits, item_item
 from protocol.data.towers import FeatureTower
 
-SCALE_GAIN = 10.0  # c₁ and c₂ are stored divided by this, so Adam's bounded steps move them 10 times faster
 PRIOR_WEIGHTS = (0.0, 0.125, 0.25, 0.5, 1.0)  # the popularity prior's weights A alone tries (0: EASE alone)
 FEDERATED_PRIOR = 1.0  # the popularity prior's weight in the federated model (and its centralised twin)
 
@@ -94,26 +94,9 @@ class ActiveModel(nn.Module):
         self.latest_item_scale = nn.Parameter(torch.tensor(0.0))  # learns how much more the latest item counts
 
     def item_item(self, items: torch.Tensor, cut: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """EASE scores (U, P, n) of every item from each user's history before `cut`, and from its latest item.
-
-        `items` is the history (padding n). In training the user's own row is also taken out of XᵀX
-        (Sherman-Morrison on P), so a target is scored as a held-out item is: by statistics it did not shape.
-        Entries for the user's own items are not meaningful (never candidates; the loss masks them)."""
-        n = self.p_diag.shape[0]
-        rows = self.p[items]  # (U, L, n)
-        before = (cut - 1).clamp_min(0)  # (U, P): the latest position used
-        has = (cut > 0)[..., None]
-        prefix = torch.gather(rows.cumsum(1), 1, before[..., None].expand(-1, -1, n)) * has
-        latest = self.p[torch.gather(items, 1, before)] * has
-        diag = self.p_diag
-        if training:
-            px = rows.sum(1)[:, None, :]  # (U, 1, n): (P x)ᵀ for the user's row x
-            at = torch.gather(px[:, 0], 1, items.clamp_max(n - 1)) * (items < n)  # (U, L): (P x)_i per position
-            c = 1 - at.sum(1)[:, None, None]  # 1 - xᵀPx > 0
-            prefix = prefix + (torch.gather(at.cumsum(1), 1, before) * has[..., 0])[..., None] * px / c
-            latest = latest + (torch.gather(at, 1, before) * has[..., 0])[..., None] * px / c
-            diag = diag + px ** 2 / c
-        return -prefix / diag, -latest / diag
+        """EASE scores (U, P, n) of every item from each user's history before `cut`, and from its latest item
+        (party_a.scoring.item_item)."""
+        return item_item(self.p, self.p_diag, items, cut, training)
 
     def user_side(self, history: torch.Tensor, users: torch.Tensor, u: torch.Tensor,
                   targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -141,12 +124,13 @@ class ActiveModel(nn.Module):
         """v_j (n, h) for every item."""
         return self.item_part(torch.arange(self.item_bias.shape[0]))
 
-    def item_item_term(self, items: torch.Tensor, cut: torch.Tensor, training: bool) -> torch.Tensor | float:
-        """c₁ · Σ_history S[i, j] + c₂ · S[latest, j] per item (0 without the item-item part)."""
+    def catalogue(self, v: torch.Tensor | None = None) -> Catalogue:
+        """The catalogue-wide part of the scorer; `v`: the item vectors, when the caller keeps them."""
+        v = self.item_vectors() if v is None else v
         if self.p is None:
-            return 0.0
-        whole, last = self.item_item(items, cut, training)
-        return self.unit * SCALE_GAIN * (self.item_item_scale * whole + self.latest_item_scale * last)
+            return Catalogue(v, self.item_bias)
+        return Catalogue(v, self.item_bias, self.p, self.p_diag, self.unit, self.item_item_scale,
+                         self.latest_item_scale)
 
     def logits(self, history: torch.Tensor, users: torch.Tensor, u: torch.Tensor,
                targets: torch.Tensor | None = None, v: torch.Tensor | None = None) -> torch.Tensor:
@@ -154,8 +138,7 @@ class ActiveModel(nn.Module):
         (training), or (U, 1, n) from the whole history (evaluation, `targets` None). `v`: the item vectors,
         when the caller keeps them (serving)."""
         z, items, cut = self.user_side(history, users, u, targets)
-        v = self.item_vectors() if v is None else v
-        return z @ v.T + self.item_bias + self.item_item_term(items, cut, targets is not None)
+        return catalogue_logits(self.catalogue(v), z, items, cut, targets is not None)
 
     def score(self, histories: Sequence[np.ndarray], users: torch.Tensor, items: torch.Tensor,
               u: torch.Tensor) -> torch.Tensor:

@@ -4,39 +4,82 @@
 
 One row per (user, rank): user_id, rank (from 1), item_id, score, source and the
 item's columns. The scores are the ones the HTTP service gives for the same user
-and u store (party_a/serving.py scores users one at a time).
+and u store: z is computed here one user at a time as the service does, and the
+catalogue part (z·Vᵀ, item biases, the item-item term, top-k) by the same function
+of party_a/scoring.py, on A's workers (`workers` and [compute]: local processes or
+A's Ray cluster; inline with `workers = 0`), in chunks of users.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import Future
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 
 from party_a.config import load
-from party_a.serving import Recommender
+from party_a.serving import Query, Recommender
 from protocol.errors import ConfigError
 from protocol.roles import A
 from protocol.runtime.cli import setup_logging
+from protocol.runtime.compute import open_pool
+from protocol.runtime.workers import WorkerPool
 
 log = logging.getLogger(__name__)
+CHUNK = 64  # users per task sent to A's workers
 
 
-def recommend_all(recommender: Recommender, user_ids: list[str], k: int, include_bought: bool,
+def recommend_all(recommender: Recommender, user_ids: list[str], k: int, include_bought: bool, pool: WorkerPool,
                   progress: bool = True) -> pd.DataFrame:
-    """The long table of every user's top-k."""
-    rows = []
-    for user_id in tqdm(user_ids, desc="recommend", unit="user", disable=not progress, mininterval=1.0):
-        answer = recommender.recommend([user_id], k, include_bought)[0]
+    """The long table of every user's top-k: z here, one user at a time, and the catalogue part on `pool`
+    (party_a.scoring, whose state is broadcast once to each worker), at most `pool.max_in_flight` chunks
+    of users at once."""
+    for name, catalogue in recommender.catalogues.items():
+        pool.broadcast("party_a.scoring:install", recommender.model_id, name, catalogue.arrays())
+    store = recommender.store
+    rows: list[dict] = []
+    pending: deque[tuple[list[str], list[Query | None], Future | None]] = deque()
+    with tqdm(total=len(user_ids), desc="recommend", unit="user", disable=not progress, mininterval=1.0) as bar:
+        for start in range(0, len(user_ids), CHUNK):
+            chunk = user_ids[start:start + CHUNK]
+            queries = [recommender.query(user_id, store) for user_id in chunk]
+            pending.append((chunk, queries, _submit(pool, recommender, queries, k, include_bought)))
+            while pending and (pending[0][2] is None or pending[0][2].done() or len(pending) > pool.max_in_flight):
+                bar.update(_add_rows(rows, recommender, k, *pending.popleft()))
+        while pending:
+            bar.update(_add_rows(rows, recommender, k, *pending.popleft()))
+    return pd.DataFrame(rows)
+
+
+def _submit(pool: WorkerPool, recommender: Recommender, queries: list[Query | None], k: int,
+            include_bought: bool) -> Future | None:
+    """The task scoring a chunk's known users (None if it has none)."""
+    known = [q for q in queries if q is not None]
+    if not known:
+        return None
+    return pool.submit("party_a.scoring:top_items_task", recommender.model_id, [q.source for q in known],
+                       np.stack([q.z.numpy() for q in known]), np.stack([q.items.numpy() for q in known]),
+                       [recommender.histories[q.row] for q in known], k, include_bought)
+
+
+def _add_rows(rows: list[dict], recommender: Recommender, k: int, chunk: list[str], queries: list[Query | None],
+              future: Future | None) -> int:
+    """Add a chunk's rows to the table, in the order of its users; the number of users."""
+    tops, scores = future.result() if future is not None else ([], [])
+    scored = iter(zip(tops, scores))
+    for user_id, query in zip(chunk, queries):
+        answer = recommender.popular_answer(user_id, k) if query is None else \
+            recommender.answer(user_id, query.source, *next(scored))
         for rank, item in enumerate(answer.items, start=1):
             rows.append({"user_id": user_id, "rank": rank, "item_id": item.item_id, "score": item.score,
                          "source": answer.source, **item.columns})
-    return pd.DataFrame(rows)
+    return len(chunk)
 
 
 def main(config_path: Path, k: int, out: Path, include_bought: bool = False) -> None:
@@ -48,7 +91,8 @@ def main(config_path: Path, k: int, out: Path, include_bought: bool = False) -> 
     recommender = Recommender.load(cfg)
     _, ids = cfg.users.load()
     started = time.perf_counter()
-    table = recommend_all(recommender, ids, k, include_bought, cfg.psi.show_progress)
+    with open_pool(cfg.basics.compute, own="party_a") as pool:
+        table = recommend_all(recommender, ids, k, include_bought, pool, cfg.psi.show_progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(out, index=False)
     seconds = time.perf_counter() - started

@@ -11,8 +11,9 @@ training), and those items are left out of its answer unless asked for.
 Scoring is exhaustive and exact: the item vectors are computed once at load, so a
 request costs one product z·Vᵀ over the catalogue (the retrieval stage) and, when
 the model has its item-item part, that part for the same items; then top-k. Users
-are scored one at a time, so a user's scores are the same bits whichever way it is
-asked for (one request, a batch, or `recommend`).
+are scored one at a time, z here and the catalogue part by party_a/scoring.py (which
+`recommend` runs on A's workers), so a user's scores are the same bits whichever way
+it is asked for (one request, a batch, or `recommend`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from party_a.config import PartyAConfig
 from party_a.data import ActiveTables, align, load_tables
 from party_a.model import ActiveModel
 from party_a.sampler import pad_histories
+from party_a.scoring import top_items
 from party_a.store import U_STORE, model_settings, read_u_store
 from protocol.data.stored import load_state, read_frame
 from protocol.data.tables import read_table
@@ -58,6 +60,17 @@ class Answer:
 
 
 @dataclass(frozen=True)
+class Query:
+    """A known user's part of its scores: the model it is scored by, its row, z (h,) and its history as item
+    indices (history length; padding: the number of items)."""
+
+    source: Source
+    row: int
+    z: torch.Tensor
+    items: torch.Tensor
+
+
+@dataclass(frozen=True)
 class UStore:
     """The u store as loaded: u per row of A's user table (shared users only), and when the file was written."""
 
@@ -80,7 +93,7 @@ class Recommender:
         self.models = models
         self.history_length = models["federated"].history_length
         with torch.no_grad():
-            self.v = {name: model.item_vectors() for name, model in models.items()}
+            self.catalogues = {name: model.catalogue() for name, model in models.items()}
         counts = tables.item_counts
         self.popular = np.argsort(-counts, kind="stable")
         self.popularity = counts
@@ -163,44 +176,41 @@ class Recommender:
         return "federated" if row in store.u and not self.alone else "a_alone"
 
     @torch.no_grad()
-    def scores(self, row: int, store: UStore) -> tuple[Source, np.ndarray]:
-        """The source and the scores of every item for user `row` of A's table."""
+    def query(self, user_id: str, store: UStore) -> Query | None:
+        """What scoring needs of A's model and data for this user (None: a user A does not know)."""
+        normalised = self.normalise(user_id)
+        row = self.row_of.get(normalised) if normalised is not None else None
+        if row is None:
+            return None
         source = self.source(row, store)
-        model = self.models[source]
         u = store.u[row] if source == "federated" else np.zeros(self.h, dtype=np.float32)
         history = torch.from_numpy(pad_histories([self.histories[row]], self.history_length))
-        logits = model.logits(history, torch.tensor([row]), torch.tensor(u)[None, :], v=self.v[source])
-        return source, logits[0, 0].numpy()
+        z, items, _ = self.models[source].user_side(history, torch.tensor([row]), torch.tensor(u)[None, :])
+        return Query(source, row, z[0, 0], items[0])
 
     def recommend(self, user_ids: list[str], k: int, include_bought: bool = False) -> list[Answer]:
         """Top-k for each user, in the order asked."""
         store = self.store
         answers = []
         for user_id in user_ids:
-            normalised = self.normalise(user_id)
-            row = self.row_of.get(normalised) if normalised is not None else None
-            if row is None:
-                top = self.popular[:k]
-                answers.append(Answer(user_id, "popularity", self._items(top, self.popularity[top])))
+            query = self.query(user_id, store)
+            if query is None:
+                answers.append(self.popular_answer(user_id, k))
                 continue
-            source, scores = self.scores(row, store)
-            if not include_bought and self.histories[row].size:
-                scores = scores.copy()
-                scores[self.histories[row]] = -np.inf
-            top = top_k(scores, k)
-            answers.append(Answer(user_id, source, self._items(top, scores[top])))
+            bought = None if include_bought else self.histories[query.row]
+            top, scores = top_items(self.catalogues[query.source], query.z, query.items, bought, k)
+            answers.append(self.answer(user_id, query.source, top, scores))
         return answers
 
-    def _items(self, items: np.ndarray, scores: np.ndarray) -> list[Recommendation]:
-        return [Recommendation(self.item_ids[j], float(s), self.item_columns[j]) for j, s in zip(items, scores)
-                if np.isfinite(s)]
+    def popular_answer(self, user_id: str, k: int) -> Answer:
+        """The answer for a user A does not know: the k most bought items."""
+        top = self.popular[:k]
+        return self.answer(user_id, "popularity", top, self.popularity[top])
 
-
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest scores, best first (ties: lower index first)."""
-    k = min(k, scores.size)
-    part = np.argpartition(-scores, k - 1)[:k]
-    return part[np.lexsort((part, -scores[part]))]
+    def answer(self, user_id: str, source: Source, items: np.ndarray, scores: np.ndarray) -> Answer:
+        """The answer from a user's top items and their scores (items scored -inf, already bought, left out)."""
+        return Answer(user_id, source, [Recommendation(self.item_ids[j], float(s), self.item_columns[j])
+                                        for j, s in zip(items, scores) if np.isfinite(s)])
 
 
 def item_columns(cfg: PartyAConfig, item_ids: list[str]) -> list[dict[str, object]]:

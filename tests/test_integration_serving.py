@@ -4,25 +4,33 @@ Story 1 is trained briefly (three processes, 2048-bit key); then the coordinator
 refresh service and A's `serve` run as processes, and B's `refresh` runs as one when
 asked. Served answers must equal the offline ones bit for bit, keep coming with the
 coordinator killed (B runs no process while A serves), and after B changes 10 shared
-users' rows and refreshes, exactly those users' answers change.
+users' rows and refreshes, exactly those users' answers change. `recommend`'s table
+is the same bits inline, on two local worker processes and on a local Ray cluster.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from party_a import config as party_a_config
+from party_a.recommend import recommend_all
+from party_a.serving import Recommender
 from party_b import config as party_b_config
+from protocol.runtime.compute import open_pool
+from protocol.runtime.config import Compute
 from scenarios import ecommerce_bank
 from scenarios.launch import LocalRun, free_ports, run_all, start
 from scenarios.launch import ROOT, _env
@@ -216,3 +224,57 @@ def test_a_refresh_of_another_model_is_refused_naming_both_ids(trained: tuple[Lo
     finally:
         stop(procs)
         (models / "CURRENT").write_text(real)
+
+
+@pytest.fixture(scope="module")
+def recommender(trained: tuple[LocalRun, str]) -> Recommender:
+    torch.set_num_threads(1)  # as `recommend` and `serve` score
+    return Recommender.load(party_a_config.load(trained[0].configs["party_a"]))
+
+
+def everyone(recommender: Recommender) -> list[str]:
+    """Every user of A, with two users A does not know among them."""
+    _, ids = recommender.cfg.users.load()
+    return ids[:70] + ["nobody-at-all"] + ids[70:] + ["nobody-either"]
+
+
+def served_table(recommender: Recommender, users: list[str], include_bought: bool) -> pd.DataFrame:
+    """The table `recommend` must write, from the answers of the HTTP path (`Recommender.recommend`)."""
+    rows = []
+    for answer in recommender.recommend(users, K, include_bought):
+        rows += [{"user_id": answer.user_id, "rank": rank, "item_id": item.item_id, "score": item.score,
+                  "source": answer.source, **item.columns} for rank, item in enumerate(answer.items, start=1)]
+    return pd.DataFrame(rows)
+
+
+def assert_same_bits(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    assert set(want.drop_duplicates("user_id")["source"]) == {"federated", "a_alone", "popularity"}
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+    assert got["score"].to_numpy().tobytes() == want["score"].to_numpy().tobytes()
+
+
+@pytest.mark.parametrize("workers, include_bought", [(0, False), (2, False), (2, True)])
+def test_recommend_on_local_workers_gives_the_served_bits(recommender: Recommender, workers: int,
+                                                          include_bought: bool) -> None:
+    users = everyone(recommender)
+    with open_pool(Compute("local", workers), own="party_a") as pool:
+        assert pool.size == workers
+        got = recommend_all(recommender, users, K, include_bought, pool, progress=False)
+    assert_same_bits(got, served_table(recommender, users, include_bought))
+
+
+@pytest.fixture(scope="module")
+def ray_address() -> Iterator[str]:
+    from scenarios.ray_cluster import local_cluster
+
+    with local_cluster(head_cpus=2) as address:
+        yield address
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="the ray extra is not installed")
+def test_recommend_on_ray_gives_the_served_bits(recommender: Recommender, ray_address: str) -> None:
+    users = everyone(recommender)
+    with open_pool(Compute("ray", 2, ray_address), own="party_a") as pool:
+        assert pool.size == 2
+        got = recommend_all(recommender, users, K, False, pool, progress=False)
+    assert_same_bits(got, served_table(recommender, users, False))

@@ -2,9 +2,10 @@
 
 Each worker is a Ray actor of one CPU that runs the same "module:function" tasks as
 the local worker processes (`protocol.runtime.workers.handle`: only functions of
-protocol/ and psi/). Ray pickles what it moves; here that is only `bytes`: request
-and answer frames of our own codec, so no object of ours is ever unpickled by a
-worker or by the role. The actors keep their caches between tasks like the local
+protocol/ and psi/, and of the role's own package when its pool allows it: A's
+`recommend`). Ray pickles what it moves; here that is only `bytes`: request and
+answer frames of our own codec, and the names of those packages, so no object of
+ours is ever unpickled by a worker or by the role. The actors keep their caches between tasks like the local
 workers do, and `broadcast` reaches each of them (this is how the coordinator's
 private key reaches the actors that decrypt, inside the coordinator's own cluster).
 
@@ -20,7 +21,7 @@ import ray
 
 from protocol.errors import ConfigError
 from protocol.runtime.config import Compute
-from protocol.runtime.workers import ROOT, WorkerPool, handle, request
+from protocol.runtime.workers import ROOT, WorkerPool, checked_packages, handle, request
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,11 @@ START_TIMEOUT = 120.0  # seconds for every actor to start: longer means the clus
 class _Actor:
     """A worker on the cluster: keeps its caches (keys, tables) between tasks, like a worker process."""
 
+    def __init__(self, packages: bytes):
+        self.packages = checked_packages(tuple(packages.decode("ascii").split()))
+
     def run(self, frame: bytes) -> bytes:
-        return handle(frame)
+        return handle(frame, self.packages)
 
 
 class RayWorker:
@@ -61,15 +65,17 @@ def connect(address: str, workers: int | None) -> None:
         ray.init(address=address, **settings)
 
 
-def ray_pool(compute: Compute) -> WorkerPool:
-    """`compute.workers` actors (default: one per CPU of the cluster) behind the `WorkerPool` interface."""
+def ray_pool(compute: Compute, packages: tuple[str, ...] = ()) -> WorkerPool:
+    """`compute.workers` actors (default: one per CPU of the cluster) behind the `WorkerPool` interface; they
+    also run tasks of `packages` (the role's own)."""
     connect(compute.address, compute.workers)
     try:
         cpus = int(ray.cluster_resources().get("CPU", 0))
         size = compute.workers or max(1, cpus)
         remote = ray.remote(num_cpus=1, max_restarts=0)(_Actor).options(
             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
-        actors = [remote.remote() for _ in range(size)]
+        names = " ".join(checked_packages(packages)).encode("ascii")  # bytes, as everything Ray moves for us
+        actors = [remote.remote(names) for _ in range(size)]
         try:
             ray.get([a.run.remote(request("protocol.runtime.workers:ready", ())) for a in actors],
                     timeout=START_TIMEOUT)
@@ -78,7 +84,7 @@ def ray_pool(compute: Compute) -> WorkerPool:
                               f"within {START_TIMEOUT:.0f} s (it has {cpus} CPUs); lower `workers`") from None
         log.info("Ray backend: %d workers on the cluster at %s (%d CPUs)", size, compute.address, cpus)
         return WorkerPool(max_in_flight=compute.max_in_flight, workers=[RayWorker(a, i) for i, a in enumerate(actors)],
-                          on_close=ray.shutdown)
+                          on_close=ray.shutdown, packages=packages)
     except BaseException:
         ray.shutdown()
         raise

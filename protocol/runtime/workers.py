@@ -1,7 +1,8 @@
 """A pool of workers for one role's big-integer and curve work.
 
-A task names a function as "module:function" inside this project's shared packages
-(`resolve`); a worker imports it on first use and may keep per-key caches (fixed-base
+A task names a function as "module:function" inside this project's shared packages,
+or the role's own package when its pool allows it (`resolve`: A's pool runs
+party_a/'s scoring for `recommend`); a worker imports it on first use and may keep per-key caches (fixed-base
 tables, keys) between tasks. Requests and answers are frames of our own codec
 (`request` and `handle`), so nothing is ever pickled between a role and its workers.
 
@@ -32,12 +33,23 @@ _ALLOWED_PACKAGES = ("protocol.", "psi.")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def resolve(op: str) -> Callable:
-    """The function behind "module:function", restricted to this project's shared packages."""
+def resolve(op: str, packages: tuple[str, ...] = ()) -> Callable:
+    """The function behind "module:function", restricted to this project's shared packages and `packages`
+    (the role's own, when its pool allows it)."""
     module, _, name = op.partition(":")
-    if not module.startswith(_ALLOWED_PACKAGES) or not name:
-        raise ProtocolError(f"worker task {op!r} is not a function of protocol/ or psi/")
+    allowed = _ALLOWED_PACKAGES + tuple(f"{package}." for package in packages)
+    if not module.startswith(allowed) or not name:
+        places = [f"{package.rstrip('.')}/" for package in allowed]
+        raise ProtocolError(f"worker task {op!r} is not a function of {', '.join(places[:-1])} or {places[-1]}")
     return getattr(importlib.import_module(module), name)
+
+
+def checked_packages(packages: tuple[str, ...]) -> tuple[str, ...]:
+    """`packages` if each is a top-level package's name (so that "" or "party_a.x" cannot widen `resolve`)."""
+    for package in packages:
+        if not package.isidentifier():
+            raise ValueError(f"a worker pool's own package must be a top-level package's name, got {package!r}")
+    return packages
 
 
 def default_size() -> int:
@@ -54,11 +66,12 @@ def request(op: str, args: tuple) -> bytes:
     return codec.encode({"op": op, "args": list(args)})
 
 
-def handle(frame: bytes) -> bytes:
-    """A worker's side: run the requested task, answer its result or its error."""
+def handle(frame: bytes, packages: tuple[str, ...] = ()) -> bytes:
+    """A worker's side: run the requested task (of the shared packages or `packages`), answer its result or its
+    error."""
     try:
         asked = codec.decode(frame)
-        answer = {"ok": resolve(asked["op"])(*asked["args"])}
+        answer = {"ok": resolve(asked["op"], packages)(*asked["args"])}
     except Exception as exc:  # noqa: BLE001 - reported to the pool, which raises it
         answer = {"error": f"{type(exc).__name__}: {exc}"}
     return codec.encode(answer)
@@ -92,12 +105,12 @@ def _read_frame(stream: Any) -> bytes | None:
 
 
 class ProcessWorker:
-    """A child process of the role, speaking frames over its pipes."""
+    """A child process of the role, speaking frames over its pipes; it also runs tasks of `packages`."""
 
-    def __init__(self) -> None:
+    def __init__(self, packages: tuple[str, ...] = ()) -> None:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-        self.proc = subprocess.Popen([sys.executable, "-m", "protocol.runtime.workers"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, env=env, cwd=str(ROOT))
+        self.proc = subprocess.Popen([sys.executable, "-m", "protocol.runtime.workers", *checked_packages(packages)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=str(ROOT))
         self.name = f"worker process {self.proc.pid}"
 
     def exchange(self, frame: bytes) -> bytes | None:
@@ -150,15 +163,19 @@ class _Server:
 class WorkerPool:
     """`size` worker processes sharing one task queue (inline execution when size is 0).
 
-    `workers`, if given, replace the child processes (then `size` is their number). At most `max_in_flight`
+    Tasks are functions of protocol/ and psi/, and of `packages` (the role's own package, e.g. ("party_a",)).
+    `workers`, if given, replace the child processes (then `size` is their number; they must allow the same
+    `packages`). At most `max_in_flight`
     tasks (default two per worker) are submitted and unfinished at once: `submit` waits beyond that, so a
     caller streaming chunks through the pool holds a bounded number of them. `on_close` runs after the
     workers stopped."""
 
     def __init__(self, size: int | None = None, max_in_flight: int | None = None,
-                 workers: list[Worker] | None = None, on_close: Callable[[], None] | None = None):
+                 workers: list[Worker] | None = None, on_close: Callable[[], None] | None = None,
+                 packages: tuple[str, ...] = ()):
+        self.packages = checked_packages(packages)
         if workers is None:
-            workers = [ProcessWorker() for _ in range(default_size() if size is None else size)]
+            workers = [ProcessWorker(packages) for _ in range(default_size() if size is None else size)]
         self.size = len(workers)
         self.max_in_flight = max_in_flight or 2 * max(1, self.size)
         self._slots = threading.BoundedSemaphore(self.max_in_flight)
@@ -170,7 +187,7 @@ class WorkerPool:
         future: Future = Future()
         if self.size == 0:
             try:
-                future.set_result(codec.decode(codec.encode(resolve(op)(*args))))
+                future.set_result(codec.decode(codec.encode(resolve(op, self.packages)(*args))))
             except BaseException as exc:  # noqa: BLE001
                 future.set_exception(exc)
             return future
@@ -182,7 +199,7 @@ class WorkerPool:
     def broadcast(self, op: str, *args: Any) -> None:
         """Run `op` once on every worker (inline when size is 0), e.g. to install state later tasks only name."""
         if self.size == 0:
-            resolve(op)(*args)
+            resolve(op, self.packages)(*args)
         for server in self._servers:
             server.call(op, args)
 
@@ -209,10 +226,11 @@ class WorkerPool:
 
 def _main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent role decides when to stop
+    packages = checked_packages(tuple(sys.argv[1:]))  # the role's own packages its pool allows
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the frame stream
     while (frame := _read_frame(stdin)) is not None:
-        _write_frame(stdout, handle(frame))
+        _write_frame(stdout, handle(frame, packages))
 
 
 if __name__ == "__main__":

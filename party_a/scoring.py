@@ -1,0 +1,132 @@
+"""The catalogue-wide part of A's scorer, as plain functions of tensors: one code path for every caller.
+
+A user's logits split into what needs A's model and data per user (z from
+`ActiveModel.user_side`, and its history as item indices) and what is the same for
+every user (the `Catalogue`: item vectors V, item biases, EASE's P and diag(P), and
+the item-item coefficients). `ActiveModel.logits` (training, evaluation, the HTTP
+service) and the workers of `python -m party_a recommend` all score through
+`catalogue_logits`, and the service and `recommend` take top-k through `top_items`,
+so a user's scores are the same bits whichever path scores it.
+
+On a worker, `install` caches a model's catalogue (broadcast once per worker, as
+arrays of our codec: raw bytes, dtype and shape, never pickled), and
+`top_items_task` scores a chunk of users against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+
+SCALE_GAIN = 10.0  # c₁ and c₂ are stored divided by this, so Adam's bounded steps move them 10 times faster
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """What scoring needs of a model besides the user: V (n, h), item biases (n,), and, with the item-item part,
+    P (n + 1, n; row n: padding), diag(P) (n,), its unit and c₁, c₂ (0-d); those are None without it."""
+
+    v: torch.Tensor
+    item_bias: torch.Tensor
+    p: torch.Tensor | None = None
+    p_diag: torch.Tensor | None = None
+    unit: torch.Tensor | None = None
+    item_item_scale: torch.Tensor | None = None
+    latest_item_scale: torch.Tensor | None = None
+
+    def arrays(self) -> dict[str, np.ndarray | None]:
+        """The tensors as NumPy arrays (sharing memory), to send to workers."""
+        return {f.name: None if (t := getattr(self, f.name)) is None else t.detach().numpy() for f in fields(self)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray | None]) -> "Catalogue":
+        return cls(**{name: None if a is None else torch.from_numpy(a) for name, a in arrays.items()})
+
+
+def item_item(p: torch.Tensor, p_diag: torch.Tensor, items: torch.Tensor, cut: torch.Tensor,
+              training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """EASE scores (U, P, n) of every item from each user's history before `cut`, and from its latest item.
+
+    `items` is the history (padding n). In training the user's own row is also taken out of XᵀX
+    (Sherman-Morrison on P), so a target is scored as a held-out item is: by statistics it did not shape.
+    Entries for the user's own items are not meaningful (never candidates; the loss masks them)."""
+    n = p_diag.shape[0]
+    rows = p[items]  # (U, L, n)
+    before = (cut - 1).clamp_min(0)  # (U, P): the latest position used
+    has = (cut > 0)[..., None]
+    prefix = torch.gather(rows.cumsum(1), 1, before[..., None].expand(-1, -1, n)) * has
+    latest = p[torch.gather(items, 1, before)] * has
+    diag = p_diag
+    if training:
+        px = rows.sum(1)[:, None, :]  # (U, 1, n): (P x)ᵀ for the user's row x
+        at = torch.gather(px[:, 0], 1, items.clamp_max(n - 1)) * (items < n)  # (U, L): (P x)_i per position
+        c = 1 - at.sum(1)[:, None, None]  # 1 - xᵀPx > 0
+        prefix = prefix + (torch.gather(at.cumsum(1), 1, before) * has[..., 0])[..., None] * px / c
+        latest = latest + (torch.gather(at, 1, before) * has[..., 0])[..., None] * px / c
+        diag = diag + px ** 2 / c
+    return -prefix / diag, -latest / diag
+
+
+def item_item_term(c: Catalogue, items: torch.Tensor, cut: torch.Tensor, training: bool) -> torch.Tensor | float:
+    """c₁ · Σ_history S[i, j] + c₂ · S[latest, j] per item (0 without the item-item part)."""
+    if c.p is None:
+        return 0.0
+    whole, last = item_item(c.p, c.p_diag, items, cut, training)
+    return c.unit * SCALE_GAIN * (c.item_item_scale * whole + c.latest_item_scale * last)
+
+
+def catalogue_logits(c: Catalogue, z: torch.Tensor, items: torch.Tensor, cut: torch.Tensor,
+                     training: bool) -> torch.Tensor:
+    """Logits (U, P, n) of every item: z · Vᵀ + item bias + the item-item term of the history before `cut`."""
+    return z @ c.v.T + c.item_bias + item_item_term(c, items, cut, training)
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores, best first (ties: lower index first)."""
+    k = min(k, scores.size)
+    part = np.argpartition(-scores, k - 1)[:k]
+    return part[np.lexsort((part, -scores[part]))]
+
+
+@torch.no_grad()
+def top_items(c: Catalogue, z: torch.Tensor, items: torch.Tensor, bought: np.ndarray | None,
+              k: int) -> tuple[np.ndarray, np.ndarray]:
+    """One user's top-k item indices and their scores (float32), from z (h,) and its history as item indices
+    (L,; padding n), scored from the whole history; `bought` (None: keep them) are left out, scored -inf."""
+    cut = torch.full((1, 1), items.shape[0])
+    scores = catalogue_logits(c, z[None, None, :], items[None, :], cut, False)[0, 0].numpy()
+    if bought is not None and bought.size:
+        scores = scores.copy()
+        scores[bought] = -np.inf
+    top = top_k(scores, k)
+    return top, scores[top]
+
+
+_installed: dict[tuple[str, str], Catalogue] = {}  # a worker's catalogues, by (model ID, model name)
+
+
+def install(model_id: str, name: str, arrays: dict[str, np.ndarray | None]) -> None:
+    """A worker's side: keep model `model_id`'s catalogue `name` (the last model's only) and score on one
+    thread, as `recommend` and the service do."""
+    for key in [key for key in _installed if key[0] != model_id]:
+        del _installed[key]
+    _installed[(model_id, name)] = Catalogue.from_arrays(arrays)
+    torch.set_num_threads(1)
+
+
+def top_items_task(model_id: str, names: list[str], z: np.ndarray, items: np.ndarray, bought: list[np.ndarray],
+                   k: int, include_bought: bool) -> list[np.ndarray]:
+    """A worker's side: `top_items` for a chunk of users, user i by the installed catalogue `names[i]`, from
+    z (U, h), items (U, L) and its bought items; [indices (U, k), scores (U, k)] (k at most the catalogue)."""
+    tops, scores = [], []
+    for i, name in enumerate(names):
+        catalogue = _installed.get((model_id, name))
+        if catalogue is None:
+            raise ValueError(f"no catalogue {name!r} of model {model_id!r} was installed on this worker")
+        top, score = top_items(catalogue, torch.from_numpy(z[i]), torch.from_numpy(items[i]),
+                               None if include_bought else bought[i], k)
+        tops.append(top)
+        scores.append(score)
+    return [np.stack(tops), np.stack(scores)]
