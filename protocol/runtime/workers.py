@@ -2,8 +2,8 @@
 
 A task names a function as "module:function" inside this project's shared packages,
 or the role's own package when its pool allows it (`resolve`: A's pool runs
-party_a/'s scoring for `recommend`); a worker imports it on first use and may keep per-key caches (fixed-base
-tables, keys) between tasks. Requests and answers are frames of our own codec
+party_a/'s scoring for `recommend`); a worker imports it on first use and may keep
+per-key caches (fixed-base tables, keys) between tasks. Requests and answers are frames of our own codec
 (`request` and `handle`), so nothing is ever pickled between a role and its workers.
 
 The pool is the same whatever carries the frames: here, child processes of the role
