@@ -33,7 +33,7 @@ from protocol.errors import ConfigError, ProtocolError, VfrecError
 from protocol.layer.decryption import ROUTE, Step
 from protocol.messages import (CheckpointDone, CoordinatorCheckpoint, DecryptReply, DecryptRequest,
                                PublicKeyAnnouncement, Registration, RunDone)
-from protocol.net.message import Message
+from protocol.net.message import WHILE_UP, Message
 from protocol.net.transport import Endpoint
 from protocol.roles import PEERS, A, C
 from protocol.runtime.checkpoint import held, remove_all
@@ -151,8 +151,9 @@ _BY_TAG = {kind.TAG: kind for kind in HANDLERS}
 
 
 def serve_one(service: Service) -> None:
-    """Take the next request from either party and dispatch it on its type."""
-    msg = service.endpoint.recv_any(PEERS[C], frozenset(_BY_TAG))
+    """Take the next request from either party and dispatch it on its type. Between requests the parties may work
+    for long (PSI, evaluation, A alone's epoch at scale), so the wait lasts as long as both are up."""
+    msg = service.endpoint.recv_any(PEERS[C], frozenset(_BY_TAG), timeout=WHILE_UP)
     service.clock.restart()
     kind = _BY_TAG[msg.tag]
     try:

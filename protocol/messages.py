@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeVar
 from protocol.crypto.packing import EncryptedMatrix
 from protocol.errors import ProtocolError
 from protocol.layer.plan import LayerPlan
-from protocol.net.message import BigIntList, IntVector, Message
+from protocol.net.message import WHILE_UP, BigIntList, IntVector, Message
 from protocol.roles import A, B, C, Role
 
 M = TypeVar("M", bound=Message)
@@ -354,8 +354,9 @@ def receive(endpoint: Any, peer: str, kind: type[M], timeout: float | None = Non
 
 
 def receive_command(endpoint: Any, peer: str) -> Command:
-    """A's next command."""
-    return command_from_message(endpoint.recv(peer, Command.TAG), peer)
+    """A's next command, waited for as long as A is up: between steps A may work for long (evaluation, A alone's
+    epoch at scale)."""
+    return command_from_message(endpoint.recv(peer, Command.TAG, timeout=WHILE_UP), peer)
 
 
 def expect_label(message: Message, label: str, peer: str) -> None:

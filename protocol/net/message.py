@@ -14,6 +14,7 @@ knows how to check and convert them.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from functools import cache
@@ -24,6 +25,8 @@ import numpy as np
 
 from protocol.errors import ProtocolError
 from protocol.net.codec import BigInts
+
+WHILE_UP = math.inf  # a receive timeout: wait as long as the peer is up (answers the heartbeat), however long
 
 IntVector = NewType("IntVector", np.ndarray)
 BigIntList = NewType("BigIntList", list)
