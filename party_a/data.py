@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from party_a.events import BLOCK_EVENTS, Histories, Spill, build_histories, spill_directory
+from party_a.events import Histories, Spill, build_histories, spill_directory
 from protocol.data.tables import (Features, TableSpec, encode_features, numeric_column, plain, read_table,
                                   read_table_chunks, row_label)
 from protocol.errors import DataError
@@ -115,7 +115,7 @@ def load_tables(users: pd.DataFrame, user_ids: list[str], users_spec: TableSpec,
     item_names, item_features = _item_table(items_spec) if items_spec else ([], None)
     item_of = {name: j for j, name in enumerate(item_names)}
     with spill_directory() as tmp:
-        spill, rows = Spill(Path(tmp)), 0
+        spill, rows = Spill(Path(tmp) / "events.bin"), 0
         for frame in read_table_chunks(spec.path, columns, [spec.user_column, spec.item_column], chunk_rows):
             rows += len(frame)
             user_rows = _user_rows(frame, spec, row_of, normalizer, users_spec)
@@ -130,31 +130,14 @@ def load_tables(users: pd.DataFrame, user_ids: list[str], users_spec: TableSpec,
                       rows=frame.index.to_numpy()[keep])
         if rows == 0:
             raise DataError(f"{spec.path}: no interactions")
-        events = spill.columns()
+        recode = None
         if items_spec is None:  # the catalogue is the items named, in sorted order
             item_names = sorted(item_of)
-            events["items"] = _Recoded(events["items"], np.argsort(np.argsort(list(item_of))).astype(np.int32))
+            recode = np.argsort(np.argsort(list(item_of))).astype(np.int64)
             item_features = Features(np.zeros((len(item_names), 0), np.float32),
                                      np.zeros((len(item_names), 0), np.int64), [])
-        counts = np.zeros(len(item_names), dtype=np.int64)
-        for lo in range(0, spill.size, BLOCK_EVENTS):
-            counts += np.bincount(events["items"][lo : lo + BLOCK_EVENTS], minlength=len(item_names))
-        histories = build_histories(events, len(user_ids), len(item_names))
-    return ActiveTables(encode_features(users, users_spec), item_names, item_features, histories,
-                        counts.astype(np.float64))
-
-
-class _Recoded:
-    """An array's values mapped through `codes`, slice by slice as they are read."""
-
-    def __init__(self, values: np.ndarray, codes: np.ndarray):
-        self.values, self.codes = values, codes
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def __getitem__(self, part: slice) -> np.ndarray:
-        return self.codes[self.values[part]]
+        histories, counts = build_histories(spill, len(user_ids), len(item_names), recode)
+    return ActiveTables(encode_features(users, users_spec), item_names, item_features, histories, counts)
 
 
 def _timestamps(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:

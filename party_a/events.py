@@ -2,13 +2,14 @@
 
 `party_a.data.load_tables` reads the interactions table a chunk at a time and appends
 each chunk's positives to a `Spill` (user row, item, timestamp, table row: 28 bytes an
-event, on disk). `build_histories` then groups them by user row with a counting sort,
-orders each block of users' events by (timestamp, row) and keeps each item at its last
-occurrence, leaving `Histories`: per row of A's user table its distinct positive items,
-oldest first, as an int32 file mapped into memory and an int64 array of offsets. What
-stays in memory is 8 bytes per user (the offsets) and one block of events at a time
-(`BLOCK_EVENTS`); training reads the histories of one batch's users at a time, and the
-kernel pages the rest in and out as it needs.
+event, on disk). `build_histories` then distributes them to buckets of consecutive
+users (a bucket sort on disk), orders each bucket's events by (user, timestamp, row)
+in memory and keeps each item at its last occurrence, leaving `Histories`: per row of
+A's user table its distinct positive items, oldest first, as an int32 file mapped
+into memory and an int64 array of offsets. What stays in memory is 16 bytes per user
+(the offsets and the counts) and one bucket of events at a time (`BLOCK_EVENTS`);
+training reads the histories of one batch's users at a time, and the kernel pages
+the mapped file in and out as it needs.
 
 The files live in a temporary directory (TMPDIR) that is deleted once they are mapped:
 the mappings keep them readable, and nothing is left behind however the run ends.
@@ -22,35 +23,34 @@ from pathlib import Path
 
 import numpy as np
 
-BLOCK_EVENTS = 1 << 22  # events sorted in memory at once (about 100 MB of working arrays)
-SPILLED = {"users": np.int64, "items": np.int32, "stamps": np.float64, "rows": np.int64}
-
-
-def _mapped(path: Path, dtype: type, size: int, mode: str = "r") -> np.ndarray:
-    """`size` values of `dtype` in the file at `path`, mapped (an empty array for size 0, which mmap refuses)."""
-    if size == 0:
-        return np.empty(0, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode=mode, shape=(size,))
+BLOCK_EVENTS = 1 << 20  # events sorted in memory at once (a block of users): about 30 MB, and a few times that to sort
+EVENT = np.dtype([("users", "<i8"), ("items", "<i4"), ("stamps", "<f8"), ("rows", "<i8")])  # 28 bytes
 
 
 class Spill:
-    """The columns of `SPILLED`, appended chunk by chunk to raw files in `directory`."""
+    """Events (records of `EVENT`) appended chunk by chunk to one raw file and read back a slice at a time with
+    plain reads: never mapped, so pages read once stay in the kernel's cache, not in this process."""
 
-    def __init__(self, directory: Path):
-        self.directory = directory
-        self.size = 0
-        self._files = {name: open(directory / f"{name}.bin", "wb") for name in SPILLED}
+    def __init__(self, path: Path):
+        self.path, self.size = path, 0
+        path.write_bytes(b"")
 
     def add(self, **columns: np.ndarray) -> None:
-        for name, dtype in SPILLED.items():
-            self._files[name].write(np.ascontiguousarray(columns[name], dtype=dtype).tobytes())
-        self.size += len(columns["users"])
+        """Append events given as one array per field of `EVENT`."""
+        records = np.empty(len(columns["users"]), dtype=EVENT)
+        for name in EVENT.names:
+            records[name] = columns[name]
+        self.write(records)
 
-    def columns(self) -> dict[str, np.ndarray]:
-        """Every column written, mapped read-only."""
-        for f in self._files.values():
-            f.close()
-        return {name: _mapped(self.directory / f"{name}.bin", dtype, self.size) for name, dtype in SPILLED.items()}
+    def write(self, records: np.ndarray) -> None:
+        with open(self.path, "ab") as f:
+            f.write(records.tobytes())
+        self.size += len(records)
+
+    def chunks(self, size: int) -> Iterator[np.ndarray]:
+        """Every event written, `size` at a time."""
+        for lo in range(0, self.size, size):
+            yield np.fromfile(self.path, dtype=EVENT, count=min(size, self.size - lo), offset=lo * EVENT.itemsize)
 
 
 class Histories(Sequence[np.ndarray]):
@@ -81,50 +81,52 @@ class Histories(Sequence[np.ndarray]):
         return out
 
 
-def _by_user(columns: dict[str, np.ndarray], n_rows: int, directory: Path) -> tuple[np.ndarray, dict]:
-    """The events grouped by user row, in table order within a user (a stable counting sort, block by block)."""
-    users, size = columns["users"], len(columns["users"])
-    counts = np.zeros(n_rows, dtype=np.int64)
-    for lo in range(0, size, BLOCK_EVENTS):
-        counts += np.bincount(users[lo : lo + BLOCK_EVENTS], minlength=n_rows)
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    grouped = {name: _mapped(directory / f"grouped-{name}.bin", SPILLED[name], size, "w+")
-               for name in ("items", "stamps", "rows")}
-    cursor = offsets[:-1].copy()
-    for lo in range(0, size, BLOCK_EVENTS):
-        block = np.asarray(users[lo : lo + BLOCK_EVENTS])
-        order = np.argsort(block, kind="stable")
-        sorted_users = block[order]
-        present, first, runs = np.unique(sorted_users, return_index=True, return_counts=True)
-        rank = np.arange(len(block)) - np.repeat(first, runs)
-        at = cursor[sorted_users] + rank
-        for name, out in grouped.items():
-            out[at] = np.asarray(columns[name][lo : lo + BLOCK_EVENTS])[order]
-        cursor[present] += runs
-    return offsets, grouped
+def build_histories(spill: Spill, n_rows: int, n_items: int,
+                    recode: np.ndarray | None = None) -> tuple[Histories, np.ndarray]:
+    """Histories of `n_rows` users from the events in `spill`, and the events per item (repeats included).
 
-
-def build_histories(columns: dict[str, np.ndarray], n_rows: int, n_items: int) -> Histories:
-    """Histories of `n_rows` users from events given as the columns of `SPILLED` (arrays or a `Spill`'s maps).
-
-    Within a user, events are ordered by timestamp, then by table row; an item bought again counts at its last
-    occurrence only."""
+    `recode` maps the spilled item codes to item indices when they differ. Within a user, events are ordered by
+    timestamp, then by table row; an item bought again counts at its last occurrence only. Two passes over the
+    spill: one counts events per user and per item, one distributes the events to buckets of consecutive users
+    of at most BLOCK_EVENTS events (unless one user alone has more); each bucket is then sorted in memory."""
+    per_user, per_item = np.zeros(n_rows, dtype=np.int64), np.zeros(n_items, dtype=np.int64)
+    for part in spill.chunks(BLOCK_EVENTS):
+        per_user += np.bincount(part["users"], minlength=n_rows)
+        per_item += np.bincount(part["items"] if recode is None else recode[part["items"]], minlength=n_items)
+    blocks = list(_blocks(np.concatenate([[0], np.cumsum(per_user)])))
+    starts = np.array([a for a, _ in blocks], dtype=np.int64)
     with tempfile.TemporaryDirectory(prefix="vfrec-events-") as tmp:
         directory = Path(tmp)
-        offsets, grouped = _by_user(columns, n_rows, directory)
+        buckets = [Spill(directory / f"bucket{k}.bin") for k in range(len(blocks))]
+        for part in spill.chunks(BLOCK_EVENTS):
+            which = np.searchsorted(starts, part["users"], side="right") - 1
+            order = np.argsort(which, kind="stable")
+            part, cuts = part[order], np.searchsorted(which[order], np.arange(len(blocks) + 1))
+            for k in np.flatnonzero(np.diff(cuts)):
+                buckets[k].write(part[cuts[k] : cuts[k + 1]])
         kept = np.zeros(n_rows, dtype=np.int64)
         with open(directory / "items.bin", "wb") as out:
-            for a, b in _blocks(offsets):
-                lo, hi = offsets[a], offsets[b]
-                local = np.repeat(np.arange(a, b), np.diff(offsets[a : b + 1]))
-                order = np.lexsort((grouped["rows"][lo:hi], grouped["stamps"][lo:hi], local))
-                items, owners = np.asarray(grouped["items"][lo:hi])[order], local[order]
-                _, from_end = np.unique((owners * n_items + items)[::-1], return_index=True)
+            for (a, b), bucket in zip(blocks, buckets):
+                if bucket.size == 0:
+                    continue
+                events = next(bucket.chunks(bucket.size))
+                users = events["users"]
+                items = events["items"] if recode is None else recode[events["items"]]
+                order = np.lexsort((events["rows"], events["stamps"], users))
+                items, users = items[order], users[order]
+                _, from_end = np.unique((users * n_items + items)[::-1], return_index=True)
                 last = np.sort(len(items) - 1 - from_end)  # each (user, item) at its last occurrence, in order
                 out.write(items[last].astype(np.int32).tobytes())
-                kept[a:b] = np.bincount(owners[last] - a, minlength=b - a)
+                kept[a:b] = np.bincount(users[last] - a, minlength=b - a)
         ends = np.concatenate([[0], np.cumsum(kept)])
-        return Histories(ends, _mapped(directory / "items.bin", np.int32, int(ends[-1])))
+        return Histories(ends, _mapped(directory / "items.bin", int(ends[-1]))), per_item.astype(np.float64)
+
+
+def _mapped(path: Path, size: int) -> np.ndarray:
+    """`size` int32 values in the file at `path`, mapped read-only (an empty array for size 0, which mmap refuses)."""
+    if size == 0:
+        return np.empty(0, dtype=np.int32)
+    return np.memmap(path, dtype=np.int32, mode="r", shape=(size,))
 
 
 def _blocks(offsets: np.ndarray) -> Iterator[tuple[int, int]]:
@@ -138,5 +140,5 @@ def _blocks(offsets: np.ndarray) -> Iterator[tuple[int, int]]:
 
 
 def spill_directory() -> tempfile.TemporaryDirectory:
-    """A temporary directory for a `Spill`, removed when the context ends."""
+    """A temporary directory (TMPDIR) for a `Spill`, removed when the context ends."""
     return tempfile.TemporaryDirectory(prefix="vfrec-spill-")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from party_a.data import ActiveTables, align
-from party_a.events import build_histories
+from party_a.events import Spill, build_histories
 from protocol.data.tables import Features
 
 
@@ -13,14 +15,14 @@ def features(rows: int) -> Features:
     return Features(np.zeros((rows, 0), np.float32), np.zeros((rows, 0), np.int64), [])
 
 
-def test_split_holds_out_validation_and_test_items() -> None:
+def test_split_holds_out_validation_and_test_items(tmp_path: Path) -> None:
     # (user row, item, time); user 0 buys item 5 again last, so 5 counts at its last time
     events = [(0, 5, 1), (0, 6, 2), (0, 7, 3), (0, 8, 4), (0, 5, 5), (1, 1, 1), (1, 2, 2), (2, 3, 1),
               (3, 0, 1), (3, 1, 2)]
     users, items, stamps = (np.array(c, dtype=np.int64) for c in zip(*events))
-    columns = {"users": users, "items": items, "stamps": stamps.astype(np.float64), "rows": np.arange(len(users))}
-    tables = ActiveTables(features(4), [str(j) for j in range(9)], features(9), build_histories(columns, 4, 9),
-                          np.bincount(items, minlength=9).astype(np.float64))
+    spill = Spill(tmp_path / "events.bin")
+    spill.add(users=users, items=items, stamps=stamps, rows=np.arange(len(users)))
+    tables = ActiveTables(features(4), [str(j) for j in range(9)], features(9), *build_histories(spill, 4, 9))
     data = align(tables, np.array([2, 0, 1]))  # shared users in PSI order: rows 2, 0, 1; row 3 is not shared
     assert [t.tolist() for t in data.train] == [[3], [6, 7], [1]]
     assert data.valid_item.tolist() == [-1, 8, -1]
