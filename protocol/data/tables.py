@@ -83,7 +83,7 @@ def read_table_chunks(path: Path, columns: list[str], text_columns: list[str],
     first = 0
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
-            parquet = pq.ParquetFile(path)
+            parquet = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering kept every row group read so far
             frames = (b.to_pandas() for b in parquet.iter_batches(batch_size=rows, columns=wanted)) if rows else \
                 iter([parquet.read(columns=wanted).to_pandas()])
         else:
