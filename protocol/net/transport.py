@@ -8,7 +8,8 @@ by (and valid under) that peer's own CA, and matches its pin when one is configu
 The server's handshake trusts every peer's CA, so the binding of a role to its CA
 is checked here, per call, not left to the handshake. Delivery is idempotent on
 (sender, tag, sequence), so a retry after a broken connection never applies a step
-twice. Every receive has a deadline, and a heartbeat notices a peer that died long
+twice. Every receive has a deadline (a service waiting for its next request may make
+it `WHILE_UP`: as long as the peer is up), and a heartbeat notices a peer that died long
 before that deadline: one silent for `peer_timeout` (a partition looks the same for a
 while, so it is given that long), or at once, after `_REFUSED_GRACE`, one that was up and
 now refuses connections (nothing listens on its port any more: its process is gone).
