@@ -44,7 +44,7 @@ from party_a.config import ModelSettings
 from party_a.evaluate import EvalSet, metrics, model_scores
 from party_a.data import ActiveData
 from party_a.sampler import PAD, Batch, pad_histories
-from party_a.scoring import SCALE_GAIN, Catalogue, catalogue_logits, item_item
+from party_a.scoring import SCALE_GAIN, Catalogue, catalogue_logits
 from protocol.data.towers import FeatureTower
 
 PRIOR_WEIGHTS = (0.0, 0.125, 0.25, 0.5, 1.0)  # the popularity prior's weights A alone tries (0: EASE alone)
@@ -93,11 +93,6 @@ class ActiveModel(nn.Module):
         self.item_item_scale = nn.Parameter(torch.tensor(1.0 / SCALE_GAIN))
         self.latest_item_scale = nn.Parameter(torch.tensor(0.0))  # learns how much more the latest item counts
 
-    def item_item(self, items: torch.Tensor, cut: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """EASE scores (U, P, n) of every item from each user's history before `cut`, and from its latest item
-        (party_a.scoring.item_item)."""
-        return item_item(self.p, self.p_diag, items, cut, training)
-
     def user_side(self, history: torch.Tensor, users: torch.Tensor, u: torch.Tensor,
                   targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """z (U, P, h) for each user from the history before each target position (training), or (U, 1, h)
@@ -124,21 +119,20 @@ class ActiveModel(nn.Module):
         """v_j (n, h) for every item."""
         return self.item_part(torch.arange(self.item_bias.shape[0]))
 
-    def catalogue(self, v: torch.Tensor | None = None) -> Catalogue:
-        """The catalogue-wide part of the scorer; `v`: the item vectors, when the caller keeps them."""
-        v = self.item_vectors() if v is None else v
+    def catalogue(self) -> Catalogue:
+        """The catalogue-wide part of the scorer (party_a/scoring.py)."""
+        v = self.item_vectors()
         if self.p is None:
             return Catalogue(v, self.item_bias)
         return Catalogue(v, self.item_bias, self.p, self.p_diag, self.unit, self.item_item_scale,
                          self.latest_item_scale)
 
     def logits(self, history: torch.Tensor, users: torch.Tensor, u: torch.Tensor,
-               targets: torch.Tensor | None = None, v: torch.Tensor | None = None) -> torch.Tensor:
+               targets: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (U, P, n) of every item for each user, from the history before each target position
-        (training), or (U, 1, n) from the whole history (evaluation, `targets` None). `v`: the item vectors,
-        when the caller keeps them (serving)."""
+        (training), or (U, 1, n) from the whole history (evaluation, `targets` None)."""
         z, items, cut = self.user_side(history, users, u, targets)
-        return catalogue_logits(self.catalogue(v), z, items, cut, targets is not None)
+        return catalogue_logits(self.catalogue(), z, items, cut, targets is not None)
 
     def score(self, histories: Sequence[np.ndarray], users: torch.Tensor, items: torch.Tensor,
               u: torch.Tensor) -> torch.Tensor:

@@ -65,7 +65,7 @@ def _submit(pool: WorkerPool, recommender: Recommender, queries: list[Query | No
         return None
     return pool.submit("party_a.scoring:top_items_task", recommender.model_id, [q.source for q in known],
                        np.stack([q.z.numpy() for q in known]), np.stack([q.items.numpy() for q in known]),
-                       [recommender.histories[q.row] for q in known], k, include_bought)
+                       [] if include_bought else [recommender.histories[q.row] for q in known], k, include_bought)
 
 
 def _add_rows(rows: list[dict], recommender: Recommender, k: int, chunk: list[str], queries: list[Query | None],

@@ -119,7 +119,8 @@ def install(model_id: str, name: str, arrays: dict[str, np.ndarray | None]) -> N
 def top_items_task(model_id: str, names: list[str], z: np.ndarray, items: np.ndarray, bought: list[np.ndarray],
                    k: int, include_bought: bool) -> list[np.ndarray]:
     """A worker's side: `top_items` for a chunk of users, user i by the installed catalogue `names[i]`, from
-    z (U, h), items (U, L) and its bought items; [indices (U, k), scores (U, k)] (k at most the catalogue)."""
+    z (U, h), items (U, L) and its bought items (not sent with `include_bought`); [indices (U, k), scores (U, k)]
+    (k at most the catalogue)."""
     tops, scores = [], []
     for i, name in enumerate(names):
         catalogue = _installed.get((model_id, name))

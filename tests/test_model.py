@@ -11,6 +11,7 @@ from party_a.data import ActiveData
 from party_a.evaluate import eval_set
 from party_a.model import PRIOR_WEIGHTS, ActiveModel, active_step, chosen_prior_weight, equal_norms
 from party_a.sampler import Sampler
+from party_a.scoring import item_item
 from protocol.data.tables import Features
 
 N_ITEMS, LAMBDA = 7, 2.0
@@ -39,12 +40,13 @@ def test_training_targets_get_the_ease_scores_of_a_fit_without_the_user() -> Non
     b = ease(gram(rows, N_ITEMS), LAMBDA)  # refitted from scratch without the user's row
     candidates = np.setdiff1d(np.arange(N_ITEMS), data.train[user])
     for cut in range(6 - data.train[user].size, 7):
-        whole, latest = model.item_item(torch.from_numpy(items)[None], torch.tensor([[cut]]), training=True)
+        whole, latest = item_item(model.p, model.p_diag, torch.from_numpy(items)[None], torch.tensor([[cut]]),
+                                  training=True)
         before = items[:cut][items[:cut] < N_ITEMS]
         assert np.allclose(whole[0, 0, candidates], b[before].sum(0)[candidates], atol=1e-5)
         assert np.allclose(latest[0, 0, candidates], b[before[-1:]].sum(0)[candidates], atol=1e-5)
     full = ease(gram([*data.train, *data.others], N_ITEMS), LAMBDA)  # evaluation: the fit on every row
-    whole, latest = model.item_item(torch.from_numpy(items)[None], torch.tensor([[6]]), training=False)
+    whole, latest = item_item(model.p, model.p_diag, torch.from_numpy(items)[None], torch.tensor([[6]]), training=False)
     assert np.allclose(whole[0, 0, candidates], full[data.train[user]].sum(0)[candidates], atol=1e-5)
 
 
