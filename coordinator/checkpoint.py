@@ -14,7 +14,6 @@ from pathlib import Path
 from coordinator.ledger import Ledger
 from protocol.crypto.paillier import PublicKey
 from protocol.errors import StoreError
-from protocol.layer.decryption import Step
 from protocol.layer.plan import LayerPlan
 from protocol.roles import C
 from protocol.runtime.checkpoint import checkpoint_json, plan_digest, read_checkpoint, write_checkpoint
@@ -31,8 +30,7 @@ class Restored:
 
 def save(workdir: Path, run_id: str, step: int, keep: int, ledger: Ledger, served: int, audit_entries: int) -> None:
     plan = ledger.plan.to_message()
-    state = {"plan": plan, "shared_users": ledger.shared_users, "open": list(ledger.open) if ledger.open else None,
-             "last_train": list(ledger.last[True]), "last_eval": list(ledger.last[False]), "served": served,
+    state = {"plan": plan, "shared_users": ledger.shared_users, "last_train": list(ledger.last[True]), "last_eval": list(ledger.last[False]), "served": served,
              "audit_entries": audit_entries, "key_fingerprint": ledger.public.fingerprint}
     write_checkpoint(workdir, run_id, step, {"role": str(C), "plan": plan_digest(plan)},
                      {STATE: json.dumps(state).encode()}, keep)
@@ -46,7 +44,7 @@ def load(workdir: Path, run_id: str, step: int, public: PublicKey, generation: i
         raise StoreError(f"{directory} was made under key {state['key_fingerprint']}, but the run's key is "
                          f"{public.fingerprint}")
     plan = LayerPlan.from_message(state["plan"], str(directory / STATE))
-    opened = state["open"]
-    ledger = Ledger(plan, state["shared_users"], public, (opened[0], Step(opened[1])) if opened else None,
-                    {True: tuple(state["last_train"]), False: tuple(state["last_eval"])}, generation)
+    # No step is open at a resume: the step after the checkpoint is redone under a fresh label. (A proposes the
+    # checkpoint when its part of a step is done, so B's check of that step may reach C after it.)
+    ledger = Ledger(plan, state["shared_users"], public, None, {True: tuple(state["last_train"]), False: tuple(state["last_eval"])}, generation)
     return Restored(ledger, state["served"], state["audit_entries"])

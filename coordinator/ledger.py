@@ -3,8 +3,8 @@
 Both parties register the layer plan and the number of shared users; from then on
 a request is served only if its label names a step of that schedule, it holds
 exactly the number of ciphertexts that step has, it was not served before, and it
-comes in the order a training step runs: forward (A), backward (B), refresh (A) for
-one training label at a time, labels only ever moving forward, and evaluation
+comes in the order a training step runs: forward (A), backward (B), refresh (A) and
+B's check of A's refresh for one training label at a time, labels only ever moving forward, and evaluation
 forwards only between training steps. So a party can have decrypted no more values
 than the protocol gives it, each once; a replayed request, or a saved [W] sent as
 one, does not fit. Labels carry the generation the run is in (protocol/runtime/resume.py): after
@@ -35,6 +35,8 @@ class Ledger:
     # (epoch, batch) of the latest training (True) and evaluation (False) label begun: labels only move forward,
     # so a repeated or replayed label is refused without keeping every label ever served
     generation: int = 0  # the generation every label must carry
+    stopped: str | None = None  # a check failed: nothing more is served in this run
+
 
     @property
     def batches(self) -> int:
@@ -42,6 +44,8 @@ class Ledger:
 
     def refusal(self, step: Step, label: str, count: int) -> str | None:
         """Why (step, label) with `count` ciphertexts may not be served now, or None."""
+        if self.stopped is not None:
+            return f"the run stopped: {self.stopped}"
         parsed = Label.parse(label)
         if parsed is None:
             return f"label {label[:80]!r} names no step of the schedule"
@@ -77,4 +81,4 @@ class Ledger:
             parsed = Label.parse(label)
             self.last[parsed.training] = (parsed.epoch, parsed.batch)
         if step in TRAINING:
-            self.open = None if step == Step.REFRESH else (label, step)
+            self.open = None if step == TRAINING[-1] else (label, step)

@@ -6,7 +6,8 @@ Both parties register the layer (plan and shared users); once they agree, a
 decryption is served only when the role the step names submits it, only as the
 plan's schedule allows (coordinator/ledger.py), and the plaintext goes to the
 step's other party alone, never to the submitter (protocol/layer/decryption.py
-ROUTE). Every request, served or refused, is appended to the audit log. A refusal
+ROUTE). For a new layer it draws [W0] and sends each party its layout; after each
+refresh it checks, for B, that A's [Q] by rows is the refresh it decrypted. Every request, served or refused, is appended to the audit log. A refusal
 goes to the party waiting for the step's plaintext (or, for a request naming no
 step, to its sender); it never stops the service. At A's step boundaries it writes
 its checkpoint (coordinator/checkpoint.py); when a party is lost, or when it starts
@@ -17,10 +18,13 @@ with checkpoints on disk, it resumes from the newest one all three hold
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from coordinator import checkpoint
 from coordinator.audit import AuditLog
@@ -30,12 +34,16 @@ from coordinator.ledger import Ledger
 from protocol import messages
 from protocol.crypto.paillier import load_or_create_private_key
 from protocol.errors import ConfigError, ProtocolError, VfrecError
-from protocol.layer.decryption import ROUTE, Step
-from protocol.messages import (CheckpointDone, CoordinatorCheckpoint, DecryptReply, DecryptRequest,
-                               PublicKeyAnnouncement, Registration, RunDone)
+from protocol.crypto import packing
+from protocol.crypto.paillier import Encryptor
+from protocol.layer.decryption import ROUTE, Step, refresh_check
+from protocol.layer.plan import LayerPlan
+from protocol.layer.steps import draw_initial_weights
+from protocol.messages import (CheckpointDone, CoordinatorCheckpoint, DecryptReply, DecryptRequest, InitialWeights,
+                               PublicKeyAnnouncement, RefreshCheck, RefreshChecked, Registration, RunDone)
 from protocol.net.message import WHILE_UP, Message
 from protocol.net.transport import Endpoint
-from protocol.roles import PEERS, A, C
+from protocol.roles import PEERS, A, B, C
 from protocol.runtime.checkpoint import held, remove_all
 from protocol.runtime.cli import setup_logging
 from protocol.runtime.resume import Agreed, Holding, resumable
@@ -59,6 +67,7 @@ class Service:
     ledger: Ledger | None = None
     served: int = 0
     done: bool = False
+    refreshed: tuple[str, list] | None = None  # the label and plaintexts of the refresh B's check will be about
 
 
 def handle_register(service: Service, peer: str, registration: Registration) -> None:
@@ -76,17 +85,66 @@ def handle_register(service: Service, peer: str, registration: Registration) -> 
         service.ledger = Ledger(a.plan, a.shared_users, public)
         log.info("layer registered by both parties: %d shared users, batches of %d", a.shared_users,
                  a.plan.batch_users)
+        if a.init:
+            send_initial_weights(service, a.plan)
+
+
+def send_initial_weights(service: Service, plan: LayerPlan) -> None:
+    """Init: draw W0 and send [W0] by columns to A and by rows to B, fresh encryptions of one matrix. Drawn here, each
+    party's layout holds W0 whatever the other party does; the coordinator knows W0, a draw independent of any data,
+    and never sees a later W."""
+    public = service.decryptor.key.public
+    w0 = draw_initial_weights(plan, np.random.default_rng(secrets.randbits(128)))
+    rows, cols = plan.layouts(public)
+    enc = Encryptor(public, "full")
+    for party, layout, values in ((A, cols, np.ascontiguousarray(w0.T)), (B, rows, w0)):
+        packed = packing.encrypt(enc, values, layout, plan.w_bits, plan.w_bound, service.decryptor.pool)
+        messages.send(service.endpoint, party, InitialWeights("init", packed.to_wire()))
 
 
 def handle_decrypt(service: Service, peer: str, request: DecryptRequest) -> None:
     """Decrypt one batch `peer` submitted for the step's other party, if the step is `peer`'s to submit."""
     refused = refusal(service, peer, request)
     receiver = ROUTE[Step(request.step)][1] if request.step in ROUTE else peer
-    refuse_or_reply(service, peer, receiver, request.step, request.label, len(request.ciphertexts), refused,
-                    lambda: service.decryptor.decrypt(request.ciphertexts))
+    plaintexts = refuse_or_reply(service, peer, receiver, request.step, request.label, len(request.ciphertexts),
+                                 refused, lambda: service.decryptor.decrypt(request.ciphertexts))
     if refused is None:
         service.ledger.record(Step(request.step), request.label)
+        if request.step == Step.REFRESH:
+            service.refreshed = (request.label, plaintexts)
     service.clock.lap(f"decrypt {request.step}")
+
+
+def handle_check(service: Service, peer: str, request: RefreshCheck) -> None:
+    """B's check of A's [Q] by rows against the refresh decrypted for A: the verdict goes to B alone. A failed check
+    stops the run's decryptions: whoever submitted it learns one bit, once."""
+    ledger = service.ledger
+    refused = "the layer is not registered by both parties yet" if ledger is None else \
+        ledger.refusal(Step.CHECK, request.label, 1)
+    if refused is None and (service.refreshed is None or service.refreshed[0] != request.label
+                            or len(request.weights) != len(service.refreshed[1])):
+        refused = f"the check of {request.label} names no refresh served, or has the wrong number of weights"
+    if refused is None and any(w >= 1 << 64 for w in request.weights):
+        refused = "a weight of 64 bits or more"
+    key = service.decryptor.key
+    if refused is None:
+        try:
+            key.public.check_ciphertext(request.combined, "RefreshCheck.combined")
+        except ProtocolError as exc:
+            refused = str(exc)
+    if refused is None:
+        expected = refresh_check(ledger.plan, key.public, service.refreshed[1], request.weights)
+        if int(key.raw_decrypt(request.combined)) % int(key.public.n) != expected:
+            ledger.stopped = f"B's check of {request.label} found A's [Q] by rows differing from the refresh"
+            refused = "its combination differs from the one of the refresh the coordinator decrypted for A"
+    service.audit.record(peer, service.cfg.network.run_id, Step.CHECK, request.label, 1, refused)
+    if refused is None:
+        ledger.record(Step.CHECK, request.label)
+        service.refreshed = None
+    else:
+        log.warning("check of %s from %s failed: %s", request.label[:80], peer, refused)
+    messages.send(service.endpoint, B, RefreshChecked(request.label, refused))
+    service.clock.lap("check refresh")
 
 
 def refusal(service: Service, peer: str, request: DecryptRequest) -> str | None:
@@ -105,15 +163,17 @@ def refusal(service: Service, peer: str, request: DecryptRequest) -> str | None:
 
 
 def refuse_or_reply(service: Service, peer: str, receiver: str, step: str, label: str, count: int,
-                    refused: str | None, decrypt: Callable[[], list]) -> None:
-    """Audit `peer`'s request, then send the plaintexts or the refusal to `receiver` alone."""
+                    refused: str | None, decrypt: Callable[[], list]) -> list | None:
+    """Audit `peer`'s request, then send the plaintexts (and return them) or the refusal to `receiver` alone."""
     service.audit.record(peer, service.cfg.network.run_id, step, label, count, refused)
     if refused:
         log.warning("refused a decryption of %s/%s from %s: %s", step[:40], label[:80], peer, refused)
         messages.send(service.endpoint, receiver, DecryptReply(step, label, None, f"{peer}'s request: {refused}"))
-        return
-    messages.send(service.endpoint, receiver, DecryptReply(step, label, decrypt(), None))
+        return None
+    plaintexts = decrypt()
+    messages.send(service.endpoint, receiver, DecryptReply(step, label, plaintexts, None))
     service.served += 1
+    return plaintexts
 
 
 def handle_checkpoint(service: Service, peer: str, request: CoordinatorCheckpoint) -> None:
@@ -144,6 +204,7 @@ def handle_done(service: Service, peer: str, request: RunDone) -> None:
 HANDLERS: dict[type[Message], Callable[[Service, str, Message], None]] = {
     Registration: handle_register,
     DecryptRequest: handle_decrypt,
+    RefreshCheck: handle_check,
     CoordinatorCheckpoint: handle_checkpoint,
     RunDone: handle_done,
 }

@@ -113,7 +113,7 @@ def start_layer(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, cfg: Tr
     side = Side(endpoint, public, Encryptor(public, cfg.secure.encryption), pool, plan)
     log.info("%s", plan.describe(public))
     messages.send(endpoint, B, Init(plan))
-    register_layer(endpoint, plan, shared_users)
+    register_layer(endpoint, plan, shared_users, init=True)
     steps.run(INIT, side, Turn("init", np.empty(0, np.int64)))
     return side
 

@@ -1,6 +1,6 @@
 """B's side of training: it follows A's commands, one at a time, in order, one method per command.
 
-init     build tower B and the layer, exchange shares of W0 (protocol/layer/steps.py INIT)
+init     build tower B and the layer, receive [W0] by rows from the coordinator (protocol/layer/steps.py INIT)
 step     one training step for a batch of users (TRAINING_STEP)
 forward  steps 1-3 only, for evaluation (FORWARD_ONLY)
 keep     the federated model validated best so far: keep B's state of this epoch
@@ -160,7 +160,7 @@ class Follower:
             raise ProtocolError(f"{A} sent 'init' twice")
         plan = command.plan
         plan.check_key(self.public.fingerprint)
-        register_layer(self.endpoint, plan, self.n_users)
+        register_layer(self.endpoint, plan, self.n_users, init=True)
         self._build(plan)
         steps.run(INIT, self.side, Turn("init", np.empty(0, np.int64)))
         save_state(self.workdir, self.tower, self.side.w, "w_rows_init")

@@ -67,6 +67,38 @@ class Registration(Message):
     TAG: ClassVar[str] = "coordinator/register"
     plan: LayerPlan
     shared_users: int
+    init: bool = False  # a new layer: the coordinator draws W0 (training); False: [W] exists (a refresh session)
+
+
+@dataclass(frozen=True)
+class InitialWeights(Message):
+    """C → A, B: [W0] in the receiver's layout (by columns to A, by rows to B), drawn and encrypted by the
+    coordinator once both parties registered a new layer, so that each layout of W0 comes from neither party."""
+
+    TAG: ClassVar[str] = "coordinator/weights"
+    label: str
+    w: EncryptedMatrix
+
+
+@dataclass(frozen=True)
+class RefreshCheck(Message):
+    """B → C, after step 7: Σ_i ρ_i·[Q_i] over the ciphertexts of the [Q] by rows A sent, with B's secret
+    random weights ρ; the coordinator compares its decryption with the same combination of ⌊(W' + M)/2^s⌋
+    from the refresh it decrypted."""
+
+    TAG: ClassVar[str] = "coordinator/check"
+    label: str
+    combined: int
+    weights: BigIntList
+
+
+@dataclass(frozen=True)
+class RefreshChecked(Message):
+    """C → B: whether A's [Q] by rows holds what the coordinator decrypted (error None) or why not."""
+
+    TAG: ClassVar[str] = "coordinator/checked"
+    label: str
+    error: str | None
 
 
 @dataclass(frozen=True)
@@ -188,15 +220,6 @@ def command_from_message(body: Any, peer: str) -> Command:
 
 
 @dataclass(frozen=True)
-class WeightShare(Message):
-    """Init: the sender's secret share of W0, encrypted in the receiver's layout."""
-
-    TAG: ClassVar[str] = "layer/share"
-    label: str
-    share: EncryptedMatrix
-
-
-@dataclass(frozen=True)
 class MaskShare(Message):
     """Steps 1 and 4: the mask the sender added to what it had the coordinator decrypt for the receiver,
     packed as the plaintexts of the ciphertexts it masked, so the receiver can remove it."""
@@ -311,6 +334,9 @@ class Resumed(Message):
 ROUTES: dict[type[Message], tuple[tuple[Role, Role], ...]] = {
     PublicKeyAnnouncement: ((C, A), (C, B)),
     Registration: ((A, C), (B, C)),
+    InitialWeights: ((C, A), (C, B)),
+    RefreshCheck: ((B, C),),
+    RefreshChecked: ((C, B),),
     DecryptRequest: ((A, C), (B, C)),
     DecryptReply: ((C, A), (C, B)),
     RunDone: ((A, C),),
@@ -318,7 +344,6 @@ ROUTES: dict[type[Message], tuple[tuple[Role, Role], ...]] = {
     PsiBlinded: ((A, B), (B, A)),
     PsiDoubled: ((A, B), (B, A)),
     Command: ((A, B),),
-    WeightShare: ((A, B), (B, A)),
     MaskShare: ((B, A), (A, B)),
     EncryptedDelta: ((A, B),),
     RefreshMask: ((B, A),),

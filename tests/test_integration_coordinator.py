@@ -14,7 +14,7 @@ from protocol import messages
 from protocol.crypto import packing
 from protocol.crypto.paillier import Encryptor, PublicKey
 from protocol.errors import PeerError, ProtocolError
-from protocol.layer.decryption import (Step, eval_label, receive_plaintexts, receive_public_key, receive_unmasked,
+from protocol.layer.decryption import (Step, check_refresh, eval_label, receive_plaintexts, receive_public_key, receive_unmasked,
                                        register_layer, send_masked, submit, train_label)
 from protocol.layer.plan import LayerPlan
 from protocol.messages import DecryptReply, DecryptRequest, RunDone
@@ -109,6 +109,14 @@ def test_decryptions_follow_the_registered_schedule(tmp_path: Path) -> None:
         def cts(count: int) -> list:
             return [enc.encrypt(k) for k in range(count)]
 
+        def honest_q(label: str, off_by_one: tuple[int, int] | None = None) -> packing.Packed:
+            """[Q] by rows as an honest A sends it for a refresh of cts(d·ciphertexts), or with one slot off."""
+            q = np.array([[v >> plan.shift for v in row] for row in
+                          packing.unpack(list(range(plan.d * rows.ciphertexts)), rows, plan.d, public.n)], dtype=object)
+            if off_by_one is not None:
+                q[off_by_one] += 1
+            return packing.encrypt(enc, q, rows, plan.w_bits, plan.q_bound)
+
         def served(submitter: Endpoint, step: Step, label: str, count: int) -> None:
             submit(submitter, step, label, cts(count))
             receive_plaintexts(b if submitter is a else a, step, label, count)
@@ -127,6 +135,8 @@ def test_decryptions_follow_the_registered_schedule(tmp_path: Path) -> None:
         served(a, Step.BACKWARD, step0, 32 * cols.ciphertexts)
         refused(a, b, Step.BACKWARD, step0, 32, "was served already")
         served(b, Step.REFRESH, step0, plan.d * rows.ciphertexts)
+        refused(b, a, Step.FORWARD, train_label(1, 1), 32, "while training step train/e1/b0 has not finished")
+        check_refresh(b, step0, honest_q(step0))  # B's check of A's [Q]: the step ends only with it
         refused(b, a, Step.FORWARD, step0, 32, "repeats or goes back")
         # B's [W] by rows (d ciphertexts) as a forward: the wrong count for a batch of 32
         refused(b, a, Step.FORWARD, train_label(1, 1), plan.d, "16 ciphertexts for forward train/e1/b1; the plan "
@@ -137,6 +147,14 @@ def test_decryptions_follow_the_registered_schedule(tmp_path: Path) -> None:
         refused(b, a, Step.EVALUATE, train_label(1, 1), 32, "evaluate is not a decryption of training label")
         served(b, Step.EVALUATE, eval_label(1, 0), 32)
         refused(b, a, Step.EVALUATE, eval_label(1, 0), 32, "repeats or goes back")
+        # a [Q] one unit off in one slot fails B's check, names A, and stops every later decryption
+        step1 = train_label(1, 1)
+        served(b, Step.FORWARD, step1, 32 * rows.ciphertexts)
+        served(a, Step.BACKWARD, step1, 32 * cols.ciphertexts)
+        served(b, Step.REFRESH, step1, plan.d * rows.ciphertexts)
+        with pytest.raises(ProtocolError, match="party_a sent B a \\[Q\\] by rows that is not the refresh"):
+            check_refresh(b, step1, honest_q(step1, off_by_one=(3, 5)))
+        refused(b, a, Step.EVALUATE, eval_label(1, 1), 32, "the run stopped: B's check of train/e1/b1 found")
         messages.send(a, "coordinator", RunDone(None))
         assert wait_all(run, {"coordinator": coordinator}, timeout=30)["coordinator"].returncode == 0
     finally:
@@ -145,7 +163,8 @@ def test_decryptions_follow_the_registered_schedule(tmp_path: Path) -> None:
         if coordinator.poll() is None:
             coordinator.kill()
     audit = [json.loads(line) for line in (run.workdir("coordinator") / "audit.jsonl").read_text().splitlines()]
-    assert [("refused" in e) for e in audit] == [True, True, False, True, False, True, False, True, True, True, True,
-                                                  True, True, False, True]
+    assert [("refused" in e) for e in audit] == [True, True, False, True, False, True, False, True, False, True, True,
+                                                  True, True, True, True, False, True, False, False, False, True, True]
     assert "may not submit" in audit[1]["refused"] and audit[1]["who"] == "party_a"
-    assert "16 ciphertexts" in audit[8]["refused"] and audit[8]["who"] == "party_b"
+    assert "16 ciphertexts" in audit[10]["refused"] and audit[10]["who"] == "party_b"
+    assert audit[20]["step"] == "check" and "differs from the one of the refresh" in audit[20]["refused"]

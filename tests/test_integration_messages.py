@@ -24,7 +24,7 @@ from protocol.errors import ProtocolError
 from protocol.layer.decryption import (Step, receive_public_key, receive_unmasked, register_layer, send_masked,
                                        train_label)
 from protocol.layer.plan import LayerPlan
-from protocol.messages import DecryptReply, Init, PublicKeyAnnouncement, RunDone
+from protocol.messages import DecryptReply, Init, PublicKeyAnnouncement, Registration, RunDone
 from protocol.net.transport import Endpoint
 from protocol.roles import PEERS, A, B, C
 from protocol.runtime.workers import WorkerPool
@@ -142,7 +142,7 @@ def test_party_b_refuses_a_plan_for_another_key(tmp_path: Path) -> None:
     assert "Traceback" not in out.output
 
 
-def test_party_a_stops_on_a_malformed_share(tmp_path: Path) -> None:
+def test_party_a_stops_on_malformed_initial_weights(tmp_path: Path) -> None:
     run = small_run(tmp_path, train=True)
     a = start(run, A)
     c, b = run.endpoint(C).start(), run.endpoint(B).start()
@@ -151,11 +151,12 @@ def test_party_a_stops_on_a_malformed_share(tmp_path: Path) -> None:
         run_psi(b, A, IDS, WorkerPool(0), PsiSettings(show_progress=False))
         init = messages.receive_command(b, A)
         assert isinstance(init, Init) and init.plan.batch_users > 0
-        b.send(A, "layer/share", {"label": "init", "share": {"layout": "rows"}})
+        messages.receive(c, A, Registration)
+        c.send(A, "coordinator/weights", {"label": "init", "w": {"layout": "rows"}})
         out = wait_all(run, {A: a}, timeout=60)[A]
     finally:
         b.close()
         c.close()
     assert out.returncode == 1, out.output
-    assert "party_b sent a malformed WeightShare.share.layout: expected a map of fields, got str" in out.output
+    assert "coordinator sent a malformed InitialWeights.w.layout: expected a map of fields, got str" in out.output
     assert "Traceback" not in out.output

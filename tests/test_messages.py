@@ -30,12 +30,15 @@ from protocol.messages import (
     Finish,
     Forward,
     Init,
+    InitialWeights,
     Keep,
     MaskShare,
     PsiBlinded,
     PsiDoubled,
     PsiHello,
     PublicKeyAnnouncement,
+    RefreshCheck,
+    RefreshChecked,
     RefreshDone,
     RefreshedRows,
     RefreshRequest,
@@ -46,7 +49,6 @@ from protocol.messages import (
     Resumed,
     RunDone,
     TrainStep,
-    WeightShare,
 )
 from protocol.net import codec
 from protocol.net.message import Message
@@ -54,7 +56,7 @@ from protocol.net.message import Message
 MATRIX = EncryptedMatrix(Layout(3, 64, 3), 16, 2**20, 1, [12345])
 EXAMPLES: list[Message] = [
     PublicKeyAnnouncement(2**2047 + 1, "sha256:00"),
-    Registration(LayerPlan(d=2, h=3, batch_users=4, lr_w=0.1, key_fingerprint="sha256:00"), 100),
+    Registration(LayerPlan(d=2, h=3, batch_users=4, lr_w=0.1, key_fingerprint="sha256:00"), 100, True),
     DecryptRequest("forward", "e1/b0", [5, 7]),
     DecryptReply("forward", "e1/b0", [5], None),
     RunDone("run-1-20261123T070000Z-abcdef"),
@@ -66,7 +68,9 @@ EXAMPLES: list[Message] = [
     Forward("eval/e1/b0", np.arange(3)),
     Keep(3),
     Finish("run-1-20261123T070000Z-abcdef", 3),
-    WeightShare("init", MATRIX),
+    InitialWeights("init", MATRIX),
+    RefreshCheck("train/e1/b0", 2**2000 + 3, [5, 7]),
+    RefreshChecked("train/e1/b0", None),
     MaskShare("e1/b0", [3, 2**90]),
     EncryptedDelta("e1/b0", MATRIX),
     RefreshMask("e1/b0", MATRIX),
@@ -190,9 +194,13 @@ def test_inboxes_follow_the_routes() -> None:
     assert messages.inbox_tags("coordinator") == {
         "party_a": {"coordinator/register", "coordinator/decrypt", "control/done", "coordinator/checkpoint",
                     "resume/call", "resume/agreed"},
-        "party_b": {"coordinator/register", "coordinator/decrypt", "serve/refresh"}}
+        "party_b": {"coordinator/register", "coordinator/decrypt", "coordinator/check", "serve/refresh"}}
     assert "layer/command" in messages.inbox_tags("party_b")["party_a"]
     assert "layer/command" not in messages.inbox_tags("party_a")["party_b"]
+    # each party's layout of [W0] comes from the coordinator alone: no party sends the other a share of it
+    assert "coordinator/weights" in messages.inbox_tags("party_a")["coordinator"]
+    assert "coordinator/weights" in messages.inbox_tags("party_b")["coordinator"]
+    assert "layer/share" not in messages.inbox_tags("party_a")["party_b"] | messages.inbox_tags("party_b")["party_a"]
 
 
 _leaves = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=5) | \

@@ -12,11 +12,16 @@ the same. Labels name a step of the plan's schedule (`train_label`, `eval_label`
 which fixes how many ciphertexts a request holds (`expected_count`); the coordinator
 serves each (step, label) once, in the order a training step runs
 (coordinator/ledger.py).
+
+One request is not a decryption for anyone: after step 7, B has the coordinator check
+that the [Q] by rows A sent is ⌊(W' + M)/2^s⌋ of the refresh the coordinator decrypted
+(`check_refresh`, `refresh_check`). The coordinator answers B with a verdict only.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -28,7 +33,8 @@ from protocol.crypto import packing
 from protocol.crypto.paillier import Encryptor, PublicKey
 from protocol.errors import ProtocolError
 from protocol.layer.plan import LayerPlan
-from protocol.messages import DecryptReply, DecryptRequest, MaskShare, PublicKeyAnnouncement, Registration
+from protocol.messages import (DecryptReply, DecryptRequest, MaskShare, PublicKeyAnnouncement, RefreshCheck,
+                               RefreshChecked, Registration)
 from protocol.net.transport import Endpoint
 from protocol.roles import A, B, C, Role
 from protocol.runtime.workers import WorkerPool
@@ -41,12 +47,14 @@ class Step(StrEnum):
     EVALUATE = "evaluate"  # steps 1-3 outside training (evaluation): the same
     BACKWARD = "backward"  # steps 4-5: A submits [g + R'], B receives g + R'
     REFRESH = "refresh"  # step 7: B submits [W' + M], A receives W' + M
+    CHECK = "check"  # after step 7: B submits Σ ρ_i·[Q_i], the coordinator tells B whether it fits the refresh
 
 
 ROUTE: dict[Step, tuple[Role, Role]] = {  # step -> (the one role that may submit it, the one that receives it)
     Step.FORWARD: (B, A), Step.EVALUATE: (B, A), Step.BACKWARD: (A, B), Step.REFRESH: (B, A),
 }
-TRAINING = (Step.FORWARD, Step.BACKWARD, Step.REFRESH)  # the decryptions of one training step, in order
+TRAINING = (Step.FORWARD, Step.BACKWARD, Step.REFRESH, Step.CHECK)  # the requests of one training step, in order
+_CHECK_WEIGHT_BITS = 64  # a wrong [Q] passes the check with probability at most 2^-64
 _LABEL = re.compile(r"(train|eval)/e([1-9][0-9]{0,8})/b(0|[1-9][0-9]{0,9})(?:/g([1-9][0-9]{0,8}))?")
 
 
@@ -94,13 +102,16 @@ def expected_count(plan: LayerPlan, public: PublicKey, shared_users: int, step: 
     rows, cols = plan.layouts(public)
     if step == Step.REFRESH:
         return plan.d * rows.ciphertexts
+    if step == Step.CHECK:
+        return 1
     users = batch_users(plan, shared_users, batch)
     return users * (cols.ciphertexts if step == Step.BACKWARD else rows.ciphertexts)
 
 
-def register_layer(endpoint: Endpoint, plan: LayerPlan, shared_users: int) -> None:
-    """Tell the coordinator the plan and the number of shared users; the other party tells it the same."""
-    messages.send(endpoint, C, Registration(plan, shared_users))
+def register_layer(endpoint: Endpoint, plan: LayerPlan, shared_users: int, init: bool = False) -> None:
+    """Tell the coordinator the plan and the number of shared users; the other party tells it the same. `init`:
+    a new layer, whose [W0] the coordinator draws and sends each party in its layout."""
+    messages.send(endpoint, C, Registration(plan, shared_users, init))
 
 
 def submit(endpoint: Endpoint, step: Step, label: str, ciphertexts: list) -> None:
@@ -149,3 +160,31 @@ def receive_public_key(endpoint: Endpoint, pinned: str | None) -> PublicKey:
     """The coordinator's public key, checked against the config's pin when there is one."""
     announced = messages.receive(endpoint, C, PublicKeyAnnouncement)
     return PublicKey.announced(announced.n, announced.fingerprint, pinned)
+
+
+def check_refresh(endpoint: Endpoint, label: str, q_rows: packing.Packed) -> None:
+    """B, after step 7: have the coordinator check that A's [Q] by rows holds ⌊(W' + M)/2^s⌋ of the refresh it
+    decrypted, through one combination Σ_i ρ_i·[Q_i] with secret random weights ρ that A never sees (so A cannot
+    fit a wrong [Q] to them); refuse the step, naming A, when it does not."""
+    cts = q_rows.flat()
+    weights = [secrets.randbits(_CHECK_WEIGHT_BITS) | 1 for _ in cts]
+    n2 = q_rows.public.n2
+    combined = gmpy2.mpz(1)
+    for c, rho in zip(cts, weights):
+        combined = combined * gmpy2.powmod(c, rho, n2) % n2
+    messages.send(endpoint, C, RefreshCheck(label, int(combined), weights))
+    verdict = messages.receive(endpoint, C, RefreshChecked)
+    messages.expect_label(verdict, label, C)
+    if verdict.error is not None:
+        raise ProtocolError(f"{A} sent B a [Q] by rows that is not the refresh of [W] (step 7, {label}), so B's "
+                            f"[W] would not be the W both hold: {verdict.error}")
+
+
+def refresh_check(plan: LayerPlan, public: PublicKey, refresh: list, weights: list) -> int:
+    """Coordinator: Σ_i ρ_i·Q_i mod n, the plaintext a correct check combines to, where Q_i are the plaintexts of
+    ⌊(W' + M)/2^s⌋ by rows for the refresh plaintexts `refresh` it decrypted (the same Q A computed)."""
+    rows, _ = plan.layouts(public)
+    q = packing.unpack(refresh, rows, plan.d, public.n)
+    n = int(public.n)
+    q_plain = packing.pack_flat(np.array([[v >> plan.shift for v in row] for row in q], dtype=object), rows)
+    return sum(int(rho) * (p % n) for rho, p in zip(weights, q_plain)) % n

@@ -5,7 +5,7 @@ ciphertexts). Each function below is one numbered step for one role, and the
 sequences at the end (`INIT`, `TRAINING_STEP`, `FORWARD_ONLY`) put them in the one
 order both roles run them in (`run`):
 
-  init    both: [W0] = [W_A] + [W_B], each party encrypting a secret random share
+  init    both: [W0] from the coordinator, which draws it and encrypts it in each party's layout
   step 1   B: [u_i] = Σ_k e_B[i,k]·[W_k,:]; B has the coordinator decrypt [u + R]
            for A and sends A the mask R                               b_forward_contribution
   step 2-3 A: u = (u + R) - R                                          a_receive_contribution
@@ -16,12 +16,19 @@ order both roles run them in (`run`):
   step 7   refresh: B has the coordinator decrypt [W' + M] for A, M = M'·2^s + M'',
            and sends A [M'] by columns (b_send_masked_update); A takes
            Q = floor((W' + M)/2^s), sends [Q] by rows and removes [M'] from [Q] by
-           columns (a_refresh_weights); B removes M' from [Q] by rows (b_finish_refresh).
+           columns (a_refresh_weights); B has the coordinator check that [Q] by rows is
+           floor((W' + M)/2^s) of the refresh it decrypted, then removes M' (b_finish_refresh).
 
 Every decryption is submitted by the party that computed the ciphertext and goes
 to the other party (protocol/layer/decryption.py ROUTE): no party ever chooses what
 is decrypted for itself, and neither ever holds a ciphertext the other computed
 from its secrets except [δ] and [Q], both fresh encryptions.
+
+Each layout of [W] holds the one W (docs/design.md, "Both layouts hold one W"): W0
+comes from the coordinator in both layouts, and B's rows after step 7 are checked
+against the coordinator's decryption of B's own [W' + M]. A's columns depend on
+what B computes in steps 6 and 7, which no check short of a proof of B's computation
+can bind; that is stated as assumed, with the noise on δ as A's bound.
 
 Fixed point: e_B at 2^e_bits (|e_B| ≤ 1, tanh), W at 2^w_bits, δ at 2^delta_bits.
 A sends δ̃ = δ·batch_users (per-user scale, clipped to ±delta_max) so its digits
@@ -54,12 +61,13 @@ from protocol.crypto import fixedpoint, packing
 from protocol.crypto.packing import Layout, Packed
 from protocol.crypto.paillier import Encryptor, PublicKey
 from protocol.errors import ProtocolError
-from protocol.layer.decryption import Step, receive_plaintexts, receive_unmasked, send_masked, submit
+from protocol.layer.decryption import (Step, check_refresh, receive_plaintexts, receive_unmasked, send_masked,
+                                       submit)
 from protocol.layer.plan import LayerPlan
-from protocol.messages import EncryptedDelta, RefreshedRows, RefreshMask, WeightShare
+from protocol.messages import EncryptedDelta, InitialWeights, RefreshedRows, RefreshMask
 from protocol.net.message import Message
 from protocol.net.transport import Endpoint
-from protocol.roles import A, B, other_party
+from protocol.roles import A, B, C, other_party
 from protocol.runtime.timing import StepClock
 from protocol.runtime.workers import WorkerPool
 
@@ -108,11 +116,12 @@ class Side:
         messages.expect_label(message, label, self.peer)
         return message
 
-    def checked(self, message: Message, name: str, layout: Layout, scale: int, bound: int, rows: int) -> Packed:
-        """Field `name` of the peer's message as an encrypted matrix of `rows` rows in the plan's layout and
-        scale. It carries the plan's `bound` from here on, whatever smaller bound the peer declared, so every
-        bound this party derives from it (and every slot check) is the plan's, never the peer's."""
-        what = f"{type(message).__name__}.{name} from {self.peer}"
+    def checked(self, message: Message, name: str, layout: Layout, scale: int, bound: int, rows: int,
+                sender: str | None = None) -> Packed:
+        """Field `name` of the peer's (or `sender`'s) message as an encrypted matrix of `rows` rows in the plan's
+        layout and scale. It carries the plan's `bound` from here on, whatever smaller bound the sender declared, so
+        every bound this party derives from it (and every slot check) is the plan's, never the sender's."""
+        what = f"{type(message).__name__}.{name} from {sender or self.peer}"
         packed = Packed.from_wire(getattr(message, name), self.public, what)
         if packed.layout != layout or packed.scale != scale or packed.bound > bound or packed.rows != rows:
             raise ProtocolError(f"{what}: {packed.rows} rows in layout {packed.layout} at 2^{packed.scale} bounded "
@@ -155,36 +164,23 @@ def _as_w(p: Packed, side: Side) -> Packed:
     return Packed(p.public, p.layout, side.plan.w_bits, side.plan.w_bound, p.cts)
 
 
-def _draw_share(plan: LayerPlan, rng: np.random.Generator) -> np.ndarray:
-    """A secret share of W0: normal with half the variance, clipped so two shares stay within w_max."""
-    std = (plan.init_std or 1 / math.sqrt(plan.d)) / math.sqrt(2)
-    share = np.clip(rng.normal(0.0, std, size=(plan.d, plan.h)), -plan.w_max / 2, plan.w_max / 2)
-    return np.array([[int(v) for v in row] for row in np.rint(share * 2**plan.w_bits)], dtype=object)
-
-
-def _secret_rng() -> np.random.Generator:
-    return np.random.default_rng(secrets.randbits(128))
+def draw_initial_weights(plan: LayerPlan, rng: np.random.Generator) -> np.ndarray:
+    """W0 at 2^w_bits (d x h): normal with the plan's std (1/sqrt(d) by default), clipped to ±w_max. The
+    coordinator draws it (coordinator/service.py); no party ever knows it."""
+    std = plan.init_std or 1 / math.sqrt(plan.d)
+    w0 = np.clip(rng.normal(0.0, std, size=(plan.d, plan.h)), -plan.w_max, plan.w_max)
+    return np.array([[int(v) for v in row] for row in np.rint(w0 * 2**plan.w_bits)], dtype=object)
 
 
 # ---- initialisation ---------------------------------------------------------------------
 
 
-def init_a_share_weights(a: Side, turn: Turn) -> None:
-    """A: encrypt its share both ways, send the rows to B, add B's columns: A's [W0] by columns."""
-    share = _draw_share(a.plan, _secret_rng())
-    half = a.plan.w_bound // 2 + 1
-    messages.send(a.endpoint, B, WeightShare(turn.label, a.encrypt(share, a.rows, a.plan.w_bits, half).to_wire()))
-    theirs = a.checked(a.receive(WeightShare, turn.label), "share", a.cols, a.plan.w_bits, half, a.plan.h)
-    a.w = _as_w(packing.add(a.encrypt(share.T, a.cols, a.plan.w_bits, half), theirs), a)
-
-
-def init_b_share_weights(b: Side, turn: Turn) -> None:
-    """B: encrypt its share both ways, send the columns to A, add A's rows: B's [W0] by rows."""
-    share = _draw_share(b.plan, _secret_rng())
-    half = b.plan.w_bound // 2 + 1
-    messages.send(b.endpoint, A, WeightShare(turn.label, b.encrypt(share.T, b.cols, b.plan.w_bits, half).to_wire()))
-    theirs = b.checked(b.receive(WeightShare, turn.label), "share", b.rows, b.plan.w_bits, half, b.plan.d)
-    b.w = _as_w(packing.add(b.encrypt(share, b.rows, b.plan.w_bits, half), theirs), b)
+def init_receive_weights(side: Side, turn: Turn) -> None:
+    """Both: [W0] from the coordinator in this party's layout (A by columns, B by rows), held to the plan's bound."""
+    layout, rows = (side.cols, side.plan.h) if side.role == A else (side.rows, side.plan.d)
+    sent = messages.receive(side.endpoint, C, InitialWeights)
+    messages.expect_label(sent, turn.label, C)
+    side.w = side.checked(sent, "w", layout, side.plan.w_bits, side.plan.w_bound, rows, sender=C)
 
 
 # ---- forward ------------------------------------------------------------------------------
@@ -277,9 +273,11 @@ def a_refresh_weights(a: Side, turn: Turn) -> None:
 
 
 def b_finish_refresh(b: Side, turn: Turn) -> None:
-    """Step 7, B: remove M' from A's [Q] by rows: B's new [W] by rows."""
+    """Step 7, B: have the coordinator check that A's [Q] by rows is ⌊(W' + M)/2^s⌋, then remove M' from it: B's
+    new [W] by rows."""
     q_rows = b.checked(b.receive(RefreshedRows, turn.label), "q_rows", b.rows, b.plan.w_bits, b.plan.q_bound,
                        b.plan.d)
+    check_refresh(b.endpoint, turn.label, q_rows)
     b.w = _as_w(packing.add_plain(q_rows, -turn.m_prime, b.plan.m_prime_bound), b)
 
 
@@ -303,8 +301,8 @@ class Sequence:
     stages: tuple[Stage, ...]
 
 
-INIT = Sequence("init", (Stage("[W0] = [W_A] + [W_B], shares exchanged", a=init_a_share_weights,
-                               b=init_b_share_weights),))
+INIT = Sequence("init", (Stage("[W0] from C, each party's layout", a=init_receive_weights,
+                               b=init_receive_weights),))
 
 _STEP_1 = Stage("step 1: tower B, [u] = e_B·[W], [u + R] to C for A", b=b_forward_contribution)
 _STEPS_2_3 = Stage("steps 2-3: u + R from C, R from B", a=a_receive_contribution)
@@ -319,7 +317,7 @@ TRAINING_STEP = Sequence("train", (
     Stage("step 6: [W'] from [e_B^T delta]", b=b_update_weights),
     Stage("step 7: [W' + M] to C for A, [M'] to A", b=b_send_masked_update),
     Stage("step 7: W' + M from C, [Q] re-encrypted both ways", a=a_refresh_weights),
-    Stage("step 7: M' removed from [Q] by rows", b=b_finish_refresh),
+    Stage("step 7: [Q] by rows checked through C, M' removed", b=b_finish_refresh),
 ))
 
 FORWARD_ONLY = Sequence("forward", (_STEP_1, _STEPS_2_3))
