@@ -16,6 +16,11 @@ data and of the releasing party's model. A user's data also shapes that model (A
 model trains on clean gradients, tower B on its clean columns), and so the rows of
 other users released later; that path is not covered (it would take DP-SGD on the
 models themselves).
+
+No noise is drawn twice: with a release ledger (protocol/runtime/releases.py) each
+release is on disk before its rows leave, a resume never rewinds the counts or the
+generator, and a step redone after a resume re-sends the rows it released. A user
+whose next release would pass `max_epsilon` is refused it.
 """
 
 from __future__ import annotations
@@ -54,7 +59,11 @@ class RowPrivacy:
         """The most releases of one user whose ε stays within `max_epsilon` (None: no budget)."""
         if self.max_epsilon is None:
             return None
-        fits = lambda k: epsilon(self.noise_multiplier, k, self.dp_delta) <= self.max_epsilon  # noqa: E731
+        budget = self.max_epsilon
+
+        def fits(releases: int) -> bool:
+            return epsilon(self.noise_multiplier, releases, self.dp_delta) <= budget
+
         low, high = 0, 1
         while fits(high):
             low, high = high, high * 2
