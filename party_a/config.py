@@ -12,7 +12,7 @@ from party_a.data import InteractionsSpec
 from protocol.crypto.paillier import ENCRYPTION_MODES
 from protocol.data.tables import TableSpec
 from protocol.layer.plan import LayerPlan
-from protocol.privacy import RowPrivacy, read_privacy
+from protocol.privacy import RowPrivacy, epsilon, read_privacy
 from protocol.roles import A
 from protocol.runtime import config
 from protocol.runtime.checkpoint import CheckpointSettings, read_settings
@@ -143,8 +143,13 @@ def read_training(root: Table) -> Training | None:
     evaluation = root.sub("eval").take_settings(EvalSettings, ("negatives", "k"))
     if train.weight_decay < 0:
         raise root.error("train", "weight_decay must be 0 or more")
-    return Training(interactions, items, model, train, secure, evaluation, read_privacy(root, "δ"),
-                    read_record(root))
+    privacy = read_privacy(root, "δ")
+    limit = privacy.max_releases()
+    if limit is not None and train.epochs > limit:  # each epoch releases each user's δ row once
+        raise root.error("privacy", f"max_epsilon = {privacy.max_epsilon:g} allows {limit} releases of a user's δ "
+                                    f"row, but [train] epochs = {train.epochs} releases it {train.epochs} times: "
+                                    f"ε = {epsilon(privacy.noise_multiplier, train.epochs, privacy.dp_delta):.3f}")
+    return Training(interactions, items, model, train, secure, evaluation, privacy, read_record(root))
 
 
 def read_serve(root: Table) -> ServeSettings:

@@ -7,14 +7,21 @@ updates [W], both carry the noise; A's own model does not. Each row, at the per-
 scale δ·batch_users that the layer sends, is set to norm `clip` (the job
 `equal_norms` does per batch, done per row so that no row depends on another user),
 blurred with N(0, (σ·clip)²) and clamped to ±delta_max, the clamp the fixed-point
-encoding applies anyway (protocol/privacy.py).
+encoding applies anyway (protocol/privacy.py). Each release is in A's ledger
+(`<workdir>/releases/<run_id>/delta.jsonl`) before step 4 encrypts it, and a step
+redone after a resume re-sends the rows released for it, whatever u B sends this time.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from protocol.privacy import RowNoise, RowPrivacy
+from protocol.runtime.releases import ReleaseLedger, ledger_path
 
 
-def delta_noise(settings: RowPrivacy, batch_users: int, delta_max: float) -> RowNoise:
-    """The Gaussian mechanism on the δ rows of one run."""
-    return RowNoise(settings, bound=delta_max, scale=batch_users, normalise=True)
+def delta_noise(settings: RowPrivacy, batch_users: int, delta_max: float, workdir: Path | None = None,
+                run_id: str = "") -> RowNoise:
+    """The Gaussian mechanism on the δ rows of one run; with a `workdir`, on the run's ledger there."""
+    ledger = None if workdir is None else ReleaseLedger(ledger_path(workdir, run_id, "delta"))
+    return RowNoise(settings, bound=delta_max, scale=batch_users, normalise=True, ledger=ledger)

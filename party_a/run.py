@@ -16,6 +16,7 @@ from protocol.messages import Finish, RunDone
 from protocol.net.transport import Endpoint
 from protocol.roles import A, B, C
 from protocol.runtime.checkpoint import remove_all
+from protocol.runtime.releases import remove_ledgers
 from protocol.runtime.cli import setup_logging
 from protocol.runtime.party import resuming, run_party
 from protocol.runtime.resume import Agreed, Holding, resumable
@@ -48,6 +49,7 @@ def main(config_path: Path, resume: bool = False) -> None:
         messages.send(endpoint, B, Finish(model_id, epoch))
         messages.send(endpoint, C, RunDone(model_id))
         remove_all(workdir, run_id)
+        remove_ledgers(workdir, run_id)
         log.info("run finished")
 
     def body(endpoint: Endpoint, pool: WorkerPool) -> None:

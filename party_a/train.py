@@ -53,7 +53,7 @@ from protocol.layer.steps import FORWARD_ONLY, INIT, TRAINING_STEP, Side, Turn
 from protocol.messages import Checkpoint, CheckpointDone, CoordinatorCheckpoint, Forward, Init, Keep, TrainStep
 from protocol.net.codec import encode
 from protocol.net.transport import Endpoint
-from protocol.privacy import RowNoise, RowPrivacy, spent
+from protocol.privacy import RowNoise, RowPrivacy, release_key, spent
 from protocol.roles import B, C
 from protocol.runtime.checkpoint import CheckpointSettings
 from protocol.runtime.resume import Agreed
@@ -74,10 +74,11 @@ class Audit:
     received: Received | None = None
 
     @classmethod
-    def build(cls, cfg: Training) -> "Audit":
+    def build(cls, cfg: Training, workdir: Path | None = None, run_id: str = "") -> "Audit":
+        """The defence (on the run's ledger in `workdir`, if given) and record the config asks for."""
         p = cfg.plan()
-        return cls(delta_noise(cfg.privacy, p.batch_users, p.delta_max) if cfg.privacy.on else None,
-                   Received() if cfg.record else None)
+        noise = delta_noise(cfg.privacy, p.batch_users, p.delta_max, workdir, run_id) if cfg.privacy.on else None
+        return cls(noise, Received() if cfg.record else None)
 
     def spent(self) -> dict:
         """The defence's settings and ε for the report (ε null: no defence, no bound)."""
@@ -96,13 +97,14 @@ class BatchTurn:
     epoch: int = 0
     step: int = 0
     loss: float = float("nan")
+    key: str | None = None  # the step's release key: a redone step re-sends the δ rows released for it
 
     def learn(self, u: np.ndarray) -> np.ndarray:
         if self.audit.received is not None:
             self.audit.received.add("u_train", self.epoch, self.step, self.batch.users, u)
         self.loss, delta = active_step(self.model, self.optimizer, self.batch, torch.from_numpy(u).float())
         if self.audit.noise is not None:
-            return self.audit.noise(self.batch.users, delta.numpy())
+            return self.audit.noise(self.batch.users, delta.numpy(), self.key)
         return delta.numpy()
 
 
@@ -123,7 +125,7 @@ def secure_step(side: Side, label: str, batch: Batch, model: ActiveModel, optimi
     """One training step of the federated model: B is told the users, then both run TRAINING_STEP."""
     messages.send(side.endpoint, B, TrainStep(label, batch.users))
     clock.lap("train: command to B")
-    turn = BatchTurn(model, optimizer, batch, audit, epoch, step)
+    turn = BatchTurn(model, optimizer, batch, audit, epoch, step, key=release_key(label))
     steps.run(TRAINING_STEP, side, Turn(label, batch.users, turn), clock)
     return turn.loss
 
@@ -187,8 +189,9 @@ class Models:
 
     @classmethod
     def build(cls, data: ActiveData, cfg: Training, ease_lambda: float, prior_weight: float,
-              test: EvalSet) -> "Models":
-        """`prior_weight`: A alone's popularity prior, chosen on validation (the federated model's is fixed)."""
+              test: EvalSet, workdir: Path | None = None, run_id: str = "") -> "Models":
+        """`prior_weight`: A alone's popularity prior, chosen on validation (the federated model's is fixed);
+        the noise on δ keeps its ledger in `workdir` (if given) for run `run_id`."""
         federated = ActiveModel(data, cfg.model, ease_lambda, FEDERATED_PRIOR)
         alone = ActiveModel(data, cfg.model, ease_lambda, prior_weight)
         t = cfg.train
@@ -197,7 +200,7 @@ class Models:
         return cls(federated, alone,
                    torch.optim.Adam(federated.parameters(), lr=t.lr, weight_decay=t.weight_decay),
                    torch.optim.Adam(alone.parameters(), lr=t.lr, weight_decay=t.weight_decay), chosen,
-                   Audit.build(cfg))
+                   Audit.build(cfg, workdir, run_id))
 
     def state(self) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
         """For A's checkpoint: both models, their optimisers, the torch RNG and each choice's kept state (torch),
@@ -214,8 +217,8 @@ class Models:
                 for name, c in self.chosen.items()}
 
     def restore(self, saved: a_checkpoint.Saved) -> None:
-        """The models, optimisers, RNG, epoch choices and the noise on δ (its releases and generator) as A's
-        checkpoint holds them."""
+        """The models, optimisers, RNG and epoch choices as A's checkpoint holds them; the noise on δ keeps its
+        ledger's releases, rows and generator, only raising a count the checkpoint holds higher."""
         t = saved.torch
         self.federated.load_state_dict(t["federated"])
         self.alone.load_state_dict(t["alone"])
@@ -329,7 +332,7 @@ def run_training(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, data: 
     baselines = fit_baselines(data, lists["valid"], e.k)
     lam = chosen_ease_lambda(baselines)
     prior_weight, tried = chosen_prior_weight(data, cfg.model, lam, lists["valid"], e.k)
-    models = Models.build(data, cfg, lam, prior_weight, lists["test"])
+    models = Models.build(data, cfg, lam, prior_weight, lists["test"], workdir, endpoint.cfg.run_id)
     report = new_report(data, lists, baselines, cfg, side)
     for b in baselines:
         log.info("%s (%s): %s", b.name, b.setting, _line("test", report["baselines"][b.name]["test"], e.k))
@@ -361,7 +364,7 @@ def resume_training(endpoint: Endpoint, pool: WorkerPool, data: ActiveData, cfg:
     lists, info = evaluation_lists(data, cfg), saved.info
     report = info["report"]
     models = Models.build(data, cfg, report["baselines"]["ease"]["chosen"], report["start"]["a_alone_prior_weight"],
-                          lists["test"])
+                          lists["test"], workdir, endpoint.cfg.run_id)
     models.restore(saved)
     run = Run(side, models, data, lists, _sampler(data, cfg), report, Progress(**info["progress"]), cfg, workdir,
               checkpoints, StepClock(endpoint), agreed.generation)

@@ -1,6 +1,7 @@
 """B's checkpoint: tower B and its optimiser, [W] by rows, the torch RNG, the number of steps it took, the state it
-keeps for the model to store (A's Keep), the state of its noise on e_B when the defence is on, and the plan and key
-all of it belongs to."""
+keeps for the model to store (A's Keep), the releases per user of its noise on e_B when the defence is on (a floor
+for the release ledger's counts, protocol/runtime/releases.py: the ledger, not the checkpoint, holds the released
+rows and the generator, so that no restore rewinds them), and the plan and key all of it belongs to."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class State:
     w_rows: Packed
     steps: int
     kept: Kept | None
-    noise: dict | None = None  # the noise on e_B: releases per user, rows kept to send again, generator (JSON)
+    noise: dict | None = None  # the noise on e_B: releases per user (JSON), never more than the ledger holds
 
 
 def _matrix(w: Packed) -> bytes:

@@ -40,10 +40,11 @@ from protocol.layer.steps import FORWARD_ONLY, INIT, TRAINING_STEP, Side, Turn
 from protocol.messages import Checkpoint, CheckpointDone, Command, Finish, Forward, Init, Keep, TrainStep
 from protocol.net.codec import encode
 from protocol.net.transport import Endpoint
-from protocol.privacy import RowNoise, RowPrivacy, spent
+from protocol.privacy import RowNoise, RowPrivacy, release_key, spent
 from protocol.roles import A
 from protocol.runtime.checkpoint import remove_all
 from protocol.runtime.received import Received
+from protocol.runtime.releases import remove_ledgers
 from protocol.runtime.timing import StepClock
 from protocol.runtime.workers import WorkerPool
 
@@ -95,7 +96,9 @@ class TowerTurn:
             self.e_b = self.tower(torch.from_numpy(users.astype(np.int64)))
         if self.audit.noise is None:
             return self.e_b.detach().numpy()
-        released = None if self.optimizer is not None else self.audit.noise.again(users)
+        if self.optimizer is not None:  # a training step: the rows released for it, if it is redone
+            return self.audit.noise(users, self.e_b.detach().numpy(), release_key(self.label))
+        released = self.audit.noise.again(users)
         return released if released is not None else self.audit.noise(users, self.e_b.detach().numpy())
 
     def learn(self, g: np.ndarray) -> None:
@@ -173,7 +176,8 @@ class Follower:
         self.optimizer = torch.optim.Adam(self.tower.parameters(), lr=self.settings.lr)
 
     def restore(self, state: checkpoint.State) -> None:
-        """B's state from its checkpoint (the plan, tower, optimiser, RNG, [W] by rows, steps, kept state, noise)."""
+        """B's state from its checkpoint (the plan, tower, optimiser, RNG, [W] by rows, steps, kept state); the noise
+        keeps its ledger's releases, rows and generator, only raising a count the checkpoint holds higher."""
         self._build(state.plan)
         self.tower.load_state_dict(state.tower)
         self.optimizer.load_state_dict(state.optimizer)
@@ -211,6 +215,7 @@ class Follower:
             self.store(command)
         self.clock.write(self.workdir / "timing.json")
         remove_all(self.workdir, self.endpoint.cfg.run_id)
+        remove_ledgers(self.workdir, self.endpoint.cfg.run_id)
         spent = self.audit.spent()
         if self.audit.received is not None:
             log.info("what B received per user written to %s", self.audit.received.write(self.workdir, spent))

@@ -11,6 +11,11 @@ changed users (every shared user with --all) B runs one evaluation forward per b
 mask sent to A). A swaps the new u in whole and confirms; only then does B store the
 new digests, so a failed refresh is simply run again. A shared user missing from
 B's table keeps its u.
+
+With noise on e_B, each refreshed user's release is counted in the store before the
+session sends anything (a session A never confirms still counts, and its rerun is a
+new release), and a user whose next release would pass B's `[privacy] max_epsilon`
+is left out: its u stays as it was.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +66,7 @@ class Changes:
     changed: np.ndarray  # positions to refresh
     missing: int
     releases: np.ndarray  # per shared user: its e_B rows released so far
+    stored: list[str]  # per shared user: the digest stored now
 
 
 def find_changes(cfg: PartyBConfig, directory: Path, manifest: dict, everyone: bool) -> Changes:
@@ -77,7 +84,7 @@ def find_changes(cfg: PartyBConfig, directory: Path, manifest: dict, everyone: b
     differs = np.array([d != old for d, old in zip(digests, stored["digest"])], dtype=bool)
     changed = np.flatnonzero(present & (differs | everyone))
     return Changes(list(stored["user_id"]), shared, digests, changed, int((~present).sum()),
-                   stored["releases"].to_numpy(dtype=np.int64))
+                   stored["releases"].to_numpy(dtype=np.int64), list(stored["digest"]))
 
 
 def push(cfg: PartyBConfig, model_id: str, manifest: dict, directory: Path, changes: Changes,
@@ -115,6 +122,45 @@ def push(cfg: PartyBConfig, model_id: str, manifest: dict, directory: Path, chan
         endpoint.close()
 
 
+def within_budget(changes: Changes, settings: RowPrivacy, model_id: str) -> Changes:
+    """`changes` less the users whose next release would pass `settings.max_epsilon` (logged): their u and stored
+    digest stay, so they remain changed."""
+    limit = settings.max_releases()
+    if limit is None:
+        return changes
+    over = changes.releases[changes.changed] + 1 > limit
+    if over.any():
+        log.warning("model %s: %d changed users are left out of the refresh: one more release of their e_B row "
+                    "would spend ε = %.3f at δ = %g, past [privacy] max_epsilon = %g (%d releases at most)", model_id,
+                    int(over.sum()), spent(settings, limit + 1)["epsilon"], settings.dp_delta, settings.max_epsilon,
+                    limit)
+    digests = list(changes.digests)
+    for user in changes.changed[over]:
+        digests[user] = changes.stored[user]
+    return dataclasses.replace(changes, changed=changes.changed[~over], digests=digests)
+
+
+def refresh_users(directory: Path, model_id: str, changes: Changes, settings: RowPrivacy,
+                  send: Callable[[Changes, RowNoise | None], None]) -> tuple[Changes, np.ndarray]:
+    """`send` the changed users' u (through noise of `settings`, when on), then store their digests. With noise,
+    the users past the budget are left out and the others' releases are counted in the store before `send`
+    runs, so a session that fails, or that A never confirms, still counts. Returns the users refreshed and the
+    releases per shared user."""
+    releases = changes.releases
+    noise = embedding_noise(settings) if settings.on else None
+    if noise is not None:
+        changes = within_budget(changes, settings, model_id)
+        if changes.changed.size == 0:
+            return changes, releases
+        noise.restore({"releases": [[int(u), int(releases[u])] for u in changes.changed]})
+        releases = releases.copy()
+        releases[changes.changed] += 1
+        write_users(directory, changes.ids, changes.stored, releases)
+    send(changes, noise)
+    write_users(directory, changes.ids, changes.digests, releases)
+    return changes, releases
+
+
 def main(config_path: Path, everyone: bool = False) -> None:
     cfg = load(config_path)
     setup_logging(B, cfg.basics.workdir)
@@ -130,17 +176,17 @@ def main(config_path: Path, everyone: bool = False) -> None:
         return
     started = time.perf_counter()
     settings = RowPrivacy(**manifest["privacy"])
-    noise = embedding_noise(settings) if settings.on else None
+    if settings.on:
+        settings = dataclasses.replace(settings, max_epsilon=cfg.privacy.max_epsilon)
     with open_pool(cfg.basics.compute) as pool:
-        push(cfg, model_id, manifest, directory, changes, pool, noise)
-    releases = changes.releases.copy()
-    if noise is not None:
-        releases[changes.changed] += 1
-    write_users(directory, changes.ids, changes.digests, releases)
+        changes, releases = refresh_users(directory, model_id, changes, settings, lambda c, noise: push(
+            cfg, model_id, manifest, directory, c, pool, noise))
+    if changes.changed.size == 0:
+        return
     seconds = time.perf_counter() - started
     log.info("model %s: refreshed u of %d of %d shared users in %.1fs (%.0f users/s)", model_id,
              changes.changed.size, len(changes.ids), seconds, changes.changed.size / seconds)
-    if noise is not None:
+    if settings.on:
         most = int(releases.max())
         log.info("noise on e_B as at training: the most released user has had %d releases, ε = %.3f at δ = %g",
                  most, spent(settings, most)["epsilon"], settings.dp_delta)

@@ -41,7 +41,8 @@ def main(config_path: Path, resume: bool = False) -> None:
 
         def follower(positions: np.ndarray, public: PublicKey) -> Follower:
             shared = SharedUsers([ids[r] for r in positions], features.take(positions), encoding)
-            audit = Audit(embedding_noise(cfg.privacy) if cfg.privacy.on else None, Received() if cfg.record else None)
+            noise = embedding_noise(cfg.privacy, workdir, run_id) if cfg.privacy.on else None
+            audit = Audit(noise, Received() if cfg.record else None)
             return Follower(endpoint, public, pool, shared, cfg.tower, cfg.encryption, workdir, cfg.checkpoint.keep,
                             audit)
 

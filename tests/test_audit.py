@@ -3,8 +3,6 @@ defences are off by default and, when on, touch only δ (A) or e_B (B)."""
 
 from __future__ import annotations
 
-import json
-
 import math
 
 import dp_accounting
@@ -124,17 +122,6 @@ def test_a_released_row_sent_again_is_the_same_row_and_spends_nothing() -> None:
     assert np.array_equal(noise.again(np.array([2, 0])), released[[2, 0]])
     assert noise.spent()["releases_per_user"] == 1
     assert delta_noise(RowPrivacy(noise_multiplier=2.0, seed=0), 32, 2.0).again(np.array([0])) is None  # A keeps none
-
-
-def test_noise_resumed_from_its_state_continues_as_if_uninterrupted() -> None:
-    e = np.tanh(np.random.default_rng(6).standard_normal((6, 4)))
-    whole, first = (embedding_noise(RowPrivacy(noise_multiplier=1.0, seed=3)) for _ in range(2))
-    for noise in (whole, first):
-        noise(np.arange(3), e[:3])
-    resumed = embedding_noise(RowPrivacy(noise_multiplier=1.0, seed=99))
-    resumed.restore(json.loads(json.dumps(first.state())))  # as a checkpoint keeps it
-    assert np.array_equal(resumed(np.arange(3, 6), e[3:]), whole(np.arange(3, 6), e[3:]))
-    assert resumed.releases == whole.releases and np.array_equal(resumed.again(np.arange(6)), whole.again(np.arange(6)))
 
 
 def test_received_round_trips_through_npy(tmp_path) -> None:

@@ -18,7 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from party_b.store import read_users
 from protocol.data.stored import load_state
+from protocol.roles import B
+from protocol.runtime.store import current_model
 from scenarios.launch import LocalRun, start, to_toml, wait_all
 from scenarios.proxy import route_through_proxy
 from tests.test_integration_secure_training import decrypt_saved, small_run, twin
@@ -61,8 +64,9 @@ def count(run: LocalRun, role: str, text: str) -> int:
 
 def assert_twin_agrees(run: LocalRun, steps: int = STEPS, defended: bool = False) -> None:
     """[W] by columns at A is [W] by rows at B transposed, and both parties' models are the plaintext twin's after
-    `steps` steps (`defended`: with both parties' noise, drawn from the same seeds): no step was applied twice or
-    lost, and no noise drawn twice."""
+    `steps` steps (`defended`: with both parties' noise, drawn from the same seeds in one go): no step was applied
+    twice or lost, and each party's noise stream was used once, in order (a redone step re-sent its released rows;
+    nothing was drawn again or skipped)."""
     _, plan, layer, trained = twin(run, defended, steps=steps)
     assert len(layer.delta_seen) == steps
     w_rows = decrypt_saved(run, "party_b", "w_rows")
@@ -77,6 +81,16 @@ def assert_twin_agrees(run: LocalRun, steps: int = STEPS, defended: bool = False
             assert diff <= 2e-3, f"{name} parameter {param} differs by {diff}"
 
 
+def assert_released_once_an_epoch(run: LocalRun, epochs: int) -> None:
+    """Each shared user's e_B row (B's store) and δ row (A's report) counted once an epoch, however many steps were
+    redone: a redone step re-sent the rows its first attempt released."""
+    directory, _ = current_model(run.workdir("party_b"), B)
+    assert (read_users(directory)["releases"] == epochs).all(), read_users(directory)["releases"].value_counts()
+    report = json.loads((run.workdir("party_a") / "report.json").read_text())
+    assert report["privacy"]["releases_per_user"] == epochs, report["privacy"]
+    assert not [p for role in ("party_a", "party_b") for p in (run.workdir(role) / "releases").glob("*/*")]
+
+
 def audit_labels(run: LocalRun) -> list[dict]:
     return [json.loads(line) for line in (run.workdir("coordinator") / "audit.jsonl").read_text().splitlines()]
 
@@ -84,9 +98,10 @@ def audit_labels(run: LocalRun) -> list[dict]:
 def test_each_role_killed_at_three_points_is_taken_back_and_no_step_is_applied_twice(tmp_path: Path) -> None:
     """A, B and the coordinator each killed with SIGKILL three times, at random moments, each kill once the run has
     made a new checkpoint since the last one was taken back, and restarted with the same config: the others roll back
-    in-process and take it back; the run completes as the plaintext twin, and no redone step is refused."""
+    in-process and take it back; the run completes as the plaintext twin (both parties' noise on and seeded: the
+    twin draws it in one go), no redone step is refused, and no release is counted twice."""
     epochs = 5
-    run = resume_run(tmp_path, peer_timeout=20.0, epochs=epochs)
+    run = resume_run(tmp_path, peer_timeout=20.0, epochs=epochs, **NOISE)
     rng = random.Random(3)
     procs = {role: start(run, role) for role in ROLES}
     try:
@@ -110,7 +125,8 @@ def test_each_role_killed_at_three_points_is_taken_back_and_no_step_is_applied_t
             if proc.poll() is None:
                 proc.kill()
     assert all(o.returncode == 0 for o in out.values()), {r: o.output[-3000:] for r, o in out.items()}
-    assert_twin_agrees(run, steps=3 * epochs)
+    assert_twin_agrees(run, steps=3 * epochs, defended=True)
+    assert_released_once_an_epoch(run, epochs)
     for role in ROLES:
         assert count(run, role, "resuming from the checkpoint") >= 9, role  # each resumed at each of the 9 kills
     assert "rolling back to the newest checkpoint" in out["party_a"].output
@@ -124,8 +140,9 @@ def test_each_role_killed_at_three_points_is_taken_back_and_no_step_is_applied_t
 def test_a_partition_longer_than_the_peer_timeout_stops_all_and_resume_continues(tmp_path: Path) -> None:
     """A↔B cut for longer than the peer timeout after the checkpoint at step 2: all three stop naming the peer;
     started again with --resume (the network healed) they go on from step 2 and finish as the twin. Both parties'
-    noise is on and seeded: the twin draws it in one go, so the resumed run must go on with each generator's state,
-    not start it again."""
+    noise is on and seeded: the twin draws it in one go, so the resumed processes must go on with the generator's
+    state in each party's release ledger (a checkpoint no longer holds it) and re-send what the step cut short
+    released."""
     run = resume_run(tmp_path, peer_timeout=6.0, **NOISE)
     proxies = [route_through_proxy(run, "party_a", "party_b"), route_through_proxy(run, "party_b", "party_a")]
     try:
@@ -152,3 +169,4 @@ def test_a_partition_longer_than_the_peer_timeout_stops_all_and_resume_continues
         assert "resuming from the checkpoint at step 2" in out[role].output or \
                "resuming from the checkpoint at step 3" in out[role].output, role
     assert_twin_agrees(run, defended=True)
+    assert_released_once_an_epoch(run, EPOCHS)
