@@ -36,15 +36,15 @@ NOISE = {"a_extra": {"privacy": {"noise_multiplier": 0.5, "seed": 5}},
 
 
 def resume_run(root: Path, peer_timeout: float, epochs: int = EPOCHS, **extra: dict) -> LocalRun:
-    """The tiny story with a checkpoint after every step, keeping 3, at every role; `extra`: more config sections
-    of A and B (a_extra, b_extra)."""
+    """The tiny story with a checkpoint after every step, keeping 3, at every role, running all `epochs`; `extra`:
+    more config sections of A and B (a_extra, b_extra)."""
     run = small_run(root, shop_users=100, items=40, batch_users=20, **extra)
     for role in ROLES:
         config = tomllib.loads(run.configs[role].read_text())
         config["network"]["peer_timeout"] = peer_timeout
         config["checkpoint"] = {"every_steps": 1, "keep": 3}
-        if role == "party_a":
-            config["train"]["epochs"] = epochs
+        if role == "party_a":  # every epoch runs: early stopping would end the run where the twin does not
+            config["train"]["epochs"] = config["train"]["patience"] = epochs
         run.configs[role].write_text(to_toml(config) + "\n")
     return run
 
