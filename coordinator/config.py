@@ -44,6 +44,10 @@ def load(path: Path) -> CoordinatorConfig:
     bits = key.take_choice("bits", DEPLOYABLE_BITS, DEFAULT_BITS)
     key_file = key_path(key.take_path("dir", str(workdir / "keys")), network.run_id)
     key_passphrase = config.read_passphrase(key)
+    if key_passphrase.value == network.key_passphrase.value:
+        raise key.error("passphrase_file" if "passphrase_file" in key.data else "passphrase_env",
+                        f"the passphrase from {key_passphrase.source} is the [tls] key's too; the Paillier key "
+                        f"needs its own, so that whoever learns the TLS key's passphrase cannot open it")
     key.finish()
     audit_log = root.take_path("audit_log", str(workdir / "audit.jsonl"))
     compute = config.read_compute(root)

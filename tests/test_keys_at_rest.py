@@ -3,18 +3,20 @@ the coordinator's key reaches each worker once, never with every task."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from coordinator import config as coordinator_config
 from coordinator.decrypt import Decryptor
 from protocol.crypto.keyfiles import Passphrase, seal, write_private
 from protocol.crypto.paillier import Encryptor, generate_keypair, load_or_create_private_key, read_private_key
 from protocol.errors import ConfigError
-from protocol.net.certs import load_private_key, make_ca
+from protocol.net.certs import key_kdf, load_private_key, make_ca, strong_kdf
 from protocol.runtime.workers import WorkerPool
 from scenarios.launch import ROOT, write_local_run
 
@@ -52,6 +54,23 @@ def test_tls_keys_are_written_encrypted(tmp_path: Path) -> None:
         load_private_key(tmp_path / "ca.key", WRONG)
 
 
+def test_tls_keys_are_encrypted_with_scrypt_and_a_weakly_encrypted_one_is_flagged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _, ca_key = make_ca(tmp_path, RIGHT)
+    written = (tmp_path / "ca.key").read_bytes()
+    assert key_kdf(written) == f"scrypt N={2**14} r=8 p=1" and strong_kdf(key_kdf(written))
+    with caplog.at_level(logging.WARNING):
+        assert load_private_key(tmp_path / "ca.key", RIGHT).private_numbers() == ca_key.private_numbers()
+    assert not caplog.records
+    weak = ca_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.BestAvailableEncryption(RIGHT.value))  # PBKDF2, 2,048 iterations
+    write_private(tmp_path / "weak.key", weak)
+    assert key_kdf(weak) == "pbkdf2 2048 iterations" and not strong_kdf(key_kdf(weak))
+    with caplog.at_level(logging.WARNING):
+        load_private_key(tmp_path / "weak.key", RIGHT)
+    assert "weak.key is encrypted with pbkdf2 2048 iterations" in caplog.text and "-scrypt" in caplog.text
+
+
 def test_coordinator_with_a_wrong_passphrase_exits_2_naming_the_file(tmp_path: Path) -> None:
     run = write_local_run(tmp_path, {})
     key_file = coordinator_config.load(run.configs["coordinator"]).key_file
@@ -60,7 +79,7 @@ def test_coordinator_with_a_wrong_passphrase_exits_2_naming_the_file(tmp_path: P
     out = subprocess.run(run.command("coordinator"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stderr
-    assert f"{key_file} cannot be opened with the passphrase from {run.dir('coordinator') / 'passphrase'}" in out.stderr
+    assert f"{key_file} cannot be opened with the passphrase from {run.dir('coordinator') / 'key_passphrase'}" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
