@@ -1,5 +1,6 @@
-"""Private keys at rest: sealed under a passphrase, mode 0600, refused otherwise without a traceback;
-the coordinator's key reaches each worker once, never with every task."""
+"""Private keys at rest: sealed under a passphrase, mode 0600, refused otherwise without a traceback; TLS keys
+encrypted with scrypt; the coordinator's key reaches each of its own worker processes once, never with every task,
+and never a Ray actor."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from coordinator import config as coordinator_config
-from coordinator.decrypt import Decryptor
+from coordinator.decrypt import Decryptor, decryption_pool
 from protocol.crypto.keyfiles import Passphrase, seal, write_private
 from protocol.crypto.paillier import Encryptor, generate_keypair, load_or_create_private_key, read_private_key
 from protocol.errors import ConfigError
 from protocol.net.certs import key_kdf, load_private_key, make_ca, strong_kdf
+from protocol.runtime.config import Compute
 from protocol.runtime.workers import WorkerPool
 from scenarios.launch import ROOT, write_local_run
 
@@ -97,3 +99,38 @@ def test_workers_get_the_key_once_and_tasks_name_only_its_fingerprint(monkeypatc
     assert len(sent) == 4 and {op for op, _ in sent} == {"protocol.crypto.paillier:decrypt_task"}
     assert all(args[0] == key.public.fingerprint for _, args in sent)
     assert not any(format(int(key.p), "x") in repr(args) or str(int(key.p)) in repr(args) for _, args in sent)
+
+
+class RemoteWorker:
+    """A worker that is not a child process of the coordinator (as a Ray actor is); it records what reaches it."""
+
+    name = "remote worker"
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def exchange(self, frame: bytes) -> bytes | None:
+        self.frames.append(frame)
+        return None
+
+    def stop(self) -> None:
+        pass
+
+
+def test_the_coordinator_key_never_goes_to_a_remote_worker() -> None:
+    remote = RemoteWorker()
+    with WorkerPool(workers=[remote]) as pool:
+        with pytest.raises(ConfigError, match="only to its own worker processes"):
+            Decryptor(generate_keypair(1024), pool)
+    assert remote.frames == []
+
+
+def test_the_coordinator_decrypts_on_local_processes_when_its_config_asks_for_ray(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="coordinator.decrypt"):
+        with decryption_pool(Compute("ray", 1, "127.0.0.1:1")) as pool:  # no cluster there: Ray is never asked
+            assert pool.local and pool.size == 1
+            key = generate_keypair(1024)
+            cts = [Encryptor(key.public).encrypt(m) for m in range(4)]
+            assert Decryptor(key, pool).decrypt(cts) == [key.raw_decrypt(c) for c in cts]
+    assert "not used by the coordinator" in caplog.text
