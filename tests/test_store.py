@@ -93,11 +93,10 @@ def test_a_category_the_model_never_saw_names_its_row(tmp_path: Path) -> None:
         encoding.apply(changed, s)
 
 
-TRAVERSAL = "./" + "../" * 30 + "tmp/x"
+TRAVERSAL = "./" + "../" * 30 + "tmp/x"  # the issue's: only parsed here, never given to a store (it would leave tmp_path)
 
 
-@pytest.mark.parametrize("model_id", [TRAVERSAL, "../../escaped", "..", ".", "a/b", "/abs", "-flag", "", "x" * 201,
-                                      "a\x00b"])
+@pytest.mark.parametrize("model_id", ["../../escaped", "..", ".", "a/b", "/abs", "-flag", "", "x" * 201, "a\x00b"])
 def test_a_model_id_that_is_not_a_safe_name_is_refused_by_the_store(tmp_path: Path, model_id: str) -> None:
     with pytest.raises(StoreError, match="'model_id'.*not a safe name"):
         stored(tmp_path / "work", model_id)
