@@ -81,7 +81,8 @@ def test_coordinator_with_a_wrong_passphrase_exits_2_naming_the_file(tmp_path: P
     out = subprocess.run(run.command("coordinator"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stderr
-    assert f"{key_file} cannot be opened with the passphrase from {run.dir('coordinator') / 'key_passphrase'}" in out.stderr
+    key_passphrase = run.dir("coordinator") / "key_passphrase"  # the Paillier key's own, not the TLS key's
+    assert f"{key_file} cannot be opened with the passphrase from {key_passphrase}" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 

@@ -1,4 +1,5 @@
-"""The model store: whole versions or none, IDs checked (a safe name, from a peer too), files its owner's alone, and\nerrors that name the file; B's column encoding."""
+"""The model store: whole versions or none, IDs checked (a safe name, from a peer too), files its owner's alone, and
+errors that name the file; B's column encoding."""
 
 from __future__ import annotations
 
@@ -93,7 +94,7 @@ def test_a_category_the_model_never_saw_names_its_row(tmp_path: Path) -> None:
         encoding.apply(changed, s)
 
 
-TRAVERSAL = "./" + "../" * 30 + "tmp/x"  # the issue's: only parsed here, never given to a store (it would leave tmp_path)
+TRAVERSAL = "./" + "../" * 30 + "tmp/x"  # the issue's: only parsed here; a store given it would write to /tmp/x
 
 
 @pytest.mark.parametrize("model_id", ["../../escaped", "..", ".", "a/b", "/abs", "-flag", "", "x" * 201, "a\x00b"])

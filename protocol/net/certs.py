@@ -118,8 +118,8 @@ def _elements(data: bytes) -> list[tuple[int, bytes]]:
 
 
 def key_kdf(pem: bytes) -> str:
-    """How an encrypted PKCS#8 PEM key derives its encryption key: "scrypt N=… r=… p=…", "pbkdf2 … iterations", or
-    what else it is ("not PBES2", "another KDF", "unreadable")."""
+    """How an encrypted PKCS#8 PEM key derives its encryption key: "scrypt N=… r=… p=…", "pbkdf2 … iterations",
+    or what else it is ("not PBES2", "another KDF", "unreadable")."""
     try:
         der = base64.b64decode(b"".join(line for line in pem.splitlines() if line and not line.startswith(b"-----")))
         info = _elements(der)[0][1]  # EncryptedPrivateKeyInfo: algorithm, encrypted data
