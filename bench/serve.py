@@ -44,7 +44,11 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
+from protocol.crypto.keyfiles import write_private
 from scenarios.launch import ROOT, LocalRun, _env, free_ports, run_all, start, write_local_run
+
+TOKEN = "bench-token"  # the servers' bearer token (the service requires one), in <party_a>/serve.token
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 CONCURRENCY = (1, 8, 32)
 
@@ -79,7 +83,7 @@ def drive(port: int, paths: list[str], concurrency: int) -> Load:
             if path is None:
                 break
             started = time.perf_counter()
-            connection.request("GET", path)
+            connection.request("GET", path, headers=AUTH)
             response = connection.getresponse()
             body = response.read()
             mine.append((time.perf_counter() - started) * 1000)
@@ -108,7 +112,7 @@ def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 300) -> dic
             raise RuntimeError("the service stopped while starting; see its output.log")
         try:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            connection.request("GET", "/healthz")
+            connection.request("GET", "/healthz", headers=AUTH)
             return json.loads(connection.getresponse().read())
         except OSError:
             time.sleep(0.3)
@@ -120,9 +124,14 @@ def serve_configs(run: LocalRun) -> tuple[tuple[LocalRun, int], tuple[LocalRun, 
     (only one process can take them, on [network] listen); each with its HTTP port."""
     base = run.configs["party_a"].read_text()
     ports = free_ports(2)
+    token_file = run.configs["party_a"].with_name("serve.token")
+    token_file.unlink(missing_ok=True)
+    write_private(token_file, TOKEN.encode())
     alone_path = run.configs["party_a"].with_name("party_a_alone.toml")
-    alone_path.write_text(base + f'\n[serve]\nlisten = "127.0.0.1:{ports[1]}"\nrefresh = false\n')
-    run.configs["party_a"].write_text(base + f'\n[serve]\nlisten = "127.0.0.1:{ports[0]}"\n')
+    alone_path.write_text(base + f'\n[serve]\nlisten = "127.0.0.1:{ports[1]}"\nrefresh = false\n'
+                                 f'token_file = "{token_file}"\n')
+    run.configs["party_a"].write_text(base + f'\n[serve]\nlisten = "127.0.0.1:{ports[0]}"\n'
+                                             f'token_file = "{token_file}"\n')
     alone = LocalRun(run.root, {**run.configs, "party_a": alone_path})
     return (run, ports[0]), (alone, ports[1])
 

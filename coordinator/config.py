@@ -7,12 +7,12 @@ noise under the next run's key.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from protocol.crypto.keyfiles import Passphrase
 from protocol.crypto.paillier import DEFAULT_BITS, DEPLOYABLE_BITS
+from protocol.names import as_name
 from protocol.roles import C
 from protocol.runtime import config
 from protocol.runtime.checkpoint import CheckpointSettings, read_settings
@@ -20,8 +20,8 @@ from protocol.runtime.config import Compute, NetworkConfig
 
 
 def key_path(directory: Path, run_id: str) -> Path:
-    """Where the key of run `run_id` is kept (characters unsafe in a file name become '_')."""
-    return directory / (re.sub(r"[^A-Za-z0-9._-]", "_", run_id) + ".sealed")
+    """Where the key of run `run_id` is kept (the run ID made a safe name: protocol/names.py)."""
+    return directory / (as_name(run_id) + ".sealed")
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,10 @@ def load(path: Path) -> CoordinatorConfig:
     bits = key.take_choice("bits", DEPLOYABLE_BITS, DEFAULT_BITS)
     key_file = key_path(key.take_path("dir", str(workdir / "keys")), network.run_id)
     key_passphrase = config.read_passphrase(key)
+    if key_passphrase.value == network.key_passphrase.value:
+        raise key.error("passphrase_file" if "passphrase_file" in key.data else "passphrase_env",
+                        f"the passphrase from {key_passphrase.source} is the [tls] key's too; the Paillier key "
+                        f"needs its own, so that whoever learns the TLS key's passphrase cannot open it")
     key.finish()
     audit_log = root.take_path("audit_log", str(workdir / "audit.jsonl"))
     compute = config.read_compute(root)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from coordinator.audit import AuditLog
 from coordinator.config import CoordinatorConfig, load
-from coordinator.decrypt import Decryptor
+from coordinator.decrypt import Decryptor, decryption_pool
 from coordinator.service import Service, serve_one
 from protocol import messages
 from protocol.crypto.paillier import PrivateKey, read_private_key
@@ -31,7 +31,6 @@ from protocol.roles import PEERS, B, C
 from protocol.runtime.cli import setup_logging
 from protocol.runtime.store import current_model, refresh_run_id
 from protocol.runtime.timing import StepClock
-from protocol.runtime.compute import open_pool
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +77,7 @@ def main(config_path: Path) -> None:
     setup_logging(C, cfg.workdir)
     model_id, key = model_key(cfg)
     log.info("serving refreshes of model %s (key %s)", model_id, key.public.fingerprint)
-    with open_pool(cfg.compute) as pool:
+    with decryption_pool(cfg.compute) as pool:
         decryptor, audit = Decryptor(key, pool), AuditLog(cfg.audit_log)
         try:
             while True:

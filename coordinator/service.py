@@ -29,7 +29,7 @@ import numpy as np
 from coordinator import checkpoint
 from coordinator.audit import AuditLog
 from coordinator.config import CoordinatorConfig, load
-from coordinator.decrypt import Decryptor
+from coordinator.decrypt import Decryptor, decryption_pool
 from coordinator.ledger import Ledger
 from protocol import messages
 from protocol.crypto.paillier import load_or_create_private_key
@@ -49,7 +49,6 @@ from protocol.runtime.cli import setup_logging
 from protocol.runtime.resume import Agreed, Holding, resumable
 from protocol.runtime.store import write_model
 from protocol.runtime.timing import StepClock
-from protocol.runtime.compute import open_pool
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +240,7 @@ def serve(cfg: CoordinatorConfig, resume: bool = False) -> None:
     log.info("%s %d-bit Paillier key %s (%s)", "created" if created else "loaded", key.public.bits,
              key.public.fingerprint, cfg.key_file)
     audit = AuditLog(cfg.audit_log)
-    pool = open_pool(cfg.compute)
+    pool = decryption_pool(cfg.compute)
     endpoint.start()
     decryptor = Decryptor(key, pool)
 

@@ -92,8 +92,9 @@ def layer_plan(model: ModelSettings, train: TrainSettings, secure: SecureSetting
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """[serve]: party A's HTTP service (`python -m party_a serve`). The bearer token, if any, comes from
-    `token_file` (mode 0600) or the environment variable `token_env`, read when the service starts."""
+    """[serve]: party A's HTTP service (`python -m party_a serve`). The bearer token comes from `token_file`
+    (mode 0600) or the environment variable `token_env`, read when the service starts; with neither, one is
+    generated into `<workdir>/serve_token`, unless `require_token` is false (then the service is open)."""
 
     listen: str = "127.0.0.1:8080"
     token_file: Path | None = None
@@ -102,6 +103,7 @@ class ServeSettings:
     max_batch: int = 1000
     access_log: bool = False
     refresh: bool = True  # take B's refresh sessions (party_a/refresh.py) in the serving process, on [network] listen
+    require_token: bool = True
 
     @property
     def address(self) -> tuple[str, int]:
@@ -164,6 +166,7 @@ def read_serve(root: Table) -> ServeSettings:
         max_batch=t.take_positive("max_batch", int, default.max_batch),
         access_log=t.take("access_log", bool, default.access_log),
         refresh=t.take("refresh", bool, default.refresh),
+        require_token=t.take("require_token", bool, default.require_token),
     )
     t.finish()
     if settings.token_file is not None and settings.token_env is not None:

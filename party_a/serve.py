@@ -28,7 +28,7 @@ from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from party_a.config import ServeSettings, load
-from protocol.crypto.keyfiles import read_private
+from protocol.crypto.keyfiles import new_passphrase, read_private, write_private
 from protocol.errors import ConfigError, VfrecError
 
 from party_a.refresh import RefreshListener
@@ -37,7 +37,10 @@ from party_a.serving import Answer, Recommender, Source
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-OPEN_PATHS = frozenset({"/healthz"})  # reachable without the bearer token, for load balancers and probes
+OPEN_PATHS = frozenset({"/healthz"})  # reachable without the bearer token (it then says only "ok"), for probes
+TOKEN_FILE = "serve_token"  # in the work directory: the token generated when none is configured
+BODY_OVERHEAD = 1024  # bytes of a batch body besides its user IDs: braces, "k", "include_bought"
+ID_BYTES = 512  # bytes a batch body may spend per user ID: 500 plain characters, or 80 escaped as \uXXXX
 
 DESCRIPTION = """\
 Recommendations from party A's trained vertical federated model. Party A answers alone: a user in the
@@ -47,8 +50,10 @@ reaches the other organisation.
 Each answer's `source` says how it was made: `federated` (a shared user, with B's cached `u`), `a_alone`
 (A's user outside the intersection) or `popularity` (a user A does not know; not an error).
 
-When a token is configured ([serve] token_file or token_env), every endpoint but `/healthz` requires
-`Authorization: Bearer <token>`.
+Every endpoint but `/healthz` requires `Authorization: Bearer <token>`: the token of [serve] token_file or
+token_env, or else the one generated into `<workdir>/serve_token` ([serve] require_token = false turns this off).
+`/healthz` without the token says only whether the service is up. `source` tells the caller whether a user ID is
+in the intersection with party B: give the token only to callers entitled to know that.
 """
 
 
@@ -82,11 +87,14 @@ class BatchRecommendations(BaseModel):
 
 
 class Health(BaseModel):
+    """Without the bearer token only `status`; the model's facts need the token (the number of shared users is
+    the intersection's size)."""
+
     status: Literal["ok"]
-    model_id: str
-    n_items: int
-    shared_users: int
-    u_store_age_seconds: float
+    model_id: str | None = None
+    n_items: int | None = None
+    shared_users: int | None = None
+    u_store_age_seconds: float | None = None
 
 
 class Metrics:
@@ -138,14 +146,20 @@ class Refresher:
 
 
 class Edge:
-    """ASGI middleware in front of every request: the bearer-token check, then the request count and latency.
-    Requests are labelled by route template, not path, so that users do not become time series."""
+    """ASGI middleware in front of every request: the bearer-token check, the body size, then the request count
+    and latency. Requests are labelled by route template, not path, so that users do not become time series.
 
-    def __init__(self, app: ASGIApp, router: Router, metrics: Metrics, token: bytes | None):
+    The body is read here, counted as it arrives, and refused with 413 as soon as it passes `max_body` (or at
+    once when its Content-Length says it will), so an oversized body is never held whole nor parsed; the app
+    then reads the body from memory. An open path's handler finds in `request.state.authorised` whether the
+    request carried the token."""
+
+    def __init__(self, app: ASGIApp, router: Router, metrics: Metrics, token: bytes | None, max_body: int):
         self.app = app
         self.router = router
         self.metrics = metrics
         self.token = token
+        self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -162,12 +176,21 @@ class Edge:
             await send(message)
 
         try:
-            if self.token is None or endpoint in OPEN_PATHS or self.authorised(scope):
-                await self.app(scope, receive, send_noting_status)
-            else:
+            authorised = self.token is None or self.authorised(scope)
+            if not authorised and endpoint not in OPEN_PATHS:
                 response = JSONResponse({"detail": "missing or wrong bearer token (Authorization: Bearer <token>)"},
                                         status_code=401, headers={"WWW-Authenticate": "Bearer"})
                 await response(scope, receive, send_noting_status)
+                return
+            body = await self.read_body(scope, receive)
+            if body is None:
+                response = JSONResponse({"detail": f"request body larger than {self.max_body} bytes, the most a "
+                                                   f"batch of max_batch users may take ([serve] max_batch)"},
+                                        status_code=413, headers={"Connection": "close"})
+                await response(scope, receive, send_noting_status)
+                return
+            scope.setdefault("state", {})["authorised"] = authorised
+            await self.app(scope, replay(body, receive), send_noting_status)
         finally:
             self.metrics.requests.labels(endpoint, str(status)).inc()
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
@@ -179,6 +202,25 @@ class Edge:
                 return route.path
         return "other"
 
+    async def read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The whole body, or None when it is (or says it will be) larger than `max_body`."""
+        for name, value in scope["headers"]:
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_body):
+                return None
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left: the app sees an empty body, then the disconnect
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
     def authorised(self, scope: Scope) -> bool:
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -187,16 +229,46 @@ class Edge:
         return False
 
 
-def read_token(settings: ServeSettings) -> bytes | None:
-    """The bearer token: [serve] token_file's stripped content (mode 0600) or token_env's value; None if neither."""
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands the app `body` (already read) in one message, then waits as the original does."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+    return replayed
+
+
+def body_limit(max_batch: int) -> int:
+    """The largest request body the service reads: a batch of `max_batch` users, each ID up to ID_BYTES."""
+    return BODY_OVERHEAD + max_batch * ID_BYTES
+
+
+def read_token(settings: ServeSettings, workdir: Path) -> bytes | None:
+    """The bearer token: [serve] token_file's stripped content (mode 0600) or token_env's value; with neither, the
+    token in `<workdir>/serve_token`, generated (mode 0600) when missing and its place logged, never its value;
+    None only with [serve] require_token = false."""
     if settings.token_file is not None:
         token = read_private(settings.token_file, "[serve] token_file").strip()
         where = f"[serve] token_file {settings.token_file}"
     elif settings.token_env is not None:
         token = os.environ.get(settings.token_env, "").strip().encode()
         where = f"[serve] token_env: environment variable {settings.token_env}"
-    else:
+    elif not settings.require_token:
+        log.warning("serving without a bearer token ([serve] require_token = false): anyone who reaches %s can ask "
+                    "which user IDs are shared with party B", settings.listen)
         return None
+    else:
+        path = workdir / TOKEN_FILE
+        if not path.exists():
+            write_private(path, (new_passphrase() + "\n").encode(), exclusive=True)
+            log.info("no [serve] token_file or token_env: generated a bearer token in %s (mode 0600); clients send "
+                     "Authorization: Bearer <its content>", path)
+        token = read_private(path, "generated bearer token file").strip()
+        where = f"generated bearer token file {path}"
     if not token:
         raise ConfigError(f"{where} is unset or empty")
     return token
@@ -240,14 +312,15 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> JSON
                          "errors": jsonable_encoder(errors)}, status_code=422)
 
 
-def create_app(recommender: Recommender, settings: ServeSettings, refresh_every: float = 1.0) -> FastAPI:
-    """The HTTP app around `recommender`; reads the bearer token (if configured) now, so a bad one stops startup."""
-    token = read_token(settings)
+def create_app(recommender: Recommender, settings: ServeSettings, token: bytes | None,
+               refresh_every: float = 1.0) -> FastAPI:
+    """The HTTP app around `recommender`, every endpoint but /healthz behind `token` (None: open, see
+    `read_token`)."""
     metrics = Metrics(recommender)
     refresh = Refresher(recommender, refresh_every, metrics.reloads)
     app = FastAPI(title="vfrec party A: recommendations", description=DESCRIPTION, version="1")
     app.add_exception_handler(RequestValidationError, invalid_request)
-    app.add_middleware(Edge, router=app.router, metrics=metrics, token=token)
+    app.add_middleware(Edge, router=app.router, metrics=metrics, token=token, max_body=body_limit(settings.max_batch))
     k_help = f"number of items to return, 1..{settings.max_k} ([serve] max_k)"
     bought_help = "also recommend items the user already bought"
 
@@ -277,9 +350,12 @@ def create_app(recommender: Recommender, settings: ServeSettings, refresh_every:
         return json_response({"model_id": recommender.model_id,
                               "results": recommend(body.users, body.k, body.include_bought)})
 
-    @app.get("/healthz", response_model=Health, tags=["operations"], summary="Liveness and model facts (no token)")
-    def healthz() -> dict:
+    @app.get("/healthz", response_model=Health, response_model_exclude_none=True, tags=["operations"],
+             summary="Liveness without the token; with it, the model's facts too")
+    def healthz(request: Request) -> dict:
         refresh()
+        if not request.state.authorised:
+            return {"status": "ok"}
         return {"status": "ok", "model_id": recommender.model_id, "n_items": recommender.n_items,
                 "shared_users": recommender.shared_users(),
                 "u_store_age_seconds": recommender.u_store_age_seconds()}
@@ -298,12 +374,12 @@ def main(config_path: Path, alone: bool = False) -> None:
     cfg = load(config_path)
 
     torch.set_num_threads(1)  # a request's scoring is small; threads would only contend across concurrent requests
+    token = read_token(cfg.serve, cfg.basics.workdir)  # before the model loads: a bad token stops startup at once
     recommender = Recommender.load(cfg, alone)
-    app = create_app(recommender, cfg.serve)
+    app = create_app(recommender, cfg.serve, token)
     host, port = cfg.serve.address
-    token = cfg.serve.token_file is not None or cfg.serve.token_env is not None
     log.info("model %s (%d items, %d shared users) on http://%s:%d%s", recommender.model_id, recommender.n_items,
-             recommender.shared_users(), host, port, ", bearer token required" if token else "")
+             recommender.shared_users(), host, port, ", bearer token required" if token else " WITHOUT a token")
     listener = RefreshListener(cfg).start() if cfg.serve.refresh else None
     try:
         uvicorn.run(app, host=host, port=port, access_log=cfg.serve.access_log, log_config=None)

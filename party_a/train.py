@@ -57,7 +57,7 @@ from protocol.privacy import RowNoise, RowPrivacy, release_key, spent
 from protocol.roles import B, C
 from protocol.runtime.checkpoint import CheckpointSettings
 from protocol.runtime.resume import Agreed
-from protocol.runtime.store import new_model_id
+from protocol.runtime.store import atomic_write, new_model_id, private_dir
 from protocol.runtime.received import Received
 from protocol.runtime.timing import StepClock
 from protocol.runtime.workers import WorkerPool
@@ -492,6 +492,6 @@ def save_last_state(workdir: Path, model: ActiveModel, w_cols: Packed) -> None:
     protocol.data.stored.load_state reads) and its [W] by columns; what the exactness tests compare with a
     plaintext twin."""
     out = workdir / "model"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "active.pt").write_bytes(state_bytes(model.state_dict()))
-    (out / "w_cols.msgpack").write_bytes(encode(w_cols.to_wire().to_message()))
+    private_dir(out)
+    atomic_write(out / "active.pt", state_bytes(model.state_dict()))
+    atomic_write(out / "w_cols.msgpack", encode(w_cols.to_wire().to_message()))

@@ -45,6 +45,7 @@ from protocol.roles import A
 from protocol.runtime.checkpoint import remove_all
 from protocol.runtime.received import Received
 from protocol.runtime.releases import remove_ledgers
+from protocol.runtime.store import atomic_write, private_dir
 from protocol.runtime.timing import StepClock
 from protocol.runtime.workers import WorkerPool
 
@@ -110,9 +111,9 @@ class TowerTurn:
 
 def save_state(workdir: Path, tower: TowerB, w_rows: Packed, name: str) -> None:
     out = workdir / "model"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "tower_b.pt").write_bytes(state_bytes(tower.state_dict()))
-    (out / f"{name}.msgpack").write_bytes(encode(w_rows.to_wire().to_message()))
+    private_dir(out)
+    atomic_write(out / "tower_b.pt", state_bytes(tower.state_dict()))
+    atomic_write(out / f"{name}.msgpack", encode(w_rows.to_wire().to_message()))
 
 
 @dataclass(frozen=True)

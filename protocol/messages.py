@@ -19,6 +19,7 @@ from typing import Any, ClassVar, TypeVar
 from protocol.crypto.packing import EncryptedMatrix
 from protocol.errors import ProtocolError
 from protocol.layer.plan import LayerPlan
+from protocol.names import check_name
 from protocol.net.message import WHILE_UP, BigIntList, IntVector, Message
 from protocol.roles import A, B, C, Role
 
@@ -108,6 +109,10 @@ class RunDone(Message):
     TAG: ClassVar[str] = "control/done"
     model_id: str | None
 
+    def __post_init__(self) -> None:
+        if self.model_id is not None:
+            check_name(self.model_id, "model_id")  # it names the coordinator's model directory
+
 
 # ---- PSI (both parties run the same steps, psi/session.py) ------------------------------
 
@@ -195,6 +200,10 @@ class Finish(Command):
     model_id: str | None
     epoch: int | None
 
+    def __post_init__(self) -> None:
+        if self.model_id is not None:
+            check_name(self.model_id, "model_id")  # it names B's model directory
+
 
 @dataclass(frozen=True)
 class Checkpoint(Command):
@@ -268,6 +277,9 @@ class RefreshRequest(Message):
     model_id: str
     users: IntVector
 
+    def __post_init__(self) -> None:
+        check_name(self.model_id, "model_id")  # it becomes part of the session's run ID
+
 
 @dataclass(frozen=True)
 class RefreshDone(Message):
@@ -276,6 +288,9 @@ class RefreshDone(Message):
     TAG: ClassVar[str] = "serve/refreshed"
     model_id: str
     users: int
+
+    def __post_init__(self) -> None:
+        check_name(self.model_id, "model_id")
 
 
 # ---- checkpoints and the resume handshake (protocol/runtime/checkpoint.py, protocol/runtime/resume.py) ----------

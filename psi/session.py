@@ -12,14 +12,19 @@
 
 Only set sizes and the intersection are revealed. Memory stays bounded by a window
 of chunks in flight; the curve work runs on the role's worker pool. The peer is held
-to what it announced: at most `max_peer_ids` IDs ([psi] max_peer_ids), chunks of
-exactly its chunk size (the last may be shorter), and never more points than its
-announced size, so it can neither exhaust memory nor probe more IDs than it has.
+to what it announced: chunks of exactly its chunk size (the last may be shorter) and
+never more points than its announced size, so it can neither exhaust memory nor probe
+more IDs than it announced. What it may announce is bounded by this party's own set:
+PSI tells the peer which of its IDs this party holds, so a peer announcing every phone
+number of a country would learn this party's customer list. A peer may announce at
+most `max_peer_ratio` times this party's own size ([psi] max_peer_ratio, 10 unless
+set; never less than MIN_PEER_LIMIT), and never more than [psi] max_peer_ids.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -41,6 +46,7 @@ from psi.ecdh import MATCH_BYTES, POINT_BYTES, new_secret, session_salt
 log = logging.getLogger(__name__)
 
 MAX_CHUNK = 1 << 20  # IDs per chunk a peer may announce: a chunk is at most 32 MiB of points
+MIN_PEER_LIMIT = 1000  # a peer may always announce this many IDs, however small this party's set (demos, tests)
 VERSION = 2
 _BLIND = "psi.ecdh:blind_ids"
 _REBLIND = "psi.ecdh:reblind"
@@ -49,21 +55,33 @@ _MATCH = f"S{MATCH_BYTES}"  # numpy compares these as byte strings: sorting is m
 
 @dataclass(frozen=True)
 class PsiSettings:
-    """[psi] in a party's config."""
+    """[psi] in a party's config: the peer may announce at most `max_peer_ratio` times this party's own set size
+    (at least MIN_PEER_LIMIT) and never more than `max_peer_ids`."""
 
     chunk_size: int = 8192
     show_progress: bool = True
-    max_peer_ids: int = 1_000_000_000
+    max_peer_ids: int = 100_000_000
+    max_peer_ratio: float = 10.0
 
     @classmethod
     def from_config(cls, t: Table) -> "PsiSettings":
         settings = cls(chunk_size=t.take_positive("chunk_size", int, cls.chunk_size),
                        show_progress=t.take("progress", bool, cls.show_progress),
-                       max_peer_ids=t.take_positive("max_peer_ids", int, cls.max_peer_ids))
+                       max_peer_ids=t.take_positive("max_peer_ids", int, cls.max_peer_ids),
+                       max_peer_ratio=t.take_positive("max_peer_ratio", float, cls.max_peer_ratio))
         if settings.chunk_size > MAX_CHUNK:
             raise t.error("chunk_size", f"must be at most {MAX_CHUNK}")
         t.finish()
         return settings
+
+    def peer_limit(self, own_size: int) -> int:
+        """The most IDs the peer may announce against this party's `own_size` IDs."""
+        return min(self.max_peer_ids, max(MIN_PEER_LIMIT, math.ceil(self.max_peer_ratio * own_size)))
+
+    def limit_rule(self, own_size: int) -> str:
+        """How `peer_limit` came about, naming the config keys."""
+        return (f"[psi] max_peer_ratio {self.max_peer_ratio:g} × its own {own_size} IDs, at least {MIN_PEER_LIMIT}, "
+                f"at most [psi] max_peer_ids {self.max_peer_ids}")
 
 
 @dataclass(frozen=True)
@@ -110,8 +128,10 @@ def _pipeline(pool: WorkerPool, tasks: Iterable[tuple], op: str, sink: Callable[
         done += 1
 
 
-def exchange_hello(endpoint: Endpoint, peer: str, size: int, chunk: int, max_peer_ids: int) -> tuple[bytes, int, int]:
-    """Step 1: agree on the session salt; learn the peer's set size and chunk size."""
+def exchange_hello(endpoint: Endpoint, peer: str, size: int, chunk: int, settings: PsiSettings
+                   ) -> tuple[bytes, int, int]:
+    """Step 1: agree on the session salt; learn the peer's set size (within `settings.peer_limit(size)`) and chunk
+    size."""
     nonce = os.urandom(32)
     messages.send(endpoint, peer, PsiHello(VERSION, nonce, size, chunk))
     hello = messages.receive(endpoint, peer, PsiHello)
@@ -119,9 +139,10 @@ def exchange_hello(endpoint: Endpoint, peer: str, size: int, chunk: int, max_pee
         raise ProtocolError(f"{peer} speaks PSI version {hello.version}, this party {VERSION}")
     if len(hello.nonce) != 32:
         raise ProtocolError(f"{peer} sent PsiHello with field 'nonce' of {len(hello.nonce)} bytes, expected 32")
-    if not 0 <= hello.size <= max_peer_ids:
-        raise ProtocolError(f"{peer} announced {hello.size} IDs (field 'size'); this party accepts 0 to "
-                            f"{max_peer_ids} ([psi] max_peer_ids)")
+    limit = settings.peer_limit(size)
+    if not 0 <= hello.size <= limit:
+        raise ProtocolError(f"{peer} announced {hello.size} IDs (field 'size'); this party accepts 0 to {limit} "
+                            f"({settings.limit_rule(size)})")
     if not 1 <= hello.chunk <= MAX_CHUNK:
         raise ProtocolError(f"{peer} sent PsiHello with field 'chunk' = {hello.chunk}, expected 1 to {MAX_CHUNK}")
     low, high = (nonce, hello.nonce) if endpoint.cfg.role < peer else (hello.nonce, nonce)
@@ -190,8 +211,7 @@ def run_psi(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool,
     """Both roles call this with their normalised, duplicate-free IDs (a list, or an `IdStore` on disk)."""
     start = time.perf_counter()
     sent0, received0 = endpoint.bytes_sent[peer], endpoint.bytes_received[peer]
-    salt, peer_size, peer_chunk = exchange_hello(endpoint, peer, len(ids), settings.chunk_size,
-                                                 settings.max_peer_ids)
+    salt, peer_size, peer_chunk = exchange_hello(endpoint, peer, len(ids), settings.chunk_size, settings)
     log.info("PSI with %s: %d own IDs, %d peer IDs", peer, len(ids), peer_size)
     order = np.random.default_rng(int.from_bytes(os.urandom(8), "little")).permutation(len(ids))
     with tqdm(total=2 * len(ids) + peer_size, desc="PSI", unit="id", disable=not settings.show_progress,

@@ -2,7 +2,7 @@
 
 A `LocalRun` lays each role out as it would be on its own host: `<root>/<role>/`
 holds its config (`<role>.toml`), its `passphrase` (mode 0600: it unlocks the role's
-TLS key and, for the coordinator, its Paillier key), `certs/` with its own
+TLS key; the coordinator's Paillier key has its own, `key_passphrase`), `certs/` with its own
 certificate, its encrypted key and the CA certificate, its tables (placed there by
 the caller), `work/` and the process's output. The development CA's key lives only
 in memory while the certificates are issued; it is never written. Each role is
@@ -93,7 +93,7 @@ class LocalRun:
 
 
 def passphrase(run: LocalRun, role: str) -> Passphrase:
-    """The passphrase a role's config names (its TLS key's and, for the coordinator, its Paillier key's)."""
+    """The passphrase of a role's TLS key."""
     return read_passphrase_file(run.dir(role) / "passphrase")
 
 
@@ -126,7 +126,8 @@ def write_local_run(root: Path, sections: dict[str, dict], run_id: str = "local"
             **sections.get(role, {}),
         }
         if role == C:
-            data["key"] = {"passphrase_file": "passphrase", **data.get("key", {})}
+            passphrase_for(run.dir(role) / "key_passphrase")
+            data["key"] = {"passphrase_file": "key_passphrase", **data.get("key", {})}
         path = run.dir(role) / f"{role}.toml"
         path.write_text(to_toml(data) + "\n")
         run.configs[role] = path

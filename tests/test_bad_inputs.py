@@ -171,6 +171,8 @@ CASES = [
          (f"{RUN_ID}.sealed", "is not a sealed key file")),
     Case("paillier_key_wrong_passphrase", C, sealed_key("another passphrase"),
          (f"{RUN_ID}.sealed", "cannot be opened with the passphrase from")),
+    Case("paillier_key_under_the_tls_passphrase", C, setting("key", "passphrase_file", "passphrase"),
+         ("{config}", "[key] passphrase_file", "is the [tls] key's too")),
 ]
 
 

@@ -1,8 +1,9 @@
 """Training through the Ray backend: each role's pool on a local Ray cluster gives what the local pool gives.
 
-One Ray cluster (loopback, 6 CPUs: two one-CPU workers for each of the three roles)
-serves the module. It stands in for three organisations' clusters; the roles still
-talk to each other only over gRPC with mutual TLS, with real 2048-bit keys.
+One Ray cluster (loopback, 6 CPUs: two one-CPU workers for each party; the coordinator,
+asked for Ray too, decrypts on local processes so its key never goes to an actor) serves
+the module. It stands in for the organisations' clusters; the roles still talk to each
+other only over gRPC with mutual TLS, with real 2048-bit keys.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ def ray_compute() -> Iterator[dict]:
 def run_ok(run: LocalRun, backend: str) -> None:
     out = run_all(run, timeout=300)
     assert all(o.returncode == 0 for o in out.values()), {r: o.output[-3000:] for r, o in out.items()}
-    for role in ROLES:  # each role says which backend ran its work
-        assert ("Ray backend: 2 workers" in out[role].output) == (backend == "ray"), role
+    for role in ROLES:  # each party says which backend ran its work; the coordinator's key stays off Ray
+        assert ("Ray backend: 2 workers" in out[role].output) == (backend == "ray" and role != "coordinator"), role
+    assert ("not used by the coordinator" in out["coordinator"].output) == (backend == "ray")
 
 
 def test_one_step_on_ray_is_bit_identical_to_the_twin(tmp_path: Path, ray_compute: dict) -> None:

@@ -29,6 +29,7 @@ from party_a import config as party_a_config
 from party_a.recommend import recommend_all
 from party_a.serving import Recommender
 from party_b import config as party_b_config
+from protocol.crypto.keyfiles import write_private
 from protocol.runtime.compute import open_pool
 from protocol.runtime.config import Compute
 from scenarios import ecommerce_bank
@@ -37,6 +38,8 @@ from scenarios.launch import ROOT, _env
 
 pytestmark = pytest.mark.integration
 K = 10
+TOKEN = "integration-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +49,20 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalRun, str]:
     out = run_all(run, timeout=600)
     assert all(o.returncode == 0 for o in out.values()), {r: o.output[-3000:] for r, o in out.items()}
     port = free_ports(1)[0]
+    token_file = run.dir("party_a") / "serve.token"
+    write_private(token_file, TOKEN.encode())
     with open(run.configs["party_a"], "a") as f:
-        f.write(f'\n[serve]\nlisten = "127.0.0.1:{port}"\n')
+        f.write(f'\n[serve]\nlisten = "127.0.0.1:{port}"\ntoken_file = "serve.token"\n')
     return run, f"http://127.0.0.1:{port}"
 
 
 def get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=AUTH), timeout=10) as response:
         return json.loads(response.read())
 
 
 def post(url: str, body: dict) -> dict:
-    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json", **AUTH})
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
 

@@ -14,10 +14,11 @@ from hypothesis import strategies as st
 from protocol import messages
 from protocol.errors import DataError, ProtocolError
 from protocol.messages import PsiBlinded, PsiHello
+from protocol.runtime.config import load
 from protocol.runtime.workers import WorkerPool
 from psi.ecdh import MATCH_BYTES, POINT_BYTES, blind_ids, hash_to_point, new_secret, reblind, session_salt
 from psi.ids import Normalizer, normalize_ids, stream_ids
-from psi.session import PsiSettings, run_psi
+from psi.session import MIN_PEER_LIMIT, PsiSettings, run_psi
 from tests.fakes import MemoryNetwork, run_roles
 
 POOL = WorkerPool(0)
@@ -230,3 +231,23 @@ def test_a_peer_cannot_announce_an_unbounded_session(size: int, chunk: int, matc
     cheating_peer(net, PsiHello(2, bytes(32), size, chunk), 0)
     with pytest.raises(ProtocolError, match=match):
         run_psi(net.endpoint("party_a"), "party_b", ["a", "b"], POOL, PsiSettings(4, False))
+
+
+def test_a_peer_announcing_far_more_ids_than_this_party_holds_is_refused_by_default() -> None:
+    """A peer announcing a country's phone numbers would learn which of them this party holds: by default it may
+    announce at most 10× this party's own set (at least MIN_PEER_LIMIT)."""
+    own = [f"id{i}" for i in range(500)]
+    net = MemoryNetwork()
+    cheating_peer(net, PsiHello(2, bytes(32), 5001, 4), 0)
+    with pytest.raises(ProtocolError, match=r"party_b announced 5001 IDs \(field 'size'\); this party accepts 0 to "
+                                            r"5000 \(\[psi\] max_peer_ratio 10 × its own 500 IDs"):
+        run_psi(net.endpoint("party_a"), "party_b", own, POOL, PsiSettings(4, False))
+    assert PsiSettings().peer_limit(500) == 5000 and PsiSettings().peer_limit(3) == MIN_PEER_LIMIT
+    assert PsiSettings().peer_limit(10**9) == PsiSettings().max_peer_ids == 10**8
+
+
+def test_the_limit_follows_the_configured_ratio_and_cap(tmp_path) -> None:
+    path = tmp_path / "a.toml"
+    path.write_text("[psi]\nmax_peer_ratio = 2\nmax_peer_ids = 3000\n")
+    settings = PsiSettings.from_config(load(path).sub("psi"))
+    assert (settings.peer_limit(1200), settings.peer_limit(2000)) == (2400, 3000)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.decrypt import Decryptor
-from protocol.crypto.paillier import Encryptor, generate_keypair
+from protocol.crypto.paillier import generate_keypair
 from protocol.errors import ConfigError, ProtocolError
 from protocol.runtime import config
 from protocol.runtime.compute import open_pool
@@ -48,13 +48,10 @@ def test_psi_tasks_match_inline(pool: WorkerPool) -> None:
     assert pool.map("psi.ecdh:reblind", [(p, b) for p in blinded]) == [reblind(p, b) for p in blinded]
 
 
-def test_decryption_key_installed_on_every_actor(pool: WorkerPool) -> None:
-    key = generate_keypair(1024)
-    enc = Encryptor(key.public)
-    plain = list(range(-20, 20))
-    cts = [enc.encrypt(m) for m in plain]
-    decryptor = Decryptor(key, pool)
-    assert decryptor.decrypt(cts) == [key.raw_decrypt(c) for c in cts]
+def test_the_decryption_key_is_never_installed_on_an_actor(pool: WorkerPool) -> None:
+    assert not pool.local
+    with pytest.raises(ConfigError, match="only to its own worker processes"):
+        Decryptor(generate_keypair(1024), pool)
 
 
 def test_errors_and_foreign_functions_are_refused(pool: WorkerPool) -> None:

@@ -177,7 +177,7 @@ address = "127.0.0.1:{port_a}"
 address = "127.0.0.1:{port_b}"
 
 [key]
-passphrase_file = "certs/passphrase"
+passphrase_file = "certs/key_passphrase"
 """
 
 
@@ -202,6 +202,7 @@ def test_hand_written_config_for_other_tables(tmp_path: Path) -> None:
         ["tel", "limit", "spend_travel", "spend_books", "band"]].to_parquet(tmp_path / "bank" / "clients.parquet")
 
     make_dev_pki(tmp_path / "certs", passphrase_for(tmp_path / "certs" / "passphrase"))
+    passphrase_for(tmp_path / "certs" / "key_passphrase")  # the Paillier key's own
     ports = dict(zip(("port_a", "port_b", "port_c"), free_ports(3)))
     run = LocalRun(tmp_path)
     for role, text in (("party_a", HAND_WRITTEN_A), ("party_b", HAND_WRITTEN_B), ("coordinator", HAND_WRITTEN_C)):

@@ -3,9 +3,14 @@ token, metrics, picking up a rewritten u store; the [serve] config keys; the com
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import math
 import subprocess
 import sys
+import tracemalloc
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from party_a.config import ServeSettings, read_serve
-from party_a.serve import create_app
+from party_a.serve import body_limit, create_app, read_token
 from party_a.serving import Answer, Recommendation
 from protocol.errors import ConfigError, DataError
 from protocol.runtime import cli
@@ -67,9 +72,14 @@ class FakeRecommender:
         return 1200
 
 
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
 def client(recommender: FakeRecommender | None = None, settings: ServeSettings | None = None,
            refresh_every: float = 1.0) -> TestClient:
-    return TestClient(create_app(recommender or FakeRecommender(), settings or ServeSettings(), refresh_every))
+    """A client that sends the app's token with every request."""
+    app = create_app(recommender or FakeRecommender(), settings or ServeSettings(), TOKEN.encode(), refresh_every)
+    return TestClient(app, headers=AUTH)
 
 
 def test_one_user_answer_has_model_source_and_items_with_their_columns() -> None:
@@ -136,6 +146,68 @@ def test_oversized_batch_is_refused_naming_max_batch() -> None:
     assert len(fake.calls) == 1
 
 
+def asgi_post(app: object, path: str, chunks: Iterator[bytes], headers: list[tuple[bytes, bytes]]
+              ) -> tuple[int, dict, int]:
+    """POST a body streamed in `chunks` (made only as the app asks for them) straight to the ASGI app; the status,
+    the JSON answer and how many body bytes the app took."""
+    taken, sent = 0, []
+
+    async def receive() -> dict:
+        nonlocal taken
+        chunk = next(chunks, None)
+        if chunk is None:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        taken += len(chunk)
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "client": ("t", 1),
+             "server": ("t", 80), "headers": [(b"authorization", f"Bearer {TOKEN}".encode()), *headers]}
+    asyncio.run(app(scope, receive, send))
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    return status, json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")), taken
+
+
+def huge_batch(chunk_users: int = 4096) -> Iterator[bytes]:
+    """A batch body of 2^20 users (about 12 MiB), made chunk by chunk."""
+    yield b'{"users": ["u0"'
+    for start in range(1, 1 << 20, chunk_users):
+        yield b"".join(b',"u%07d"' % u for u in range(start, start + chunk_users))
+    yield b"]}"
+
+
+def test_an_oversized_streamed_body_is_refused_with_413_before_it_is_read_whole_or_parsed() -> None:
+    fake = FakeRecommender()
+    app = create_app(fake, ServeSettings(max_batch=100), TOKEN.encode())
+    limit = body_limit(100)
+    tracemalloc.start()
+    try:
+        status, body, taken = asgi_post(app, BATCH, huge_batch(), [(b"content-type", b"application/json")])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert status == 413 and body["detail"] == (f"request body larger than {limit} bytes, the most a batch of "
+                                                f"max_batch users may take ([serve] max_batch)")
+    assert taken < limit + 50_000  # one chunk past the limit, not the 12 MiB
+    assert peak < 4 * 2**20 and fake.calls == []
+
+
+def test_a_body_whose_length_is_over_the_limit_is_refused_unread_and_a_full_batch_still_fits() -> None:
+    fake = FakeRecommender()
+    c = client(fake, ServeSettings(max_batch=3))
+    limit = body_limit(3)
+    r = c.post(BATCH, content=b" " * (limit + 1), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "([serve] max_batch)" in r.json()["detail"]
+    status, _, taken = asgi_post(c.app, BATCH, iter([b"{}"]), [(b"content-length", str(limit + 1).encode())])
+    assert (status, taken) == (413, 0)
+    long_ids = ["x" * 480, "y" * 480, "z" * 480]
+    assert c.post(BATCH, json={"users": long_ids, "k": 2, "include_bought": True}).status_code == 200
+    assert fake.calls == [(long_ids, 2, True)]
+
+
 def test_malformed_json_is_refused_with_the_reason() -> None:
     r = client().post(BATCH, content=b'{"users": ["s1",', headers={"content-type": "application/json"})
     assert r.status_code == 422
@@ -168,6 +240,26 @@ def test_healthz_reports_model_shared_users_and_u_store_age() -> None:
                         "u_store_age_seconds": 42.5}
 
 
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}])
+def test_healthz_without_the_token_says_only_that_the_service_is_up(headers: dict) -> None:
+    app = create_app(FakeRecommender(), ServeSettings(), TOKEN.encode())
+    r = TestClient(app).get("/healthz", headers=headers)
+    assert r.status_code == 200 and r.json() == {"status": "ok"}  # not the intersection's size nor refresh times
+
+
+def test_without_a_configured_token_one_is_generated_into_the_workdir_and_never_logged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="party_a.serve"):
+        token = read_token(ServeSettings(), tmp_path)
+    path = tmp_path / "serve_token"
+    assert token and path.read_bytes().strip() == token and path.stat().st_mode & 0o777 == 0o600
+    assert str(path) in caplog.text and token.decode() not in caplog.text
+    assert read_token(ServeSettings(), tmp_path) == token  # kept across restarts: clients keep working
+    app = create_app(FakeRecommender(), ServeSettings(), token)
+    assert TestClient(app).get(ONE.format("s1")).status_code == 401
+    assert read_token(ServeSettings(require_token=False), tmp_path / "open") is None
+
+
 def test_openapi_document_has_a_title_and_the_endpoints() -> None:
     c = client()
     doc = c.get("/openapi.json").json()
@@ -177,14 +269,17 @@ def test_openapi_document_has_a_title_and_the_endpoints() -> None:
     assert c.get("/docs").status_code == 200
 
 
-def token_client(monkeypatch: pytest.MonkeyPatch) -> TestClient:
+def token_client(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> TestClient:
+    """A client that sends no token, to an app whose token comes from an environment variable."""
     monkeypatch.setenv("VFREC_TEST_TOKEN", f"  {TOKEN}\n")
-    return client(settings=ServeSettings(token_env="VFREC_TEST_TOKEN"))
+    settings = ServeSettings(token_env="VFREC_TEST_TOKEN")
+    return TestClient(create_app(FakeRecommender(), settings, read_token(settings, tmp_path)))
 
 
 @pytest.mark.parametrize("path", [ONE.format("s1"), "/metrics", "/openapi.json", "/docs", "/no/such/path"])
-def test_with_a_token_every_endpoint_but_healthz_needs_it(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
-    c = token_client(monkeypatch)
+def test_with_a_token_every_endpoint_but_healthz_needs_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                          path: str) -> None:
+    c = token_client(monkeypatch, tmp_path)
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
                     {"Authorization": f"Basic {TOKEN}"}):
         r = c.get(path, headers=headers)
@@ -195,8 +290,8 @@ def test_with_a_token_every_endpoint_but_healthz_needs_it(monkeypatch: pytest.Mo
     assert c.get("/healthz").status_code == 200
 
 
-def test_the_batch_endpoint_needs_the_token_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    c = token_client(monkeypatch)
+def test_the_batch_endpoint_needs_the_token_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    c = token_client(monkeypatch, tmp_path)
     assert c.post(BATCH, json={"users": ["s1"]}).status_code == 401
     assert c.post(BATCH, json={"users": ["s1"]}, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
 
@@ -206,17 +301,19 @@ def test_token_file_is_read_stripped_and_refused_when_others_can_read_it(tmp_pat
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o644)
     with pytest.raises(ConfigError, match=rf"\[serve\] token_file {token_file} is readable by others"):
-        create_app(FakeRecommender(), ServeSettings(token_file=token_file))
+        read_token(ServeSettings(token_file=token_file), tmp_path)
     token_file.chmod(0o600)
-    c = TestClient(create_app(FakeRecommender(), ServeSettings(token_file=token_file)))
+    settings = ServeSettings(token_file=token_file)
+    c = TestClient(create_app(FakeRecommender(), settings, read_token(settings, tmp_path)))
     assert c.get(ONE.format("s1")).status_code == 401
     assert c.get(ONE.format("s1"), headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
 
 
-def test_an_unset_token_variable_stops_startup_rather_than_serving_openly(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unset_token_variable_stops_startup_rather_than_serving_openly(monkeypatch: pytest.MonkeyPatch,
+                                                                          tmp_path: Path) -> None:
     monkeypatch.delenv("VFREC_TEST_TOKEN", raising=False)
     with pytest.raises(ConfigError, match=r"\[serve\] token_env: environment variable VFREC_TEST_TOKEN is unset"):
-        create_app(FakeRecommender(), ServeSettings(token_env="VFREC_TEST_TOKEN"))
+        read_token(ServeSettings(token_env="VFREC_TEST_TOKEN"), tmp_path)
 
 
 def metric(text: str, name: str) -> float:
@@ -279,8 +376,8 @@ def test_serve_section_is_optional_with_the_documented_defaults() -> None:
     settings = read_serve(serve_table())
     assert settings == ServeSettings()
     assert settings.address == ("127.0.0.1", 8080)
-    assert (settings.max_k, settings.max_batch, settings.access_log, settings.token_file, settings.refresh) == \
-        (100, 1000, False, None, True)
+    assert (settings.max_k, settings.max_batch, settings.access_log, settings.token_file, settings.refresh,
+            settings.require_token) == (100, 1000, False, None, True, True)
 
 
 def test_serve_section_is_read(tmp_path: Path) -> None:

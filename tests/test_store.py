@@ -1,17 +1,24 @@
-"""The model store: whole versions or none, IDs checked, and errors that name the file; B's column encoding."""
+"""The model store: whole versions or none, IDs checked (a safe name, from a peer too), files its owner's alone, and
+errors that name the file; B's column encoding."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from party_a.store import write_u_store
 from party_b.store import row_digests
 from protocol.data.tables import Encoding, TableSpec, encode_features, fit_encoding
-from protocol.errors import DataError, StoreError
+from protocol.errors import DataError, ProtocolError, StoreError
+from protocol.messages import Finish, RefreshDone, RefreshRequest, RunDone, command_from_message
+from protocol.names import is_safe_name
+from protocol.net.message import Message
+from protocol.runtime.checkpoint import write_checkpoint
 from protocol.runtime.store import current_model, new_model_id, read_manifest, write_model
 
 
@@ -85,3 +92,45 @@ def test_a_category_the_model_never_saw_names_its_row(tmp_path: Path) -> None:
     changed.loc[2, "band"] = "mid"
     with pytest.raises(DataError, match=r"b.csv: column 'band' row 3 holds 'mid', a category the model never saw"):
         encoding.apply(changed, s)
+
+
+TRAVERSAL = "./" + "../" * 30 + "tmp/x"  # the issue's: only parsed here; a store given it would write to /tmp/x
+
+
+@pytest.mark.parametrize("model_id", ["../../escaped", "..", ".", "a/b", "/abs", "-flag", "", "x" * 201, "a\x00b"])
+def test_a_model_id_that_is_not_a_safe_name_is_refused_by_the_store(tmp_path: Path, model_id: str) -> None:
+    with pytest.raises(StoreError, match="'model_id'.*not a safe name"):
+        stored(tmp_path / "work", model_id)
+    assert list(tmp_path.iterdir()) == []  # nothing written, in the work directory ("../../escaped") or beside it
+
+
+@pytest.mark.parametrize("kind, body, peer", [
+    (Finish, {"op": "done", "model_id": TRAVERSAL, "epoch": 1}, "party_a"),
+    (RunDone, {"model_id": TRAVERSAL}, "party_a"),
+    (RefreshRequest, {"model_id": "../x", "users": np.arange(2)}, "party_b"),
+    (RefreshDone, {"model_id": "a/b", "users": 2}, "party_a"),
+])
+def test_a_peer_model_id_that_would_leave_the_store_is_refused_naming_peer_and_field(
+        kind: type[Message], body: dict, peer: str) -> None:
+    with pytest.raises(ProtocolError, match=rf"{peer} sent an invalid {kind.__name__}: field 'model_id' = .* is "
+                                            r"not a safe name"):
+        command_from_message(body, peer) if kind is Finish else kind.from_message(body, peer)
+
+
+def test_a_model_id_from_a_run_id_with_unsafe_characters_is_safe() -> None:
+    assert is_safe_name(new_model_id("../my run/1")) and is_safe_name(new_model_id("r" * 300))
+
+
+def test_store_and_checkpoint_files_are_their_owners_alone_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        directory = stored(tmp_path)
+        write_u_store(directory, pd.DataFrame({"user_id": ["a"], "u0": [1.0], "written": [0.0]}))
+        checkpoint = write_checkpoint(tmp_path, "run-1", 3, {"role": "party_b"}, {"w.bin": b"w"}, keep=2)
+    finally:
+        os.umask(old)
+    files = [directory / "a.bin", directory / "manifest.json", directory / "u.parquet",
+             tmp_path / "models" / "CURRENT", checkpoint / "w.bin", checkpoint / "manifest.json"]
+    assert {str(p): oct(p.stat().st_mode & 0o777) for p in files} == {str(p): "0o600" for p in files}
+    dirs = [tmp_path / "models", directory, tmp_path / "checkpoints", checkpoint.parent, checkpoint]
+    assert {str(p): oct(p.stat().st_mode & 0o777) for p in dirs} == {str(p): "0o700" for p in dirs}

@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from protocol.errors import StoreError
+from protocol.names import as_name
 from protocol.runtime.config import Table
-from protocol.runtime.store import MANIFEST, model_file, read_json, sync_dir, write_files
+from protocol.runtime.store import MANIFEST, model_file, private_dir, read_json, sync_dir, write_files
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,8 @@ def read_settings(root: Table) -> CheckpointSettings:
 
 
 def run_dir(workdir: Path, run_id: str) -> Path:
-    """Where a role keeps the checkpoints of run `run_id` (characters unsafe in a file name become '_')."""
-    return workdir / "checkpoints" / re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
+    """Where a role keeps the checkpoints of run `run_id` (made a safe name: protocol/names.py)."""
+    return workdir / "checkpoints" / as_name(run_id)
 
 
 def held(workdir: Path, run_id: str) -> list[int]:
@@ -83,7 +83,8 @@ def write_checkpoint(workdir: Path, run_id: str, step: int, manifest: dict, file
     """Write this role's checkpoint at `step` whole (replacing one of that step this role wrote before, which no
     other role held), then remove all but the newest `keep`."""
     root = run_dir(workdir, run_id)
-    root.mkdir(parents=True, exist_ok=True)
+    private_dir(root.parent)
+    private_dir(root)
     final = root / str(step)
     tmp = root / f".{step}.{secrets.token_hex(4)}.tmp"
     write_files(tmp, {**files, MANIFEST: json.dumps({**manifest, "run_id": run_id, "step": step,

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from protocol.runtime.store import private_dir
+
 
 class Received:
     """Rows a role received, by kind, with the epoch, step and shared-user position of each."""
@@ -35,7 +37,7 @@ class Received:
     def write(self, workdir: Path, privacy: dict | None = None) -> Path:
         """Write every kind to `<workdir>/audit/`, and `privacy.json` (the defence and its ε) when given."""
         out = workdir / "audit"
-        out.mkdir(parents=True, exist_ok=True)
+        private_dir(out)  # what this role received from its peer: its owner's alone
         for kind in self.rows:
             values, index = self.arrays(kind)
             np.save(out / f"{kind}.npy", values, allow_pickle=False)

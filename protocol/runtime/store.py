@@ -8,6 +8,11 @@ All three roles store the same model ID (A draws it at the end of training and
 announces it), and every later use checks it: a store of another model stops with a
 message naming both IDs. A version directory appears whole or not at all (written
 under a temporary name, fsynced, renamed); so does every file replaced later.
+
+A model ID becomes a directory name, and B and the coordinator take theirs from A's
+message: it must be a safe name (protocol/names.py), checked when the message is
+parsed and again here. A store holds B's tower, [W], user IDs and u: its files are
+written mode 0600 and its directories 0700, whatever the umask.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import time
 from pathlib import Path
 
 from protocol.errors import StoreError
+from protocol.names import as_name, check_name
 
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
@@ -26,16 +32,28 @@ CURRENT = "CURRENT"
 
 def new_model_id(run_id: str) -> str:
     """A fresh model ID: the run, the UTC time and a random suffix."""
-    return f"{run_id}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(3)}"
+    return f"{as_name(run_id)[:160]}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(3)}"
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so a reader sees the old file or the new one, never a part."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    with open(tmp, "wb") as f:
+def private_dir(directory: Path) -> None:
+    """Create `directory` (and its parents) if missing, and make it its owner's alone (0700)."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Write a new file only its owner can read (0600), fsynced; an existing file at `path` is refused."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` (mode 0600) so a reader sees the old file or the new one, never a part."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    write_private_file(tmp, data)
     os.replace(tmp, path)
     sync_dir(path.parent)
 
@@ -50,20 +68,23 @@ def sync_dir(directory: Path) -> None:
 
 
 def write_files(directory: Path, files: dict[str, bytes]) -> None:
-    """Create `directory` holding `files`, each fsynced, and the directory too (rename it into place after)."""
-    directory.mkdir()
+    """Create `directory` (0700) holding `files` (0600), each fsynced, and the directory too (rename it into place
+    after)."""
+    directory.mkdir(mode=0o700)
+    os.chmod(directory, 0o700)
     for name, data in files.items():
-        with open(directory / name, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        write_private_file(directory / name, data)
     sync_dir(directory)
 
 
 def write_model(workdir: Path, model_id: str, manifest: dict, files: dict[str, bytes]) -> Path:
     """Write a model version whole, then make it the one in service; returns its directory."""
     root = workdir / "models"
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        check_name(model_id, "model_id")
+    except ValueError as exc:
+        raise StoreError(f"{root}: refused to store a model: {exc}") from None
+    private_dir(root)
     final = root / model_id
     if final.exists():
         raise StoreError(f"{final} already exists: model IDs are never reused")
@@ -81,6 +102,10 @@ def current_model(workdir: Path, role: str, expected: str | None = None) -> tupl
         model_id = pointer.read_text().strip()
     except FileNotFoundError:
         raise StoreError(f"{pointer} is missing: {role} has no trained model in {workdir} (train first)") from None
+    try:
+        check_name(model_id, "model_id")
+    except ValueError as exc:
+        raise StoreError(f"{pointer} is corrupt: {exc}") from None
     directory = pointer.parent / model_id
     manifest = read_manifest(directory, role)
     if expected is not None and manifest["model_id"] != expected:

@@ -177,6 +177,7 @@ class WorkerPool:
         if workers is None:
             workers = [ProcessWorker(packages) for _ in range(default_size() if size is None else size)]
         self.size = len(workers)
+        self.local = all(isinstance(w, ProcessWorker) for w in workers)  # every worker a child process (or inline)
         self.max_in_flight = max_in_flight or 2 * max(1, self.size)
         self._slots = threading.BoundedSemaphore(self.max_in_flight)
         self._on_close = on_close
