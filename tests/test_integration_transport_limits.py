@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from protocol import messages
-from protocol.errors import PeerLost
+from protocol.errors import PeerLost, ProtocolError
 from protocol.messages import MaskShare, Resume
 from protocol.net import codec
 from protocol.net.transport import _AHEAD, _INBOX_LIMIT, Endpoint
@@ -84,3 +84,18 @@ def test_generations_keep_a_resumed_peers_streams_apart(tmp_path: Path) -> None:
             a.recv(B, MaskShare.TAG, timeout=5)
         a.suspend()
         assert a.take_resume(B, Resume.TAG, timeout=0.1) is None  # what came before the handshake is forgotten
+
+
+def test_a_handshake_message_without_a_string_nonce_is_refused_naming_the_sender(tmp_path: Path) -> None:
+    """A list as nonce once crashed the receiver's `suspend` with TypeError (a set of unhashable nonces)."""
+    run = write_local_run(tmp_path, {})
+    with run.endpoint(A) as a, run.endpoint(B) as b:
+        for nonce, shown in (([1, 2], "list"), (None, "NoneType"), (7, "int"), ("", "a string of 0 characters"),
+                             ("x" * 65, "a string of 65 characters")):
+            with pytest.raises(ProtocolError, match=rf"party_a: party_b sent 'resume/hello' with field 'nonce' as "
+                                                    rf"{shown}, expected a string of 1 to 64 characters"):
+                messages.send(b, A, Resume("local", "", np.array([0]), 0, nonce))
+        a.suspend()
+        assert a.take_resume(B, Resume.TAG, timeout=0.1) is None  # nothing of them was kept
+        messages.send(b, A, Resume("local", "", np.array([0]), 0, "fresh"))
+        assert a.take_resume(B, Resume.TAG, timeout=5)["nonce"] == "fresh"

@@ -483,6 +483,9 @@ class Endpoint:
                 self._cond.notify_all()
                 return b""
             if tag.startswith(RESUME_PREFIX):
+                refusal = _nonce_refusal(body)
+                if refusal:
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{self.cfg.role}: {peer} sent {tag!r} {refusal}")
                 self._resume[key] = body
                 if self.generation is not None and _nonce(body) not in self._consumed:
                     self._interrupt = f"{peer} is resuming from a checkpoint"
@@ -549,8 +552,23 @@ class Endpoint:
 _NOTHING = object()
 
 
-def _nonce(body: Any) -> Any:
-    return body.get("nonce") if isinstance(body, dict) else None
+_NONCE_MAX = 64  # characters of a handshake nonce (resume.py sends 16 hex digits)
+
+
+def _nonce_refusal(body: Any) -> str | None:
+    """Why a handshake message's body has no usable nonce (a string of 1 to `_NONCE_MAX` characters), or None."""
+    if not isinstance(body, dict):
+        return f"as {type(body).__name__}, expected a map of fields"
+    nonce = body.get("nonce")
+    if not isinstance(nonce, str) or not 1 <= len(nonce) <= _NONCE_MAX:
+        shown = f"a string of {len(nonce)} characters" if isinstance(nonce, str) else type(nonce).__name__
+        return f"with field 'nonce' as {shown}, expected a string of 1 to {_NONCE_MAX} characters"
+    return None
+
+
+def _nonce(body: dict) -> str:
+    """The nonce of a handshake message the inbox took (checked by `_nonce_refusal`)."""
+    return body["nonce"]
 
 
 def _is_tls_failure(detail: str) -> bool:
