@@ -15,11 +15,18 @@ while, so it is given that long), or at once, after `_REFUSED_GRACE`, one that w
 now refuses connections (nothing listens on its port any more: its process is gone).
 
 The inbox is bounded. Each role names, per sender, the tags it accepts
-(protocol/messages.py `inbox_tags`); any other tag is refused at the door. A message
-`_AHEAD` or more sequence numbers ahead of the next expected one, or one that would
-take a sender's undelivered bytes past `_INBOX_LIMIT` times the message size limit,
-is refused with RESOURCE_EXHAUSTED and not kept. An honest sender treats that as
-back-pressure and retries within its peer timeout; a flood costs the receiver nothing.
+(protocol/messages.py `inbox_tags`); any other tag is refused at the door, by the
+envelope alone (`codec.split_map`): the body is decoded only once the run, the tag,
+the generation and the sequence number are accepted. A message `_AHEAD` or more
+sequence numbers ahead of the next expected one, one that would take a sender's
+undelivered bytes past `_INBOX_LIMIT` times the message size limit, or one whose
+decode budget would take what the sender's kept messages decoded into, plus the
+budgets of its messages being decoded, past `_INBOX_LIMIT` times the budget of a
+largest message, is refused with RESOURCE_EXHAUSTED and not kept. An honest sender
+treats that as back-pressure and retries within its peer timeout; a flood costs the
+receiver nothing. A body that would decode into more than its own budget
+(`codec.decode_bounded`: 4 bytes per byte received + 64 KiB, estimated) is refused
+as undecodable.
 
 Generations (docs/design.md, "Checkpoints and resume"). Every sequenced message carries
 the sender's generation, and sequence numbers count within one: a role that resumes from
@@ -144,9 +151,13 @@ class Endpoint:
         self._own_key = key_pem(load_private_key(cfg.key, cfg.key_passphrase), None)  # in memory only, for gRPC
         self._peer_cas = {role: _load_cas(peer.ca) for role, peer in cfg.peers.items()}
         self._tags = tags
-        self._inbox_bytes: dict[str, int] = defaultdict(int)
+        self._inbox_bytes: dict[str, int] = defaultdict(int)  # per sender: bytes of the messages kept
+        self._inbox_decoded: dict[str, int] = defaultdict(int)  # ... and what they decoded into (estimated)
+        self._reserved_bytes: dict[str, int] = defaultdict(int)  # ... of messages being decoded
+        self._reserved_decoded: dict[str, int] = defaultdict(int)  # ... and their decode budgets
+        self._decoded_limit = _INBOX_LIMIT * codec.budget(cfg.max_message_bytes)
         self._cond = threading.Condition()
-        self._pending: dict[tuple[str, str], dict[int, tuple[int, Any, int]]] = defaultdict(dict)
+        self._pending: dict[tuple[str, str], dict[int, tuple[int, Any, int, int]]] = defaultdict(dict)
         self._next_in: dict[tuple[str, str], int] = defaultdict(int)
         self._next_out: dict[tuple[str, str], int] = defaultdict(int)
         self._arrivals = itertools.count()
@@ -331,8 +342,9 @@ class Endpoint:
         seq = self._next_in[key]
         if not queue or seq not in queue:
             return _NOTHING
-        _, body, size = queue.pop(seq)
+        _, body, size, cost = queue.pop(seq)
         self._inbox_bytes[key[0]] -= size
+        self._inbox_decoded[key[0]] -= cost
         self._next_in[key] = seq + 1
         return body
 
@@ -392,6 +404,7 @@ class Endpoint:
             self._next_in.clear()
             self._next_out.clear()
             self._inbox_bytes.clear()
+            self._inbox_decoded.clear()
             self._cond.notify_all()
 
     def take_resume(self, peer: str, tag: str, timeout: float) -> Any:
@@ -460,14 +473,16 @@ class Endpoint:
         return codec.encode({"role": self.cfg.role, "run": self.cfg.run_id})
 
     def _on_deliver(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        """File one message: its envelope is read and checked (run, tag routed from this sender, generation,
+        sequence, the sender's inbox budget) before its body is decoded, within its decode budget."""
         peer = self._caller(context)
         try:
-            envelope = codec.decode(request)
-            run, tag, seq, body = envelope["run"], envelope["tag"], envelope["seq"], envelope["body"]
+            head, body_data = codec.split_map(request, "body")
+            run, tag, seq = head["run"], head["tag"], head["seq"]
             if not (isinstance(tag, str) and isinstance(seq, int) and seq >= 0):
                 raise ValueError("bad tag or sequence number")
-        except (codec.CodecError, KeyError, TypeError, ValueError) as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{self.cfg.role}: malformed message: {exc}")
+        except (codec.CodecError, KeyError, ValueError) as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{self.cfg.role}: malformed message from {peer}: {exc}")
         if run != self.cfg.run_id:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                           f"{self.cfg.role}: message for run {run!r}, but this process runs {self.cfg.run_id!r}")
@@ -475,9 +490,39 @@ class Endpoint:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"{self.cfg.role}: {peer} may not send it messages tagged {tag[:80]!r}")
         self._record("in", peer, request)
-        key = (peer, tag)
+        key, size, limit = (peer, tag), len(request), codec.budget(len(request))
+        sequenced = tag != ABORT_TAG and not tag.startswith(RESUME_PREFIX)
+        generation = head.get("gen")
         with self._cond:
             self._peers[peer].answered()
+            if sequenced:
+                self._check_generation(generation, tag, context)
+                if seq < self._next_in[key] or seq in self._pending[key]:
+                    return b""  # a retry of a message already taken or kept
+                if seq >= self._next_in[key] + _AHEAD or \
+                        self._inbox_bytes[peer] + self._reserved_bytes[peer] + size > \
+                        _INBOX_LIMIT * self.cfg.max_message_bytes:
+                    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                  f"{self.cfg.role}: inbox for {peer} is full (message {tag!r} number {seq}, "
+                                  f"next expected {self._next_in[key]}); retry later")
+            if self._inbox_decoded[peer] + self._reserved_decoded[peer] + limit > self._decoded_limit:
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"{self.cfg.role}: decode budget for {peer} is spent (message {tag!r}: its messages "
+                              f"kept and being decoded may take {self._decoded_limit} bytes); retry later")
+            self._reserved_bytes[peer] += size
+            self._reserved_decoded[peer] += limit
+        try:
+            body, cost = codec.decode_bounded(body_data, limit)
+        except codec.CodecError as exc:
+            body, cost = exc, 0
+        finally:
+            with self._cond:  # released before the filing below, which charges what the body really took
+                self._reserved_bytes[peer] -= size
+                self._reserved_decoded[peer] -= limit
+        if isinstance(body, codec.CodecError):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"{self.cfg.role}: {peer} sent message {tag!r} that cannot be decoded: {body}")
+        with self._cond:
             if tag == ABORT_TAG:
                 self._aborted[peer] = str(body)[:2000]
                 self._cond.notify_all()
@@ -491,25 +536,26 @@ class Endpoint:
                     self._interrupt = f"{peer} is resuming from a checkpoint"
                 self._cond.notify_all()
                 return b""
-            generation = envelope.get("gen")
-            if not isinstance(generation, int) or self.generation is None or generation > self.generation:
-                context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.cfg.role}: not in generation {generation} yet; "
-                                                           f"retry later")
-            if generation < self.generation:
-                context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                              f"{self.cfg.role} {_MOVED_ON} ({self.generation}) than message {tag!r} "
-                              f"({generation}): resume too")
-            if seq >= self._next_in[key] and seq not in self._pending[key]:
-                if seq >= self._next_in[key] + _AHEAD or \
-                        self._inbox_bytes[peer] + len(request) > _INBOX_LIMIT * self.cfg.max_message_bytes:
-                    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                  f"{self.cfg.role}: inbox for {peer} is full (message {tag!r} number {seq}, "
-                                  f"next expected {self._next_in[key]}); retry later")
-                self._pending[key][seq] = (next(self._arrivals), body, len(request))
-                self._inbox_bytes[peer] += len(request)
-                self.bytes_received[peer] += len(request)
-                self._cond.notify_all()
+            self._check_generation(generation, tag, context)  # it may have moved on while the body was decoded
+            if seq < self._next_in[key] or seq in self._pending[key]:
+                return b""
+            self._pending[key][seq] = (next(self._arrivals), body, size, cost)
+            self._inbox_bytes[peer] += size
+            self._inbox_decoded[peer] += cost
+            self.bytes_received[peer] += size
+            self._cond.notify_all()
         return b""
+
+    def _check_generation(self, generation: Any, tag: str, context: grpc.ServicerContext) -> None:
+        """Refuse a sequenced message of a generation this role is not in: a newer one as not yet due (retried), an
+        older one for good (its sender must resume too)."""
+        if not isinstance(generation, int) or self.generation is None or generation > self.generation:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.cfg.role}: not in generation {generation} yet; "
+                                                       f"retry later")
+        if generation < self.generation:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"{self.cfg.role} {_MOVED_ON} ({self.generation}) than message {tag!r} "
+                          f"({generation}): resume too")
 
     # ---- heartbeat, records, helpers -------------------------------------------------
 
