@@ -6,7 +6,9 @@ payload). The sender's role is never read from the message: it is the peer whose
 certificate the TLS handshake verified, carries that peer's name, is directly issued
 by (and valid under) that peer's own CA, and matches its pin when one is configured.
 The server's handshake trusts every peer's CA, so the binding of a role to its CA
-is checked here, per call, not left to the handshake. Delivery is idempotent on
+is checked here, per call, not left to the handshake. A client checks a pinned
+peer's certificate before its channel opens (`_stub`), and the channel then trusts
+only the CA that issued it. Delivery is idempotent on
 (sender, tag, sequence), so a retry after a broken connection never applies a step
 twice. Every receive has a deadline (a service waiting for its next request may make
 it `WHILE_UP`: as long as the peer is up), and a heartbeat notices a peer that died long
