@@ -235,6 +235,14 @@ def cert_fingerprint(cert: x509.Certificate) -> str:
     return "sha256:" + hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
+def ca_certificates(path: Path) -> list[x509.Certificate]:
+    """The certificates of a CA bundle file (one or more PEM certificates)."""
+    try:
+        return x509.load_pem_x509_certificates(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"CA file {path} is not a readable PEM certificate bundle: {exc}") from None
+
+
 def fingerprint(cert_pem: bytes) -> str:
     """`cert_fingerprint` of a PEM certificate."""
     return cert_fingerprint(x509.load_pem_x509_certificate(cert_pem))

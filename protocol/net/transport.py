@@ -6,7 +6,9 @@ payload). The sender's role is never read from the message: it is the peer whose
 certificate the TLS handshake verified, carries that peer's name, is directly issued
 by (and valid under) that peer's own CA, and matches its pin when one is configured.
 The server's handshake trusts every peer's CA, so the binding of a role to its CA
-is checked here, per call, not left to the handshake. Delivery is idempotent on
+is checked here, per call, not left to the handshake. A client checks a pinned
+peer's certificate before its channel opens (`_stub`), and the channel then trusts
+only the CA that issued it. Delivery is idempotent on
 (sender, tag, sequence), so a retry after a broken connection never applies a step
 twice. Every receive has a deadline (a service waiting for its next request may make
 it `WHILE_UP`: as long as the peer is up), and a heartbeat notices a peer that died long
@@ -15,11 +17,18 @@ while, so it is given that long), or at once, after `_REFUSED_GRACE`, one that w
 now refuses connections (nothing listens on its port any more: its process is gone).
 
 The inbox is bounded. Each role names, per sender, the tags it accepts
-(protocol/messages.py `inbox_tags`); any other tag is refused at the door. A message
-`_AHEAD` or more sequence numbers ahead of the next expected one, or one that would
-take a sender's undelivered bytes past `_INBOX_LIMIT` times the message size limit,
-is refused with RESOURCE_EXHAUSTED and not kept. An honest sender treats that as
-back-pressure and retries within its peer timeout; a flood costs the receiver nothing.
+(protocol/messages.py `inbox_tags`); any other tag is refused at the door, by the
+envelope alone (`codec.split_map`): the body is decoded only once the run, the tag,
+the generation and the sequence number are accepted. A message `_AHEAD` or more
+sequence numbers ahead of the next expected one, one that would take a sender's
+undelivered bytes past `_INBOX_LIMIT` times the message size limit, or one whose
+decode budget would take what the sender's kept messages decoded into, plus the
+budgets of its messages being decoded, past `_INBOX_LIMIT` times the budget of a
+largest message, is refused with RESOURCE_EXHAUSTED and not kept. An honest sender
+treats that as back-pressure and retries within its peer timeout; a flood costs the
+receiver nothing. A body that would decode into more than its own budget
+(`codec.decode_bounded`: 4 bytes per byte received + 64 KiB, estimated) is refused
+as undecodable.
 
 Generations (docs/design.md, "Checkpoints and resume"). Every sequenced message carries
 the sender's generation, and sequence numbers count within one: a role that resumes from
@@ -38,6 +47,8 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import socket
+import ssl
 import threading
 import time
 from collections import defaultdict
@@ -45,7 +56,6 @@ from collections.abc import Mapping
 from concurrent import futures
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # grpc's C core logs every failed handshake at INFO
@@ -53,10 +63,12 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # grpc's C core logs every fai
 import grpc  # noqa: E402
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
 from protocol.errors import ConfigError, PeerError, PeerLost, ProtocolError
 from protocol.net import codec
-from protocol.net.certs import cert_fingerprint, key_pem, load_private_key
+from protocol.net.certs import ca_certificates, cert_fingerprint, key_pem, load_private_key
 from protocol.runtime.config import NetworkConfig
 
 log = logging.getLogger(__name__)
@@ -75,6 +87,7 @@ _REFUSED_GRACE = 3 * _HEARTBEAT  # how long a peer that was up may refuse connec
 ABORT_TAG = "control/abort"
 RESUME_PREFIX = "resume/"  # tags of the resume handshake: unsequenced, taken in any generation
 _MOVED_ON = "resumed in a newer generation"
+_PROBE_TIMEOUT = 2.0  # seconds for the TLS handshake that shows a pinned peer's certificate
 
 
 @dataclass(frozen=True)
@@ -84,12 +97,19 @@ class Message:
     body: Any
 
 
-def _load_cas(path: Path) -> list[x509.Certificate]:
-    """The certificates of a CA bundle file."""
+class _Unreachable(Exception):
+    """A pinned peer's certificate could not be seen yet (nothing listens, or the handshake broke off): retried."""
+
+
+def _names(cert: x509.Certificate) -> set[str]:
+    """The names a certificate carries: its CNs and DNS SANs."""
+    names = {str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
     try:
-        return x509.load_pem_x509_certificates(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"CA file {path} is not a readable PEM certificate bundle: {exc}") from None
+        names |= set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+                     .get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        pass
+    return names
 
 
 def _valid_now(cert: x509.Certificate) -> bool:
@@ -115,6 +135,7 @@ class _PeerState:
         self.last_error = "no answer yet"
         self.tls_failures = 0
         self.refused_since: float | None = None  # first of an unbroken run of refused connections, once it was up
+        self.impostor: str | None = None  # why the certificate at its address is not its pinned one
 
     def answered(self) -> None:
         self.last_ok, self.refused_since = time.monotonic(), None
@@ -142,11 +163,23 @@ class Endpoint:
         self.cfg = cfg
         self._own_cert = cfg.cert.read_bytes()
         self._own_key = key_pem(load_private_key(cfg.key, cfg.key_passphrase), None)  # in memory only, for gRPC
-        self._peer_cas = {role: _load_cas(peer.ca) for role, peer in cfg.peers.items()}
+        self._peer_cas = {role: ca_certificates(peer.ca) for role, peer in cfg.peers.items()}
+        for role, peer in cfg.peers.items():
+            if len(self._peer_cas[role]) > 1 and not peer.fingerprint:
+                raise ConfigError(f"[peers.{role}] fingerprint: required, because its CA file {peer.ca} holds "
+                                  f"{len(self._peer_cas[role])} certificates and any of them could issue a "
+                                  f"certificate named {peer.name!r}")
+        # a pinned peer's channel opens only once the certificate it presents matched its pin (`_stub`)
+        self._probes = {role: self._probe_context(role) for role, peer in cfg.peers.items() if peer.fingerprint}
+        self._opening = {role: threading.Lock() for role in cfg.peers}
         self._tags = tags
-        self._inbox_bytes: dict[str, int] = defaultdict(int)
+        self._inbox_bytes: dict[str, int] = defaultdict(int)  # per sender: bytes of the messages kept
+        self._inbox_decoded: dict[str, int] = defaultdict(int)  # ... and what they decoded into (estimated)
+        self._reserved_bytes: dict[str, int] = defaultdict(int)  # ... of messages being decoded
+        self._reserved_decoded: dict[str, int] = defaultdict(int)  # ... and their decode budgets
+        self._decoded_limit = _INBOX_LIMIT * codec.budget(cfg.max_message_bytes)
         self._cond = threading.Condition()
-        self._pending: dict[tuple[str, str], dict[int, tuple[int, Any, int]]] = defaultdict(dict)
+        self._pending: dict[tuple[str, str], dict[int, tuple[int, Any, int, int]]] = defaultdict(dict)
         self._next_in: dict[tuple[str, str], int] = defaultdict(int)
         self._next_out: dict[tuple[str, str], int] = defaultdict(int)
         self._arrivals = itertools.count()
@@ -168,6 +201,8 @@ class Endpoint:
         self._channels: dict[str, grpc.Channel] = {}
         self._deliver: dict[str, Any] = {}
         self._ping: dict[str, Any] = {}
+        self._limits = [("grpc.max_receive_message_length", cfg.max_message_bytes + 4096),
+                        ("grpc.max_send_message_length", cfg.max_message_bytes + 4096)]
         self._heartbeat: threading.Thread | None = None
 
     # ---- life cycle -------------------------------------------------------------
@@ -175,10 +210,8 @@ class Endpoint:
     def start(self) -> "Endpoint":
         cfg, own_cert, own_key = self.cfg, self._own_cert, self._own_key
         trusted = b"\n".join(sorted({p.ca.read_bytes() for p in cfg.peers.values()} | {cfg.ca.read_bytes()}))
-        limits = [("grpc.max_receive_message_length", cfg.max_message_bytes + 4096),
-                  ("grpc.max_send_message_length", cfg.max_message_bytes + 4096)]
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
-                                   options=limits + [("grpc.so_reuseport", 0)])
+                                   options=self._limits + [("grpc.so_reuseport", 0)])
         handlers = {
             "Deliver": grpc.unary_unary_rpc_method_handler(self._on_deliver),
             "Ping": grpc.unary_unary_rpc_method_handler(self._on_ping),
@@ -193,15 +226,8 @@ class Endpoint:
             raise ConfigError(f"cannot listen on {cfg.listen} ([network] listen): address in use or invalid")
         self._server.start()
         for role, peer in cfg.peers.items():
-            channel_creds = grpc.ssl_channel_credentials(peer.ca.read_bytes(), own_key, own_cert)
-            options = limits + [("grpc.ssl_target_name_override", peer.name),
-                                ("grpc.initial_reconnect_backoff_ms", 100),
-                                ("grpc.max_reconnect_backoff_ms", 500),
-                                ("grpc.min_reconnect_backoff_ms", 100)]
-            channel = grpc.secure_channel(peer.address, channel_creds, options=options)
-            self._channels[role] = channel
-            self._deliver[role] = channel.unary_unary(_DELIVER)
-            self._ping[role] = channel.unary_unary(_PING)
+            if role not in self._probes:
+                self._open_channel(role, peer.ca.read_bytes())
         if cfg.record_dir is not None:
             cfg.record_dir.mkdir(parents=True, exist_ok=True)
             self._record_file = open(cfg.record_dir / f"{cfg.role}.wire", "ab")
@@ -241,27 +267,36 @@ class Endpoint:
             raise ProtocolError(f"message {tag!r} to {peer} is {len(data) / 2**20:.1f} MiB, over the "
                                 f"{self.cfg.max_message_bytes / 2**20:.0f} MiB limit ([network] max_message_mb)")
         self._record("out", peer, data)
-        self._call(peer, self._deliver[peer], data, f"sending {tag!r}")
+        self._call(peer, _DELIVER, data, f"sending {tag!r}")
         self.bytes_sent[peer] += len(data)
 
     def abort(self, reason: str) -> None:
-        """Tell every reachable peer that this role stops, so they stop at once (best effort)."""
+        """Tell every reachable peer that this role stops, so they stop at once (best effort; not a pinned peer whose
+        certificate was never seen)."""
         for peer in self.cfg.peers:
             data = codec.encode({"run": self.cfg.run_id, "tag": ABORT_TAG, "seq": 0, "body": reason})
+            stub = self._deliver.get(peer)
             try:
-                self._deliver[peer](data, timeout=2.0)
+                if stub is not None:
+                    stub(data, timeout=2.0)
             except (grpc.RpcError, ValueError):
                 pass
 
-    def _call(self, peer: str, stub: Any, data: bytes, what: str) -> bytes:
+    def _call(self, peer: str, method: str, data: bytes, what: str) -> bytes:
         state = self._peers[peer]
         start = time.monotonic()
         delay = 0.05
         while True:
             try:
+                stub = self._stub(peer, method)
                 answer = self._finish(stub.future(data, timeout=max(30.0, self.cfg.peer_timeout)), peer, what)
                 state.answered()
                 return answer
+            except _Unreachable as exc:  # a pinned peer not seen yet: as a peer not up yet
+                state.failed(str(exc))
+                if state.gone() or time.monotonic() - start > (self.cfg.peer_timeout if state.last_ok is not None
+                                                               else self.cfg.connect_timeout):
+                    raise PeerLost(self._silence(peer, what)) from None
             except grpc.RpcError as exc:
                 detail = exc.details() or exc.code().name
                 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
@@ -283,10 +318,79 @@ class Endpoint:
                 elif state.gone() or time.monotonic() - start > (self.cfg.peer_timeout if state.last_ok is not None
                                                                  else self.cfg.connect_timeout):
                     raise PeerLost(self._silence(peer, what)) from None
-                self._check_interrupt()
-                if self._stop.wait(delay):
-                    raise PeerError(f"endpoint closed while {what}") from None
-                delay = min(delay * 2, 0.25)
+            self._check_interrupt()
+            if self._stop.wait(delay):
+                raise PeerError(f"endpoint closed while {what}") from None
+            delay = min(delay * 2, 0.25)
+
+    # ---- channels, and a pinned peer's certificate seen before anything is sent ----------
+
+    def _open_channel(self, role: str, roots: bytes) -> None:
+        """The channel to `role`, whose handshakes accept only a certificate named as that peer and issued by one of
+        `roots`."""
+        peer = self.cfg.peers[role]
+        creds = grpc.ssl_channel_credentials(roots, self._own_key, self._own_cert)
+        options = self._limits + [("grpc.ssl_target_name_override", peer.name),
+                                  ("grpc.initial_reconnect_backoff_ms", 100),
+                                  ("grpc.max_reconnect_backoff_ms", 500),
+                                  ("grpc.min_reconnect_backoff_ms", 100)]
+        channel = grpc.secure_channel(peer.address, creds, options=options)
+        self._channels[role] = channel
+        self._deliver[role] = channel.unary_unary(_DELIVER)
+        self._ping[role] = channel.unary_unary(_PING)
+
+    def _stub(self, role: str, method: str) -> Any:
+        """The stub of `method` on `role`'s channel. A pinned peer's channel is opened on first use, once the
+        certificate it presents in a TLS handshake carries its name, is directly issued by one of its CAs and matches
+        its pin (else PeerError: nothing was sent to it), and then trusts only the CA that issued that certificate.
+        gRPC Python cannot show a client the server's certificate (grpc/grpc#32635), hence this handshake of its own.
+        Raises `_Unreachable` while the peer cannot be reached."""
+        with self._opening[role]:
+            if role not in self._channels:
+                refused = self._peers[role].impostor
+                if refused:
+                    raise PeerError(refused)
+                self._open_channel(role, self._verified_issuer(role))
+        return (self._deliver if method == _DELIVER else self._ping)[role]
+
+    def _verified_issuer(self, role: str) -> bytes:
+        """The PEM of the CA that issued the certificate `role`'s address presents, once that certificate is the
+        pinned one (see `_stub`)."""
+        peer = self.cfg.peers[role]
+        host, _, port = peer.address.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=_PROBE_TIMEOUT) as sock, \
+                    self._probes[role].wrap_socket(sock) as tls:
+                der = tls.getpeercert(binary_form=True)
+        except ssl.SSLCertVerificationError as exc:
+            refusal = f"is not issued by a CA in {peer.ca}: {exc.verify_message}"
+        except OSError as exc:  # refused, timed out, or a handshake broken off
+            raise _Unreachable(f"TLS handshake to read its certificate: {exc}") from None
+        else:
+            cert = x509.load_der_x509_certificate(der)
+            refusal = (f"does not carry the name {peer.name!r}" if peer.name not in _names(cert)
+                       else self._refusal(role, cert))
+            if refusal is None:
+                issuer = next(ca for ca in self._peer_cas[role] if _issued_by(cert, ca))
+                return issuer.public_bytes(serialization.Encoding.PEM)
+        message = (f"{self._who(role)} presented a certificate for {peer.name!r} that {refusal}; nothing was sent "
+                   f"to it")
+        self._peers[role].impostor = message
+        with self._cond:
+            self._cond.notify_all()
+        raise PeerError(message)
+
+    def _probe_context(self, role: str) -> ssl.SSLContext:
+        """TLS client settings for reading a pinned peer's certificate: its CA file, this role's own certificate."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False  # the name is checked as the server side checks it: CN or DNS SAN
+        ctx.load_verify_locations(cadata=self.cfg.peers[role].ca.read_text())
+        try:
+            ctx.load_cert_chain(self.cfg.cert, self.cfg.key, password=self.cfg.key_passphrase.value)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load [tls] cert {self.cfg.cert} and key {self.cfg.key}: {exc}") from None
+        ctx.set_alpn_protocols(["h2"])
+        return ctx
 
     def _finish(self, call: Any, peer: str, what: str) -> bytes:
         """The answer of an RPC in flight to `peer`, given up as soon as the heartbeat says the peer is gone: a call
@@ -331,8 +435,9 @@ class Endpoint:
         seq = self._next_in[key]
         if not queue or seq not in queue:
             return _NOTHING
-        _, body, size = queue.pop(seq)
+        _, body, size, cost = queue.pop(seq)
         self._inbox_bytes[key[0]] -= size
+        self._inbox_decoded[key[0]] -= cost
         self._next_in[key] = seq + 1
         return body
 
@@ -364,6 +469,8 @@ class Endpoint:
             raise PeerError(f"{peer} stopped the run while this role was {doing}: {self._aborted[peer]}")
         state = self._peers[peer]
         now = time.monotonic()
+        if state.impostor:
+            raise PeerError(f"{state.impostor} (while {doing})")
         if state.tls_failures >= 2:
             raise PeerError(f"TLS handshake with {self._who(peer)} failed while {doing}: {state.last_error}")
         if state.gone() or state.last_ok is None and now - self._started > self.cfg.connect_timeout or \
@@ -392,6 +499,7 @@ class Endpoint:
             self._next_in.clear()
             self._next_out.clear()
             self._inbox_bytes.clear()
+            self._inbox_decoded.clear()
             self._cond.notify_all()
 
     def take_resume(self, peer: str, tag: str, timeout: float) -> Any:
@@ -431,7 +539,10 @@ class Endpoint:
         pem = (auth.get("x509_pem_cert") or [b""])[0]
         for role, peer in self.cfg.peers.items():
             if peer.name in names:
-                refusal = self._refusal(role, pem)
+                try:
+                    refusal = self._refusal(role, x509.load_pem_x509_certificate(pem))
+                except ValueError:
+                    refusal = "could not be read"
                 if refusal:
                     context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                   f"{self.cfg.role}: certificate for {peer.name!r} {refusal}")
@@ -440,13 +551,10 @@ class Endpoint:
                       f"{self.cfg.role}: certificate {sorted(names)} is not one of its configured peers")
         raise AssertionError("unreachable")
 
-    def _refusal(self, role: str, pem: bytes) -> str | None:
-        """Why the certificate presented under `role`'s name is not that peer's, or None when it is."""
+    def _refusal(self, role: str, cert: x509.Certificate) -> str | None:
+        """Why the certificate presented under `role`'s name is not that peer's, or None when it is (both ends of a
+        connection ask: the server of its caller, the client of a pinned peer before sending it anything)."""
         peer = self.cfg.peers[role]
-        try:
-            cert = x509.load_pem_x509_certificate(pem)
-        except ValueError:
-            return "could not be read"
         if not any(_issued_by(cert, ca) for ca in self._peer_cas[role]):
             return f"is not issued by {role}'s CA ({peer.ca})"
         if not _valid_now(cert):
@@ -460,14 +568,16 @@ class Endpoint:
         return codec.encode({"role": self.cfg.role, "run": self.cfg.run_id})
 
     def _on_deliver(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        """File one message: its envelope is read and checked (run, tag routed from this sender, generation,
+        sequence, the sender's inbox budget) before its body is decoded, within its decode budget."""
         peer = self._caller(context)
         try:
-            envelope = codec.decode(request)
-            run, tag, seq, body = envelope["run"], envelope["tag"], envelope["seq"], envelope["body"]
+            head, body_data = codec.split_map(request, "body")
+            run, tag, seq = head["run"], head["tag"], head["seq"]
             if not (isinstance(tag, str) and isinstance(seq, int) and seq >= 0):
                 raise ValueError("bad tag or sequence number")
-        except (codec.CodecError, KeyError, TypeError, ValueError) as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{self.cfg.role}: malformed message: {exc}")
+        except (codec.CodecError, KeyError, ValueError) as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{self.cfg.role}: malformed message from {peer}: {exc}")
         if run != self.cfg.run_id:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                           f"{self.cfg.role}: message for run {run!r}, but this process runs {self.cfg.run_id!r}")
@@ -475,50 +585,88 @@ class Endpoint:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"{self.cfg.role}: {peer} may not send it messages tagged {tag[:80]!r}")
         self._record("in", peer, request)
-        key = (peer, tag)
+        key, size, limit = (peer, tag), len(request), codec.budget(len(request))
+        sequenced = tag != ABORT_TAG and not tag.startswith(RESUME_PREFIX)
+        generation = head.get("gen")
         with self._cond:
             self._peers[peer].answered()
+            if sequenced:
+                self._check_generation(generation, tag, context)
+                if seq < self._next_in[key] or seq in self._pending[key]:
+                    return b""  # a retry of a message already taken or kept
+                if seq >= self._next_in[key] + _AHEAD or \
+                        self._inbox_bytes[peer] + self._reserved_bytes[peer] + size > \
+                        _INBOX_LIMIT * self.cfg.max_message_bytes:
+                    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                  f"{self.cfg.role}: inbox for {peer} is full (message {tag!r} number {seq}, "
+                                  f"next expected {self._next_in[key]}); retry later")
+            if self._inbox_decoded[peer] + self._reserved_decoded[peer] + limit > self._decoded_limit:
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"{self.cfg.role}: decode budget for {peer} is spent (message {tag!r}: its messages "
+                              f"kept and being decoded may take {self._decoded_limit} bytes); retry later")
+            self._reserved_bytes[peer] += size
+            self._reserved_decoded[peer] += limit
+        try:
+            body, cost = codec.decode_bounded(body_data, limit)
+        except codec.CodecError as exc:
+            body, cost = exc, 0
+        finally:
+            with self._cond:  # released before the filing below, which charges what the body really took
+                self._reserved_bytes[peer] -= size
+                self._reserved_decoded[peer] -= limit
+        if isinstance(body, codec.CodecError):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"{self.cfg.role}: {peer} sent message {tag!r} that cannot be decoded: {body}")
+        with self._cond:
             if tag == ABORT_TAG:
                 self._aborted[peer] = str(body)[:2000]
                 self._cond.notify_all()
                 return b""
             if tag.startswith(RESUME_PREFIX):
+                refusal = _nonce_refusal(body)
+                if refusal:
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{self.cfg.role}: {peer} sent {tag!r} {refusal}")
                 self._resume[key] = body
                 if self.generation is not None and _nonce(body) not in self._consumed:
                     self._interrupt = f"{peer} is resuming from a checkpoint"
                 self._cond.notify_all()
                 return b""
-            generation = envelope.get("gen")
-            if not isinstance(generation, int) or self.generation is None or generation > self.generation:
-                context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.cfg.role}: not in generation {generation} yet; "
-                                                           f"retry later")
-            if generation < self.generation:
-                context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                              f"{self.cfg.role} {_MOVED_ON} ({self.generation}) than message {tag!r} "
-                              f"({generation}): resume too")
-            if seq >= self._next_in[key] and seq not in self._pending[key]:
-                if seq >= self._next_in[key] + _AHEAD or \
-                        self._inbox_bytes[peer] + len(request) > _INBOX_LIMIT * self.cfg.max_message_bytes:
-                    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                  f"{self.cfg.role}: inbox for {peer} is full (message {tag!r} number {seq}, "
-                                  f"next expected {self._next_in[key]}); retry later")
-                self._pending[key][seq] = (next(self._arrivals), body, len(request))
-                self._inbox_bytes[peer] += len(request)
-                self.bytes_received[peer] += len(request)
-                self._cond.notify_all()
+            self._check_generation(generation, tag, context)  # it may have moved on while the body was decoded
+            if seq < self._next_in[key] or seq in self._pending[key]:
+                return b""
+            self._pending[key][seq] = (next(self._arrivals), body, size, cost)
+            self._inbox_bytes[peer] += size
+            self._inbox_decoded[peer] += cost
+            self.bytes_received[peer] += size
+            self._cond.notify_all()
         return b""
+
+    def _check_generation(self, generation: Any, tag: str, context: grpc.ServicerContext) -> None:
+        """Refuse a sequenced message of a generation this role is not in: a newer one as not yet due (retried), an
+        older one for good (its sender must resume too)."""
+        if not isinstance(generation, int) or self.generation is None or generation > self.generation:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.cfg.role}: not in generation {generation} yet; "
+                                                       f"retry later")
+        if generation < self.generation:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"{self.cfg.role} {_MOVED_ON} ({self.generation}) than message {tag!r} "
+                          f"({generation}): resume too")
 
     # ---- heartbeat, records, helpers -------------------------------------------------
 
     def _beat(self) -> None:
         hello = b""
         while not self._stop.wait(_HEARTBEAT):
-            for role, stub in self._ping.items():
+            for role in self.cfg.peers:
                 state = self._peers[role]
                 try:
-                    stub(hello, timeout=2.0)
+                    self._stub(role, _PING)(hello, timeout=2.0)
                     state.answered()
                     state.tls_failures = 0
+                except _Unreachable as exc:
+                    state.failed(str(exc))
+                except PeerError:  # its certificate is not the pinned one: state.impostor says so to every wait
+                    pass
                 except grpc.RpcError as exc:
                     state.failed(exc.details() or exc.code().name)
                     # a handshake that fails once the peer was up is a connection cut short (a middlebox in front of a
@@ -549,8 +697,23 @@ class Endpoint:
 _NOTHING = object()
 
 
-def _nonce(body: Any) -> Any:
-    return body.get("nonce") if isinstance(body, dict) else None
+_NONCE_MAX = 64  # characters of a handshake nonce (resume.py sends 16 hex digits)
+
+
+def _nonce_refusal(body: Any) -> str | None:
+    """Why a handshake message's body has no usable nonce (a string of 1 to `_NONCE_MAX` characters), or None."""
+    if not isinstance(body, dict):
+        return f"as {type(body).__name__}, expected a map of fields"
+    nonce = body.get("nonce")
+    if not isinstance(nonce, str) or not 1 <= len(nonce) <= _NONCE_MAX:
+        shown = f"a string of {len(nonce)} characters" if isinstance(nonce, str) else type(nonce).__name__
+        return f"with field 'nonce' as {shown}, expected a string of 1 to {_NONCE_MAX} characters"
+    return None
+
+
+def _nonce(body: dict) -> str:
+    """The nonce of a handshake message the inbox took (checked by `_nonce_refusal`)."""
+    return body["nonce"]
 
 
 def _is_tls_failure(detail: str) -> bool:

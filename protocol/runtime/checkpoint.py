@@ -33,11 +33,14 @@ from protocol.runtime.store import MANIFEST, model_file, private_dir, read_json,
 class CheckpointSettings:
     """[checkpoint]: every `every_steps` training steps (0: only at epoch ends) and at every epoch's end, keeping the
     last `keep`; `rejoin`: when a peer is lost, roll back to the last checkpoint and wait up to [network]
-    peer_timeout for it to come back (false: stop at once, as without checkpoints)."""
+    peer_timeout for it to come back (false: stop at once, as without checkpoints); `max_rollbacks`: how many times
+    one process rolls back before it stops instead (a peer that keeps resuming would otherwise hold the run in a
+    loop)."""
 
     every_steps: int = 50
     keep: int = 3
     rejoin: bool = True
+    max_rollbacks: int = 10
 
 
 def read_settings(root: Table) -> CheckpointSettings:
@@ -45,12 +48,16 @@ def read_settings(root: Table) -> CheckpointSettings:
     t = root.sub("checkpoint")
     d = CheckpointSettings()
     settings = CheckpointSettings(every_steps=t.take("every_steps", int, d.every_steps),
-                                  keep=t.take("keep", int, d.keep), rejoin=t.take("rejoin", bool, d.rejoin))
+                                  keep=t.take("keep", int, d.keep), rejoin=t.take("rejoin", bool, d.rejoin),
+                                  max_rollbacks=t.take("max_rollbacks", int, d.max_rollbacks))
     t.finish()
     if settings.every_steps < 0:
         raise t.error("every_steps", f"must be 0 (only at the end of each epoch) or more, got {settings.every_steps}")
     if settings.keep < 2:
         raise t.error("keep", f"must be 2 or more (the newest may not be held by every role yet), got {settings.keep}")
+    if settings.max_rollbacks < 1:
+        raise t.error("max_rollbacks", f"must be 1 or more (set rejoin = false never to roll back), got "
+                                       f"{settings.max_rollbacks}")
     return settings
 
 

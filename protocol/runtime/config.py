@@ -14,6 +14,7 @@ from typing import Any
 
 from protocol.crypto.keyfiles import Passphrase, read_passphrase_file
 from protocol.errors import ConfigError
+from protocol.net.certs import ca_certificates, cert_fingerprint
 from protocol.roles import PEERS, Role
 
 _MISSING = object()
@@ -231,11 +232,21 @@ def check_address(t: Table, key: str, address: str) -> None:
 
 
 def require_pins_across_cas(file: Path, peers: dict[str, PeerConfig]) -> None:
-    """With peers signed by different CAs, each CA could issue any name: every peer must be pinned."""
-    if len({p.ca.read_bytes() for p in peers.values()}) < 2:
-        return
+    """Every peer must be pinned when a peer's CA file holds several certificates (a bundle: any of its CAs could
+    issue a certificate under any peer's name) or when the peers' CAs differ (each could issue the others' names).
+    CA files are compared by the certificates they hold, not by their bytes."""
+    bundles = {role: ca_certificates(peer.ca) for role, peer in peers.items()}
+    several = {role: len(cas) for role, cas in bundles.items() if len(cas) > 1}
+    differ = len({frozenset(cert_fingerprint(ca) for ca in cas) for cas in bundles.values()}) > 1
     for role, peer in peers.items():
-        if peer.fingerprint is None:
+        if peer.fingerprint is not None:
+            continue
+        if several:
+            bundle = next(iter(several))
+            raise ConfigError(f"{file}: [peers.{role}] fingerprint: required, because the CA file of "
+                              f"[peers.{bundle}] ({peers[bundle].ca}) holds {several[bundle]} certificates and any "
+                              f"of them could issue a certificate named {peer.name!r}")
+        if differ:
             cas = ", ".join(f"{r}: {p.ca}" for r, p in peers.items())
             raise ConfigError(f"{file}: [peers.{role}] fingerprint: required, because the peers' CAs differ "
                               f"({cas}) and any of them could issue a certificate named {peer.name!r}")

@@ -133,9 +133,10 @@ def resumable(endpoint: Endpoint, settings: CheckpointSettings, holding: Callabl
               fresh: Callable[[], T], resume: Callable[[Agreed], T], resuming: bool) -> T:
     """Run `fresh()`, or when `resuming` the handshake then `resume(agreed)`; whenever a peer is lost on the way
     (and [checkpoint] rejoin is on, and this role holds a checkpoint to go back to), roll back: the handshake
-    again, then `resume` from the agreed checkpoint."""
+    again, then `resume` from the agreed checkpoint. At most [checkpoint] max_rollbacks times: any peer can force a
+    rollback (a Resume with a fresh nonce), so one that keeps doing so stops the run instead of holding it in a loop."""
     cfg = endpoint.cfg
-    timeout, cause = cfg.connect_timeout, None
+    timeout, cause, rollbacks = cfg.connect_timeout, None, 0
     while True:
         try:
             if not resuming:
@@ -151,6 +152,10 @@ def resumable(endpoint: Endpoint, settings: CheckpointSettings, holding: Callabl
         except PeerLost as exc:
             if not settings.rejoin or not holding().held:
                 raise
+            if rollbacks >= settings.max_rollbacks:
+                raise PeerError(f"{exc}; not rolling back again: {cfg.role} has rolled back {rollbacks} times in this "
+                                f"run, the most [checkpoint] max_rollbacks = {settings.max_rollbacks} allows") from None
+            rollbacks += 1
             log.warning("%s; rolling back to the newest checkpoint all three hold, waiting up to %.0fs "
                         "([network] peer_timeout) for the others", exc, cfg.peer_timeout)
             resuming, timeout, cause = True, cfg.peer_timeout, exc
