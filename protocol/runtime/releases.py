@@ -18,8 +18,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
-import secrets
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from protocol.errors import StoreError
+from protocol.names import as_name
+from protocol.runtime.store import atomic_write, private_dir, sync_dir
 
 COMPACT_AT = 1 << 20  # bytes: below this the file is never compacted
 
@@ -44,7 +44,7 @@ class Released:
 
 def ledger_path(workdir: Path, run_id: str, what: str) -> Path:
     """Where a party keeps the ledger of `what` it releases in run `run_id`."""
-    return workdir / "releases" / re.sub(r"[^A-Za-z0-9._-]", "_", run_id) / f"{what}.jsonl"
+    return workdir / "releases" / as_name(run_id) / f"{what}.jsonl"
 
 
 def remove_ledgers(workdir: Path, run_id: str) -> None:
@@ -102,14 +102,6 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _sync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class ReleaseLedger:
     """The durable, monotone record of one party's releases in one run (module docstring)."""
 
@@ -117,7 +109,7 @@ class ReleaseLedger:
         self.path = path
         self.state = Released()
         self._size = self._compacted = 0
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(path.parent)
         if path.exists():
             self._read()
 
@@ -150,19 +142,11 @@ class ReleaseLedger:
         finally:
             os.close(fd)
         if created:
-            _sync_dir(self.path.parent)
+            sync_dir(self.path.parent)
         self._size += len(line)
 
     def _compact(self) -> None:
         """Replace the file by one snapshot of the state, atomically."""
         line = _line(_snapshot(self.state))
-        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            _write_all(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        _sync_dir(self.path.parent)
+        atomic_write(self.path, line)
         self._size = self._compacted = len(line)
