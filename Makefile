@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench audit clean
+.PHONY: demo test bench audit real clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python -m scenarios.ecommerce_bank
+
+# MovieLens-100K with and without the cold cut (downloads the data set once; README, "Scenarios that can show a failure")
+real: $(STAMP)
+	$(BIN)/python -m scenarios.movielens --dir runs/movielens
+	$(BIN)/python -m scenarios.movielens --cold-cut --dir runs/movielens_cold
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

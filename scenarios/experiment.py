@@ -153,8 +153,10 @@ def fresh_run_dir(root: Path) -> None:
 
 
 def scenario_main(doc: str, prepare: Callable[..., LocalRun], default_dir: str, users_help: str,
-                  default_users: int, default_epochs: int) -> None:
-    """The command line every scenario shares: build a run, run it, print the table."""
+                  default_users: int | None, default_epochs: int,
+                  options: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+    """The command line every scenario shares: build a run, run it, print the table. `options` adds a scenario's
+    own options; their values are passed to `prepare` by name."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--dir", type=Path, default=Path(default_dir), help="run directory (replaced)")
     parser.add_argument("--users", type=int, default=default_users, help=users_help)
@@ -162,11 +164,14 @@ def scenario_main(doc: str, prepare: Callable[..., LocalRun], default_dir: str, 
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="seeds of the synthetic data (and of each run's secrets); with several, one run "
                              "directory per seed under --dir and a table of mean ± standard deviation at the end")
+    if options:
+        options(parser)
     args = parser.parse_args()
+    own = {k: v for k, v in vars(args).items() if k not in ("dir", "users", "epochs", "seeds")}
     per_seed = []
     for seed in args.seeds:
         root = args.dir if len(args.seeds) == 1 else args.dir / f"seed{seed}"
-        run = prepare(root, args.users, args.epochs, seed)
+        run = prepare(root, args.users, args.epochs, seed, **own)
         print(f"seed {seed}: tables, certificates and configs in {root}; starting the coordinator and both "
               f"parties", flush=True)
         report = run_experiment(run)
