@@ -30,8 +30,9 @@ class Restored:
 
 def save(workdir: Path, run_id: str, step: int, keep: int, ledger: Ledger, served: int, audit_entries: int) -> None:
     plan = ledger.plan.to_message()
-    state = {"plan": plan, "shared_users": ledger.shared_users, "last_train": list(ledger.last[True]), "last_eval": list(ledger.last[False]), "served": served,
-             "audit_entries": audit_entries, "key_fingerprint": ledger.public.fingerprint}
+    state = {"plan": plan, "shared_users": ledger.shared_users, "last_train": list(ledger.last[True]),
+             "last_eval": list(ledger.last[False]), "served": served, "audit_entries": audit_entries,
+             "key_fingerprint": ledger.public.fingerprint}
     write_checkpoint(workdir, run_id, step, {"role": str(C), "plan": plan_digest(plan)},
                      {STATE: json.dumps(state).encode()}, keep)
 
@@ -46,5 +47,6 @@ def load(workdir: Path, run_id: str, step: int, public: PublicKey, generation: i
     plan = LayerPlan.from_message(state["plan"], str(directory / STATE))
     # No step is open at a resume: the step after the checkpoint is redone under a fresh label. (A proposes the
     # checkpoint when its part of a step is done, so B's check of that step may reach C after it.)
-    ledger = Ledger(plan, state["shared_users"], public, None, {True: tuple(state["last_train"]), False: tuple(state["last_eval"])}, generation)
+    ledger = Ledger(plan, state["shared_users"], public, None,
+                    {True: tuple(state["last_train"]), False: tuple(state["last_eval"])}, generation)
     return Restored(ledger, state["served"], state["audit_entries"])

@@ -4,8 +4,8 @@ Both parties register the layer plan and the number of shared users; from then o
 a request is served only if its label names a step of that schedule, it holds
 exactly the number of ciphertexts that step has, it was not served before, and it
 comes in the order a training step runs: forward (A), backward (B), refresh (A) and
-B's check of A's refresh for one training label at a time, labels only ever moving forward, and evaluation
-forwards only between training steps. So a party can have decrypted no more values
+B's check of A's refresh, for one training label at a time, labels only ever moving
+forward, and evaluation forwards only between training steps. So a party can have decrypted no more values
 than the protocol gives it, each once; a replayed request, or a saved [W] sent as
 one, does not fit. Labels carry the generation the run is in (protocol/runtime/resume.py): after
 a resume the ledger is the one of the checkpoint, in the new generation, so a redone step's
@@ -36,7 +36,6 @@ class Ledger:
     # so a repeated or replayed label is refused without keeping every label ever served
     generation: int = 0  # the generation every label must carry
     stopped: str | None = None  # a check failed: nothing more is served in this run
-
 
     @property
     def batches(self) -> int:

@@ -7,7 +7,8 @@ decryption is served only when the role the step names submits it, only as the
 plan's schedule allows (coordinator/ledger.py), and the plaintext goes to the
 step's other party alone, never to the submitter (protocol/layer/decryption.py
 ROUTE). For a new layer it draws [W0] and sends each party its layout; after each
-refresh it checks, for B, that A's [Q] by rows is the refresh it decrypted. Every request, served or refused, is appended to the audit log. A refusal
+refresh it checks, for B, that A's [Q] by rows is the refresh it decrypted. Every
+request, served or refused, is appended to the audit log. A refusal
 goes to the party waiting for the step's plaintext (or, for a request naming no
 step, to its sender); it never stops the service. At A's step boundaries it writes
 its checkpoint (coordinator/checkpoint.py); when a party is lost, or when it starts
@@ -66,7 +67,7 @@ class Service:
     ledger: Ledger | None = None
     served: int = 0
     done: bool = False
-    refreshed: tuple[str, list] | None = None  # the label and plaintexts of the refresh B's check will be about
+    refreshed: list | None = None  # the plaintexts of the open step's refresh, which B's check is about
 
 
 def handle_register(service: Service, peer: str, registration: Registration) -> None:
@@ -110,7 +111,7 @@ def handle_decrypt(service: Service, peer: str, request: DecryptRequest) -> None
     if refused is None:
         service.ledger.record(Step(request.step), request.label)
         if request.step == Step.REFRESH:
-            service.refreshed = (request.label, plaintexts)
+            service.refreshed = plaintexts
     service.clock.lap(f"decrypt {request.step}")
 
 
@@ -120,9 +121,9 @@ def handle_check(service: Service, peer: str, request: RefreshCheck) -> None:
     ledger = service.ledger
     refused = "the layer is not registered by both parties yet" if ledger is None else \
         ledger.refusal(Step.CHECK, request.label, 1)
-    if refused is None and (service.refreshed is None or service.refreshed[0] != request.label
-                            or len(request.weights) != len(service.refreshed[1])):
-        refused = f"the check of {request.label} names no refresh served, or has the wrong number of weights"
+    # the ledger served this label's refresh last, so `refreshed` holds its plaintexts
+    if refused is None and len(request.weights) != len(service.refreshed):
+        refused = f"{len(request.weights)} weights for the {len(service.refreshed)} ciphertexts of the refresh"
     if refused is None and any(w >= 1 << 64 for w in request.weights):
         refused = "a weight of 64 bits or more"
     key = service.decryptor.key
@@ -132,7 +133,7 @@ def handle_check(service: Service, peer: str, request: RefreshCheck) -> None:
         except ProtocolError as exc:
             refused = str(exc)
     if refused is None:
-        expected = refresh_check(ledger.plan, key.public, service.refreshed[1], request.weights)
+        expected = refresh_check(ledger.plan, key.public, service.refreshed, request.weights)
         if int(key.raw_decrypt(request.combined)) % int(key.public.n) != expected:
             ledger.stopped = f"B's check of {request.label} found A's [Q] by rows differing from the refresh"
             refused = "its combination differs from the one of the refresh the coordinator decrypted for A"

@@ -17,11 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from protocol.privacy import RowNoise, RowPrivacy
-from protocol.runtime.releases import ReleaseLedger, ledger_path
+from protocol.runtime.releases import open_ledger
 
 
 def delta_noise(settings: RowPrivacy, batch_users: int, delta_max: float, workdir: Path | None = None,
                 run_id: str = "") -> RowNoise:
     """The Gaussian mechanism on the δ rows of one run; with a `workdir`, on the run's ledger there."""
-    ledger = None if workdir is None else ReleaseLedger(ledger_path(workdir, run_id, "delta"))
-    return RowNoise(settings, bound=delta_max, scale=batch_users, normalise=True, ledger=ledger)
+    return RowNoise(settings, bound=delta_max, scale=batch_users, normalise=True,
+                    ledger=open_ledger(workdir, run_id, "delta"))

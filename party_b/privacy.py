@@ -20,10 +20,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from protocol.privacy import RowNoise, RowPrivacy
-from protocol.runtime.releases import ReleaseLedger, ledger_path
+from protocol.runtime.releases import open_ledger
 
 
 def embedding_noise(settings: RowPrivacy, workdir: Path | None = None, run_id: str = "") -> RowNoise:
     """The Gaussian mechanism on the e_B rows B releases; with a `workdir`, on the run's ledger there."""
-    ledger = None if workdir is None else ReleaseLedger(ledger_path(workdir, run_id, "e_b"))
-    return RowNoise(settings, bound=1.0, ledger=ledger)
+    return RowNoise(settings, bound=1.0, ledger=open_ledger(workdir, run_id, "e_b"))

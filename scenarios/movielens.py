@@ -260,8 +260,8 @@ def prepare(root: Path, users: int | None, epochs: int, seed: int, data: Path | 
 
 def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cold-cut", dest="cold", action="store_true",
-                        help=f"cut {COLD_SHARE * 100:.0f} %% of users to {CUT_KEEP} training positives (plus the two held "
-                             "out)")
+                        help=f"cut {COLD_SHARE * 100:.0f} %% of users to {CUT_KEEP} training positives "
+                             "(plus the two held out)")
     parser.add_argument("--data", type=Path, help="offline: a directory holding the three MovieLens100k_*.parquet."
                                                   "brotli files (no download)")
     parser.add_argument("--cache", type=Path, help=f"where the downloaded files are kept (default {default_cache()})")

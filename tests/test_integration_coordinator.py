@@ -14,8 +14,8 @@ from protocol import messages
 from protocol.crypto import packing
 from protocol.crypto.paillier import Encryptor, PublicKey
 from protocol.errors import PeerError, ProtocolError
-from protocol.layer.decryption import (Step, check_refresh, eval_label, receive_plaintexts, receive_public_key, receive_unmasked,
-                                       register_layer, send_masked, submit, train_label)
+from protocol.layer.decryption import (Step, check_refresh, eval_label, receive_plaintexts, receive_public_key,
+                                       receive_unmasked, register_layer, send_masked, submit, train_label)
 from protocol.layer.plan import LayerPlan
 from protocol.messages import DecryptReply, DecryptRequest, RunDone
 from protocol.net.certs import make_role_cert, new_ca

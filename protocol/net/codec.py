@@ -35,9 +35,9 @@ refuses a message by its header (tag, run) before decoding anything else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import re
 import sys
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 

@@ -42,14 +42,23 @@ class Released:
     rng: dict | None = None
 
 
+def _ledger_dir(workdir: Path, run_id: str) -> Path:
+    return workdir / "releases" / as_name(run_id)
+
+
 def ledger_path(workdir: Path, run_id: str, what: str) -> Path:
     """Where a party keeps the ledger of `what` it releases in run `run_id`."""
-    return workdir / "releases" / as_name(run_id) / f"{what}.jsonl"
+    return _ledger_dir(workdir, run_id) / f"{what}.jsonl"
+
+
+def open_ledger(workdir: Path | None, run_id: str, what: str) -> "ReleaseLedger | None":
+    """The run's ledger of `what` in `workdir`, or None without a work directory (the noise then counts in memory)."""
+    return None if workdir is None else ReleaseLedger(ledger_path(workdir, run_id, what))
 
 
 def remove_ledgers(workdir: Path, run_id: str) -> None:
     """Forget the run's ledgers (it finished: the counts are in its report and model store)."""
-    shutil.rmtree(ledger_path(workdir, run_id, "x").parent, ignore_errors=True)
+    shutil.rmtree(_ledger_dir(workdir, run_id), ignore_errors=True)
 
 
 def _rows(rows: np.ndarray) -> str:
