@@ -1,6 +1,6 @@
 """Party A's HTTP service: recommendations from the trained model, answered by A alone (B is not on the request path).
 
-`python -m party_a serve --config a.toml` runs it; docs/serving-http.md lists the endpoints, the [serve] keys and
+`python -m party_a serve --config a.toml` runs it; the README's "Serving" lists the endpoints, the [serve] keys and
 the metrics.
 """
 
