@@ -248,7 +248,8 @@ def test_the_wire_holds_nothing_in_the_clear(recorded: LocalRun) -> None:
         values = decrypted(step, layout)
         assert values.size > 500
         uniform = (values / 2 ** (bound.bit_length() + packing.SIGMA)).astype(float)
-        assert kstest(uniform, "uniform").pvalue > 1e-3, f"{step}: decrypted values are not uniform over the mask"
+        # a mask one bit short puts every value below 1/2 (p < 1e-100 here); 1e-6 keeps honest runs from failing
+        assert kstest(uniform, "uniform").pvalue > 1e-6, f"{step}: decrypted values are not uniform over the mask"
         # the mask is exactly σ bits above the plan's bound: the largest of hundreds of draws has that length
         assert max(int(v) for v in values).bit_length() == bound.bit_length() + packing.SIGMA, step
     true_u = {int(v) for v in np.asarray(layer.u_seen[0]).ravel()} - {0}
