@@ -16,15 +16,16 @@ import numpy as np
 
 from audit.parties import Parties, load_parties
 from audit.report import UNDEFENDED, Outcome, attack_run
+from party_a.alone import train_alone
 from party_a.baselines import chosen_ease_lambda, fit_baselines
-from party_a.evaluate import eval_set
+from party_a.evaluate import SPLITS, eval_set
 from party_a.privacy import delta_noise
 from party_a.sampler import Sampler
 from party_b.privacy import embedding_noise
 from protocol.privacy import RowPrivacy, noise_for_epsilon
 from protocol.runtime.received import Received
 from scenarios import bank_offers, ecommerce_bank
-from scenarios.centralised import DefendedLayer, PlainLayer, ZeroLayer, train
+from scenarios.centralised import DefendedLayer, PlainLayer, train
 from scenarios.plain_quality import plain_align
 
 STORIES = {"ecommerce_bank": ecommerce_bank, "bank_offers": bank_offers}
@@ -85,9 +86,9 @@ def ease_lambda(parties: Parties) -> float:
 def a_alone(parties: Parties, lam: float) -> dict:
     """A alone's test metrics (u = 0), as the secure run trains it."""
     j = parties.joined
-    trained = train(j.data, j.b_features, j.training, j.tower, ZeroLayer(j.training.plan().h), ease_lambda=lam,
-                    offer_start=True, prior_weight=None)
-    return trained.test
+    e = j.training.eval
+    valid, test = (eval_set(j.data, split, e.negatives, e.cold_max_train, e.seed) for split in SPLITS)
+    return train_alone(j.data, j.training, valid, test, lam).test
 
 
 def sweep(parties: Parties, lam: float, targets: tuple[float, ...] = TARGETS, seed: int = 0,

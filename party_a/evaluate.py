@@ -38,6 +38,7 @@ class EvalSet:
     items: np.ndarray  # (users, 1 + negatives): held-out item first
     histories: Sequence[np.ndarray]  # per evaluated user: what A knows before the held-out item, oldest first
     cold: np.ndarray  # bool per evaluated user
+    activity: np.ndarray  # per evaluated user: its number of training events at A (party_a/segments.py)
 
 
 class SplitHistories(Sequence[np.ndarray]):
@@ -63,8 +64,8 @@ def eval_set(data: ActiveData, split: str, negatives: int, cold_max_train: int, 
         candidates = np.setdiff1d(np.arange(data.n_items), np.fromiter(data.seen[s], dtype=np.int64))
         items[row, 0] = held_out[s]
         items[row, 1:] = rng.choice(candidates, size=negatives, replace=candidates.size < negatives)
-    cold = np.array([data.train[s].size <= cold_max_train for s in users], dtype=bool)
-    return EvalSet(split, users, items, SplitHistories(data, users, split), cold)
+    activity = np.array([data.train[s].size for s in users], dtype=np.int64)
+    return EvalSet(split, users, items, SplitHistories(data, users, split), activity <= cold_max_train, activity)
 
 
 def metrics(scores: np.ndarray, cold: np.ndarray, k: int) -> dict:

@@ -2,22 +2,29 @@
 
 User side: the user's history (its `history` most recent training items), embedded
 and pooled with a learnt recency decay, and its latest item on its own, mixed to
-width h, plus A's user columns through a tower: e_A. Then z = e_A + u + b, where u
-is B's contribution. Item side: item ID and item columns through a tower, v_j. The
-logit of item j is
+width h, plus A's user columns through a tower: z = e_A + b. Item side: item ID and
+item columns through a tower, v_j. B's contribution u (width h) meets its own item
+vectors q_j (a second item tower), weighted by how many items the user has before
+the target, c: ω(c) = exp(a + b·log(1 + c)). The logit of item j is
 
-    z · v_j + bias_j + c₁ · Σ_{i in history} S[i, j] + c₂ · S[latest, j],
+    z · v_j + ω(c) · u · q_j + bias_j + c₁ · Σ_{i in history} S[i, j] + c₂ · S[latest, j],
 
 with S A's own EASE weights (party_a.baselines, λ chosen on validation) and c₁, c₂
 learnt. This hybrid starts (user side at zero, c₂ = 0) as EASE with a popularity
-prior, the strongest thing A runs alone, and learns where recency, A's columns and
-B's u add to it; early stopping on validation keeps only what does. The item bias
-starts at w · log(1 + the item's training count). For A alone, which is offered as it
-starts (epoch 0), w is chosen on validation (`chosen_prior_weight`): how much
-popularity adds to EASE differs from one data set to the next. The federated model
-keeps w = 1 (`FEDERATED_PRIOR`): a run cannot try several starts, and with B's u
-training reshapes the bias; w = 1 trained best on both stories (plaintext, 3 seeds),
-w chosen for the start fell behind it by up to 0.05 HR@10 on cold users.
+prior: the item bias starts at w · log(1 + the item's training count), w chosen on
+validation (`chosen_prior_weight`; how much popularity adds to EASE differs from one
+data set to the next). A alone trains from there with u = 0 and is offered as it
+starts (epoch 0), so it is never worse on validation than its start.
+
+The federated model starts as A alone at its chosen epoch (party_a/alone.py), with
+q_j = 0: the same prior, λ and weights, and B's contribution a residual that enters
+only as far as training finds it useful. It learns only the q_j and ω (A's own part
+stays A alone's, which early stopping already judged); q_j = 0 also makes δ = 0 at
+the first step, then δ and B's tower follow. ω lets B's columns count for more where
+A knows little (cold users) and for less where A's own events say enough. Its start
+is offered as its epoch 0, so the federated model is never worse than A alone on
+validation, by construction. `u · q_j` is scored as one dot product with z: the
+user side returns [z, ω·u] and the item side [v_j, q_j].
 
 Training predicts each sampled item of a user's history from the items before it
 (as evaluation predicts the held-out item from all of them), with a softmax over
@@ -33,6 +40,7 @@ norm of g says nothing about how many events a user has at A.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -48,7 +56,6 @@ from party_a.scoring import SCALE_GAIN, Catalogue, catalogue_logits
 from protocol.data.towers import FeatureTower
 
 PRIOR_WEIGHTS = (0.0, 0.125, 0.25, 0.5, 1.0)  # the popularity prior's weights A alone tries (0: EASE alone)
-FEDERATED_PRIOR = 1.0  # the popularity prior's weight in the federated model (and its centralised twin)
 
 
 class ActiveModel(nn.Module):
@@ -69,10 +76,16 @@ class ActiveModel(nn.Module):
         self.recency = nn.Parameter(torch.tensor(-2.0))  # decay per position, softplus(recency)
         self.mix = nn.Linear(2 * s.h, s.h)
         self.bias = nn.Parameter(torch.zeros(s.h))
+        # q_j: what B's u says of item j, zero until training finds it (a tower like the item side's, its own weights)
+        self.partner_items = FeatureTower(data.item_features, s.h, list(s.tower_hidden), s.feature_dim,
+                                          ids=n, id_dim=s.id_dim)
         with torch.no_grad():  # the user side starts at zero: the model starts as A's item-item scores
-            for layer in [self.mix] + ([self.user_part.mlp[-1]] if self.user_part is not None else []):
+            for layer in [self.mix, self.partner_items.mlp[-1]] + \
+                    ([self.user_part.mlp[-1]] if self.user_part is not None else []):
                 layer.weight.zero_()
                 layer.bias.zero_()
+        # how much u counts for a user with c items before the target: exp(a + b·log(1 + c)), learnt from a = b = 0
+        self.partner_weight = nn.Parameter(torch.zeros(2))
         rows = TrainingRows(data)
         prior = prior_weight * np.log1p(popularity(rows, n))
         self.item_bias = nn.Parameter(torch.from_numpy(prior - prior.mean()).float())
@@ -95,8 +108,9 @@ class ActiveModel(nn.Module):
 
     def user_side(self, history: torch.Tensor, users: torch.Tensor, u: torch.Tensor,
                   targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """z (U, P, h) for each user from the history before each target position (training), or (U, 1, h)
-        from the whole history (`targets` None); also the history as item indices (padding n) and the cuts."""
+        """[z, u] (U, P, 2h) for each user from the history before each target position (training), or
+        (U, 1, 2h) from the whole history (`targets` None); also the history as item indices (padding n) and the
+        cuts."""
         n = self.item_bias.shape[0]
         length = history.shape[1]
         filled = history != PAD
@@ -110,14 +124,21 @@ class ActiveModel(nn.Module):
         pooled = torch.einsum("upl,ulh->uph", weight, embedded) / weight.sum(-1, keepdim=True).clamp_min(1e-6)
         latest = torch.gather(embedded, 1, (cut - 1).clamp_min(0)[..., None].expand(-1, -1, embedded.shape[2]))
         latest = latest * keep.any(-1, keepdim=True)
-        z = self.mix(torch.cat([pooled, latest], dim=-1)) + (u + self.bias)[:, None, :]
+        z = self.mix(torch.cat([pooled, latest], dim=-1)) + self.bias
         if self.user_part is not None:
             z = z + self.user_part(users)[:, None, :]
-        return z, items, cut
+        a, b = self.partner_weight
+        weight = torch.exp(a + b * torch.log1p(keep.sum(-1).float()))[..., None]  # (U, P, 1)
+        return torch.cat([z, u[:, None, :] * weight], dim=-1), items, cut
+
+    def partner_parameters(self) -> list[nn.Parameter]:
+        """What the federated model learns: the q_j and how much u counts by activity."""
+        return [*self.partner_items.parameters(), self.partner_weight]
 
     def item_vectors(self) -> torch.Tensor:
-        """v_j (n, h) for every item."""
-        return self.item_part(torch.arange(self.item_bias.shape[0]))
+        """[v_j, q_j] (n, 2h) for every item: a user's [z, u] scores item j by z·v_j + u·q_j."""
+        items = torch.arange(self.item_bias.shape[0])
+        return torch.cat([self.item_part(items), self.partner_items(items)], dim=-1)
 
     def catalogue(self) -> Catalogue:
         """The catalogue-wide part of the scorer (party_a/scoring.py)."""
@@ -145,6 +166,15 @@ class ActiveModel(nn.Module):
             logits = self.logits(history, users[part], u[part])[:, 0, :]
             out.append(torch.gather(logits, 1, items[part]))
         return torch.cat(out)
+
+
+def federated_start(alone: ActiveModel) -> ActiveModel:
+    """The federated model as it starts: a copy of A alone in which only the q_j learn (q_j = 0: it scores as A
+    alone)."""
+    federated = copy.deepcopy(alone)
+    for name, parameter in federated.named_parameters():
+        parameter.requires_grad_(name.startswith("partner"))
+    return federated
 
 
 def chosen_prior_weight(data: ActiveData, s: ModelSettings, ease_lambda: float, valid: EvalSet,

@@ -2,14 +2,17 @@
 
 Before training A fits its single-party baselines (popularity, item-kNN, EASE with
 λ chosen on validation) on its own events and scores them on the validation and
-test lists. Per epoch: the federated model trains batch by batch through the
-secure layer (protocol/layer/steps.py TRAINING_STEP), A alone trains on the same
-batches with u = 0, then B's contribution u is computed for every shared user
-(FORWARD_ONLY, so B learns nothing about who is evaluated) and both models are
-scored on the validation lists. Each model's epoch is chosen by early stopping on
-validation NDCG@k (party_a/selection.py); the test lists are scored for an epoch
-only while it is that model's best so far, so only the chosen epoch's test metrics
-are ever reported. The report (JSON) holds all of it.
+test lists, then trains A alone in plaintext to its epoch chosen on validation
+(party_a/alone.py). The federated model starts as that model with B's contribution
+at zero (party_a/model.py) and is offered as it starts (epoch 0). Per epoch it
+trains batch by batch through the secure layer (protocol/layer/steps.py
+TRAINING_STEP), learning only how much of B's u enters (A's own part stays A
+alone's) while B's tower and W learn from δ; then u is computed for every shared
+user (FORWARD_ONLY, so B learns nothing about who is evaluated) and the model is
+scored on the validation lists. Its epoch is chosen by early stopping on validation
+NDCG@k (party_a/selection.py); the test lists are scored for an epoch only while it
+is the best so far, so only the chosen epoch's test metrics are ever reported. The
+report (JSON) holds all of it.
 
 Checkpoints (party_a/checkpoint.py): right after [W0], every [checkpoint] every_steps
 steps inside an epoch and after each epoch's evaluation, A proposes one to B and the
@@ -23,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,11 +36,13 @@ from tqdm import tqdm
 from party_a import checkpoint as a_checkpoint
 from party_a.config import Training
 from party_a.data import ActiveData
+from party_a.alone import Alone, train_alone
 from party_a.baselines import Baseline, chosen_ease_lambda, fit_baselines
 from party_a.evaluate import SPLITS, EvalSet, eval_set, metrics, model_scores
-from party_a.model import FEDERATED_PRIOR, ActiveModel, active_step, chosen_prior_weight
+from party_a.model import ActiveModel, active_step, federated_start
 from party_a.privacy import delta_noise
 from party_a.sampler import Batch, Sampler
+from party_a.segments import CANDIDATES, by_segment, choose, combined
 from party_a.selection import EarlyStopping
 from party_a.store import save_active_model
 from protocol import messages
@@ -143,15 +147,6 @@ def forward_all(side: Side, epoch: int, n_users: int, clock: StepClock, generati
     return out
 
 
-def train_alone_epoch(model: ActiveModel, optimizer: torch.optim.Optimizer, batches: Iterable[Batch],
-                      h: int) -> float:
-    losses = []
-    for batch in batches:
-        loss, _ = active_step(model, optimizer, batch, torch.zeros(len(batch.users), h))
-        losses.append(loss)
-    return float(np.mean(losses))
-
-
 def _line(name: str, m: dict, k: int) -> str:
     o, c = m["overall"], m["cold"]
     cold = f"cold AUC {c['auc']:.4f}" if c["users"] else "no cold users"
@@ -177,60 +172,56 @@ def new_report(data: ActiveData, lists: dict[str, EvalSet], baselines: list[Base
 
 @dataclass
 class Models:
-    """The two models A trains side by side on the same batches: federated (with u) and A alone (u = 0),
-    each with its own epoch choice."""
+    """A's two models: A alone at its chosen epoch (trained before the federated run, fixed from then on) and
+    the federated model, which starts as A alone and learns only P, how much of B's u enters (party_a/model.py),
+    with its epoch choice."""
 
     federated: ActiveModel
     alone: ActiveModel
-    opt_federated: torch.optim.Optimizer
-    opt_alone: torch.optim.Optimizer
-    chosen: dict[str, "Selected"]
+    optimizer: torch.optim.Optimizer
+    selected: "Selected"
     audit: Audit = Audit()
 
     @classmethod
-    def build(cls, data: ActiveData, cfg: Training, ease_lambda: float, prior_weight: float,
-              test: EvalSet, workdir: Path | None = None, run_id: str = "") -> "Models":
-        """`prior_weight`: A alone's popularity prior, chosen on validation (the federated model's is fixed);
-        the noise on δ keeps its ledger in `workdir` (if given) for run `run_id`."""
-        federated = ActiveModel(data, cfg.model, ease_lambda, FEDERATED_PRIOR)
-        alone = ActiveModel(data, cfg.model, ease_lambda, prior_weight)
+    def build(cls, data: ActiveData, cfg: Training, ease_lambda: float, prior_weight: float, test: EvalSet,
+              alone: ActiveModel | None = None, workdir: Path | None = None, run_id: str = "") -> "Models":
+        """The federated model as a copy of `alone` (a fresh model with A alone's `prior_weight` to restore into,
+        if None); the noise on δ keeps its ledger in `workdir` (if given) for run `run_id`."""
+        if alone is None:
+            alone = ActiveModel(data, cfg.model, ease_lambda, prior_weight)
+        federated = federated_start(alone)
         t = cfg.train
-        chosen = {"federated": Selected(t.patience, cfg.eval.k, test),
-                  "a_alone": Selected(t.patience, cfg.eval.k, test, first=0)}
-        return cls(federated, alone,
-                   torch.optim.Adam(federated.parameters(), lr=t.lr, weight_decay=t.weight_decay),
-                   torch.optim.Adam(alone.parameters(), lr=t.lr, weight_decay=t.weight_decay), chosen,
-                   Audit.build(cfg, workdir, run_id))
+        return cls(federated, alone, torch.optim.Adam(federated.partner_parameters(), lr=t.lr,
+                                                      weight_decay=t.weight_decay),
+                   Selected(t.patience, cfg.eval.k, test, first=0), Audit.build(cfg, workdir, run_id))
 
     def state(self) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
-        """For A's checkpoint: both models, their optimisers, the torch RNG and each choice's kept state (torch),
-        and the u each choice keeps (numpy)."""
+        """For A's checkpoint: both models, the optimiser, the torch RNG and the epoch choice's kept state (torch),
+        and the u it keeps (numpy)."""
         torch_states = {"federated": self.federated.state_dict(), "alone": self.alone.state_dict(),
-                        "opt_federated": self.opt_federated.state_dict(), "opt_alone": self.opt_alone.state_dict(),
-                        "rng": {"torch": torch.get_rng_state()}}
-        torch_states |= {f"chosen_{name}": c.state for name, c in self.chosen.items() if c.state is not None}
-        return torch_states, {f"u_{name}": c.u for name, c in self.chosen.items() if c.u is not None}
+                        "optimizer": self.optimizer.state_dict(), "rng": {"torch": torch.get_rng_state()}}
+        if self.selected.state is not None:
+            torch_states["chosen_federated"] = self.selected.state
+        return torch_states, {} if self.selected.u is None else {"u_federated": self.selected.u}
 
-    def choices(self) -> dict:
-        """For A's checkpoint: each epoch choice's validation history, best epoch and test metrics (JSON)."""
-        return {name: {"history": c.stopper.history, "best": c.stopper.best, "test": c.test}
-                for name, c in self.chosen.items()}
+    def choice(self) -> dict:
+        """For A's checkpoint: the epoch choice's validation history, best epoch and test metrics (JSON)."""
+        c = self.selected
+        return {"history": c.stopper.history, "best": c.stopper.best, "test": c.test}
 
     def restore(self, saved: a_checkpoint.Saved) -> None:
-        """The models, optimisers, RNG and epoch choices as A's checkpoint holds them; the noise on δ keeps its
+        """The models, optimiser, RNG and epoch choice as A's checkpoint holds them; the noise on δ keeps its
         ledger's releases, rows and generator, only raising a count the checkpoint holds higher."""
-        t = saved.torch
+        t, c = saved.torch, self.selected
         self.federated.load_state_dict(t["federated"])
         self.alone.load_state_dict(t["alone"])
-        self.opt_federated.load_state_dict(t["opt_federated"])
-        self.opt_alone.load_state_dict(t["opt_alone"])
+        self.optimizer.load_state_dict(t["optimizer"])
         torch.set_rng_state(t["rng"]["torch"])
         if self.audit.noise is not None and saved.info.get("noise") is not None:
             self.audit.noise.restore(saved.info["noise"])
-        for name, c in self.chosen.items():
-            choice = saved.info["chosen"][name]
-            c.stopper.history, c.stopper.best, c.test = choice["history"], choice["best"], choice["test"]
-            c.state, c.u = t.get(f"chosen_{name}"), saved.arrays.get(f"u_{name}")
+        choice = saved.info["chosen"]
+        c.stopper.history, c.stopper.best, c.test = choice["history"], choice["best"], choice["test"]
+        c.state, c.u = t.get("chosen_federated"), saved.arrays.get("u_federated")
 
 
 class Selected:
@@ -260,26 +251,24 @@ class Selected:
 
 def evaluate_epoch(side: Side, models: Models, data: ActiveData, lists: dict[str, EvalSet], entry: dict, k: int,
                    clock: StepClock, generation: int = 0) -> None:
-    """Score both models on the validation lists (u from B for every shared user) into `entry`, and offer the
-    scores to each model's epoch choice; A alone only while it is still training. When the federated model
-    improves, B is told to keep its state of this epoch (the one to save and serve)."""
+    """Score the federated model on the validation lists (u from B for every shared user) into `entry`, and offer
+    the scores to its epoch choice. When it improves, B is told to keep its state of this epoch (the one to save
+    and serve)."""
     valid = lists["valid"]
     u_all = forward_all(side, entry["epoch"], data.n_users, clock, generation)
     if models.audit.received is not None:
         models.audit.received.add("u_eval", entry["epoch"], 0, np.arange(data.n_users), u_all)
     entry["federated"] = metrics(model_scores(models.federated, valid, u_all), valid.cold, k)
-    if models.chosen["federated"].update(entry["federated"], models.federated, u_all):
+    if models.selected.update(entry["federated"], models.federated, u_all):
         messages.send(side.endpoint, B, Keep(entry["epoch"]))
-    if "a_alone" in entry["loss"]:
-        entry["a_alone"] = evaluate_alone(models, valid, u_all.shape, k)
 
 
-def evaluate_alone(models: Models, valid: EvalSet, u_shape: tuple[int, int], k: int) -> dict:
-    """A alone's validation metrics (u = 0), offered to its epoch choice."""
-    zeros = np.zeros(u_shape, dtype=np.float32)
-    scores = metrics(model_scores(models.alone, valid, zeros), valid.cold, k)
-    models.chosen["a_alone"].update(scores, models.alone, zeros)
-    return scores
+def offer_start(side: Side, models: Models, alone: Alone, n_users: int) -> None:
+    """Offer the federated model as it starts (A alone with P = 0: u does not enter) as epoch 0, with A alone's
+    validation metrics; B keeps its starting state for it."""
+    zeros = np.zeros((n_users, side.plan.h), dtype=np.float32)
+    models.selected.update(alone.valid, models.federated, zeros)
+    messages.send(side.endpoint, B, Keep(0))
 
 
 @dataclass
@@ -305,6 +294,7 @@ class Run:
     models: Models
     data: ActiveData
     lists: dict[str, EvalSet]
+    baselines: list[Baseline]
     sampler: Sampler
     report: dict
     progress: Progress
@@ -322,31 +312,34 @@ def evaluation_lists(data: ActiveData, cfg: Training) -> dict[str, EvalSet]:
 
 def run_training(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, data: ActiveData, cfg: Training,
                  workdir: Path, names: Names, checkpoints: CheckpointSettings) -> dict:
-    """Train the federated model and A alone epoch by epoch, choose each one's epoch on validation, report the
-    chosen epochs' test metrics next to A's baselines, and store the chosen models as a new model version
-    (its ID in the report's "model"). Checkpoints at step 0 (right after [W0]) and as [checkpoint] says."""
+    """Train A alone, then the federated model from it epoch by epoch, choose each one's epoch on validation,
+    report the chosen epochs' test metrics next to A's baselines, and store the chosen models as a new model
+    version (its ID in the report's "model"). Checkpoints at step 0 (right after [W0] and A alone) and as
+    [checkpoint] says."""
     torch.set_num_threads(1)
     side = start_layer(endpoint, public, pool, cfg, data.n_users)
     e = cfg.eval
     lists = evaluation_lists(data, cfg)
     baselines = fit_baselines(data, lists["valid"], e.k)
     lam = chosen_ease_lambda(baselines)
-    prior_weight, tried = chosen_prior_weight(data, cfg.model, lam, lists["valid"], e.k)
-    models = Models.build(data, cfg, lam, prior_weight, lists["test"], workdir, endpoint.cfg.run_id)
     report = new_report(data, lists, baselines, cfg, side)
     for b in baselines:
         log.info("%s (%s): %s", b.name, b.setting, _line("test", report["baselines"][b.name]["test"], e.k))
     log.info("training on %d shared users, %d items; validating on %d users, testing %d users (%d cold)",
              data.n_users, data.n_items, lists["valid"].users.size, lists["test"].users.size,
              lists["test"].cold.sum())
-    report["start"] = {"a_alone_prior_weight": prior_weight, "federated_prior_weight": FEDERATED_PRIOR,
-                       "valid_ndcg_by_prior_weight": tried,
-                       "a_alone": evaluate_alone(models, lists["valid"], (data.n_users, side.plan.h), e.k)}
-    log.info("A alone's popularity prior: weight %g, chosen on validation (NDCG@%d %s)", prior_weight, e.k,
-             ", ".join(f"{w:g}: {v:.4f}" for w, v in tried.items()))
-    log.info("epoch 0 (A alone as it starts), validation: %s", _line("A alone", report["start"]["a_alone"], e.k))
-    run = Run(side, models, data, lists, _sampler(data, cfg), report, Progress(), cfg, workdir, checkpoints,
-              StepClock(endpoint))
+    alone = train_alone(data, cfg, lists["valid"], lists["test"], lam, cfg.train.progress)
+    report["a_alone"] = alone.summary()
+    log.info("A alone's popularity prior: weight %g, chosen on validation (NDCG@%d %s)", alone.prior_weight, e.k,
+             ", ".join(f"{w:g}: {v:.4f}" for w, v in alone.tried.items()))
+    log.info("A alone, trained in plaintext: %s; %s", alone.stopper.choice().reason, _line("test", alone.test, e.k))
+    models = Models.build(data, cfg, lam, alone.prior_weight, lists["test"], alone.model, workdir,
+                          endpoint.cfg.run_id)
+    offer_start(side, models, alone, data.n_users)
+    log.info("epoch 0 (the federated model as it starts: A alone), validation: %s",
+             _line("federated", alone.valid, e.k))
+    run = Run(side, models, data, lists, baselines, _sampler(data, cfg), report, Progress(), cfg, workdir,
+              checkpoints, StepClock(endpoint))
     checkpoint(run)
     return train_and_store(run, names)
 
@@ -363,11 +356,12 @@ def resume_training(endpoint: Endpoint, pool: WorkerPool, data: ActiveData, cfg:
                 saved.w_cols)
     lists, info = evaluation_lists(data, cfg), saved.info
     report = info["report"]
-    models = Models.build(data, cfg, report["baselines"]["ease"]["chosen"], report["start"]["a_alone_prior_weight"],
-                          lists["test"], workdir, endpoint.cfg.run_id)
+    models = Models.build(data, cfg, report["baselines"]["ease"]["chosen"], report["a_alone"]["prior_weight"],
+                          lists["test"], workdir=workdir, run_id=endpoint.cfg.run_id)
     models.restore(saved)
-    run = Run(side, models, data, lists, _sampler(data, cfg), report, Progress(**info["progress"]), cfg, workdir,
-              checkpoints, StepClock(endpoint), agreed.generation)
+    baselines = fit_baselines(data, lists["valid"], cfg.eval.k)
+    run = Run(side, models, data, lists, baselines, _sampler(data, cfg), report, Progress(**info["progress"]), cfg,
+              workdir, checkpoints, StepClock(endpoint), agreed.generation)
     return train_and_store(run, names)
 
 
@@ -383,7 +377,7 @@ def checkpoint(run: Run) -> None:
     messages.send(endpoint, C, CoordinatorCheckpoint(p.step))
     torch_states, arrays = run.models.state()
     noise = run.models.audit.noise
-    info = {"progress": dataclasses.asdict(p), "report": run.report, "chosen": run.models.choices(),
+    info = {"progress": dataclasses.asdict(p), "report": run.report, "chosen": run.models.choice(),
             "noise": None if noise is None else noise.state()}
     a_checkpoint.save(run.workdir, endpoint.cfg.run_id, p.step, run.checkpoints.keep,
                       a_checkpoint.Saved(run.side.plan, run.side.public, run.side.w, torch_states, arrays, info))
@@ -401,7 +395,7 @@ def train_epochs(run: Run) -> None:
     every_steps steps inside an epoch and after each epoch's evaluation."""
     p, cfg, models, k = run.progress, run.cfg, run.models, run.cfg.eval.k
     every = run.checkpoints.every_steps
-    while p.epoch <= cfg.train.epochs and not models.chosen["federated"].stopper.should_stop():
+    while p.epoch <= cfg.train.epochs and not models.selected.stopper.should_stop():
         epoch, started = p.epoch, time.perf_counter()
         n_batches = run.sampler.batches_per_epoch
         run.clock.restart()
@@ -411,7 +405,7 @@ def train_epochs(run: Run) -> None:
             if b < p.batch:  # done before the checkpoint this run resumed from
                 continue
             p.losses.append(secure_step(run.side, train_label(epoch, b, run.generation), batch, models.federated,
-                                        models.opt_federated, run.clock, models.audit, epoch,
+                                        models.optimizer, run.clock, models.audit, epoch,
                                         (epoch - 1) * n_batches + b))
             p.step, p.batch = p.step + 1, b + 1
             bar.update()
@@ -425,16 +419,11 @@ def train_epochs(run: Run) -> None:
         p.user_steps += run.data.n_users
         entry: dict = {"epoch": epoch, "loss": {"federated": float(np.mean(p.losses))}}
         run.clock.restart()
-        if not models.chosen["a_alone"].stopper.should_stop():
-            entry["loss"]["a_alone"] = train_alone_epoch(models.alone, models.opt_alone, run.sampler.epoch(epoch),
-                                                         run.side.plan.h)
-            run.clock.lap("A alone: one epoch in plaintext")
         evaluate_epoch(run.side, models, run.data, run.lists, entry, k, run.clock, run.generation)
         entry["seconds"] = round(time.perf_counter() - started, 2)
         run.report["epochs"].append(entry)
-        alone = _line("A alone", entry["a_alone"], k) if "a_alone" in entry else "A alone stopped"
-        log.info("epoch %d/%d (%.0fs), validation: %s | %s", epoch, cfg.train.epochs, entry["seconds"],
-                 _line("federated", entry["federated"], k), alone)
+        log.info("epoch %d/%d (%.0fs), validation: %s", epoch, cfg.train.epochs, entry["seconds"],
+                 _line("federated", entry["federated"], k))
         p.epoch, p.batch, p.losses = epoch + 1, 0, []
         checkpoint(run)
 
@@ -443,9 +432,15 @@ def train_and_store(run: Run, names: Names) -> dict:
     """Train to the end (`train_epochs`), then report and store the chosen models."""
     train_epochs(run)
     report, p, models, k = run.report, run.progress, run.models, run.cfg.eval.k
-    report["chosen"] = {name: c.summary() for name, c in models.chosen.items()}
+    alone = report["a_alone"]
+    report["chosen"] = {"federated": models.selected.summary(),
+                        "a_alone": {"epoch": alone["epoch"], "reason": alone["reason"], "test": alone["test"]}}
     for name, c in report["chosen"].items():
         log.info("%s: %s; %s", name, c["reason"], _line("test", c["test"], k))
+    report["segments"] = segment_report(models, run.baselines, run.lists, k)
+    log.info("per segment, chosen on validation: %s; %s", ", ".join(
+        f"{name}: {source}" for name, source in report["segments"]["choice"].items()),
+        _line("test", report["segments"]["combined"], k))
     report["timing"] = {"secure_training_seconds": round(p.secure_seconds, 2), "user_steps": p.user_steps,
                         "user_steps_per_second": round(p.user_steps / p.secure_seconds, 2) if p.secure_seconds
                         else None, "checkpoints": p.checkpoints, "checkpoint_seconds": round(p.checkpoint_seconds, 3),
@@ -465,6 +460,23 @@ def train_and_store(run: Run, names: Names) -> dict:
     return report
 
 
+def segment_report(models: Models, baselines: list[Baseline], lists: dict[str, EvalSet], k: int) -> dict:
+    """Every scorer's validation and test metrics per activity segment (party_a/segments.py), the scorer each
+    segment chooses on validation among the federated model, A alone, item-kNN and popularity, and the test
+    metrics of every user scored by its segment's choice."""
+    chosen = federated_start(models.alone)
+    chosen.load_state_dict(models.selected.state)
+    u = models.selected.u
+    scorers = {"federated": lambda ev: model_scores(chosen, ev, u),
+               "a_alone": lambda ev: model_scores(models.alone, ev, np.zeros_like(u)),
+               **{b.name: b.scores for b in baselines}}
+    per = {split: {name: by_segment(score(lists[split]), lists[split], k) for name, score in scorers.items()}
+           for split in SPLITS}
+    choice = choose({name: per["valid"][name] for name in CANDIDATES})
+    return {"valid": per["valid"], "test": per["test"], "choice": choice,
+            "combined": combined(scorers, choice, lists["test"], k)}
+
+
 @dataclass(frozen=True)
 class Names:
     """A's IDs of the shared users (in the aligned order) and of the items (in the models' order)."""
@@ -477,13 +489,12 @@ def store_chosen(workdir: Path, run_id: str, models: Models, names: Names, repor
                  side: Side, ease_lambda: float) -> dict:
     """Store both models at their chosen epochs, with the u the federated one was validated with."""
     model_id = new_model_id(run_id)
-    chosen = models.chosen
     manifest = {"run_id": run_id, "created": time.time(), "key_fingerprint": side.public.fingerprint,
                 "plan": side.plan.to_message(), "model_settings": dataclasses.asdict(cfg.model),
                 "ease_lambda": ease_lambda, "items": len(names.items), "shared_users": len(names.shared_users),
                 "epochs": {name: c["epoch"] for name, c in report["chosen"].items()}}
-    save_active_model(workdir, model_id, manifest, {name: c.state for name, c in chosen.items()}, names.items,
-                      names.shared_users, chosen["federated"].u)
+    states = {"federated": models.selected.state, "a_alone": models.alone.state_dict()}
+    save_active_model(workdir, model_id, manifest, states, names.items, names.shared_users, models.selected.u)
     return {"id": model_id, "epoch": report["chosen"]["federated"]["epoch"]}
 
 

@@ -5,7 +5,8 @@ batches, seeds and optimisers (Adam for the towers, SGD for W) as the secure run
 the same evaluation lists and the same epoch choice (early stopping on validation).
 Only an experiment can run this, since it needs both parties' tables in one place.
 The interactive layer is pluggable, so a test can put the secure layer's integer
-arithmetic in its place, and `ZeroLayer` (u = 0) turns the same loop into A alone.
+arithmetic in its place. A alone is trained first, as the secure run's A does
+(party_a/alone.py), and the federated model starts from it.
 `DefendedLayer` wraps a layer with the parties' defences ([privacy]) and records
 what each would receive ([audit] record), as a secure run does.
 """
@@ -22,9 +23,10 @@ import torch
 from party_a import config as party_a_config
 from party_a.config import Training
 from party_a.data import ActiveData, align, load_tables
+from party_a.alone import Alone, train_alone
 from party_a.baselines import chosen_ease_lambda, fit_baselines
 from party_a.evaluate import SPLITS, EvalSet, eval_set, metrics, model_scores
-from party_a.model import FEDERATED_PRIOR, ActiveModel, active_step, chosen_prior_weight
+from party_a.model import ActiveModel, active_step, federated_start
 from party_a.sampler import Batch, Sampler
 from party_a.selection import Choice, EarlyStopping
 from party_b import config as party_b_config
@@ -56,19 +58,6 @@ class PlainLayer:
         g = delta @ self.w.T
         self.w = self.w - self.lr_w * (e_b.T @ delta)
         return g
-
-
-@dataclass
-class ZeroLayer:
-    """u = 0 and no gradient to B: the same model and loop as A alone."""
-
-    h: int
-
-    def forward(self, e_b: np.ndarray) -> np.ndarray:
-        return np.zeros((e_b.shape[0], self.h))
-
-    def backward(self, e_b: np.ndarray, delta: np.ndarray) -> np.ndarray:
-        return np.zeros_like(e_b)
 
 
 class DefendedLayer:
@@ -127,37 +116,37 @@ class Trained:
     model: ActiveModel
     tower: TowerB
     layer: Layer
+    alone: Alone  # A alone at its chosen epoch: the federated model's start
     report: list[dict]  # per epoch: loss and validation metrics
     choice: Choice | None = None  # the epoch chosen on validation
     test: dict | None = None  # test metrics of the chosen epoch
 
 
 def train(data: ActiveData, b_features: Features, training: Training, tower: TowerSettings, layer: Layer,
-          max_steps: int | None = None, evaluate: bool = True, ease_lambda: float | None = None,
-          offer_start: bool = False, prior_weight: float | None = FEDERATED_PRIOR) -> Trained:
-    """Train like the secure run, batch for batch, choosing the epoch on validation (early stopping).
+          max_steps: int | None = None, evaluate: bool = True, ease_lambda: float | None = None) -> Trained:
+    """Train like the secure run, batch for batch: A alone first, then the federated model from it, its start
+    offered as epoch 0, choosing the epoch on validation (early stopping).
 
-    `max_steps` stops early (for exactness checks); `ease_lambda` is EASE's λ, chosen on validation here as
-    in the secure run when not given; `prior_weight` is the popularity prior's, the federated model's unless
-    given, chosen on validation if None (as for A alone); `offer_start` offers the model as it starts as
-    epoch 0, as the secure run does for A alone."""
+    `max_steps` stops the federated model early (for exactness checks); `ease_lambda` is EASE's λ, chosen on
+    validation here as in the secure run when not given."""
     torch.set_num_threads(1)
     t, e = training.train, training.eval
     valid, test = (eval_set(data, split, e.negatives, e.cold_max_train, e.seed) for split in SPLITS)
     if ease_lambda is None:
         ease_lambda = chosen_ease_lambda(fit_baselines(data, valid, e.k))
-    if prior_weight is None:
-        prior_weight, _ = chosen_prior_weight(data, training.model, ease_lambda, valid, e.k)
-    model = ActiveModel(data, training.model, ease_lambda, prior_weight)
-    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    torch.manual_seed(tower.seed)
-    tower_b = TowerB(b_features, training.model.d, list(tower.hidden), tower.feature_dim)
+    alone = train_alone(data, training, valid, test, ease_lambda)
+    model = federated_start(alone.model)
+    optimizer = torch.optim.Adam(model.partner_parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    with torch.random.fork_rng():  # B's tower is drawn in B's process: A's generator goes on untouched
+        torch.manual_seed(tower.seed)
+        tower_b = TowerB(b_features, training.model.d, list(tower.hidden), tower.feature_dim)
     optimizer_b = torch.optim.Adam(tower_b.parameters(), lr=tower.lr)
     sampler = Sampler(data, t.batch_users, training.model.history, t.targets, t.seed)
-    stopper = EarlyStopping(t.patience, metric=f"validation NDCG@{e.k}", first=0 if offer_start else 1)
-    trained, steps = Trained(model, tower_b, layer, []), 0
-    if evaluate and offer_start:
-        validate(trained, stopper, valid, test, data, e.k)
+    stopper = EarlyStopping(t.patience, metric=f"validation NDCG@{e.k}", first=0)
+    trained, steps = Trained(model, tower_b, layer, alone, []), 0
+    if evaluate:
+        stopper.update(alone.valid["overall"]["ndcg"])
+        trained.test = alone.test
     for epoch in range(1, t.epochs + 1):
         losses = []
         for batch in sampler.epoch(epoch):

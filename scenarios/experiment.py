@@ -1,12 +1,14 @@
 """One federated experiment end to end: three processes, then the centralised baseline, one report.
 
 Writes to the run directory:
-- report.json: party A's report (A's baselines, federated and A alone per epoch on
-  validation, each model's chosen epoch with its test metrics, timing, PSI) with the
-  centralised baseline added (same split, batches, seeds, initial W and epoch rule as
-  the federated model);
+- report.json: party A's report (A's baselines, A alone and then the federated model
+  per epoch on validation, each model's chosen epoch with its test metrics, every
+  scorer per activity segment with each segment's choice, timing, PSI) with the
+  centralised baseline added (same split, batches, seeds, initial W, start and epoch
+  rule as the federated model);
 - curves.png: validation AUC, HR@k and NDCG@k per epoch, overall and for cold
-  users, with A's baselines as reference lines.
+  users: A alone from its start, then the federated and centralised models from A
+  alone's chosen epoch, with A's baselines as reference lines.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def run_experiment(run: LocalRun, timeout: float = 3600.0, stream: bool = True) 
     centralised = train(joined.data, joined.b_features, joined.training, joined.tower,
                         PlainLayer(federated_w0(run, plan), plan.lr_w),
                         ease_lambda=report["baselines"]["ease"]["chosen"])
-    for entry, extra in zip(report["epochs"], centralised.report):
+    for entry, extra in zip(report["epochs"], centralised.report):  # the two stop apart: one may have more epochs
         entry["centralised"] = extra["valid"]
         entry["loss"]["centralised"] = extra["loss"]
     report["chosen"]["centralised"] = {"epoch": centralised.choice.epoch, "reason": centralised.choice.reason,
@@ -118,6 +120,38 @@ def summary_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def curve(report: dict, model: str) -> list[tuple[int, dict]]:
+    """(x, validation metrics) per epoch of a model: A alone's epochs from 0, then the federated and centralised
+    models' epochs after A alone's chosen one, where they start."""
+    alone = report["a_alone"]
+    if model == "a_alone":
+        return [(e["epoch"], e["valid"]) for e in alone["epochs"]]
+    return [(alone["epoch"], alone["valid"])] + [(alone["epoch"] + e["epoch"], e[model]) for e in report["epochs"]
+                                                 if model in e]
+
+
+SEGMENT_MODELS = BASELINES + MODELS[:2]
+
+
+def segment_table(report: dict) -> str:
+    """Test HR@k and NDCG@k per activity segment for every scorer, and for each segment's choice on validation."""
+    seg, k = report["segments"], report["eval"]["k"]
+    names = list(seg["choice"])
+    head = f"{'model':<12} | " + " | ".join(f"{n + ' (' + str(seg['test']['a_alone'][n]['users']) + ' users)':>19}"
+                                           for n in names)
+    lines = [f"test HR@{k} / NDCG@{k} by training events at A", head, "-" * len(head)]
+
+    def cell(m: dict) -> str:
+        return f"{m['hr']:.4f} / {m['ndcg']:.4f}" if m["users"] else "-"
+
+    for key, name in SEGMENT_MODELS:
+        lines.append(f"{name:<12} | " + " | ".join(f"{cell(seg['test'][key][n]):>19}" for n in names))
+    lines.append(f"{'chosen':<12} | " + " | ".join(f"{seg['choice'][n]:>19}" for n in names))
+    both = seg["combined"]["overall"]
+    lines.append(f"each segment served by its choice: HR@{k} {both['hr']:.4f}, NDCG@{k} {both['ndcg']:.4f}")
+    return "\n".join(lines)
+
+
 def plot_curves(report: dict, path: Path) -> None:
     import matplotlib
 
@@ -129,7 +163,7 @@ def plot_curves(report: dict, path: Path) -> None:
         for col, (key, name) in enumerate(metric_names(report)):
             ax = axes[row, col]
             for model, label in MODELS:
-                shown = [(e["epoch"], e[model][scope][key]) for e in report["epochs"] if model in e]
+                shown = [(x, m[scope][key]) for x, m in curve(report, model)]
                 ax.plot(*zip(*shown), marker="o", label=label)
             for (model, label), style in zip(BASELINES, (":", "--", "-.")):
                 ax.axhline(report["baselines"][model]["valid"][scope][key], color="grey", linestyle=style,
@@ -137,7 +171,7 @@ def plot_curves(report: dict, path: Path) -> None:
             ax.set_title(f"validation {name} ({scope})")
             ax.grid(alpha=0.3)
             if row == 1:
-                ax.set_xlabel("epoch")
+                ax.set_xlabel("epoch (A alone, then the federated models from its chosen one)")
     axes[0, 0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -177,6 +211,8 @@ def scenario_main(doc: str, prepare: Callable[..., LocalRun], default_dir: str, 
         report = run_experiment(run)
         print()
         print(summary_table(report))
+        print()
+        print(segment_table(report))
         t = report["timing"]
         print(f"\nsecure training {t['secure_training_seconds']:.0f}s ({t['user_steps_per_second']:.0f} "
               f"user-steps/s), whole run {report['wall_seconds']['total']:.0f}s; report {root / 'report.json'}, "

@@ -24,10 +24,9 @@ import numpy as np
 from party_a import config as party_a_config
 from party_a.baselines import chosen_ease_lambda, fit_baselines
 from party_a.evaluate import SPLITS, eval_set, metrics
-from party_a.model import FEDERATED_PRIOR
 from party_b import config as party_b_config
 from scenarios import bank_offers, ecommerce_bank
-from scenarios.centralised import PlainLayer, ZeroLayer, load_joined, train
+from scenarios.centralised import PlainLayer, load_joined, train
 from scenarios.experiment import spread_table
 from scenarios.launch import LocalRun
 
@@ -62,12 +61,11 @@ def one_seed(story: str, root: Path, users: int, epochs: int, seed: int,
         print(f"  seed {seed} {b.name}: {b.setting}", flush=True)
     lam, plan = chosen_ease_lambda(baselines), joined.training.plan()
     w0 = np.random.default_rng(seed).normal(0, 1 / math.sqrt(plan.d), (plan.d, plan.h))
-    for name, layer in (("a_alone", ZeroLayer(plan.h)), ("centralised", PlainLayer(w0, plan.lr_w))):
-        alone = name == "a_alone"
-        trained = train(data, joined.b_features, joined.training, joined.tower, layer, ease_lambda=lam,
-                        offer_start=alone, prior_weight=None if alone else FEDERATED_PRIOR)
-        results[name] = trained.test
-        print(f"  seed {seed} {name}: {trained.choice.reason}", flush=True)
+    trained = train(data, joined.b_features, joined.training, joined.tower, PlainLayer(w0, plan.lr_w),
+                    ease_lambda=lam)
+    results["a_alone"], results["centralised"] = trained.alone.test, trained.test
+    print(f"  seed {seed} a_alone: {trained.alone.stopper.choice().reason}", flush=True)
+    print(f"  seed {seed} centralised: {trained.choice.reason}", flush=True)
     return e.k, results
 
 

@@ -24,7 +24,8 @@ def lists(histories: list[list[int]]) -> EvalSet:
     """Every item listed for every user, so a score row is the user's whole score vector."""
     n = len(histories)
     return EvalSet("test", np.arange(n), np.tile(np.arange(3), (n, 1)),
-                   [np.array(h, dtype=np.int64) for h in histories], np.zeros(n, dtype=bool))
+                   [np.array(h, dtype=np.int64) for h in histories], np.zeros(n, dtype=bool),
+                   np.array([len(h) for h in histories]))
 
 
 def test_gram_and_popularity() -> None:

@@ -2,12 +2,13 @@
 
 B decrypts g = δ·Wᵀ for every user of every step. A user's δ is a mean over its
 training targets, so left alone its norm falls as the user's history grows (rank
-correlation about -0.7 with the user's event count on story 1) and is zero for a
-user with no training items. A rescales each step's δ rows to one norm
+correlation about -0.3 with the user's event count over story 1's first epoch, where
+the first steps' δ is near zero because B's item vectors start at zero) and is zero
+for a user with no training items. A rescales each step's δ rows to one norm
 (`party_a.model.equal_norms`), so only g's direction varies. Measured here on story
 1 in plaintext (the secure layer computes the same g up to fixed-point rounding):
 |Spearman ρ| between ‖g‖ and the user's number of training events stays at most
-0.1, and the negative control, with the rescaling switched off, finds the leak.
+0.1, and the negative control, with the rescaling switched off, finds the leak (|ρ| > 0.2).
 """
 
 from __future__ import annotations
@@ -58,4 +59,4 @@ def test_the_norm_of_g_says_nothing_about_activity(tmp_path: Path) -> None:
 
 def test_the_same_check_catches_unequal_norms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(party_a_model, "equal_norms", lambda delta: delta)
-    assert abs(correlation(tmp_path)) > 0.3
+    assert abs(correlation(tmp_path)) > 0.2

@@ -18,7 +18,7 @@ from protocol.crypto.paillier import Encryptor
 from protocol.layer import steps
 from protocol.layer.decryption import receive_public_key, register_layer, train_label
 from protocol.layer.plan import LayerPlan
-from protocol.layer.steps import INIT, TRAINING_STEP, Sequence, Side, Stage, Turn
+from protocol.layer.steps import INIT, TRAINING_STEP, Sequence, Side, Turn
 from protocol.messages import Finish, Init, RunDone, TrainStep
 from protocol.roles import A, B, C
 from protocol.runtime.workers import WorkerPool

@@ -18,7 +18,7 @@ import pytest
 from psi.align import read_aligned_rows
 from scenarios.launch import LocalRun, run_all
 from scenarios.ray_cluster import local_cluster
-from tests.test_integration_secure_training import assert_matches_twin, assert_one_step_exact, small_run
+from tests.test_integration_secure_training import assert_matches_twin, assert_first_steps_exact, small_run
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="the ray extra is not installed")]
@@ -39,11 +39,11 @@ def run_ok(run: LocalRun, backend: str) -> None:
     assert ("not used by the coordinator" in out["coordinator"].output) == (backend == "ray")
 
 
-def test_one_step_on_ray_is_bit_identical_to_the_twin(tmp_path: Path, ray_compute: dict) -> None:
-    """As the local backend's exactness test: the same model after step 1, bit for bit."""
-    run = small_run(tmp_path, shop_users=34, items=30, batch_users=32, workers=2, compute=ray_compute)
+def test_two_steps_on_ray_match_the_twin(tmp_path: Path, ray_compute: dict) -> None:
+    """As the local backend's exactness test: the same model after step 2, to float rounding."""
+    run = small_run(tmp_path, shop_users=34, items=30, batch_users=10, workers=2, compute=ray_compute)
     run_ok(run, "ray")
-    assert_one_step_exact(run)
+    assert_first_steps_exact(run)
 
 
 def test_two_epochs_on_ray_and_on_local_workers_agree(tmp_path: Path, ray_compute: dict) -> None:

@@ -24,7 +24,7 @@ from protocol.roles import B
 from protocol.runtime.store import current_model
 from scenarios.launch import LocalRun, start, to_toml, wait_all
 from scenarios.proxy import route_through_proxy
-from tests.test_integration_secure_training import decrypt_saved, small_run, twin
+from tests.test_integration_secure_training import assert_states_agree, decrypt_saved, small_run, twin
 
 pytestmark = pytest.mark.integration
 ROLES = ("coordinator", "party_a", "party_b")
@@ -75,10 +75,7 @@ def assert_twin_agrees(run: LocalRun, steps: int = STEPS, defended: bool = False
     assert units.max() <= 2 * steps, f"W differs by {units.max()} units of 2^-{plan.w_bits}"
     for name, saved, ours in (("A", run.workdir("party_a") / "model" / "active.pt", trained.model),
                               ("B", run.workdir("party_b") / "model" / "tower_b.pt", trained.tower)):
-        state = load_state(saved.parent, saved.name)
-        for param, value in ours.state_dict().items():
-            diff = float((state[param] - value).abs().max())
-            assert diff <= 2e-3, f"{name} parameter {param} differs by {diff}"
+        assert_states_agree(name, load_state(saved.parent, saved.name), ours.state_dict())
 
 
 def assert_released_once_an_epoch(run: LocalRun, epochs: int) -> None:

@@ -7,12 +7,14 @@ private key to decrypt what B and A hold as [W], which no party can do.
 The exactness bound. The twin below repeats the secure layer's integer arithmetic
 (e_B, δ and W in fixed point, g and u computed exactly). The only thing it cannot
 repeat is the refresh's stochastic rounding of W'/2^s, which depends on B's secret
-mask M''; the twin rounds to nearest instead. So after step 1 the two agree exactly
+mask M''; the twin rounds to nearest instead. W first moves at step 2 (u meets B's
+item vectors at A, which start at zero), so after step 2 the two agree exactly
 except W, which differs by at most one unit 2^-w_bits per element. Later steps
 start from W's that differ by that much; with |e_B| ≤ 1 that moves u by at most
 d·2^-w_bits per step, and the parameters by what that does to one Adam step. We
-test: W within 2 units per step taken; tower and top parameters within 1e-3
-(a few Adam steps of lr 0.005), and bit-for-bit after one step.
+test: W within 2 units per step taken; tower and top parameters within 1e-3 but for
+a few elements (Adam turns a rounding difference in a gradient near zero into a step
+of up to ±lr = 0.005: `assert_states_agree`), and to float rounding after two steps.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from scipy.stats import kstest
 
 from party_a.privacy import delta_noise
@@ -124,10 +125,18 @@ def assert_matches_twin(run: LocalRun, steps: int) -> None:
     assert units.max() <= 2 * steps, f"W differs by {units.max()} units of 2^-{plan.w_bits}"
     for name, saved, ours in (("A", model_dir_a / "active.pt", trained.model), ("B", model_dir_b / "tower_b.pt",
                                                                              trained.tower)):
-        state = load_state(saved.parent, saved.name)
-        for param, value in ours.state_dict().items():
-            diff = float((state[param] - value).abs().max())
-            assert diff <= 1e-3, f"{name} parameter {param} differs by {diff}"
+        assert_states_agree(name, load_state(saved.parent, saved.name), ours.state_dict())
+
+
+def assert_states_agree(name: str, state: dict, ours: dict) -> None:
+    """A saved model is the twin's up to fixed-point rounding. Adam turns a rounding difference in a gradient
+    near zero into a step of up to ±lr (0.005), so a few elements may differ by that much; a step applied twice
+    or lost moves most elements of a tensor by about lr."""
+    for param, value in ours.items():
+        diff = (state[param] - value).abs().flatten()
+        far = float((diff > 1e-3).float().mean())
+        assert far <= 0.01 and float(diff.max()) <= 2e-2, \
+            f"{name} parameter {param}: {far:.1%} of its elements differ by more than 1e-3 (most: {diff.max():.2g})"
 
 
 def test_secure_steps_match_the_plaintext_twin(recorded: LocalRun) -> None:
@@ -156,10 +165,14 @@ def test_noise_enters_only_where_the_defences_add_it(tmp_path: Path) -> None:
     assert (releases == epochs).all(), "each epoch releases a user's e_B once: the evaluation sends it again"
 
 
-def assert_one_step_exact(run: LocalRun) -> None:
-    """After a run of one step, W is the twin's but for rounding and both parties' models are bit-identical."""
+def assert_first_steps_exact(run: LocalRun) -> None:
+    """After a run of two steps, W is the twin's but for rounding and both parties' models equal to float
+    rounding. Two, because W first moves at step 2: u meets B's item vectors at A, which start at zero, so step
+    1's δ is zero and step 2's u is the same W0's on both sides. (Step 2 is Adam's first step with a gradient
+    that is not zero; its float sums may run in another order in another process, 1e-8 apart, where a step
+    lost or doubled moves a parameter by about lr = 0.005.)"""
     key, plan, layer, trained = twin(run)
-    assert len(layer.delta_seen) == 1  # all 20 shared users in one batch
+    assert len(layer.delta_seen) == 2  # 20 shared users in two batches
     w_rows = decrypt_saved(run, "party_b", "w_rows")
     w0 = decrypt_saved(run, "party_b", "w_rows_init")
     assert (w_rows != w0).any(), "W did not move: the comparison below would prove nothing"
@@ -168,14 +181,15 @@ def assert_one_step_exact(run: LocalRun) -> None:
                         (run.workdir("party_b") / "model" / "tower_b.pt", trained.tower)):
         state = load_state(saved.parent, saved.name)
         for param, value in ours.state_dict().items():
-            assert torch.equal(state[param], value), f"{param} differs after one step"
+            diff = float((state[param] - value).abs().max())
+            assert diff <= 1e-6, f"{param} differs by {diff} after two steps"
 
 
-def test_one_secure_step_is_exact_but_for_rounding_w(tmp_path: Path) -> None:
-    run = small_run(tmp_path, shop_users=34, items=30, batch_users=32)
+def test_two_secure_steps_are_exact_but_for_rounding_w(tmp_path: Path) -> None:
+    run = small_run(tmp_path, shop_users=34, items=30, batch_users=10)
     out = run_all(run, timeout=300)
     assert all(o.returncode == 0 for o in out.values()), {r: o.output[-3000:] for r, o in out.items()}
-    assert_one_step_exact(run)
+    assert_first_steps_exact(run)
 
 
 def frames(run: LocalRun) -> list[dict]:

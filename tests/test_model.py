@@ -53,6 +53,8 @@ def test_training_targets_get_the_ease_scores_of_a_fit_without_the_user() -> Non
 def test_one_delta_row_per_user_whatever_its_activity() -> None:
     data = tiny_data()
     model = ActiveModel(data, ModelSettings(h=4, history=6), ease_lambda=LAMBDA)
+    with torch.no_grad():  # q_j as training leaves them: u enters
+        model.partner_items.mlp[-1].bias.fill_(0.5)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     batch = next(Sampler(data, batch_users=5, history=6, targets=3, seed=1).epoch(1))
     u = torch.randn(5, 4)
@@ -62,6 +64,24 @@ def test_one_delta_row_per_user_whatever_its_activity() -> None:
     norms = delta.norm(dim=1)
     assert torch.allclose(norms, norms.mean())  # B cannot read a user's activity from ‖δ‖
     assert sorted(np.concatenate([b.users for b in Sampler(data, 5, 6, 3, 1).epoch(2)])) == list(range(12))
+
+
+def test_u_enters_only_as_far_as_p_learns_it() -> None:
+    """The q_j start at zero: the model scores as if u were 0 and sends δ = 0; they learn from the first step
+    on, and then δ reaches every user."""
+    data = tiny_data()
+    model = ActiveModel(data, ModelSettings(h=4, history=6), ease_lambda=LAMBDA)
+    histories, users = [data.train[k] for k in range(5)], torch.arange(5)
+    items = torch.arange(N_ITEMS).repeat(5, 1)
+    u = torch.randn(5, 4)
+    with torch.no_grad():
+        assert torch.equal(model.score(histories, users, items, u), model.score(histories, users, items, 0 * u))
+    optimizer = torch.optim.Adam(model.partner_items.parameters(), lr=0.01)
+    batch = next(Sampler(data, batch_users=5, history=6, targets=3, seed=1).epoch(1))
+    _, first = active_step(model, optimizer, batch, u)
+    assert not first.any() and model.partner_items.mlp[-1].weight.abs().sum() > 0
+    _, second = active_step(model, optimizer, batch, u)
+    assert (second.abs().sum(1) > 0).all()
 
 
 def test_equal_norms_keeps_directions_and_hides_empty_users() -> None:

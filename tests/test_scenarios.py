@@ -14,7 +14,7 @@ import pytest
 
 from scenarios import bank_offers, ecommerce_bank
 from scenarios.experiment import final as chosen
-from scenarios.experiment import run_experiment, summary_table
+from scenarios.experiment import run_experiment, segment_table, summary_table
 from scenarios.launch import free_ports, run_all
 from scenarios.synth import write_ecommerce_bank
 
@@ -60,10 +60,13 @@ def test_shop_and_bank_helps_cold_users(shop_and_bank: tuple[dict, Path]) -> Non
         cold = {model: final(report, model, "cold", metric) for model in ("federated", "a_alone", "popularity")}
         assert cold["federated"] >= cold["a_alone"] >= cold["popularity"], (metric, cold)
     written = json.loads((root / "report.json").read_text())
-    assert {"federated", "a_alone", "centralised"} <= set(written["epochs"][0])
+    assert {"federated", "centralised"} <= set(written["epochs"][0])
+    assert written["a_alone"]["epochs"][0]["epoch"] == 0 and written["chosen"]["federated"]["epoch"] >= 0
+    assert set(written["segments"]["choice"]) == {"0-2", "3-10", "11+"}
     assert (root / "curves.png").stat().st_size > 10_000
     table = summary_table(report)
     assert all(name in table for name in ("popularity", "A alone", "federated", "centralised", "cold AUC"))
+    assert "chosen" in segment_table(report)
 
 
 def test_bank_and_shop_helps_cold_users(bank_and_shop: tuple[dict, Path]) -> None:

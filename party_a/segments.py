@@ -1,0 +1,54 @@
+"""Activity segments: users grouped by how many training events A holds for them.
+
+Cold users are served best by a different scorer than active ones (item-kNN or
+popularity often beats EASE and A's model for users with one or two events), so
+every scorer is reported per segment, and for each segment the scorer with the best
+validation NDCG@k is chosen (`choose`) among `CANDIDATES`, the earlier on a tie.
+`combined` scores each user with its segment's choice: what serving by segment
+would give.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from party_a.evaluate import EvalSet, metrics
+
+SEGMENTS = (("0-2", 0, 2), ("3-10", 3, 10), ("11+", 11, None))  # name, fewest and most training events
+CANDIDATES = ("federated", "a_alone", "item_knn", "popularity")  # what a segment may choose, preferred on ties
+
+
+def segment_masks(activity: np.ndarray) -> dict[str, np.ndarray]:
+    """A boolean mask of the evaluated users per segment, from each one's number of training events."""
+    return {name: (activity >= low) & (activity <= (np.inf if high is None else high))
+            for name, low, high in SEGMENTS}
+
+
+def by_segment(scores: np.ndarray, ev: EvalSet, k: int) -> dict[str, dict]:
+    """AUC, HR@k and NDCG@k per segment (a segment without users: None values)."""
+    return {name: metrics(scores[mask], mask[mask], k)["overall"] if mask.any() else
+            {"users": 0, "auc": None, "hr": None, "ndcg": None}
+            for name, mask in segment_masks(ev.activity).items()}
+
+
+def choose(valid: dict[str, dict[str, dict]]) -> dict[str, str]:
+    """Per segment, the scorer (of `valid`: scorer → segment → metrics, in order of preference) with the best
+    validation NDCG@k."""
+    order = list(valid)
+    choice = {}
+    for name, _, _ in SEGMENTS:
+        tried = [(valid[s][name]["ndcg"], -order.index(s), s) for s in order if valid[s][name]["users"]]
+        choice[name] = max(tried)[2] if tried else order[0]
+    return choice
+
+
+def combined(scorers: dict[str, Callable[[EvalSet], np.ndarray]], choice: dict[str, str], ev: EvalSet,
+             k: int) -> dict:
+    """Metrics of the lists scored, user by user, by the scorer its segment chose."""
+    scores = np.empty(ev.items.shape)
+    for name, mask in segment_masks(ev.activity).items():
+        if mask.any():
+            scores[mask] = scorers[choice[name]](ev)[mask]
+    return metrics(scores, ev.cold, k)

@@ -1,0 +1,42 @@
+"""Activity segments: the bounds, the choice on validation, and scoring each user by its segment's choice."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from party_a.evaluate import EvalSet
+from party_a.segments import by_segment, choose, combined, segment_masks
+
+
+def lists(activity: list[int]) -> EvalSet:
+    n = len(activity)
+    return EvalSet("valid", np.arange(n), np.tile(np.arange(4), (n, 1)), [np.empty(0, np.int64)] * n,
+                   np.array(activity) <= 2, np.array(activity))
+
+
+def test_segments_split_users_by_training_events() -> None:
+    masks = segment_masks(np.array([0, 2, 3, 10, 11, 500]))
+    assert {name: m.nonzero()[0].tolist() for name, m in masks.items()} == {"0-2": [0, 1], "3-10": [2, 3],
+                                                                            "11+": [4, 5]}
+
+
+def test_each_segment_takes_its_best_scorer_and_ties_go_to_the_earlier() -> None:
+    ev = lists([1, 1, 5, 5, 20, 20])
+    hit, miss = np.array([1.0, 0, 0, 0]), np.array([0.0, 1, 1, 1])  # held-out item first: ranked 1st or 4th
+    scores = {"federated": np.array([miss, miss, hit, hit, hit, hit]),
+              "a_alone": np.array([miss, miss, hit, hit, hit, hit]),
+              "popularity": np.array([hit, hit, miss, miss, miss, miss])}
+    valid = {name: by_segment(s, ev, k=1) for name, s in scores.items()}
+    assert valid["popularity"]["0-2"]["hr"] == 1.0 and valid["federated"]["0-2"]["hr"] == 0.0
+    choice = choose(valid)
+    assert choice == {"0-2": "popularity", "3-10": "federated", "11+": "federated"}
+    served = combined({name: (lambda ev, s=s: s) for name, s in scores.items()}, choice, ev, k=1)
+    assert served["overall"]["hr"] == 1.0
+
+
+def test_a_segment_without_users_keeps_the_first_candidate() -> None:
+    ev = lists([1, 2])
+    valid = {"federated": by_segment(np.array([[0.0, 1, 1, 1]] * 2), ev, k=1),
+             "popularity": by_segment(np.array([[1.0, 0, 0, 0]] * 2), ev, k=1)}
+    assert valid["federated"]["11+"]["users"] == 0
+    assert choose(valid) == {"0-2": "popularity", "3-10": "federated", "11+": "federated"}
