@@ -130,13 +130,15 @@ def assert_matches_twin(run: LocalRun, steps: int) -> None:
 
 def assert_states_agree(name: str, state: dict, ours: dict) -> None:
     """A saved model is the twin's up to fixed-point rounding. Adam turns a rounding difference in a gradient
-    near zero into a step of up to ±lr (0.005), so a few elements may differ by that much; a step applied twice
-    or lost moves most elements of a tensor by about lr."""
+    near zero into a step of up to ±lr (0.005), so a few elements (1%, and at least two in a small tensor such as
+    a 16-wide bias) may differ by that much; a step applied twice or lost moves most elements of a tensor by about
+    lr."""
     for param, value in ours.items():
         diff = (state[param] - value).abs().flatten()
-        far = float((diff > 1e-3).float().mean())
-        assert far <= 0.01 and float(diff.max()) <= 2e-2, \
-            f"{name} parameter {param}: {far:.1%} of its elements differ by more than 1e-3 (most: {diff.max():.2g})"
+        far = int((diff > 1e-3).sum())
+        assert far <= max(2, diff.numel() // 100) and float(diff.max()) <= 2e-2, \
+            f"{name} parameter {param}: {far} of its {diff.numel()} elements differ by more than 1e-3 " \
+            f"(most: {diff.max():.2g})"
 
 
 def test_secure_steps_match_the_plaintext_twin(recorded: LocalRun) -> None:
