@@ -97,6 +97,7 @@ class Baseline:
     setting: str  # the chosen value and why, for the report
     scores: Callable[[EvalSet], np.ndarray]
     chosen: float | None = None  # the grid value chosen on validation (kNN's neighbours, EASE's λ)
+    table: np.ndarray | None = None  # what serves it: the training counts, or the item-item weights (n × n)
 
 
 def _choose(name: str, key: str, grid: tuple, build: Callable[..., np.ndarray], valid: EvalSet, k: int) -> Baseline:
@@ -110,7 +111,7 @@ def _choose(name: str, key: str, grid: tuple, build: Callable[..., np.ndarray], 
     tried = ", ".join(f"{v}: {n:.4f}" for n, v, _ in results)
     weights = best[2]
     return Baseline(name, f"{key}={best[1]} (validation NDCG@{k}: {tried})",
-                    lambda ev: item_item_scores(weights, ev), best[1])
+                    lambda ev: item_item_scores(weights, ev), best[1], weights)
 
 
 def fit_baselines(data: ActiveData, valid: EvalSet, k: int) -> list[Baseline]:
@@ -118,7 +119,7 @@ def fit_baselines(data: ActiveData, valid: EvalSet, k: int) -> list[Baseline]:
     rows = TrainingRows(data)
     counts = popularity(rows, data.n_items)
     g = gram(rows, data.n_items)
-    return [Baseline("popularity", "training counts", lambda ev: counts[ev.items]),
+    return [Baseline("popularity", "training counts", lambda ev: counts[ev.items], table=counts),
             _choose("item_knn", "neighbours", NEIGHBOURS, lambda n: item_knn(g, n), valid, k),
             _choose("ease", "lambda", LAMBDAS, lambda lam: ease(g, lam), valid, k)]
 

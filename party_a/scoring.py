@@ -3,7 +3,8 @@
 A user's logits split into what needs A's model and data per user (z from
 `ActiveModel.user_side`, and its history as item indices) and what is the same for
 every user (the `Catalogue`: item vectors V, item biases, EASE's P and diag(P), and
-the item-item coefficients). `ActiveModel.logits` (training, evaluation, the HTTP
+the item-item coefficients; for a single-party baseline served to a segment, a
+table of item-item weights summed over the history). `ActiveModel.logits` (training, evaluation, the HTTP
 service) and the workers of `python -m party_a recommend` all score through
 `catalogue_logits`, and the service and `recommend` take top-k through `top_items`,
 so a user's scores are the same bits whichever path scores it.
@@ -26,7 +27,8 @@ SCALE_GAIN = 10.0  # c₁ and c₂ are stored divided by this, so Adam's bounded
 @dataclass(frozen=True)
 class Catalogue:
     """What scoring needs of a model besides the user: V (n, h), item biases (n,), and, with the item-item part,
-    P (n + 1, n; row n: padding), diag(P) (n,), its unit and c₁, c₂ (0-d); those are None without it."""
+    P (n + 1, n; row n: padding), diag(P) (n,), its unit and c₁, c₂ (0-d); those are None without it.
+    `neighbours` (n + 1, n; row n: zeros): item-kNN's weights, summed over the whole history (serving only)."""
 
     v: torch.Tensor
     item_bias: torch.Tensor
@@ -35,6 +37,7 @@ class Catalogue:
     unit: torch.Tensor | None = None
     item_item_scale: torch.Tensor | None = None
     latest_item_scale: torch.Tensor | None = None
+    neighbours: torch.Tensor | None = None
 
     def arrays(self) -> dict[str, np.ndarray | None]:
         """The tensors as NumPy arrays (sharing memory), to send to workers."""
@@ -80,7 +83,8 @@ def item_item_term(c: Catalogue, items: torch.Tensor, cut: torch.Tensor, trainin
 def catalogue_logits(c: Catalogue, z: torch.Tensor, items: torch.Tensor, cut: torch.Tensor,
                      training: bool) -> torch.Tensor:
     """Logits (U, P, n) of every item: z · Vᵀ + item bias + the item-item term of the history before `cut`."""
-    return z @ c.v.T + c.item_bias + item_item_term(c, items, cut, training)
+    logits = z @ c.v.T + c.item_bias + item_item_term(c, items, cut, training)
+    return logits if c.neighbours is None else logits + c.neighbours[items].sum(-2)[:, None, :]
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -88,6 +92,15 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     k = min(k, scores.size)
     part = np.argpartition(-scores, k - 1)[:k]
     return part[np.lexsort((part, -scores[part]))]
+
+
+def baseline_catalogue(width: int, item_bias: np.ndarray, neighbours: np.ndarray | None = None) -> Catalogue:
+    """A single-party baseline as a catalogue that ignores z (of `width`): popularity (`item_bias`: the
+    training counts) or item-kNN (`neighbours`: its item-item weights, n × n)."""
+    n = item_bias.shape[0]
+    padded = None if neighbours is None else torch.from_numpy(
+        np.vstack([neighbours, np.zeros((1, n))]).astype(np.float32))
+    return Catalogue(torch.zeros(n, width), torch.from_numpy(item_bias.astype(np.float32)), neighbours=padded)
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@ popularity often beats EASE and A's model for users with one or two events), so
 every scorer is reported per segment, and for each segment the scorer with the best
 validation NDCG@k is chosen (`choose`) among `CANDIDATES`, the earlier on a tie.
 `combined` scores each user with its segment's choice: what serving by segment
-would give.
+would give. A's service answers each segment with its choice (party_a/serving.py).
 """
 
 from __future__ import annotations
@@ -18,6 +18,11 @@ from party_a.evaluate import EvalSet, metrics
 
 SEGMENTS = (("0-2", 0, 2), ("3-10", 3, 10), ("11+", 11, None))  # name, fewest and most training events
 CANDIDATES = ("federated", "a_alone", "item_knn", "popularity")  # what a segment may choose, preferred on ties
+
+
+def segment_of(events: int) -> str:
+    """The segment of a user with `events` events at A."""
+    return next(name for name, low, high in SEGMENTS if low <= events and (high is None or events <= high))
 
 
 def segment_masks(activity: np.ndarray) -> dict[str, np.ndarray]:

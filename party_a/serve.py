@@ -48,7 +48,8 @@ intersection with party B is scored with B's contribution `u` as cached at the l
 reaches the other organisation.
 
 Each answer's `source` says how it was made: `federated` (a shared user, with B's cached `u`), `a_alone`
-(A's user outside the intersection) or `popularity` (a user A does not know; not an error).
+(A's user outside the intersection, or a segment that chose A alone), `item_knn` (a segment that chose it)
+or `popularity` (a user A does not know, not an error, or a segment that chose it).
 
 Every endpoint but `/healthz` requires `Authorization: Bearer <token>`: the token of [serve] token_file or
 token_env, or else the one generated into `<workdir>/serve_token` ([serve] require_token = false turns this off).
@@ -69,8 +70,9 @@ class Recommendations(BaseModel):
     model_id: str
     user_id: str
     source: Source = Field(
-        description="federated: shared user, B's cached u; a_alone: A's user outside the intersection; "
-                    "popularity: unknown user")
+        description="federated: shared user, B's cached u; a_alone: A's user outside the intersection or in "
+                    "a segment that chose A alone; item_knn: a segment that chose item-kNN; popularity: unknown "
+                    "user or a segment that chose popularity")
     items: list[Item] = Field(description="best first")
 
 
@@ -106,7 +108,7 @@ class Metrics:
                                 ("endpoint", "status"), registry=self.registry)
         self.latency = Histogram("vfrec_http_request_duration_seconds", "HTTP request latency by endpoint",
                                  ("endpoint",), buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.answers = Counter("vfrec_answers", "Answers (one per user) by source: federated, a_alone, popularity",
+        self.answers = Counter("vfrec_answers", "Answers (one per user) by source: federated, a_alone, item_knn, popularity",
                                ("source",), registry=self.registry)
         self.reloads = Counter("vfrec_u_store_reloads", "Reloads of the u store after it changed on disk",
                                registry=self.registry)

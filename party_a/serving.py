@@ -1,10 +1,18 @@
 """Recommendations from A's stored model, computed by A alone: no call to B or the coordinator.
 
-A request names one of A's user IDs (normalised as in training). Its answer comes from
-- "federated": a shared user: the federated model with B's contribution u from the u
-  store (computed at training and kept fresh by B's refreshes);
-- "a_alone": one of A's users outside the intersection: A alone, trained in the same run;
-- "popularity": a user A does not know: the most bought items.
+A request names one of A's user IDs (normalised as in training). A known user is
+served by what its activity segment (its number of events at A: 0-2, 3-10, 11+)
+chose on validation at training (the manifest's "segments"):
+- "federated": the federated model with B's contribution u from the u store
+  (computed at training and kept fresh by B's refreshes); a user outside the
+  intersection gets A alone instead;
+- "a_alone": A alone, trained in the same run;
+- "item_knn": item-kNN on A's events, as fitted at training, summed over the user's
+  `history` most recent items (the ones the models see; evaluation sums over all,
+  which differs only for users with more, and segments of such users rarely choose
+  item-kNN);
+- "popularity": the most bought items.
+A user A does not know gets "popularity".
 Every user of A is represented by all its positive items (oldest first, as in
 training), and those items are left out of its answer unless asked for.
 
@@ -32,9 +40,10 @@ import torch
 from party_a.config import PartyAConfig
 from party_a.data import ActiveTables, align, load_tables
 from party_a.model import ActiveModel
-from party_a.sampler import pad_histories
-from party_a.scoring import top_items
-from party_a.store import U_STORE, model_settings, read_u_store
+from party_a.sampler import PAD, pad_histories
+from party_a.scoring import baseline_catalogue, top_items
+from party_a.segments import SEGMENTS, segment_of
+from party_a.store import ITEM_KNN, U_STORE, model_settings, read_u_store
 from protocol.data.stored import load_state, read_frame
 from protocol.data.tables import read_table
 from protocol.errors import ConfigError, StoreError
@@ -42,7 +51,7 @@ from protocol.roles import A
 from protocol.runtime.store import current_model
 
 log = logging.getLogger(__name__)
-Source = Literal["federated", "a_alone", "popularity"]
+Source = Literal["federated", "a_alone", "item_knn", "popularity"]
 
 
 @dataclass(frozen=True)
@@ -61,8 +70,8 @@ class Answer:
 
 @dataclass(frozen=True)
 class Query:
-    """A known user's part of its scores: the model it is scored by, its row, z (h,) and its history as item
-    indices (history length; padding: the number of items)."""
+    """A known user's part of its scores: what it is scored by, its row, z (the catalogue's width; zeros for a
+    baseline) and its history as item indices (history length; padding: the number of items)."""
 
     source: Source
     row: int
@@ -80,10 +89,11 @@ class UStore:
 
 
 class Recommender:
-    """A's two stored models, A's own data, and the u store; answers requests."""
+    """A's two stored models, the baselines segments chose, A's own data, and the u store; answers requests."""
 
     def __init__(self, cfg: PartyAConfig, directory: Path, manifest: dict, ids: list[str], tables: ActiveTables,
-                 models: dict[str, ActiveModel], item_columns: list[dict[str, object]], alone: bool):
+                 models: dict[str, ActiveModel], item_columns: list[dict[str, object]], alone: bool,
+                 item_knn: np.ndarray | None = None):
         self.cfg, self.directory, self.manifest, self.alone = cfg, directory, manifest, alone
         self.model_id: str = manifest["model_id"]
         self.item_ids = tables.items
@@ -92,9 +102,15 @@ class Recommender:
         self.histories = tables.histories
         self.models = models
         self.history_length = models["federated"].history_length
+        # a model stored before segments were chosen serves every segment by the federated model
+        self.segments: dict[str, str] = manifest.get("segments", {name: "federated" for name, _, _ in SEGMENTS})
+        counts = tables.item_counts
         with torch.no_grad():
             self.catalogues = {name: model.catalogue() for name, model in models.items()}
-        counts = tables.item_counts
+        self.width = self.catalogues["federated"].v.shape[1]
+        self.catalogues["popularity"] = baseline_catalogue(self.width, counts.astype(np.float64))
+        if item_knn is not None:
+            self.catalogues["item_knn"] = baseline_catalogue(self.width, np.zeros(self.n_items), item_knn)
         self.popular = np.argsort(-counts, kind="stable")
         self.popularity = counts
         self.item_columns = item_columns
@@ -129,7 +145,13 @@ class Recommender:
                 raise StoreError(f"{directory / file} does not fit the model settings in its manifest: "
                                  f"{str(exc)[:300]}") from None
             models[name] = model.eval()
-        return cls(cfg, directory, manifest, ids, tables, models, item_columns(cfg, tables.items), alone)
+        item_knn = None
+        if "item_knn" in manifest.get("segments", {}).values():
+            item_knn = load_state(directory, ITEM_KNN)["weights"].numpy()
+            if item_knn.shape != (len(stored_items),) * 2:
+                raise StoreError(f"{directory / ITEM_KNN} holds weights of shape {item_knn.shape}, not "
+                                 f"{len(stored_items)} × {len(stored_items)} items")
+        return cls(cfg, directory, manifest, ids, tables, models, item_columns(cfg, tables.items), alone, item_knn)
 
     # ---- the u store -------------------------------------------------------------------------
 
@@ -171,9 +193,14 @@ class Recommender:
             return None
 
     def source(self, row: int | None, store: UStore) -> Source:
+        """What serves a user: its segment's choice (A alone for a user without u, or for every model choice
+        with `alone`); popularity for a user A does not know."""
         if row is None:
             return "popularity"
-        return "federated" if row in store.u and not self.alone else "a_alone"
+        chosen = self.segments[segment_of(len(self.histories[row]))]
+        if self.alone and chosen == "federated":
+            return "a_alone"
+        return "a_alone" if chosen == "federated" and row not in store.u else chosen
 
     @torch.no_grad()
     def query(self, user_id: str, store: UStore) -> Query | None:
@@ -183,8 +210,11 @@ class Recommender:
         if row is None:
             return None
         source = self.source(row, store)
-        u = store.u[row] if source == "federated" else np.zeros(self.h, dtype=np.float32)
         history = torch.from_numpy(pad_histories([self.histories[row]], self.history_length))
+        if source not in self.models:  # a baseline: its catalogue ignores z
+            return Query(source, row, torch.zeros(self.width), torch.where(history[0] == PAD, self.n_items,
+                                                                           history[0]))
+        u = store.u[row] if source == "federated" else np.zeros(self.h, dtype=np.float32)
         z, items, _ = self.models[source].user_side(history, torch.tensor([row]), torch.tensor(u)[None, :])
         return Query(source, row, z[0, 0], items[0])
 

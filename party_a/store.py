@@ -5,6 +5,8 @@
     items.parquet  item IDs in the models' order
     u.parquet      the u store: per shared user, A's user ID and B's contribution u (h columns) and when
                    it was written; replaced whole (atomically) by each refresh
+    item_knn.pt    item-kNN's item-item weights, when an activity segment is served by item-kNN (the
+                   manifest's "segments": each segment's choice on validation)
 
 The u store starts as the u of the federated model's chosen epoch, which A computed
 for every shared user to validate that epoch.
@@ -18,14 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+
 from party_a.config import ModelSettings
 from protocol.data.stored import frame_bytes, read_frame, state_bytes
 from protocol.errors import StoreError
 from protocol.roles import A
 from protocol.runtime.store import atomic_write, write_model
 
-FILES = ("federated.pt", "alone.pt", "items.parquet", "u.parquet")
 U_STORE = "u.parquet"
+ITEM_KNN = "item_knn.pt"
 
 
 def u_frame(user_ids: list[str], u: np.ndarray, written: np.ndarray | None = None) -> pd.DataFrame:
@@ -37,12 +41,15 @@ def u_frame(user_ids: list[str], u: np.ndarray, written: np.ndarray | None = Non
 
 
 def save_active_model(workdir: Path, model_id: str, manifest: dict, states: dict[str, dict], items: list[str],
-                      shared_ids: list[str], u: np.ndarray) -> Path:
-    """Write A's model version `model_id` and make it the one in service."""
+                      shared_ids: list[str], u: np.ndarray, item_knn: np.ndarray | None = None) -> Path:
+    """Write A's model version `model_id` and make it the one in service; `item_knn`: its weights, when a
+    segment is served by it."""
     files = {"federated.pt": state_bytes(states["federated"]), "alone.pt": state_bytes(states["a_alone"]),
              "items.parquet": frame_bytes(pd.DataFrame({"item_id": items})),
              U_STORE: frame_bytes(u_frame(shared_ids, u))}
-    return write_model(workdir, model_id, {**manifest, "role": str(A), "files": list(FILES)}, files)
+    if item_knn is not None:
+        files[ITEM_KNN] = state_bytes({"weights": torch.from_numpy(item_knn.astype(np.float32))})
+    return write_model(workdir, model_id, {**manifest, "role": str(A), "files": list(files)}, files)
 
 
 def read_u_store(directory: Path, h: int) -> pd.DataFrame:

@@ -454,7 +454,7 @@ def train_and_store(run: Run, names: Names) -> dict:
                  report["privacy"]["epsilon"], report["privacy"]["dp_delta"])
     save_last_state(run.workdir, models.federated, run.side.w)
     report["model"] = store_chosen(run.workdir, run.side.endpoint.cfg.run_id, models, names, report, run.cfg,
-                                   run.side, report["baselines"]["ease"]["chosen"])
+                                   run.side, run.baselines)
     log.info("model %s stored (federated epoch %d, A alone epoch %d)", report["model"]["id"],
              report["chosen"]["federated"]["epoch"], report["chosen"]["a_alone"]["epoch"])
     return report
@@ -486,15 +486,20 @@ class Names:
 
 
 def store_chosen(workdir: Path, run_id: str, models: Models, names: Names, report: dict, cfg: Training,
-                 side: Side, ease_lambda: float) -> dict:
-    """Store both models at their chosen epochs, with the u the federated one was validated with."""
+                 side: Side, baselines: list[Baseline]) -> dict:
+    """Store both models at their chosen epochs, with the u the federated one was validated with, each
+    activity segment's choice, and item-kNN's weights if a segment chose it."""
     model_id = new_model_id(run_id)
+    choice = report["segments"]["choice"]
     manifest = {"run_id": run_id, "created": time.time(), "key_fingerprint": side.public.fingerprint,
                 "plan": side.plan.to_message(), "model_settings": dataclasses.asdict(cfg.model),
-                "ease_lambda": ease_lambda, "items": len(names.items), "shared_users": len(names.shared_users),
+                "ease_lambda": chosen_ease_lambda(baselines), "items": len(names.items),
+                "shared_users": len(names.shared_users), "segments": choice,
                 "epochs": {name: c["epoch"] for name, c in report["chosen"].items()}}
     states = {"federated": models.selected.state, "a_alone": models.alone.state_dict()}
-    save_active_model(workdir, model_id, manifest, states, names.items, names.shared_users, models.selected.u)
+    item_knn = next(b.table for b in baselines if b.name == "item_knn") if "item_knn" in choice.values() else None
+    save_active_model(workdir, model_id, manifest, states, names.items, names.shared_users, models.selected.u,
+                      item_knn)
     return {"id": model_id, "epoch": report["chosen"]["federated"]["epoch"]}
 
 

@@ -16,6 +16,9 @@ With noise on e_B, each refreshed user's release is counted in the store before 
 session sends anything (a session A never confirms still counts, and its rerun is a
 new release), and a user whose next release would pass B's `[privacy] max_epsilon`
 is left out: its u stays as it was.
+
+A model whose chosen epoch is 0 (the federated model as it starts, which is A alone)
+does not read u, so B refreshes nothing for it and releases nothing.
 """
 
 from __future__ import annotations
@@ -167,6 +170,10 @@ def main(config_path: Path, everyone: bool = False) -> None:
     torch.set_num_threads(1)
     directory, manifest = current_model(cfg.basics.workdir, B)
     model_id = manifest["model_id"]
+    if manifest["epoch"] == 0:  # q_j = 0 at the start: a u released now would buy A nothing
+        log.info("model %s is the federated model as it starts (epoch 0: A alone), which does not read u; "
+                 "nothing to refresh", model_id)
+        return
     changes = find_changes(cfg, directory, manifest, everyone)
     if changes.missing:
         log.warning("%d shared users are no longer in %s: their u stays as it was", changes.missing,

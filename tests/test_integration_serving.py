@@ -10,6 +10,7 @@ is the same bits inline, on two local worker processes and on a local Ray cluste
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import shutil
@@ -17,6 +18,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +29,8 @@ import torch
 
 from party_a import config as party_a_config
 from party_a.recommend import recommend_all
+from party_a.scoring import baseline_catalogue
+from party_a.segments import SEGMENTS, segment_of
 from party_a.serving import Recommender
 from party_b import config as party_b_config
 from protocol.crypto.keyfiles import write_private
@@ -45,7 +49,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalRun, str]:
     root = tmp_path_factory.mktemp("serving")
-    run = ecommerce_bank.prepare(root, users=600, epochs=2, seed=3, progress=False, batch_users=32)
+    run = ecommerce_bank.prepare(root, users=600, epochs=3, seed=3, progress=False, batch_users=32)
     out = run_all(run, timeout=600)
     assert all(o.returncode == 0 for o in out.values()), {r: o.output[-3000:] for r, o in out.items()}
     port = free_ports(1)[0]
@@ -133,8 +137,11 @@ def test_served_answers_equal_the_offline_ones_and_need_no_other_role(trained: t
         assert health["shared_users"] == len(shared)
         asked = shared[:25] + others[:15] + ["nobody-at-all"]
         served = answers(base, asked)
-        assert {served[u][0] for u in shared[:25]} == {"federated"}
-        assert {served[u][0] for u in others[:15]} == {"a_alone"}
+        model = Recommender.load(party_a_config.load(run.configs["party_a"]))  # as served: by segment
+        for user in shared[:25] + others[:15]:
+            row = model.row_of[model.normalise(user)]
+            chosen = model.segments[segment_of(len(model.histories[row]))]
+            assert served[user][0] == ("a_alone" if chosen == "federated" and user in others else chosen), user
         assert served["nobody-at-all"][0] == "popularity"
         for user in shared[:25] + others[:15]:
             mine = recs[recs["user_id"] == user].sort_values("rank")
@@ -177,6 +184,10 @@ def test_refresh_changes_exactly_the_changed_users(trained: tuple[LocalRun, str]
         everyone = command(run, "party_b", "refresh", "--all")
         assert everyone.returncode == 0, everyone.stderr[-3000:]
         u_again = pd.read_parquet(store)
+        if json.loads((store.parent / "manifest.json").read_text())["epochs"]["federated"] == 0:
+            assert "does not read u; nothing to refresh" in everyone.stderr  # and releases nothing
+            assert u_again.equals(u_before)
+            return
         columns = [c for c in u_before.columns if c.startswith("u") and c != "user_id"]
         assert (u_again[columns].to_numpy() == u_before[columns].to_numpy()).all(), \
             "B's refresh of unchanged rows gave another u than training's chosen epoch"
@@ -188,9 +199,13 @@ def test_refresh_changes_exactly_the_changed_users(trained: tuple[LocalRun, str]
         assert refresh.returncode == 0, refresh.stderr[-3000:]
         assert "refreshed u of 10 of" in refresh.stderr
         time.sleep(1.5)  # the service looks for a new u store at most once a second
+        u_after = pd.read_parquet(store).set_index("user_id")
+        moved = (u_after[columns] != u_again.set_index("user_id").loc[u_after.index, columns]).any(axis=1)
+        assert set(u_after.index[moved]) == set(picked)
         after = answers(base, shared)
         differ = {u for u in shared if after[u] != before[u]}
-        assert differ == set(picked)
+        federated = {u for u in picked if before[u][0] == "federated"}  # the other sources do not read u
+        assert federated and differ == federated
         nothing = command(run, "party_b", "refresh")
         assert nothing.returncode == 0 and "nothing to refresh" in nothing.stderr
     finally:
@@ -252,20 +267,58 @@ def served_table(recommender: Recommender, users: list[str], include_bought: boo
     return pd.DataFrame(rows)
 
 
+@pytest.fixture(scope="module")
+def mixed(recommender: Recommender) -> Recommender:
+    """The same models with every source in use: the most common segment served federated, the others by
+    item-kNN (weights drawn here) and popularity."""
+    forced = copy.copy(recommender)
+    common = Counter(segment_of(len(h)) for h in recommender.histories)
+    forced.segments = dict(zip([name for name, _ in common.most_common()] +
+                               [name for name, _, _ in SEGMENTS if name not in common],
+                               ["federated", "item_knn", "popularity"]))
+    weights = np.random.default_rng(0).random((recommender.n_items,) * 2)
+    forced.catalogues = {**recommender.catalogues,
+                         "item_knn": baseline_catalogue(recommender.width, np.zeros(recommender.n_items), weights)}
+    forced.knn_weights = weights
+    return forced
+
+
+def test_each_segment_is_served_by_its_choice(mixed: Recommender) -> None:
+    users = everyone(mixed)
+    for answer in mixed.recommend(users, K):
+        row = mixed.row_of.get(mixed.normalise(answer.user_id))
+        if row is None:
+            assert answer.source == "popularity"
+            continue
+        history = mixed.histories[row]
+        chosen = mixed.segments[segment_of(len(history))]
+        assert answer.source == ("a_alone" if chosen == "federated" and row not in mixed.store.u else chosen)
+        if answer.source in ("item_knn", "popularity"):
+            scores = mixed.knn_weights[history[-mixed.history_length:]].sum(0) if answer.source == "item_knn" \
+                else mixed.popularity.astype(np.float64)
+            scores[history] = -np.inf
+            index = {item: j for j, item in enumerate(mixed.item_ids)}
+            served = np.array([index[i.item_id] for i in answer.items])
+            got = np.array([i.score for i in answer.items])
+            assert np.allclose(got, scores[served], rtol=1e-5), answer.user_id  # served in float32
+            rest = np.delete(scores, served)
+            assert len(served) == K and got.min() >= rest.max() - 1e-5 * abs(rest.max()), answer.user_id
+
+
 def assert_same_bits(got: pd.DataFrame, want: pd.DataFrame) -> None:
-    assert set(want.drop_duplicates("user_id")["source"]) == {"federated", "a_alone", "popularity"}
+    assert set(want.drop_duplicates("user_id")["source"]) == {"federated", "a_alone", "item_knn", "popularity"}
     pd.testing.assert_frame_equal(got, want, check_exact=True)
     assert got["score"].to_numpy().tobytes() == want["score"].to_numpy().tobytes()
 
 
 @pytest.mark.parametrize("workers, include_bought", [(0, False), (2, False), (2, True)])
-def test_recommend_on_local_workers_gives_the_served_bits(recommender: Recommender, workers: int,
+def test_recommend_on_local_workers_gives_the_served_bits(mixed: Recommender, workers: int,
                                                           include_bought: bool) -> None:
-    users = everyone(recommender)
+    users = everyone(mixed)
     with open_pool(Compute("local", workers), own="party_a") as pool:
         assert pool.size == workers
-        got = recommend_all(recommender, users, K, include_bought, pool, progress=False)
-    assert_same_bits(got, served_table(recommender, users, include_bought))
+        got = recommend_all(mixed, users, K, include_bought, pool, progress=False)
+    assert_same_bits(got, served_table(mixed, users, include_bought))
 
 
 @pytest.fixture(scope="module")
@@ -277,9 +330,9 @@ def ray_address() -> Iterator[str]:
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="the ray extra is not installed")
-def test_recommend_on_ray_gives_the_served_bits(recommender: Recommender, ray_address: str) -> None:
-    users = everyone(recommender)
+def test_recommend_on_ray_gives_the_served_bits(mixed: Recommender, ray_address: str) -> None:
+    users = everyone(mixed)
     with open_pool(Compute("ray", 2, ray_address), own="party_a") as pool:
         assert pool.size == 2
-        got = recommend_all(recommender, users, K, False, pool, progress=False)
-    assert_same_bits(got, served_table(recommender, users, False))
+        got = recommend_all(mixed, users, K, False, pool, progress=False)
+    assert_same_bits(got, served_table(mixed, users, False))

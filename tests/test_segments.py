@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from party_a.evaluate import EvalSet
-from party_a.segments import by_segment, choose, combined, segment_masks
+from party_a.segments import by_segment, choose, combined, segment_masks, segment_of
 
 
 def lists(activity: list[int]) -> EvalSet:
@@ -40,3 +40,11 @@ def test_a_segment_without_users_keeps_the_first_candidate() -> None:
              "popularity": by_segment(np.array([[1.0, 0, 0, 0]] * 2), ev, k=1)}
     assert valid["federated"]["11+"]["users"] == 0
     assert choose(valid) == {"0-2": "popularity", "3-10": "federated", "11+": "federated"}
+
+
+def test_a_user_is_served_by_the_segment_its_masks_put_it_in() -> None:
+    events = np.array([0, 1, 2, 3, 10, 11, 500])
+    assert [segment_of(int(e)) for e in events] == ["0-2", "0-2", "0-2", "3-10", "3-10", "11+", "11+"]
+    masks = segment_masks(events)
+    assert all(masks[segment_of(int(e))][i] for i, e in enumerate(events))
+    assert sum(m.astype(int) for m in masks.values()).tolist() == [1] * len(events)
