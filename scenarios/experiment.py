@@ -5,7 +5,8 @@ Writes to the run directory:
   per epoch on validation, each model's chosen epoch with its test metrics, every
   scorer per activity segment with each segment's choice, timing, PSI) with the
   centralised baseline added (same split, batches, seeds, initial W, start and epoch
-  rule as the federated model);
+  rule as the federated model) and the joint plaintext anchors (scenarios/anchors.py:
+  what B's columns give with both tables in one place);
 - curves.png: validation AUC, HR@k and NDCG@k per epoch, overall and for cold
   users: A alone from its start, then the federated and centralised models from A
   alone's chosen epoch, with A's baselines as reference lines.
@@ -28,11 +29,14 @@ from protocol.crypto import fixedpoint, packing
 from protocol.crypto.paillier import DEFAULT_BITS, PrivateKey, read_private_key
 from protocol.layer.plan import LayerPlan
 from protocol.net.codec import decode
+from party_a.evaluate import SPLITS, eval_set
+from scenarios.anchors import fit_anchors
 from scenarios.centralised import PlainLayer, load_joined, train
 from scenarios.launch import LocalRun, run_all, set_compute, write_local_run
 
 BASELINES = (("popularity", "popularity"), ("item_knn", "item-kNN"), ("ease", "EASE"))
 MODELS = (("a_alone", "A alone"), ("federated", "federated"), ("centralised", "centralised"))
+ANCHORS = (("joint_ease", "joint EASE"), ("user_knn_b", "user-kNN B"))
 
 
 def metric_names(report: dict) -> tuple[tuple[str, str], ...]:
@@ -85,6 +89,9 @@ def run_experiment(run: LocalRun, timeout: float = 3600.0, stream: bool = True) 
         entry["loss"]["centralised"] = extra["loss"]
     report["chosen"]["centralised"] = {"epoch": centralised.choice.epoch, "reason": centralised.choice.reason,
                                        "test": centralised.test}
+    e = joined.training.eval
+    valid, test = (eval_set(joined.data, split, e.negatives, e.cold_max_train, e.seed) for split in SPLITS)
+    report["anchors"] = fit_anchors(joined.data, joined.b_features, valid, test, e.k)
     report["wall_seconds"] = {"federated_run": round(federated_seconds, 1),
                               "total": round(time.perf_counter() - started, 1)}
     (run.root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -93,8 +100,11 @@ def run_experiment(run: LocalRun, timeout: float = 3600.0, stream: bool = True) 
 
 
 def final(report: dict, model: str) -> dict:
-    """A model's test metrics: a baseline's, or our model's at the epoch chosen on validation."""
-    return report["baselines"][model]["test"] if model in report["baselines"] else report["chosen"][model]["test"]
+    """A model's test metrics: a baseline's or an anchor's, or our model's at the epoch chosen on validation."""
+    for group in ("baselines", "anchors", "chosen"):
+        if model in report.get(group, {}):
+            return report[group][model]["test"]
+    raise KeyError(f"no test metrics for {model!r} in the report")
 
 
 def summary_table(report: dict) -> str:
@@ -103,7 +113,9 @@ def summary_table(report: dict) -> str:
     head = f"{'model':<12} | " + " ".join(f"{n:>8}" for _, n in metrics) + " | " + \
         " ".join(f"{'cold ' + n:>12}" for _, n in metrics)
     lines = [head, "-" * len(head)]
-    for key, name in BASELINES + MODELS:
+    for key, name in BASELINES + MODELS + (ANCHORS if "anchors" in report else ()):
+        if key == ANCHORS[0][0]:
+            lines.append("joint plaintext anchors (both tables in one place; no party can run these):")
         m = final(report, key)
         cells = [f"{m['overall'][k]:8.4f}" for k, _ in metrics]
         cold = [f"{m['cold'][k]:12.4f}" if m["cold"]["users"] else f"{'-':>12}" for k, _ in metrics]
@@ -217,7 +229,9 @@ def scenario_main(doc: str, prepare: Callable[..., LocalRun], default_dir: str, 
         print(f"\nsecure training {t['secure_training_seconds']:.0f}s ({t['user_steps_per_second']:.0f} "
               f"user-steps/s), whole run {report['wall_seconds']['total']:.0f}s; report {root / 'report.json'}, "
               f"curves {root / 'curves.png'}\n", flush=True)
-        per_seed.append({key: final(report, key) for key, _ in BASELINES + MODELS})
+        per_seed.append({**{key: final(report, key) for key, _ in BASELINES + MODELS},
+                         "by_segment": report["segments"]["combined"],
+                         **{key: final(report, key) for key, _ in ANCHORS}})
     if len(per_seed) > 1:
         print(f"test metrics over seeds {', '.join(map(str, args.seeds))}, mean ± standard deviation:")
         print(spread_table(per_seed, report["eval"]["k"]))

@@ -45,3 +45,8 @@ def test_null_partner_runs_end_to_end(tmp_path: Path) -> None:
     assert report["shared_users"] == 180 and report["key_bits"] == 2048
     assert json.loads((tmp_path / "report.json").read_text())["chosen"]["federated"]["test"]["overall"]["users"]
     assert "federated" in summary_table(report)
+    fed, alone = report["chosen"]["federated"], report["a_alone"]
+    valid = alone["valid"] if fed["epoch"] == 0 else report["epochs"][fed["epoch"] - 1]["federated"]
+    assert valid["overall"]["ndcg"] >= alone["valid"]["overall"]["ndcg"], "never below A alone on validation"
+    if fed["epoch"] == 0:
+        assert fed["test"] == alone["test"], "the federated start is A alone's model"
