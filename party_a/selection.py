@@ -4,7 +4,9 @@ After each epoch the validation metric is offered; the best epoch so far is kept
 (a later epoch must beat it by more than `min_delta`), and training stops once
 `patience` epochs in a row have not improved on it. With `first = 0` the model as
 it starts is offered too, as epoch 0, so training is kept only where it beats the
-start. The test lists are scored for the chosen epoch only; `Choice.reason` says
+start; patience then counts from training's own best epoch, not the start's, so a
+model still improving while below the start (a residual that starts at zero takes a
+few epochs to pass it) is not stopped for that. The test lists are scored for the chosen epoch only; `Choice.reason` says
 why it was chosen, for the report.
 """
 
@@ -32,10 +34,8 @@ class EarlyStopping:
     def update(self, value: float) -> bool:
         """Record the next epoch's validation value; True when it is the best so far (save its state)."""
         self.history.append(value)
-        if self.best is None or value > self.history[self.best] + self.min_delta:
-            self.best = len(self.history) - 1
-            return True
-        return False
+        self.best = leader(self.history, self.min_delta)
+        return self.best == len(self.history) - 1
 
     @property
     def best_epoch(self) -> int | None:
@@ -43,8 +43,10 @@ class EarlyStopping:
 
     @property
     def stale(self) -> int:
-        """Epochs since the best one."""
-        return 0 if self.best is None else len(self.history) - 1 - self.best
+        """Epochs of training since training's best one (the start, epoch 0, is not an epoch of training)."""
+        trained = self.history[1:] if self.first == 0 else self.history
+        best = leader(trained, self.min_delta)
+        return 0 if best is None else len(trained) - 1 - best
 
     def should_stop(self) -> bool:
         return self.stale >= self.patience
@@ -57,3 +59,13 @@ class EarlyStopping:
                if self.should_stop() else f"last epoch reached, {self.stale} epochs after the best")
         start = " (the starting model: no epoch of training beat it)" if epoch == 0 else ""
         return Choice(epoch, best, f"best {self.metric} {best:.4f} at epoch {epoch}{start} of {last}; {why}")
+
+
+def leader(values: list[float], min_delta: float) -> int | None:
+    """The index of the best value, a later one counting only when it beats the best before it by more than
+    `min_delta`; None for no values."""
+    best = None
+    for i, value in enumerate(values):
+        if best is None or value > values[best] + min_delta:
+            best = i
+    return best

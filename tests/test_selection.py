@@ -39,7 +39,14 @@ def test_without_stopping_the_last_epoch_is_reported_as_reached() -> None:
 
 def test_the_starting_model_is_epoch_zero_and_can_be_chosen() -> None:
     stopper = EarlyStopping(patience=2, first=0)
-    run([0.40, 0.38, 0.39, 0.45], stopper)
+    run([0.40, 0.38, 0.37, 0.36, 0.45], stopper)
     choice = stopper.choice()
-    assert choice.epoch == 0 and len(stopper.history) == 3
-    assert "epoch 0 (the starting model" in choice.reason and "of 2" in choice.reason
+    assert choice.epoch == 0 and len(stopper.history) == 4
+    assert "epoch 0 (the starting model" in choice.reason and "of 3" in choice.reason
+
+
+def test_training_still_improving_below_the_start_is_not_stopped() -> None:
+    stopper = EarlyStopping(patience=2, first=0)
+    flags = run([0.40, 0.30, 0.32, 0.34, 0.36, 0.41, 0.39, 0.38, 0.5], stopper)
+    assert flags == [True, False, False, False, False, True, False, False]  # stops 2 epochs after epoch 5
+    assert stopper.choice().epoch == 5
