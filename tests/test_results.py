@@ -13,7 +13,7 @@ SEGMENTS = ("0-2", "3-10", "11+")
 
 
 def scores(hr: float, cold: float | None = None) -> dict:
-    return {"overall": {"users": 100, "hr": hr, "ndcg": hr / 2}, "cold": {"users": 30, "hr": cold or hr,
+    return {"overall": {"users": 100, "hr": hr, "ndcg": hr / 2}, "cold": {"users": 60, "hr": cold or hr,
                                                                             "ndcg": (cold or hr) / 2}}
 
 
@@ -77,3 +77,9 @@ def test_tables_carry_every_model_and_segment_with_spreads(tmp_path: Path,
 def test_a_directory_without_runs_is_named(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match=str(tmp_path)):
         results.load(tmp_path)
+
+
+def test_the_anchor_share_is_not_judged_on_a_handful_of_cold_users() -> None:
+    few = report(0.50, 0.50, anchor_cold=0.75)
+    few["chosen"]["federated"]["test"]["cold"]["users"] = 4
+    assert "not judged, 4 cold users" in results.checks([few] * 2, 10)[-1]
