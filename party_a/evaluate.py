@@ -68,14 +68,18 @@ def eval_set(data: ActiveData, split: str, negatives: int, cold_max_train: int, 
     return EvalSet(split, users, items, SplitHistories(data, users, split), activity <= cold_max_train, activity)
 
 
-def metrics(scores: np.ndarray, cold: np.ndarray, k: int) -> dict:
-    """AUC, HR@k, NDCG@k overall and for cold users, from scores with the held-out item in column 0."""
+def per_user(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each list's AUC, hit at k and NDCG@k, from scores with the held-out item in column 0 (ties count half)."""
     pos, neg = scores[:, :1], scores[:, 1:]
     above = (neg > pos).sum(1) + 0.5 * (neg == pos).sum(1)
     rank = 1 + above
-    auc = 1 - above / neg.shape[1]
     hit = rank <= k
-    ndcg = np.where(hit, 1 / np.log2(rank + 1), 0.0)
+    return 1 - above / neg.shape[1], hit, np.where(hit, 1 / np.log2(rank + 1), 0.0)
+
+
+def metrics(scores: np.ndarray, cold: np.ndarray, k: int) -> dict:
+    """AUC, HR@k, NDCG@k overall and for cold users, from scores with the held-out item in column 0."""
+    auc, hit, ndcg = per_user(scores, k)
 
     def summary(mask: np.ndarray) -> dict:
         if not mask.any():

@@ -2,8 +2,11 @@
 
 Cold users are served best by a different scorer than active ones (item-kNN or
 popularity often beats EASE and A's model for users with one or two events), so
-every scorer is reported per segment, and for each segment the scorer with the best
-validation NDCG@k is chosen (`choose`) among `CANDIDATES`, the earlier on a tie.
+every scorer is reported per segment, and each segment chooses on validation among
+`CANDIDATES` (`choose`): the federated model, unless another scorer's NDCG@k beats it
+on the segment's users by a significant margin (paired over the users, one-sided at
+5 %). A segment of a few hundred users cannot tell scorers within a point or two
+apart, and a switch on noise costs on test what it seemed to gain.
 `combined` scores each user with its segment's choice: what serving by segment
 would give. A's service answers each segment with its choice (party_a/serving.py).
 """
@@ -18,6 +21,7 @@ from party_a.evaluate import EvalSet, metrics
 
 SEGMENTS = (("0-2", 0, 2), ("3-10", 3, 10), ("11+", 11, None))  # name, fewest and most training events
 CANDIDATES = ("federated", "a_alone", "item_knn", "popularity")  # what a segment may choose, preferred on ties
+SIGNIFICANT = 1.645  # standard errors: a one-sided test at 5 %
 
 
 def segment_of(events: int) -> str:
@@ -38,14 +42,17 @@ def by_segment(scores: np.ndarray, ev: EvalSet, k: int) -> dict[str, dict]:
             for name, mask in segment_masks(ev.activity).items()}
 
 
-def choose(valid: dict[str, dict[str, dict]]) -> dict[str, str]:
-    """Per segment, the scorer (of `valid`: scorer → segment → metrics, in order of preference) with the best
-    validation NDCG@k."""
-    order = list(valid)
+def choose(ndcg: dict[str, np.ndarray], activity: np.ndarray) -> dict[str, str]:
+    """Per segment, the first scorer of `ndcg` (scorer → each validation user's NDCG@k, in order of preference;
+    `activity`: each user's training events), unless the scorer with the best mean on the segment (the earlier on
+    a tie) beats it by more than `SIGNIFICANT` standard errors of the paired differences."""
+    order = list(ndcg)
     choice = {}
-    for name, _, _ in SEGMENTS:
-        tried = [(valid[s][name]["ndcg"], -order.index(s), s) for s in order if valid[s][name]["users"]]
-        choice[name] = max(tried)[2] if tried else order[0]
+    for name, mask in segment_masks(activity).items():
+        best = max(order, key=lambda s: (ndcg[s][mask].mean() if mask.any() else 0.0, -order.index(s)))
+        gain = ndcg[best][mask] - ndcg[order[0]][mask]
+        sure = gain.size > 1 and gain.mean() > SIGNIFICANT * gain.std(ddof=1) / np.sqrt(gain.size)
+        choice[name] = best if sure else order[0]
     return choice
 
 

@@ -38,7 +38,7 @@ from party_a.config import Training
 from party_a.data import ActiveData
 from party_a.alone import Alone, train_alone
 from party_a.baselines import Baseline, chosen_ease_lambda, fit_baselines
-from party_a.evaluate import SPLITS, EvalSet, eval_set, metrics, model_scores
+from party_a.evaluate import SPLITS, EvalSet, eval_set, metrics, model_scores, per_user
 from party_a.model import ActiveModel, active_step, federated_start
 from party_a.privacy import delta_noise
 from party_a.sampler import Batch, Sampler
@@ -462,17 +462,18 @@ def train_and_store(run: Run, names: Names) -> dict:
 
 def segment_report(models: Models, baselines: list[Baseline], lists: dict[str, EvalSet], k: int) -> dict:
     """Every scorer's validation and test metrics per activity segment (party_a/segments.py), the scorer each
-    segment chooses on validation among the federated model, A alone, item-kNN and popularity, and the test
-    metrics of every user scored by its segment's choice."""
+    segment chooses on validation among the federated model, A alone, item-kNN and popularity (the federated
+    model unless another is significantly better), and the test metrics of every user scored by its segment's
+    choice."""
     chosen = federated_start(models.alone)
     chosen.load_state_dict(models.selected.state)
     u = models.selected.u
     scorers = {"federated": lambda ev: model_scores(chosen, ev, u),
                "a_alone": lambda ev: model_scores(models.alone, ev, np.zeros_like(u)),
                **{b.name: b.scores for b in baselines}}
-    per = {split: {name: by_segment(score(lists[split]), lists[split], k) for name, score in scorers.items()}
-           for split in SPLITS}
-    choice = choose({name: per["valid"][name] for name in CANDIDATES})
+    scored = {split: {name: score(lists[split]) for name, score in scorers.items()} for split in SPLITS}
+    per = {split: {name: by_segment(s, lists[split], k) for name, s in scored[split].items()} for split in SPLITS}
+    choice = choose({name: per_user(scored["valid"][name], k)[2] for name in CANDIDATES}, lists["valid"].activity)
     return {"valid": per["valid"], "test": per["test"], "choice": choice,
             "combined": combined(scorers, choice, lists["test"], k)}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from party_a.evaluate import EvalSet
+from party_a.evaluate import per_user
 from party_a.segments import by_segment, choose, combined, segment_masks, segment_of
 
 
@@ -28,18 +29,25 @@ def test_each_segment_takes_its_best_scorer_and_ties_go_to_the_earlier() -> None
               "popularity": np.array([hit, hit, miss, miss, miss, miss])}
     valid = {name: by_segment(s, ev, k=1) for name, s in scores.items()}
     assert valid["popularity"]["0-2"]["hr"] == 1.0 and valid["federated"]["0-2"]["hr"] == 0.0
-    choice = choose(valid)
+    choice = choose({name: per_user(s, 1)[2] for name, s in scores.items()}, ev.activity)
     assert choice == {"0-2": "popularity", "3-10": "federated", "11+": "federated"}
     served = combined({name: (lambda ev, s=s: s) for name, s in scores.items()}, choice, ev, k=1)
     assert served["overall"]["hr"] == 1.0
 
 
 def test_a_segment_without_users_keeps_the_first_candidate() -> None:
-    ev = lists([1, 2])
-    valid = {"federated": by_segment(np.array([[0.0, 1, 1, 1]] * 2), ev, k=1),
-             "popularity": by_segment(np.array([[1.0, 0, 0, 0]] * 2), ev, k=1)}
-    assert valid["federated"]["11+"]["users"] == 0
-    assert choose(valid) == {"0-2": "popularity", "3-10": "federated", "11+": "federated"}
+    ndcg = {"federated": np.zeros(2), "popularity": np.ones(2)}
+    assert choose(ndcg, np.array([1, 2])) == {"0-2": "popularity", "3-10": "federated", "11+": "federated"}
+
+
+def test_a_segment_leaves_the_first_candidate_only_for_a_significant_gain() -> None:
+    rng = np.random.default_rng(0)
+    federated = rng.random(300)
+    activity = np.ones(300, dtype=np.int64)
+    noise = federated + rng.normal(0.01, 0.3, 300)  # a point better on average, within the noise
+    assert choose({"federated": federated, "item_knn": noise}, activity)["0-2"] == "federated"
+    better = federated + rng.normal(0.1, 0.3, 300)  # ten points better: about six standard errors
+    assert choose({"federated": federated, "item_knn": better}, activity)["0-2"] == "item_knn"
 
 
 def test_a_user_is_served_by_the_segment_its_masks_put_it_in() -> None:
