@@ -40,7 +40,11 @@ def model_metrics(report: dict, model: str) -> dict:
     return report["segments"]["combined"] if model == SERVED[0] else final(report, model)
 
 
-def spread(values: list[float]) -> str:
+def spread(values: list[float | None]) -> str:
+    """Mean ± standard deviation of the seeds that have a value (a segment without users has none)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
     sd = np.std(values, ddof=1) if len(values) > 1 else 0.0
     return f"{np.mean(values):.3f} ± {sd:.3f}"
 

@@ -83,3 +83,10 @@ def test_the_anchor_share_is_not_judged_on_a_handful_of_cold_users() -> None:
     few = report(0.50, 0.50, anchor_cold=0.75)
     few["chosen"]["federated"]["test"]["cold"]["users"] = 4
     assert "not judged, 4 cold users" in results.checks([few] * 2, 10)[-1]
+
+
+def test_a_segment_without_users_shows_a_dash() -> None:
+    empty = report(0.50, 0.52)
+    for scorer in empty["segments"]["test"].values():
+        scorer["11+"] = {"users": 0, "hr": None, "ndcg": None}
+    assert results.segment_table([empty] * 2, 10).splitlines()[2].endswith("| 0.300 ± 0.000 | - |")
