@@ -64,7 +64,7 @@ def _submit(pool: WorkerPool, recommender: Recommender, queries: list[Query | No
     if not known:
         return None
     return pool.submit("party_a.scoring:top_items_task", recommender.model_id, [q.source for q in known],
-                       np.stack([q.z.numpy() for q in known]), np.stack([q.items.numpy() for q in known]),
+                       np.stack([q.z.numpy() for q in known]), [q.items.numpy() for q in known],
                        [] if include_bought else [recommender.histories[q.row] for q in known], k, include_bought)
 
 

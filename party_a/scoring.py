@@ -129,10 +129,10 @@ def install(model_id: str, name: str, arrays: dict[str, np.ndarray | None]) -> N
     torch.set_num_threads(1)
 
 
-def top_items_task(model_id: str, names: list[str], z: np.ndarray, items: np.ndarray, bought: list[np.ndarray],
-                   k: int, include_bought: bool) -> list[np.ndarray]:
+def top_items_task(model_id: str, names: list[str], z: np.ndarray, items: list[np.ndarray],
+                   bought: list[np.ndarray], k: int, include_bought: bool) -> list[np.ndarray]:
     """A worker's side: `top_items` for a chunk of users, user i by the installed catalogue `names[i]`, from
-    z (U, h), items (U, L) and its bought items (not sent with `include_bought`); [indices (U, k), scores (U, k)]
+    z (U, h), its items (the model's padded history, or a baseline's whole history) and its bought items (not sent with `include_bought`); [indices (U, k), scores (U, k)]
     (k at most the catalogue)."""
     tops, scores = [], []
     for i, name in enumerate(names):

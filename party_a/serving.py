@@ -40,7 +40,7 @@ import torch
 from party_a.config import PartyAConfig
 from party_a.data import ActiveTables, align, load_tables
 from party_a.model import ActiveModel
-from party_a.sampler import PAD, pad_histories
+from party_a.sampler import pad_histories
 from party_a.scoring import baseline_catalogue, top_items
 from party_a.segments import SEGMENTS, segment_of
 from party_a.store import ITEM_KNN, U_STORE, model_settings, read_u_store
@@ -210,10 +210,9 @@ class Recommender:
         if row is None:
             return None
         source = self.source(row, store)
+        if source not in self.models:  # a baseline: its catalogue ignores z and reads the whole history, as scored
+            return Query(source, row, torch.zeros(self.width), torch.from_numpy(self.histories[row].astype(np.int64)))
         history = torch.from_numpy(pad_histories([self.histories[row]], self.history_length))
-        if source not in self.models:  # a baseline: its catalogue ignores z
-            return Query(source, row, torch.zeros(self.width), torch.where(history[0] == PAD, self.n_items,
-                                                                           history[0]))
         u = store.u[row] if source == "federated" else np.zeros(self.h, dtype=np.float32)
         z, items, _ = self.models[source].user_side(history, torch.tensor([row]), torch.tensor(u)[None, :])
         return Query(source, row, z[0, 0], items[0])
