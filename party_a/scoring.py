@@ -4,10 +4,11 @@ A user's logits split into what needs A's model and data per user (z from
 `ActiveModel.user_side`, and its history as item indices) and what is the same for
 every user (the `Catalogue`: item vectors V, item biases, EASE's P and diag(P), and
 the item-item coefficients; for a single-party baseline served to a segment, a
-table of item-item weights summed over the history). `ActiveModel.logits` (training, evaluation, the HTTP
-service) and the workers of `python -m party_a recommend` all score through
-`catalogue_logits`, and the service and `recommend` take top-k through `top_items`,
-so a user's scores are the same bits whichever path scores it.
+table of item-item weights summed over the history). `ActiveModel.logits`
+(training, evaluation, the HTTP service) and the workers of `python -m party_a
+recommend` all score through `catalogue_logits`, and the service and `recommend`
+take top-k through `top_items`, so a user's scores are the same bits whichever path
+scores it.
 
 On a worker, `install` caches a model's catalogue (broadcast once per worker, as
 arrays of our codec: raw bytes, dtype and shape, never pickled), and
@@ -132,8 +133,8 @@ def install(model_id: str, name: str, arrays: dict[str, np.ndarray | None]) -> N
 def top_items_task(model_id: str, names: list[str], z: np.ndarray, items: list[np.ndarray],
                    bought: list[np.ndarray], k: int, include_bought: bool) -> list[np.ndarray]:
     """A worker's side: `top_items` for a chunk of users, user i by the installed catalogue `names[i]`, from
-    z (U, h), its items (the model's padded history, or a baseline's whole history) and its bought items (not sent with `include_bought`); [indices (U, k), scores (U, k)]
-    (k at most the catalogue)."""
+    z (U, h), its items (a model's padded history, or a baseline's whole history) and its bought items (not
+    sent with `include_bought`); [indices (U, k), scores (U, k)] (k at most the catalogue)."""
     tops, scores = [], []
     for i, name in enumerate(names):
         catalogue = _installed.get((model_id, name))

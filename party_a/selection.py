@@ -6,8 +6,8 @@ After each epoch the validation metric is offered; the best epoch so far is kept
 it starts is offered too, as epoch 0, so training is kept only where it beats the
 start; patience then counts from training's own best epoch, not the start's, so a
 model still improving while below the start (a residual that starts at zero takes a
-few epochs to pass it) is not stopped for that. The test lists are scored for the chosen epoch only; `Choice.reason` says
-why it was chosen, for the report.
+few epochs to pass it) is not stopped for that. The test lists are scored for the
+chosen epoch only; `Choice.reason` says why it was chosen, for the report.
 """
 
 from __future__ import annotations

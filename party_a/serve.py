@@ -108,7 +108,8 @@ class Metrics:
                                 ("endpoint", "status"), registry=self.registry)
         self.latency = Histogram("vfrec_http_request_duration_seconds", "HTTP request latency by endpoint",
                                  ("endpoint",), buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.answers = Counter("vfrec_answers", "Answers (one per user) by source: federated, a_alone, item_knn, popularity",
+        self.answers = Counter("vfrec_answers",
+                               "Answers (one per user) by source: federated, a_alone, item_knn, popularity",
                                ("source",), registry=self.registry)
         self.reloads = Counter("vfrec_u_store_reloads", "Reloads of the u store after it changed on disk",
                                registry=self.registry)

@@ -8,9 +8,7 @@ chose on validation at training (the manifest's "segments"):
   intersection gets A alone instead;
 - "a_alone": A alone, trained in the same run;
 - "item_knn": item-kNN on A's events, as fitted at training, summed over the user's
-  `history` most recent items (the ones the models see; evaluation sums over all,
-  which differs only for users with more, and segments of such users rarely choose
-  item-kNN);
+  whole history, as it was scored on validation;
 - "popularity": the most bought items.
 A user A does not know gets "popularity".
 Every user of A is represented by all its positive items (oldest first, as in
@@ -71,7 +69,8 @@ class Answer:
 @dataclass(frozen=True)
 class Query:
     """A known user's part of its scores: what it is scored by, its row, z (the catalogue's width; zeros for a
-    baseline) and its history as item indices (history length; padding: the number of items)."""
+    baseline) and its history as item indices (a model's: its history length, padding the number of items; a
+    baseline's: the whole history)."""
 
     source: Source
     row: int
