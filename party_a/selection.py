@@ -29,13 +29,16 @@ class EarlyStopping:
     metric: str = "validation NDCG@10"
     first: int = 1  # the number of the first epoch offered: 0 when the starting model is offered
     history: list[float] = field(default_factory=list)
-    best: int | None = None  # index into history of the best epoch so far
 
     def update(self, value: float) -> bool:
         """Record the next epoch's validation value; True when it is the best so far (save its state)."""
         self.history.append(value)
-        self.best = leader(self.history, self.min_delta)
         return self.best == len(self.history) - 1
+
+    @property
+    def best(self) -> int | None:
+        """The index into history of the best epoch so far."""
+        return leader(self.history, self.min_delta)
 
     @property
     def best_epoch(self) -> int | None:

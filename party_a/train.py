@@ -205,9 +205,10 @@ class Models:
         return torch_states, {} if self.selected.u is None else {"u_federated": self.selected.u}
 
     def choice(self) -> dict:
-        """For A's checkpoint: the epoch choice's validation history, best epoch and test metrics (JSON)."""
+        """For A's checkpoint: the epoch choice's validation history (its best epoch follows) and test metrics
+        (JSON)."""
         c = self.selected
-        return {"history": c.stopper.history, "best": c.stopper.best, "test": c.test}
+        return {"history": c.stopper.history, "test": c.test}
 
     def restore(self, saved: a_checkpoint.Saved) -> None:
         """The models, optimiser, RNG and epoch choice as A's checkpoint holds them; the noise on δ keeps its
@@ -220,7 +221,7 @@ class Models:
         if self.audit.noise is not None and saved.info.get("noise") is not None:
             self.audit.noise.restore(saved.info["noise"])
         choice = saved.info["chosen"]
-        c.stopper.history, c.stopper.best, c.test = choice["history"], choice["best"], choice["test"]
+        c.stopper.history, c.test = choice["history"], choice["test"]
         c.state, c.u = t.get("chosen_federated"), saved.arrays.get("u_federated")
 
 
