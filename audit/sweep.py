@@ -18,7 +18,7 @@ from audit.parties import Parties, load_parties
 from audit.report import UNDEFENDED, Outcome, attack_run
 from party_a.alone import train_alone
 from party_a.baselines import chosen_ease_lambda, fit_baselines
-from party_a.evaluate import SPLITS, eval_set
+from party_a.evaluate import eval_set, evaluation_lists
 from party_a.privacy import delta_noise
 from party_a.sampler import Sampler
 from party_b.privacy import embedding_noise
@@ -86,8 +86,8 @@ def ease_lambda(parties: Parties) -> float:
 def a_alone(parties: Parties, lam: float) -> dict:
     """A alone's test metrics (u = 0), as the secure run trains it."""
     j = parties.joined
-    e = j.training.eval
-    valid, test = (eval_set(j.data, split, e.negatives, e.cold_max_train, e.seed) for split in SPLITS)
+    lists = evaluation_lists(j.data, j.training)
+    valid, test = lists["valid"], lists["test"]
     return train_alone(j.data, j.training, valid, test, lam).test
 
 

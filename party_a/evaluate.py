@@ -24,7 +24,8 @@ import torch
 
 from party_a.data import ActiveData
 
-if TYPE_CHECKING:  # the model imports the baselines, which import this module
+if TYPE_CHECKING:  # the model imports the baselines, which import this module; the config imports this module
+    from party_a.config import Training
     from party_a.model import ActiveModel
 
 
@@ -67,6 +68,12 @@ def eval_set(data: ActiveData, split: str, negatives: int, cold_max_train: int, 
     activity = np.array([data.train[s].size for s in users], dtype=np.int64)
     return EvalSet(split, users, items, SplitHistories(data, users, split), activity <= cold_max_train, activity)
 
+
+
+def evaluation_lists(data: ActiveData, training: Training) -> dict[str, EvalSet]:
+    """The validation and test lists as the run's `[eval]` settings draw them."""
+    e = training.eval
+    return {split: eval_set(data, split, e.negatives, e.cold_max_train, e.seed) for split in SPLITS}
 
 def per_user(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each list's AUC, hit at k and NDCG@k, from scores with the held-out item in column 0 (ties count half)."""

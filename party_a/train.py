@@ -38,7 +38,7 @@ from party_a.config import Training
 from party_a.data import ActiveData
 from party_a.alone import Alone, train_alone
 from party_a.baselines import Baseline, chosen_ease_lambda, fit_baselines
-from party_a.evaluate import SPLITS, EvalSet, eval_set, metrics, model_scores, per_user
+from party_a.evaluate import SPLITS, EvalSet, evaluation_lists, metrics, model_scores, per_user
 from party_a.model import ActiveModel, active_step, federated_start
 from party_a.privacy import delta_noise
 from party_a.sampler import Batch, Sampler
@@ -304,11 +304,6 @@ class Run:
     checkpoints: CheckpointSettings
     clock: StepClock
     generation: int = 0
-
-
-def evaluation_lists(data: ActiveData, cfg: Training) -> dict[str, EvalSet]:
-    e = cfg.eval
-    return {split: eval_set(data, split, e.negatives, e.cold_max_train, e.seed) for split in SPLITS}
 
 
 def run_training(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, data: ActiveData, cfg: Training,

@@ -25,7 +25,7 @@ from party_a.config import Training
 from party_a.data import ActiveData, align, load_tables
 from party_a.alone import Alone, train_alone
 from party_a.baselines import chosen_ease_lambda, fit_baselines
-from party_a.evaluate import SPLITS, EvalSet, eval_set, metrics, model_scores
+from party_a.evaluate import EvalSet, evaluation_lists, metrics, model_scores
 from party_a.model import ActiveModel, active_step, federated_start
 from party_a.sampler import Batch, Sampler
 from party_a.selection import Choice, EarlyStopping
@@ -131,7 +131,8 @@ def train(data: ActiveData, b_features: Features, training: Training, tower: Tow
     validation here as in the secure run when not given."""
     torch.set_num_threads(1)
     t, e = training.train, training.eval
-    valid, test = (eval_set(data, split, e.negatives, e.cold_max_train, e.seed) for split in SPLITS)
+    lists = evaluation_lists(data, training)
+    valid, test = lists["valid"], lists["test"]
     if ease_lambda is None:
         ease_lambda = chosen_ease_lambda(fit_baselines(data, valid, e.k))
     alone = train_alone(data, training, valid, test, ease_lambda)

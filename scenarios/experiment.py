@@ -29,7 +29,7 @@ from protocol.crypto import fixedpoint, packing
 from protocol.crypto.paillier import DEFAULT_BITS, PrivateKey, read_private_key
 from protocol.layer.plan import LayerPlan
 from protocol.net.codec import decode
-from party_a.evaluate import SPLITS, eval_set
+from party_a.evaluate import evaluation_lists
 from scenarios.anchors import fit_anchors
 from scenarios.centralised import PlainLayer, load_joined, train
 from scenarios.launch import LocalRun, run_all, set_compute, write_local_run
@@ -89,9 +89,9 @@ def run_experiment(run: LocalRun, timeout: float = 3600.0, stream: bool = True) 
         entry["loss"]["centralised"] = extra["loss"]
     report["chosen"]["centralised"] = {"epoch": centralised.choice.epoch, "reason": centralised.choice.reason,
                                        "test": centralised.test}
-    e = joined.training.eval
-    valid, test = (eval_set(joined.data, split, e.negatives, e.cold_max_train, e.seed) for split in SPLITS)
-    report["anchors"] = fit_anchors(joined.data, joined.b_features, valid, test, e.k)
+    lists = evaluation_lists(joined.data, joined.training)
+    report["anchors"] = fit_anchors(joined.data, joined.b_features, lists["valid"], lists["test"],
+                                    joined.training.eval.k)
     report["wall_seconds"] = {"federated_run": round(federated_seconds, 1),
                               "total": round(time.perf_counter() - started, 1)}
     (run.root / "report.json").write_text(json.dumps(report, indent=2) + "\n")

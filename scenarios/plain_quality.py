@@ -23,7 +23,7 @@ import numpy as np
 
 from party_a import config as party_a_config
 from party_a.baselines import chosen_ease_lambda, fit_baselines
-from party_a.evaluate import SPLITS, eval_set, metrics
+from party_a.evaluate import evaluation_lists, metrics
 from party_b import config as party_b_config
 from scenarios import bank_offers, ecommerce_bank
 from scenarios.centralised import PlainLayer, load_joined, train
@@ -53,7 +53,8 @@ def one_seed(story: str, root: Path, users: int, epochs: int, seed: int,
     plain_align(run)
     joined = load_joined(run.configs["party_a"], run.configs["party_b"])
     data, e = joined.data, joined.training.eval
-    valid, test = (eval_set(data, split, e.negatives, e.cold_max_train, e.seed) for split in SPLITS)
+    lists = evaluation_lists(data, joined.training)
+    valid, test = lists["valid"], lists["test"]
     results: dict[str, dict] = {}
     baselines = fit_baselines(data, valid, e.k)
     for b in baselines:
