@@ -237,8 +237,13 @@ def scenario_main(doc: str, prepare: Callable[..., LocalRun], default_dir: str, 
         print(spread_table(per_seed, report["eval"]["k"]))
 
 
-def _spread(values: list[float]) -> str:
-    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.4f}"
+def spread(values: list[float | None], digits: int = 4) -> str:
+    """Mean ± standard deviation over the seeds that have a value (a segment without users has none)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    sd = np.std(values, ddof=1) if len(values) > 1 else 0.0
+    return f"{np.mean(values):.{digits}f} ± {sd:.{digits}f}"
 
 
 def spread_table(per_seed: list[dict[str, dict]], k: int) -> str:
@@ -248,7 +253,7 @@ def spread_table(per_seed: list[dict[str, dict]], k: int) -> str:
         " ".join(f"{'cold ' + n:>17}" for n in names)
     lines = [head, "-" * len(head)]
     for model in per_seed[0]:
-        cells = [_spread([r[model][scope][m] for r in per_seed]) for scope in ("overall", "cold")
+        cells = [spread([r[model][scope][m] for r in per_seed]) for scope in ("overall", "cold")
                  for m in ("hr", "ndcg", "auc")]
         lines.append(f"{model:<12} | " + " ".join(f"{c:>17}" for c in cells[:3]) + " | " +
                      " ".join(f"{c:>17}" for c in cells[3:]))

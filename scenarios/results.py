@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scenarios import experiment
 from scenarios.experiment import ANCHORS, BASELINES, MODELS, final
 
 SERVED = ("by_segment", "served by segment")
@@ -41,12 +42,7 @@ def model_metrics(report: dict, model: str) -> dict:
 
 
 def spread(values: list[float | None]) -> str:
-    """Mean ± standard deviation of the seeds that have a value (a segment without users has none)."""
-    values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    sd = np.std(values, ddof=1) if len(values) > 1 else 0.0
-    return f"{np.mean(values):.3f} ± {sd:.3f}"
+    return experiment.spread(values, digits=3)
 
 
 def models_table(reports: list[dict], k: int) -> str:
