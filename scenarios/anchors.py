@@ -41,14 +41,18 @@ def events(data: ActiveData) -> np.ndarray:
     return x
 
 
-def joint_ease(data: ActiveData, b: np.ndarray, lam: float) -> Callable[[EvalSet], np.ndarray]:
-    """Scores of the joint EASE: X with B's columns appended (zero rows for A's other users)."""
-    x = events(data)
+def joint_gram(x: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """JᵀJ of J = X with B's columns appended (zero rows for A's users outside the intersection, which come
+    after the shared ones)."""
     side = np.zeros((x.shape[0], b.shape[1]))
-    side[:data.n_users] = b
+    side[:b.shape[0]] = b
     joint = np.hstack([x, side])
-    weights = ease_weights(np.linalg.inv(joint.T @ joint + lam * np.eye(joint.shape[1])))
-    n = data.n_items
+    return joint.T @ joint
+
+
+def joint_ease(gram: np.ndarray, b: np.ndarray, n: int, lam: float) -> Callable[[EvalSet], np.ndarray]:
+    """Scores of the joint EASE at λ from `joint_gram` (n items, then B's columns)."""
+    weights = ease_weights(np.linalg.inv(gram + lam * np.eye(gram.shape[0])))
 
     def scores(ev: EvalSet) -> np.ndarray:
         rows = np.stack([np.concatenate([np.bincount(h, minlength=n)[:n] > 0, b[u]])
@@ -58,9 +62,8 @@ def joint_ease(data: ActiveData, b: np.ndarray, lam: float) -> Callable[[EvalSet
     return scores
 
 
-def user_knn(data: ActiveData, b: np.ndarray, neighbours: int) -> Callable[[EvalSet], np.ndarray]:
-    """Scores of user-kNN on B's columns over the shared users' training events."""
-    x = events(data)[:data.n_users]
+def user_knn(x: np.ndarray, b: np.ndarray, neighbours: int) -> Callable[[EvalSet], np.ndarray]:
+    """Scores of user-kNN on B's columns over the shared users' training events `x`."""
     unit = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
 
     def scores(ev: EvalSet) -> np.ndarray:
@@ -86,7 +89,9 @@ def _best(name: str, build: Callable[[object], Callable[[EvalSet], np.ndarray]],
 
 def fit_anchors(data: ActiveData, b_features: Features, valid: EvalSet, test: EvalSet, k: int) -> dict[str, dict]:
     """Both anchors, each tuned on validation, with their test metrics."""
-    b = one_hot(b_features)
-    return {"joint_ease": _best("lambda", lambda lam: joint_ease(data, b, lam), LAMBDAS, valid, test, k),
-            "user_knn_b": _best("neighbours", lambda n: user_knn(data, b, n), NEIGHBOURS, valid, test, k)}
+    b, x = one_hot(b_features), events(data)
+    gram, n = joint_gram(x, b), data.n_items
+    return {"joint_ease": _best("lambda", lambda lam: joint_ease(gram, b, n, lam), LAMBDAS, valid, test, k),
+            "user_knn_b": _best("neighbours", lambda m: user_knn(x[:data.n_users], b, m), NEIGHBOURS, valid, test,
+                                k)}
 
