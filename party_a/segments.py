@@ -13,8 +13,6 @@ would give. A's service answers each segment with its choice (party_a/serving.py
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from party_a.evaluate import EvalSet, metrics
@@ -56,11 +54,11 @@ def choose(ndcg: dict[str, np.ndarray], activity: np.ndarray) -> dict[str, str]:
     return choice
 
 
-def combined(scorers: dict[str, Callable[[EvalSet], np.ndarray]], choice: dict[str, str], ev: EvalSet,
-             k: int) -> dict:
-    """Metrics of the lists scored, user by user, by the scorer its segment chose."""
-    scores = np.empty(ev.items.shape)
+def combined(scores: dict[str, np.ndarray], choice: dict[str, str], ev: EvalSet, k: int) -> dict:
+    """Metrics of the lists `ev`, each user's row taken from the scores (scorer → scores of `ev`) of the scorer
+    its segment chose."""
+    served = np.empty(ev.items.shape)
     for name, mask in segment_masks(ev.activity).items():
         if mask.any():
-            scores[mask] = scorers[choice[name]](ev)[mask]
-    return metrics(scores, ev.cold, k)
+            served[mask] = scores[choice[name]][mask]
+    return metrics(served, ev.cold, k)

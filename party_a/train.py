@@ -471,7 +471,7 @@ def segment_report(models: Models, baselines: list[Baseline], lists: dict[str, E
     per = {split: {name: by_segment(s, lists[split], k) for name, s in scored[split].items()} for split in SPLITS}
     choice = choose({name: per_user(scored["valid"][name], k)[2] for name in CANDIDATES}, lists["valid"].activity)
     return {"valid": per["valid"], "test": per["test"], "choice": choice,
-            "combined": combined(scorers, choice, lists["test"], k)}
+            "combined": combined(scored["test"], choice, lists["test"], k)}
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ def test_each_segment_takes_its_best_scorer_and_ties_go_to_the_earlier() -> None
     assert valid["popularity"]["0-2"]["hr"] == 1.0 and valid["federated"]["0-2"]["hr"] == 0.0
     choice = choose({name: per_user(s, 1)[2] for name, s in scores.items()}, ev.activity)
     assert choice == {"0-2": "popularity", "3-10": "federated", "11+": "federated"}
-    served = combined({name: (lambda ev, s=s: s) for name, s in scores.items()}, choice, ev, k=1)
+    served = combined(scores, choice, ev, k=1)
     assert served["overall"]["hr"] == 1.0
 
 
