@@ -87,6 +87,12 @@ class UStore:
     written: float
 
 
+def stored_segments(manifest: dict) -> dict[str, str]:
+    """Each activity segment's choice as stored with the model; a model stored before segments were chosen
+    serves every segment by the federated model."""
+    return manifest.get("segments", {name: "federated" for name, _, _ in SEGMENTS})
+
+
 class Recommender:
     """A's two stored models, the baselines segments chose, A's own data, and the u store; answers requests."""
 
@@ -101,8 +107,7 @@ class Recommender:
         self.histories = tables.histories
         self.models = models
         self.history_length = models["federated"].history_length
-        # a model stored before segments were chosen serves every segment by the federated model
-        self.segments: dict[str, str] = manifest.get("segments", {name: "federated" for name, _, _ in SEGMENTS})
+        self.segments = stored_segments(manifest)
         counts = tables.item_counts
         with torch.no_grad():
             self.catalogues = {name: model.catalogue() for name, model in models.items()}
@@ -145,7 +150,7 @@ class Recommender:
                                  f"{str(exc)[:300]}") from None
             models[name] = model.eval()
         item_knn = None
-        if "item_knn" in manifest.get("segments", {}).values():
+        if "item_knn" in stored_segments(manifest).values():
             item_knn = load_state(directory, ITEM_KNN)["weights"].numpy()
             if item_knn.shape != (len(stored_items),) * 2:
                 raise StoreError(f"{directory / ITEM_KNN} holds weights of shape {item_knn.shape}, not "
@@ -197,9 +202,7 @@ class Recommender:
         if row is None:
             return "popularity"
         chosen = self.segments[segment_of(len(self.histories[row]))]
-        if self.alone and chosen == "federated":
-            return "a_alone"
-        return "a_alone" if chosen == "federated" and row not in store.u else chosen
+        return "a_alone" if chosen == "federated" and (self.alone or row not in store.u) else chosen
 
     @torch.no_grad()
     def query(self, user_id: str, store: UStore) -> Query | None:
