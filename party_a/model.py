@@ -107,20 +107,26 @@ class ActiveModel(nn.Module):
         self.latest_item_scale = nn.Parameter(torch.tensor(0.0))  # learns how much more the latest item counts
 
     def user_side(self, history: torch.Tensor, users: torch.Tensor, u: torch.Tensor,
-                  targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  targets: torch.Tensor | None = None,
+                  earlier: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """[z, u] (U, P, 2h) for each user from the history before each target position (training), or
         (U, 1, 2h) from the whole history (`targets` None); also the history as item indices (padding n) and the
-        cuts."""
+        cuts. z pools the last `history_length` items; ω counts every item before the target, `earlier`'s too
+        (training: the items before the window `history`)."""
         n = self.item_bias.shape[0]
-        length = history.shape[1]
-        filled = history != PAD
-        items = torch.where(filled, history, n)
+        older = (history[:, :-self.history_length] != PAD).sum(1)
+        if earlier is not None:
+            older = older + (earlier != PAD).sum(1)
+        items = torch.where(history != PAD, history, n)
+        window = history[:, -self.history_length:]
+        length = window.shape[1]
+        filled = window != PAD
         cut = torch.full((len(history), 1), length) if targets is None else targets.clamp_min(0)
         position = torch.arange(length)
         keep = filled[:, None, :] & (position < cut[..., None])  # (U, P, L)
         age = (cut[..., None] - 1 - position).clamp_min(0)
         weight = torch.exp(-nn.functional.softplus(self.recency) * age) * keep
-        embedded = self.history_embedding(items)  # (U, L, h)
+        embedded = self.history_embedding(torch.where(filled, window, n))  # (U, L, h)
         pooled = torch.einsum("upl,ulh->uph", weight, embedded) / weight.sum(-1, keepdim=True).clamp_min(1e-6)
         latest = torch.gather(embedded, 1, (cut - 1).clamp_min(0)[..., None].expand(-1, -1, embedded.shape[2]))
         latest = latest * keep.any(-1, keepdim=True)
@@ -128,8 +134,9 @@ class ActiveModel(nn.Module):
         if self.user_part is not None:
             z = z + self.user_part(users)[:, None, :]
         a, b = self.partner_weight
-        weight = torch.exp(a + b * torch.log1p(keep.sum(-1).float()))[..., None]  # (U, P, 1)
-        return torch.cat([z, u[:, None, :] * weight], dim=-1), items, cut
+        weight = torch.exp(a + b * torch.log1p((keep.sum(-1) + older[:, None]).float()))[..., None]  # (U, P, 1)
+        return torch.cat([z, u[:, None, :] * weight], dim=-1), items, \
+            torch.full((len(history), 1), history.shape[1]) if targets is None else cut
 
     def partner_parameters(self) -> list[nn.Parameter]:
         """What the federated model learns: the q_j and how much u counts by activity."""
@@ -149,11 +156,14 @@ class ActiveModel(nn.Module):
                          self.latest_item_scale)
 
     def logits(self, history: torch.Tensor, users: torch.Tensor, u: torch.Tensor,
-               targets: torch.Tensor | None = None) -> torch.Tensor:
+               targets: torch.Tensor | None = None, earlier: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (U, P, n) of every item for each user, from the history before each target position
-        (training), or (U, 1, n) from the whole history (evaluation, `targets` None)."""
-        z, items, cut = self.user_side(history, users, u, targets)
-        return catalogue_logits(self.catalogue(), z, items, cut, targets is not None)
+        (training: `history` the recent window, `earlier` the items before it), or (U, 1, n) from the whole
+        history (evaluation, `targets` None)."""
+        z, items, cut = self.user_side(history, users, u, targets, earlier)
+        n = self.item_bias.shape[0]
+        older = None if earlier is None else torch.where(earlier != PAD, earlier, n)
+        return catalogue_logits(self.catalogue(), z, items, cut, targets is not None, older)
 
     def score(self, histories: Sequence[np.ndarray], users: torch.Tensor, items: torch.Tensor,
               u: torch.Tensor) -> torch.Tensor:
@@ -161,8 +171,7 @@ class ActiveModel(nn.Module):
         out = []
         for k in range(0, len(users), 64):  # bounded memory: (chunk, history, items) at a time
             part = slice(k, k + 64)
-            history = torch.from_numpy(pad_histories([histories[i] for i in range(k, min(k + 64, len(users)))],
-                                                     self.history_length))
+            history = torch.from_numpy(pad_histories([histories[i] for i in range(k, min(k + 64, len(users)))]))
             logits = self.logits(history, users[part], u[part])[:, 0, :]
             out.append(torch.gather(logits, 1, items[part]))
         return torch.cat(out)
@@ -194,11 +203,12 @@ def active_step(model: ActiveModel, optimizer: torch.optim.Optimizer, batch: Bat
     """One update of A's model on a batch; returns the loss and δ = ∂L/∂u (one row per user of the batch)."""
     u = u.detach().requires_grad_(True)
     history, targets = torch.from_numpy(batch.history), torch.from_numpy(batch.targets)
-    logits = model.logits(history, torch.from_numpy(batch.users), u, targets)
+    logits = model.logits(history, torch.from_numpy(batch.users), u, targets, torch.from_numpy(batch.earlier))
     n = logits.shape[2]
     used = targets != PAD
     wanted = torch.where(used, torch.gather(history, 1, targets.clamp_min(0)), 0)  # (U, P)
-    own = torch.zeros(len(history), n + 1, dtype=torch.bool).scatter_(1, torch.where(history != PAD, history, n), True)
+    every = torch.cat([history, torch.from_numpy(batch.earlier)], dim=1)  # the user's training items
+    own = torch.zeros(len(history), n + 1, dtype=torch.bool).scatter_(1, torch.where(every != PAD, every, n), True)
     others = own[:, None, :n] & (torch.arange(n)[None, None, :] != wanted[:, :, None])
     logits = logits.masked_fill(others, float("-inf"))
     ce = nn.functional.cross_entropy(logits.reshape(-1, n), wanted.reshape(-1), reduction="none").view(used.shape)

@@ -4,7 +4,7 @@ Every shared user appears exactly once per epoch, in a uniformly random order, s
 what B sees (one u row per user) says nothing about activity or labels. For each
 user A keeps its `history` most recent training items (right-aligned, padded with
 -1) and draws up to `targets` of their positions to predict, each from the items
-before it: many events per user per step cost nothing more on the secure layer,
+before it (its earlier items too, which the item-item part reads): many events per user per step cost nothing more on the secure layer,
 whose cost is per user.
 """
 
@@ -25,10 +25,14 @@ class Batch:
     users: np.ndarray  # shared-user indices, what B is told
     history: np.ndarray  # (users, L): each user's most recent training items, oldest first, right-aligned, PAD
     targets: np.ndarray  # (users, P): positions in `history` of the items to predict, PAD where unused
+    earlier: np.ndarray  # (users, E): each user's training items before `history`, right-aligned, PAD
 
 
-def pad_histories(histories: list[np.ndarray], length: int) -> np.ndarray:
-    """The last `length` items of each history, right-aligned (the most recent item in the last column)."""
+def pad_histories(histories: list[np.ndarray], length: int | None = None) -> np.ndarray:
+    """The last `length` items of each history (None: all of the longest), right-aligned (the most recent item
+    in the last column)."""
+    if length is None:
+        length = max([len(items) for items in histories] + [1])
     out = np.full((len(histories), length), PAD, dtype=np.int64)
     for row, items in enumerate(histories):
         recent = items[-length:]
@@ -58,10 +62,11 @@ class Sampler:
             yield self._batch(order[k : k + self.batch_users], rng)
 
     def _batch(self, users: np.ndarray, rng: np.random.Generator) -> Batch:
-        history = pad_histories([self.data.train[s] for s in users], self.history)
+        histories = [self.data.train[s] for s in users]
+        history = pad_histories(histories, self.history)
         targets = np.full((len(users), self.targets), PAD, dtype=np.int64)
         for row in range(len(users)):
             filled = np.flatnonzero(history[row] != PAD)
             chosen = rng.choice(filled, size=min(self.targets, filled.size), replace=False)
             targets[row, : chosen.size] = chosen
-        return Batch(users, history, targets)
+        return Batch(users, history, targets, pad_histories([items[:-self.history] for items in histories]))

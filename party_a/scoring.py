@@ -49,42 +49,55 @@ class Catalogue:
         return cls(**{name: None if a is None else torch.from_numpy(a) for name, a in arrays.items()})
 
 
-def item_item(p: torch.Tensor, p_diag: torch.Tensor, items: torch.Tensor, cut: torch.Tensor,
-              training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def bag(items: torch.Tensor, n: int) -> torch.Tensor:
+    """(U, n + 1) counts of each item in each row of `items` (padding n, counted in the last column)."""
+    return torch.zeros(len(items), n + 1).scatter_add_(1, items, torch.ones(items.shape))
+
+
+def item_item(p: torch.Tensor, p_diag: torch.Tensor, items: torch.Tensor, cut: torch.Tensor, training: bool,
+              earlier: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """EASE scores (U, P, n) of every item from each user's history before `cut`, and from its latest item.
 
-    `items` is the history (padding n). In training the user's own row is also taken out of XᵀX
-    (Sherman-Morrison on P), so a target is scored as a held-out item is: by statistics it did not shape.
+    `items` is the history (padding n). Outside training it is the whole history and `cut` its end. In
+    training it is the recent window the targets are drawn from, and `earlier` (U, E; padding n) the user's
+    items before it: they count towards every target's history, and the user's whole row is taken out of
+    XᵀX (Sherman-Morrison on P), so a target is scored as a held-out item is: by statistics it did not shape.
     Entries for the user's own items are not meaningful (never candidates; the loss masks them)."""
     n = p_diag.shape[0]
+    if not training:  # the whole history, as EASE scores it: one product, whatever its length
+        return -(bag(items, n) @ p)[:, None, :] / p_diag, -p[items[:, -1:]] / p_diag
+    older = bag(earlier, n)[:, :n] if earlier is not None else torch.zeros(len(items), n)
     rows = p[items]  # (U, L, n)
     before = (cut - 1).clamp_min(0)  # (U, P): the latest position used
     has = (cut > 0)[..., None]
-    prefix = torch.gather(rows.cumsum(1), 1, before[..., None].expand(-1, -1, n)) * has
+    old = older @ p[:n]  # (U, n)
+    prefix = torch.gather(rows.cumsum(1), 1, before[..., None].expand(-1, -1, n)) * has + old[:, None, :]
     latest = p[torch.gather(items, 1, before)] * has
-    diag = p_diag
-    if training:
-        px = rows.sum(1)[:, None, :]  # (U, 1, n): (P x)ᵀ for the user's row x
-        at = torch.gather(px[:, 0], 1, items.clamp_max(n - 1)) * (items < n)  # (U, L): (P x)_i per position
-        c = 1 - at.sum(1)[:, None, None]  # 1 - xᵀPx > 0
-        prefix = prefix + (torch.gather(at.cumsum(1), 1, before) * has[..., 0])[..., None] * px / c
-        latest = latest + (torch.gather(at, 1, before) * has[..., 0])[..., None] * px / c
-        diag = diag + px ** 2 / c
+    px = rows.sum(1) + old  # (U, n): (P x)ᵀ for the user's row x
+    at = torch.gather(px, 1, items.clamp_max(n - 1)) * (items < n)  # (U, L): (P x)_i per position
+    at_old = (older * px).sum(1)  # (U,): Σ (P x)_i over the items before the window
+    c = (1 - at.sum(1) - at_old)[:, None, None]  # 1 - xᵀPx > 0
+    prefix = prefix + (torch.gather(at.cumsum(1), 1, before) * has[..., 0] + at_old[:, None])[..., None] \
+        * px[:, None, :] / c
+    latest = latest + (torch.gather(at, 1, before) * has[..., 0])[..., None] * px[:, None, :] / c
+    diag = p_diag + px[:, None, :] ** 2 / c
     return -prefix / diag, -latest / diag
 
 
-def item_item_term(c: Catalogue, items: torch.Tensor, cut: torch.Tensor, training: bool) -> torch.Tensor | float:
+def item_item_term(c: Catalogue, items: torch.Tensor, cut: torch.Tensor, training: bool,
+                   earlier: torch.Tensor | None = None) -> torch.Tensor | float:
     """c₁ · Σ_history S[i, j] + c₂ · S[latest, j] per item (0 without the item-item part)."""
     if c.p is None:
         return 0.0
-    whole, last = item_item(c.p, c.p_diag, items, cut, training)
+    whole, last = item_item(c.p, c.p_diag, items, cut, training, earlier)
     return c.unit * SCALE_GAIN * (c.item_item_scale * whole + c.latest_item_scale * last)
 
 
-def catalogue_logits(c: Catalogue, z: torch.Tensor, items: torch.Tensor, cut: torch.Tensor,
-                     training: bool) -> torch.Tensor:
-    """Logits (U, P, n) of every item: z · Vᵀ + item bias + the item-item term of the history before `cut`."""
-    logits = z @ c.v.T + c.item_bias + item_item_term(c, items, cut, training)
+def catalogue_logits(c: Catalogue, z: torch.Tensor, items: torch.Tensor, cut: torch.Tensor, training: bool,
+                     earlier: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits (U, P, n) of every item: z · Vᵀ + item bias + the item-item term of the history before `cut`
+    (in training, `earlier` the items before the window `items`; see `item_item`)."""
+    logits = z @ c.v.T + c.item_bias + item_item_term(c, items, cut, training, earlier)
     return logits if c.neighbours is None else logits + c.neighbours[items].sum(-2)[:, None, :]
 
 
@@ -133,7 +146,7 @@ def install(model_id: str, name: str, arrays: dict[str, np.ndarray | None]) -> N
 def top_items_task(model_id: str, names: list[str], z: np.ndarray, items: list[np.ndarray],
                    bought: list[np.ndarray], k: int, include_bought: bool) -> list[np.ndarray]:
     """A worker's side: `top_items` for a chunk of users, user i by the installed catalogue `names[i]`, from
-    z (U, h), its items (a model's padded history, or a baseline's whole history) and its bought items (not
+    z (U, h), its items (its whole history) and its bought items (not
     sent with `include_bought`); [indices (U, k), scores (U, k)] (k at most the catalogue)."""
     tops, scores = [], []
     for i, name in enumerate(names):

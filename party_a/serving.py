@@ -69,8 +69,7 @@ class Answer:
 @dataclass(frozen=True)
 class Query:
     """A known user's part of its scores: what it is scored by, its row, z (the catalogue's width; zeros for a
-    baseline) and its history as item indices (a model's: its history length, padding the number of items; a
-    baseline's: the whole history)."""
+    baseline) and its whole history as item indices."""
 
     source: Source
     row: int
@@ -106,7 +105,6 @@ class Recommender:
         self.row_of = {uid: r for r, uid in enumerate(ids)}
         self.histories = tables.histories
         self.models = models
-        self.history_length = models["federated"].history_length
         self.segments = stored_segments(manifest)
         counts = tables.item_counts
         with torch.no_grad():
@@ -214,7 +212,7 @@ class Recommender:
         source = self.source(row, store)
         if source not in self.models:  # a baseline: its catalogue ignores z and reads the whole history, as scored
             return Query(source, row, torch.zeros(self.width), torch.from_numpy(self.histories[row].astype(np.int64)))
-        history = torch.from_numpy(pad_histories([self.histories[row]], self.history_length))
+        history = torch.from_numpy(pad_histories([self.histories[row]]))
         u = store.u[row] if source == "federated" else np.zeros(self.h, dtype=np.float32)
         z, items, _ = self.models[source].user_side(history, torch.tensor([row]), torch.tensor(u)[None, :])
         return Query(source, row, z[0, 0], items[0])

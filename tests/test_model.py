@@ -50,6 +50,33 @@ def test_training_targets_get_the_ease_scores_of_a_fit_without_the_user() -> Non
     assert np.allclose(whole[0, 0, candidates], full[data.train[user]].sum(0)[candidates], atol=1e-5)
 
 
+def test_items_before_the_window_count_as_ease_counts_them() -> None:
+    """The embeddings read a window of recent items, the item-item part the whole history: a training target
+    gets the refitted EASE scores of every item before it, and evaluation EASE's scores of the whole history,
+    whatever the window."""
+    data = tiny_data()
+    user = int(np.argmax([t.size for t in data.train]))
+    train, window = data.train[user], 2
+    model = ActiveModel(data, ModelSettings(history=window), ease_lambda=LAMBDA)
+    rows = [t for k, t in enumerate(data.train) if k != user] + data.others
+    b = ease(gram(rows, N_ITEMS), LAMBDA)
+    candidates = np.setdiff1d(np.arange(N_ITEMS), train)
+    recent, earlier = torch.from_numpy(train[-window:])[None], torch.from_numpy(train[:-window])[None]
+    for cut in range(window + 1):
+        whole, latest = item_item(model.p, model.p_diag, recent, torch.tensor([[cut]]), True, earlier)
+        before = train[: train.size - window + cut]
+        assert np.allclose(whole[0, 0, candidates], b[before].sum(0)[candidates], atol=1e-5)
+        if cut:
+            assert np.allclose(latest[0, 0, candidates], b[before[-1]][candidates], atol=1e-5)
+    full = ease(gram([*data.train, *data.others], N_ITEMS), LAMBDA)
+    whole, _ = item_item(model.p, model.p_diag, torch.from_numpy(train)[None], torch.tensor([[train.size]]), False)
+    assert np.allclose(whole[0, 0, candidates], full[train].sum(0)[candidates], atol=1e-5)
+    longer = ActiveModel(data, ModelSettings(history=6), ease_lambda=LAMBDA)  # as it starts: the item-item part
+    users, items, u = torch.arange(12), torch.arange(N_ITEMS).repeat(12, 1), torch.zeros(12, 16)
+    with torch.no_grad():
+        assert torch.allclose(model.score(data.train, users, items, u), longer.score(data.train, users, items, u))
+
+
 def test_one_delta_row_per_user_whatever_its_activity() -> None:
     data = tiny_data()
     model = ActiveModel(data, ModelSettings(h=4, history=6), ease_lambda=LAMBDA)
