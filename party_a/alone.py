@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from party_a.config import Training
 from party_a.data import ActiveData
-from party_a.evaluate import EvalSet, metrics, model_scores
+from party_a.evaluate import EvalSet, metrics, model_scores, per_user
 from party_a.model import ActiveModel, active_step, chosen_prior_weight
 from party_a.sampler import Sampler
 from party_a.selection import EarlyStopping
@@ -35,6 +35,7 @@ class Alone:
     epochs: list[dict]  # per epoch from 0 (the start): mean loss (None at 0) and validation metrics
     stopper: EarlyStopping
     valid: dict  # validation metrics of the chosen epoch
+    valid_ndcg: np.ndarray  # each validation user's NDCG@k at the chosen epoch
     test: dict  # test metrics of the chosen epoch
 
     def summary(self) -> dict:
@@ -55,20 +56,21 @@ def train_alone(data: ActiveData, cfg: Training, valid: EvalSet, test: EvalSet, 
     stopper = EarlyStopping(t.patience, metric=f"validation NDCG@{k}", first=0)
     zeros = np.zeros((data.n_users, h), dtype=np.float32)
     epochs: list[dict] = []
-    best: tuple[dict, dict] | None = None
+    best: tuple[dict, dict, np.ndarray] | None = None
     for epoch in tqdm(range(t.epochs + 1), desc="A alone", unit="epoch", disable=not progress, leave=False):
         loss = None
         if epoch:
             losses = [active_step(model, optimizer, batch, torch.zeros(len(batch.users), h))[0]
                       for batch in sampler.epoch(epoch)]
             loss = float(np.mean(losses))
-        scores = metrics(model_scores(model, valid, zeros), valid.cold, k)
-        epochs.append({"epoch": epoch, "loss": loss, "valid": scores})
-        if stopper.update(scores["overall"]["ndcg"]):
-            best = ({name: v.detach().clone() for name, v in model.state_dict().items()}, scores)
+        scores = model_scores(model, valid, zeros)
+        validated, ndcg = metrics(scores, valid.cold, k), per_user(scores, k)[2]
+        epochs.append({"epoch": epoch, "loss": loss, "valid": validated})
+        if stopper.update(ndcg):
+            best = ({name: v.detach().clone() for name, v in model.state_dict().items()}, validated, ndcg)
         if stopper.should_stop():
             break
     assert best is not None
     model.load_state_dict(best[0])
     chosen_test = metrics(model_scores(model, test, zeros), test.cold, k)
-    return Alone(model, prior_weight, tried, epochs, stopper, best[1], chosen_test)
+    return Alone(model, prior_weight, tried, epochs, stopper, best[1], best[2], chosen_test)

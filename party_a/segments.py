@@ -16,10 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from party_a.evaluate import EvalSet, metrics
+from party_a.selection import significantly_better
 
 SEGMENTS = (("0-2", 0, 2), ("3-10", 3, 10), ("11+", 11, None))  # name, fewest and most training events
 CANDIDATES = ("federated", "a_alone", "item_knn", "popularity")  # what a segment may choose, preferred on ties
-SIGNIFICANT = 1.645  # standard errors: a one-sided test at 5 %
 
 
 def segment_of(events: int) -> str:
@@ -43,14 +43,12 @@ def by_segment(scores: np.ndarray, ev: EvalSet, k: int) -> dict[str, dict]:
 def choose(ndcg: dict[str, np.ndarray], activity: np.ndarray) -> dict[str, str]:
     """Per segment, the first scorer of `ndcg` (scorer → each validation user's NDCG@k, in order of preference;
     `activity`: each user's training events), unless the scorer with the best mean on the segment (the earlier on
-    a tie) beats it by more than `SIGNIFICANT` standard errors of the paired differences."""
+    a tie) beats it significantly (`significantly_better`)."""
     order = list(ndcg)
     choice = {}
     for name, mask in segment_masks(activity).items():
         best = max(order, key=lambda s: (ndcg[s][mask].mean() if mask.any() else 0.0, -order.index(s)))
-        gain = ndcg[best][mask] - ndcg[order[0]][mask]
-        sure = gain.size > 1 and gain.mean() > SIGNIFICANT * gain.std(ddof=1) / np.sqrt(gain.size)
-        choice[name] = best if sure else order[0]
+        choice[name] = best if significantly_better(ndcg[best][mask], ndcg[order[0]][mask]) else order[0]
     return choice
 
 

@@ -202,13 +202,15 @@ class Models:
                         "optimizer": self.optimizer.state_dict(), "rng": {"torch": torch.get_rng_state()}}
         if self.selected.state is not None:
             torch_states["chosen_federated"] = self.selected.state
-        return torch_states, {} if self.selected.u is None else {"u_federated": self.selected.u}
+        arrays = {} if self.selected.u is None else {"u_federated": self.selected.u}
+        start = self.selected.stopper.start
+        return torch_states, arrays if start is None else {**arrays, "valid_start": start}
 
     def choice(self) -> dict:
-        """For A's checkpoint: the epoch choice's validation history (its best epoch follows) and test metrics
-        (JSON)."""
+        """For A's checkpoint: the epoch choice's validation history and which epochs may be chosen (its best
+        epoch follows) and test metrics (JSON)."""
         c = self.selected
-        return {"history": c.stopper.history, "test": c.test}
+        return {"history": c.stopper.history, "eligible": c.stopper.eligible, "test": c.test}
 
     def restore(self, saved: a_checkpoint.Saved) -> None:
         """The models, optimiser, RNG and epoch choice as A's checkpoint holds them; the noise on δ keeps its
@@ -221,7 +223,8 @@ class Models:
         if self.audit.noise is not None and saved.info.get("noise") is not None:
             self.audit.noise.restore(saved.info["noise"])
         choice = saved.info["chosen"]
-        c.stopper.history, c.test = choice["history"], choice["test"]
+        c.stopper.history, c.stopper.eligible, c.test = choice["history"], choice["eligible"], choice["test"]
+        c.stopper.start = saved.arrays.get("valid_start")
         c.state, c.u = t.get("chosen_federated"), saved.arrays.get("u_federated")
 
 
@@ -235,10 +238,10 @@ class Selected:
         self.state: dict[str, torch.Tensor] | None = None
         self.u: np.ndarray | None = None
 
-    def update(self, valid: dict, model: ActiveModel, u: np.ndarray) -> bool:
-        """Record an epoch's validation metrics; True (and the test lists scored, the state kept) if it is the
-        best epoch so far."""
-        if not self.stopper.update(valid["overall"]["ndcg"]):
+    def update(self, ndcg: np.ndarray, model: ActiveModel, u: np.ndarray) -> bool:
+        """Record an epoch's per-user validation NDCG@k; True (and the test lists scored, the state kept) if it is
+        the best epoch so far."""
+        if not self.stopper.update(ndcg):
             return False
         self.test = metrics(model_scores(model, self.test_set, u), self.test_set.cold, self.k)
         self.state = {name: t.detach().clone() for name, t in model.state_dict().items()}
@@ -259,8 +262,9 @@ def evaluate_epoch(side: Side, models: Models, data: ActiveData, lists: dict[str
     u_all = forward_all(side, entry["epoch"], data.n_users, clock, generation)
     if models.audit.received is not None:
         models.audit.received.add("u_eval", entry["epoch"], 0, np.arange(data.n_users), u_all)
-    entry["federated"] = metrics(model_scores(models.federated, valid, u_all), valid.cold, k)
-    if models.selected.update(entry["federated"], models.federated, u_all):
+    scores = model_scores(models.federated, valid, u_all)
+    entry["federated"] = metrics(scores, valid.cold, k)
+    if models.selected.update(per_user(scores, k)[2], models.federated, u_all):
         messages.send(side.endpoint, B, Keep(entry["epoch"]))
 
 
@@ -268,7 +272,7 @@ def offer_start(side: Side, models: Models, alone: Alone, n_users: int) -> None:
     """Offer the federated model as it starts (A alone with P = 0: u does not enter) as epoch 0, with A alone's
     validation metrics; B keeps its starting state for it."""
     zeros = np.zeros((n_users, side.plan.h), dtype=np.float32)
-    models.selected.update(alone.valid, models.federated, zeros)
+    models.selected.update(alone.valid_ndcg, models.federated, zeros)
     messages.send(side.endpoint, B, Keep(0))
 
 

@@ -25,7 +25,7 @@ from party_a.config import Training
 from party_a.data import ActiveData, align, load_tables
 from party_a.alone import Alone, train_alone
 from party_a.baselines import chosen_ease_lambda, fit_baselines
-from party_a.evaluate import EvalSet, evaluation_lists, metrics, model_scores
+from party_a.evaluate import EvalSet, evaluation_lists, metrics, model_scores, per_user
 from party_a.model import ActiveModel, active_step, federated_start
 from party_a.sampler import Batch, Sampler
 from party_a.selection import Choice, EarlyStopping
@@ -146,7 +146,7 @@ def train(data: ActiveData, b_features: Features, training: Training, tower: Tow
     stopper = EarlyStopping(t.patience, metric=f"validation NDCG@{e.k}", first=0)
     trained, steps = Trained(model, tower_b, layer, alone, []), 0
     if evaluate:
-        stopper.update(alone.valid["overall"]["ndcg"])
+        stopper.update(alone.valid_ndcg)
         trained.test = alone.test
     for epoch in range(1, t.epochs + 1):
         losses = []
@@ -176,10 +176,10 @@ def validate(trained: Trained, stopper: EarlyStopping, valid: EvalSet, test: Eva
     """The model's validation metrics, offered to the epoch choice; test metrics while it is the best so far."""
     with torch.no_grad():
         u_all = trained.layer.forward(trained.tower(torch.arange(data.n_users)).numpy().astype(np.float64))
-    scores = metrics(model_scores(trained.model, valid, u_all), valid.cold, k)
-    if stopper.update(scores["overall"]["ndcg"]):
+    scores = model_scores(trained.model, valid, u_all)
+    if stopper.update(per_user(scores, k)[2]):
         trained.test = metrics(model_scores(trained.model, test, u_all), test.cold, k)
-    return scores
+    return metrics(scores, valid.cold, k)
 
 
 @dataclass(frozen=True)

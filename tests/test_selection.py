@@ -1,15 +1,19 @@
-"""Early stopping picks the best validation epoch and stops after `patience` epochs without improvement."""
+"""Early stopping picks the best validation epoch and stops after `patience` epochs without improvement; a trained
+epoch replaces the start only when it beats it significantly over the validation users."""
 
 from __future__ import annotations
+
+import numpy as np
 
 from party_a.selection import EarlyStopping
 
 
 def run(curve: list[float], stopper: EarlyStopping) -> list[bool]:
-    """Feed the curve epoch by epoch as a training loop would; returns the 'best so far' flags seen."""
+    """Feed the curve epoch by epoch as a training loop would, every user at the epoch's value (so any gain is
+    sure); returns the 'best so far' flags seen."""
     flags = []
     for value in curve:
-        flags.append(stopper.update(value))
+        flags.append(stopper.update(np.full(100, value)))
         if stopper.should_stop():
             break
     return flags
@@ -50,3 +54,25 @@ def test_training_still_improving_below_the_start_is_not_stopped() -> None:
     flags = run([0.40, 0.30, 0.32, 0.34, 0.36, 0.41, 0.39, 0.38, 0.5], stopper)
     assert flags == [True, False, False, False, False, True, False, False]  # stops 2 epochs after epoch 5
     assert stopper.choice().epoch == 5
+
+
+def test_a_gain_over_the_start_within_the_noise_keeps_the_start() -> None:
+    """Per-user values whose mean rises by 0.01 while the users' differences spread by 0.3: noise on 400 users
+    (standard error 0.015), so the start stays chosen; the same rise with a spread of 0.05 is sure, and is chosen."""
+    rng = np.random.default_rng(0)
+    start = rng.uniform(0, 1, 400)
+    noise = rng.normal(0, 1, 400)
+    noise = (noise - noise.mean()) / noise.std(ddof=1)
+    for spread, chosen in ((0.3, 0), (0.05, 1)):
+        stopper = EarlyStopping(patience=2, first=0)
+        flags = [stopper.update(start), stopper.update(start + 0.01 + spread * noise)]
+        assert flags == [True, chosen == 1] and stopper.choice().epoch == chosen
+        assert stopper.history[1] > stopper.history[0]  # the mean did rise
+        assert ("no epoch of training beat it significantly" in stopper.choice().reason) == (chosen == 0)
+
+
+def test_without_the_start_every_epoch_may_be_chosen() -> None:
+    stopper = EarlyStopping(patience=2)
+    rng = np.random.default_rng(1)
+    values = rng.uniform(0, 1, 50)
+    assert stopper.update(values) and stopper.update(values + 0.001 * rng.normal(size=50) + 0.0005)
