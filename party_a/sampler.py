@@ -4,8 +4,8 @@ Every shared user appears exactly once per epoch, in a uniformly random order, s
 what B sees (one u row per user) says nothing about activity or labels. For each
 user A keeps its `history` most recent training items (right-aligned, padded with
 -1) and draws up to `targets` of their positions to predict, each from the items
-before it (its earlier items too, which the item-item part reads): many events per user per step cost nothing more on the secure layer,
-whose cost is per user.
+before it (its earlier items too, which the item-item part reads): many events per
+user per step cost nothing more on the secure layer, whose cost is per user.
 """
 
 from __future__ import annotations
