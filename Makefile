@@ -3,15 +3,22 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+EXTRAS := $(VENV)/.installed-extras
 
 .PHONY: demo test bench audit real clean
 
+# what a run needs; the demo installs no more
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned, so nothing later pulls a CUDA build
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e '.[test,ray]'
+	$(BIN)/pip install -e .
 	touch $(STAMP)
+
+# the test tools and Ray (the suite runs a Ray cluster), for test, audit and bench
+$(EXTRAS): $(STAMP)
+	$(BIN)/pip install -e '.[test,ray]'
+	touch $(EXTRAS)
 
 demo: $(STAMP)
 	$(BIN)/python -m scenarios.ecommerce_bank
@@ -21,17 +28,17 @@ real: $(STAMP)
 	$(BIN)/python -m scenarios.movielens --dir runs/movielens
 	$(BIN)/python -m scenarios.movielens --cold-cut --dir runs/movielens_cold
 
-test: $(STAMP)
+test: $(EXTRAS)
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+bench: $(EXTRAS)
 	$(BIN)/pip install -e '.[test,ray,bench]'
 	$(BIN)/python -m bench.he
 	$(BIN)/python -m bench.secure_step
 	$(BIN)/python -m bench.psi
 	$(BIN)/python -m bench.serve
 
-audit: $(STAMP)
+audit: $(EXTRAS)
 	$(BIN)/python -m audit --story ecommerce_bank --seeds 0 1 2 --targets 32 16 8 4 2 1
 	$(BIN)/python -m audit --story bank_offers --users 1000 --seeds 0 1 2 --targets 32 16 8 4 2 1
 
