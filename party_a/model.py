@@ -13,8 +13,9 @@ with S A's own EASE weights (party_a.baselines, λ chosen on validation) and c�
 learnt. This hybrid starts (user side at zero, c₂ = 0) as EASE with a popularity
 prior: the item bias starts at w · log(1 + the item's training count), w chosen on
 validation (`chosen_prior_weight`; how much popularity adds to EASE differs from one
-data set to the next). A alone trains from there with u = 0 and is offered as it
-starts (epoch 0), so it is never worse on validation than its start.
+data set to the next, and w stays 0 unless a weight beats EASE significantly). A
+alone trains from there with u = 0 and is offered as it starts (epoch 0); a trained
+epoch replaces the start only when significantly better on validation.
 
 The federated model starts as A alone at its chosen epoch (party_a/alone.py), with
 q_j = 0: the same prior, λ and weights, and B's contribution a residual that enters
@@ -49,10 +50,11 @@ from torch import nn
 
 from party_a.baselines import TrainingRows, ease_weights, gram, popularity
 from party_a.config import ModelSettings
-from party_a.evaluate import EvalSet, metrics, model_scores
+from party_a.evaluate import EvalSet, model_scores, per_user
 from party_a.data import ActiveData
 from party_a.sampler import PAD, Batch, pad_histories
 from party_a.scoring import SCALE_GAIN, Catalogue, catalogue_logits
+from party_a.selection import significantly_better
 from protocol.data.towers import FeatureTower
 
 PRIOR_WEIGHTS = (0.0, 0.125, 0.25, 0.5, 1.0)  # the popularity prior's weights A alone tries (0: EASE alone)
@@ -189,13 +191,15 @@ def federated_start(alone: ActiveModel) -> ActiveModel:
 def chosen_prior_weight(data: ActiveData, s: ModelSettings, ease_lambda: float, valid: EvalSet,
                         k: int) -> tuple[float, dict[float, float]]:
     """The popularity prior's weight (of PRIOR_WEIGHTS) whose starting model ranks the validation lists best
-    (NDCG@k, u = 0), and the validation NDCG@k of each weight tried."""
-    tried = {}
+    (NDCG@k, u = 0), if it beats EASE alone (weight 0) significantly, else 0; and the validation NDCG@k of each
+    weight tried."""
+    ndcg = {}
+    zeros = np.zeros((data.n_users, s.h), dtype=np.float32)
     for weight in PRIOR_WEIGHTS:
-        start = ActiveModel(data, s, ease_lambda, weight)
-        zeros = np.zeros((data.n_users, s.h), dtype=np.float32)
-        tried[weight] = metrics(model_scores(start, valid, zeros), valid.cold, k)["overall"]["ndcg"]
-    return max(tried, key=tried.__getitem__), tried
+        ndcg[weight] = per_user(model_scores(ActiveModel(data, s, ease_lambda, weight), valid, zeros), k)[2]
+    best = max(PRIOR_WEIGHTS, key=lambda w: ndcg[w].mean())
+    chosen = best if significantly_better(ndcg[best], ndcg[0.0]) else 0.0
+    return chosen, {w: float(v.mean()) for w, v in ndcg.items()}
 
 
 def active_step(model: ActiveModel, optimizer: torch.optim.Optimizer, batch: Batch,

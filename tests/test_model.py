@@ -118,7 +118,9 @@ def test_equal_norms_keeps_directions_and_hides_empty_users() -> None:
     assert torch.allclose(out[0], torch.tensor([1.8, 2.4])) and torch.allclose(out[1], torch.tensor([0.0, 3.0]))
 
 
-def test_the_prior_weight_is_the_one_whose_start_validates_best() -> None:
+def test_the_prior_weight_is_the_one_whose_start_validates_best_or_ease_alone() -> None:
+    """The best weight on validation, unless it does not beat EASE alone (weight 0) significantly: on twelve users
+    nothing does, so the start is EASE."""
     base = tiny_data()
     held = np.array([int(np.setdiff1d(np.arange(N_ITEMS), t)[0]) for t in base.train])  # one held-out item each
     data = ActiveData(base.user_features, base.item_features, base.train,
@@ -126,6 +128,6 @@ def test_the_prior_weight_is_the_one_whose_start_validates_best() -> None:
     valid = eval_set(data, "valid", negatives=3, cold_max_train=2, seed=0)
     settings = ModelSettings(h=4, history=6)
     weight, tried = chosen_prior_weight(data, settings, LAMBDA, valid, k=2)
-    assert set(tried) == set(PRIOR_WEIGHTS) and tried[weight] == max(tried.values())
+    assert set(tried) == set(PRIOR_WEIGHTS) and weight == 0.0
     biases = [ActiveModel(data, settings, LAMBDA, w).item_bias.detach() for w in (0.5, 1.0)]
     assert torch.allclose(2 * biases[0], biases[1])  # the weight scales the popularity prior, nothing else
