@@ -53,7 +53,7 @@ def train_alone(data: ActiveData, cfg: Training, valid: EvalSet, test: EvalSet, 
     model = ActiveModel(data, cfg.model, ease_lambda, prior_weight)
     optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     sampler = Sampler(data, t.batch_users, cfg.model.history, t.targets, t.seed)
-    stopper = EarlyStopping(t.patience, metric=f"validation NDCG@{k}", first=0, guard_start=True)
+    stopper = EarlyStopping(t.patience, metric=f"validation NDCG@{k}", first=0)
     zeros = np.zeros((data.n_users, h), dtype=np.float32)
     epochs: list[dict] = []
     best: tuple[dict, dict, np.ndarray] | None = None
