@@ -54,7 +54,7 @@ from party_a.evaluate import EvalSet, model_scores, per_user
 from party_a.data import ActiveData
 from party_a.sampler import PAD, Batch, pad_histories
 from party_a.scoring import SCALE_GAIN, Catalogue, catalogue_logits
-from party_a.selection import significantly_better
+from party_a.selection import preferred
 from protocol.data.towers import FeatureTower
 
 PRIOR_WEIGHTS = (0.0, 0.125, 0.25, 0.5, 1.0)  # the popularity prior's weights A alone tries (0: EASE alone)
@@ -197,9 +197,7 @@ def chosen_prior_weight(data: ActiveData, s: ModelSettings, ease_lambda: float, 
     zeros = np.zeros((data.n_users, s.h), dtype=np.float32)
     for weight in PRIOR_WEIGHTS:
         ndcg[weight] = per_user(model_scores(ActiveModel(data, s, ease_lambda, weight), valid, zeros), k)[2]
-    best = max(PRIOR_WEIGHTS, key=lambda w: ndcg[w].mean())
-    chosen = best if significantly_better(ndcg[best], ndcg[0.0]) else 0.0
-    return chosen, {w: float(v.mean()) for w, v in ndcg.items()}
+    return float(preferred(ndcg)), {w: float(v.mean()) for w, v in ndcg.items()}
 
 
 def active_step(model: ActiveModel, optimizer: torch.optim.Optimizer, batch: Batch,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from party_a.evaluate import EvalSet, metrics
-from party_a.selection import significantly_better
+from party_a.selection import preferred
 
 SEGMENTS = (("0-2", 0, 2), ("3-10", 3, 10), ("11+", 11, None))  # name, fewest and most training events
 CANDIDATES = ("federated", "a_alone", "item_knn", "popularity")  # what a segment may choose, preferred on ties
@@ -44,12 +44,8 @@ def choose(ndcg: dict[str, np.ndarray], activity: np.ndarray) -> dict[str, str]:
     """Per segment, the first scorer of `ndcg` (scorer → each validation user's NDCG@k, in order of preference;
     `activity`: each user's training events), unless the scorer with the best mean on the segment (the earlier on
     a tie) beats it significantly (`significantly_better`)."""
-    order = list(ndcg)
-    choice = {}
-    for name, mask in segment_masks(activity).items():
-        best = max(order, key=lambda s: (ndcg[s][mask].mean() if mask.any() else 0.0, -order.index(s)))
-        choice[name] = best if significantly_better(ndcg[best][mask], ndcg[order[0]][mask]) else order[0]
-    return choice
+    return {name: preferred({scorer: values[mask] for scorer, values in ndcg.items()})
+            for name, mask in segment_masks(activity).items()}
 
 
 def combined(scores: dict[str, np.ndarray], choice: dict[str, str], ev: EvalSet, k: int) -> dict:

@@ -35,6 +35,14 @@ def significantly_better(values: np.ndarray, baseline: np.ndarray) -> bool:
     return bool(gain.size > 1 and gain.mean() > SIGNIFICANT * gain.std(ddof=1) / np.sqrt(gain.size))
 
 
+def preferred(values: dict) -> object:
+    """The first key of `values` (key → per-user values, the same users, in order of preference), unless the
+    key with the best mean (the earlier on a tie) beats it significantly."""
+    order = list(values)
+    best = max(order, key=lambda key: (values[key].mean() if values[key].size else 0.0, -order.index(key)))
+    return best if significantly_better(values[best], values[order[0]]) else order[0]
+
+
 @dataclass(frozen=True)
 class Choice:
     epoch: int
