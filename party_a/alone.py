@@ -22,6 +22,7 @@ from party_a.data import ActiveData
 from party_a.evaluate import EvalSet, metrics, model_scores, per_user
 from party_a.model import ActiveModel, active_step, chosen_prior_weight
 from party_a.sampler import Sampler
+from party_a.segments import segment_labels
 from party_a.selection import EarlyStopping
 
 
@@ -54,7 +55,7 @@ def train_alone(data: ActiveData, cfg: Training, valid: EvalSet, test: EvalSet, 
     optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     sampler = Sampler(data, t.batch_users, cfg.model.history, t.targets, t.seed)
     stopper = EarlyStopping(t.patience, metric=f"validation NDCG@{k}", first=0)
-    zeros = np.zeros((data.n_users, h), dtype=np.float32)
+    zeros, groups = np.zeros((data.n_users, h), dtype=np.float32), segment_labels(valid.activity)
     epochs: list[dict] = []
     best: tuple[dict, dict, np.ndarray] | None = None
     for epoch in tqdm(range(t.epochs + 1), desc="A alone", unit="epoch", disable=not progress, leave=False):
@@ -66,7 +67,7 @@ def train_alone(data: ActiveData, cfg: Training, valid: EvalSet, test: EvalSet, 
         scores = model_scores(model, valid, zeros)
         validated, ndcg = metrics(scores, valid.cold, k), per_user(scores, k)[2]
         epochs.append({"epoch": epoch, "loss": loss, "valid": validated})
-        if stopper.update(ndcg):
+        if stopper.update(ndcg, groups):
             best = ({name: v.detach().clone() for name, v in model.state_dict().items()}, validated, ndcg)
         if stopper.should_stop():
             break

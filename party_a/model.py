@@ -54,6 +54,7 @@ from party_a.evaluate import EvalSet, model_scores, per_user
 from party_a.data import ActiveData
 from party_a.sampler import PAD, Batch, pad_histories
 from party_a.scoring import SCALE_GAIN, Catalogue, catalogue_logits
+from party_a.segments import segment_labels
 from party_a.selection import preferred
 from protocol.data.towers import FeatureTower
 
@@ -191,13 +192,13 @@ def federated_start(alone: ActiveModel) -> ActiveModel:
 def chosen_prior_weight(data: ActiveData, s: ModelSettings, ease_lambda: float, valid: EvalSet,
                         k: int) -> tuple[float, dict[float, float]]:
     """The popularity prior's weight (of PRIOR_WEIGHTS) whose starting model ranks the validation lists best
-    (NDCG@k, u = 0), if it beats EASE alone (weight 0) significantly, else 0; and the validation NDCG@k of each
-    weight tried."""
+    (NDCG@k, u = 0), if it beats EASE alone (weight 0) significantly and on every activity segment's mean, else 0;
+    and the validation NDCG@k of each weight tried."""
     ndcg = {}
     zeros = np.zeros((data.n_users, s.h), dtype=np.float32)
     for weight in PRIOR_WEIGHTS:
         ndcg[weight] = per_user(model_scores(ActiveModel(data, s, ease_lambda, weight), valid, zeros), k)[2]
-    return float(preferred(ndcg)), {w: float(v.mean()) for w, v in ndcg.items()}
+    return float(preferred(ndcg, segment_labels(valid.activity))), {w: float(v.mean()) for w, v in ndcg.items()}
 
 
 def active_step(model: ActiveModel, optimizer: torch.optim.Optimizer, batch: Batch,

@@ -33,6 +33,14 @@ def segment_masks(activity: np.ndarray) -> dict[str, np.ndarray]:
             for name, low, high in SEGMENTS}
 
 
+def segment_labels(activity: np.ndarray) -> np.ndarray:
+    """Each user's segment, as its index into SEGMENTS, from each one's number of training events."""
+    labels = np.empty(activity.shape, dtype=np.int64)
+    for index, mask in enumerate(segment_masks(activity).values()):
+        labels[mask] = index
+    return labels
+
+
 def by_segment(scores: np.ndarray, ev: EvalSet, k: int) -> dict[str, dict]:
     """AUC, HR@k and NDCG@k per segment (a segment without users: None values)."""
     return {name: metrics(scores[mask], mask[mask], k)["overall"] if mask.any() else

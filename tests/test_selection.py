@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from party_a.selection import EarlyStopping
+from party_a.selection import EarlyStopping, preferred
 
 
 def run(curve: list[float], stopper: EarlyStopping) -> list[bool]:
@@ -77,3 +77,24 @@ def test_without_the_start_the_best_mean_is_chosen() -> None:
     stopper = EarlyStopping(patience=2)
     assert stopper.update(values) and stopper.update(values + 0.3 * rng.normal(size=50) + 0.05)
     assert stopper.choice().epoch == 2
+
+
+def test_a_sure_gain_that_costs_one_segment_keeps_the_start() -> None:
+    """Three segments of 100 users: an epoch gains 0.05 on two and loses 0.01 on the third, surely better on the
+    whole; with the segments given, the start is kept (the users who lose are not served worse), without them the
+    epoch is chosen. Losing nothing on the third, it is chosen either way."""
+    start = np.linspace(0.2, 0.6, 300)
+    groups = np.repeat([0, 1, 2], 100)
+    for third, segments, chosen in ((-0.01, groups, 0), (-0.01, None, 1), (0.0, groups, 1)):
+        stopper = EarlyStopping(patience=2, first=0)
+        stopper.update(start, segments)
+        stopper.update(start + np.where(groups == 2, third, 0.05), segments)
+        assert stopper.choice().epoch == chosen, (third, segments is None)
+
+
+def test_a_prior_weight_or_segment_scorer_is_preferred_only_if_it_costs_no_segment() -> None:
+    base = np.linspace(0.2, 0.6, 300)
+    groups = np.repeat([0, 1, 2], 100)
+    other = base + np.where(groups == 0, -0.02, 0.06)
+    assert preferred({"first": base, "other": other}) == "other"
+    assert preferred({"first": base, "other": other}, groups) == "first"
