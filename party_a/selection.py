@@ -13,10 +13,11 @@ for the federated model), and a mean a point higher on a few hundred users is of
 noise that costs on test what it seemed to gain (on MovieLens A alone's trained
 epochs validated up to .008 NDCG above EASE and tested .005 below; with the privacy
 defences on, the federated model left A alone for noise and tested .009 HR@3 below
-it on story 2's cold users). Given each validation user's activity segment, the
-trained epoch must also lose to the start on no segment's mean: a gain on the whole
-that costs the cold users is not taken (on story 2 A alone left EASE on a significant
-gain overall and tested .023 and .028 HR@3 below it on cold users). The price is a
+it on story 2's cold users). Given each validation user's activity segment (A alone
+against EASE, which no segment falls back to), the trained epoch must also lose to
+the start on no segment's mean: a gain on the whole that costs the cold users is not
+taken (on story 2 A alone left EASE on a significant gain overall and tested .023 and
+.028 HR@3 below it on cold users). The price is a
 real gain left unused now and then (story 2, one seed in three: +.022 NDCG on 600
 validation users). The test lists
 are scored for the chosen epoch only; `Choice.reason` says why it was chosen, for

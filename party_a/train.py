@@ -42,7 +42,7 @@ from party_a.evaluate import SPLITS, EvalSet, evaluation_lists, metrics, model_s
 from party_a.model import ActiveModel, active_step, federated_start
 from party_a.privacy import delta_noise
 from party_a.sampler import Batch, Sampler
-from party_a.segments import CANDIDATES, by_segment, choose, combined, segment_labels
+from party_a.segments import CANDIDATES, by_segment, choose, combined
 from party_a.selection import EarlyStopping
 from party_a.store import save_active_model
 from protocol import messages
@@ -238,10 +238,10 @@ class Selected:
         self.state: dict[str, torch.Tensor] | None = None
         self.u: np.ndarray | None = None
 
-    def update(self, ndcg: np.ndarray, model: ActiveModel, u: np.ndarray, groups: np.ndarray | None = None) -> bool:
-        """Record an epoch's per-user validation NDCG@k (`groups`: each validation user's activity segment); True
-        (and the test lists scored, the state kept) if it is the best epoch so far."""
-        if not self.stopper.update(ndcg, groups):
+    def update(self, ndcg: np.ndarray, model: ActiveModel, u: np.ndarray) -> bool:
+        """Record an epoch's per-user validation NDCG@k; True (and the test lists scored, the state kept) if it is
+        the best epoch so far."""
+        if not self.stopper.update(ndcg):
             return False
         self.test = metrics(model_scores(model, self.test_set, u), self.test_set.cold, self.k)
         self.state = {name: t.detach().clone() for name, t in model.state_dict().items()}
@@ -264,7 +264,7 @@ def evaluate_epoch(side: Side, models: Models, data: ActiveData, lists: dict[str
         models.audit.received.add("u_eval", entry["epoch"], 0, np.arange(data.n_users), u_all)
     scores = model_scores(models.federated, valid, u_all)
     entry["federated"] = metrics(scores, valid.cold, k)
-    if models.selected.update(per_user(scores, k)[2], models.federated, u_all, segment_labels(valid.activity)):
+    if models.selected.update(per_user(scores, k)[2], models.federated, u_all):
         messages.send(side.endpoint, B, Keep(entry["epoch"]))
 
 

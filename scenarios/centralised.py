@@ -28,7 +28,6 @@ from party_a.baselines import chosen_ease_lambda, fit_baselines
 from party_a.evaluate import EvalSet, evaluation_lists, metrics, model_scores, per_user
 from party_a.model import ActiveModel, active_step, federated_start
 from party_a.sampler import Batch, Sampler
-from party_a.segments import segment_labels
 from party_a.selection import Choice, EarlyStopping
 from party_b import config as party_b_config
 from party_b.config import TowerSettings
@@ -147,7 +146,7 @@ def train(data: ActiveData, b_features: Features, training: Training, tower: Tow
     stopper = EarlyStopping(t.patience, metric=f"validation NDCG@{e.k}", first=0)
     trained, steps = Trained(model, tower_b, layer, alone, []), 0
     if evaluate:
-        stopper.update(alone.valid_ndcg, segment_labels(valid.activity))
+        stopper.update(alone.valid_ndcg)
         trained.test = alone.test
     for epoch in range(1, t.epochs + 1):
         losses = []
@@ -178,7 +177,7 @@ def validate(trained: Trained, stopper: EarlyStopping, valid: EvalSet, test: Eva
     with torch.no_grad():
         u_all = trained.layer.forward(trained.tower(torch.arange(data.n_users)).numpy().astype(np.float64))
     scores = model_scores(trained.model, valid, u_all)
-    if stopper.update(per_user(scores, k)[2], segment_labels(valid.activity)):
+    if stopper.update(per_user(scores, k)[2]):
         trained.test = metrics(model_scores(trained.model, test, u_all), test.cold, k)
     return metrics(scores, valid.cold, k)
 
