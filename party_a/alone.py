@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from party_a.config import Training
 from party_a.data import ActiveData
@@ -24,6 +23,7 @@ from party_a.model import ActiveModel, active_step, chosen_prior_weight
 from party_a.sampler import Sampler
 from party_a.segments import segment_labels
 from party_a.selection import EarlyStopping
+from protocol.runtime.progress import progress_bar
 
 
 @dataclass
@@ -58,7 +58,7 @@ def train_alone(data: ActiveData, cfg: Training, valid: EvalSet, test: EvalSet, 
     zeros, groups = np.zeros((data.n_users, h), dtype=np.float32), segment_labels(valid.activity)
     epochs: list[dict] = []
     best: tuple[dict, dict, np.ndarray] | None = None
-    for epoch in tqdm(range(t.epochs + 1), desc="A alone", unit="epoch", disable=not progress, leave=False):
+    for epoch in progress_bar(range(t.epochs + 1), desc="A alone", unit="epoch", enabled=progress, leave=False):
         loss = None
         if epoch:
             losses = [active_step(model, optimizer, batch, torch.zeros(len(batch.users), h))[0]

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from party_a.config import load
 from party_a.serving import Query, Recommender
@@ -29,6 +28,7 @@ from protocol.errors import ConfigError
 from protocol.roles import A
 from protocol.runtime.cli import setup_logging
 from protocol.runtime.compute import open_pool
+from protocol.runtime.progress import progress_bar
 from protocol.runtime.workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def recommend_all(recommender: Recommender, user_ids: list[str], k: int, include
     store = recommender.store
     rows: list[dict] = []
     pending: deque[tuple[list[str], list[Query | None], Future | None]] = deque()
-    with tqdm(total=len(user_ids), desc="recommend", unit="user", disable=not progress, mininterval=1.0) as bar:
+    with progress_bar(total=len(user_ids), desc="recommend", unit="user", enabled=progress, mininterval=1.0) as bar:
         for start in range(0, len(user_ids), CHUNK):
             chunk = user_ids[start:start + CHUNK]
             queries = [recommender.query(user_id, store) for user_id in chunk]

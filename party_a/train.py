@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from party_a import checkpoint as a_checkpoint
 from party_a.config import Training
@@ -60,6 +59,7 @@ from protocol.net.transport import Endpoint
 from protocol.privacy import RowNoise, RowPrivacy, release_key, spent
 from protocol.roles import B, C
 from protocol.runtime.checkpoint import CheckpointSettings
+from protocol.runtime.progress import progress_bar
 from protocol.runtime.resume import Agreed
 from protocol.runtime.store import atomic_write, new_model_id, private_dir
 from protocol.runtime.received import Received
@@ -399,8 +399,8 @@ def train_epochs(run: Run) -> None:
         epoch, started = p.epoch, time.perf_counter()
         n_batches = run.sampler.batches_per_epoch
         run.clock.restart()
-        bar = tqdm(total=n_batches, initial=p.batch, desc=f"epoch {epoch}/{cfg.train.epochs}", unit="batch",
-                   disable=not cfg.train.progress, leave=False)
+        bar = progress_bar(total=n_batches, initial=p.batch, desc=f"epoch {epoch}/{cfg.train.epochs}", unit="batch",
+                           enabled=cfg.train.progress, leave=False)
         for b, batch in enumerate(run.sampler.epoch(epoch)):
             if b < p.batch:  # done before the checkpoint this run resumed from
                 continue

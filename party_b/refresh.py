@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from party_b.config import PartyBConfig, load
 from party_b.follow import Audit, TowerTurn
@@ -53,6 +52,7 @@ from protocol.privacy import RowNoise, RowPrivacy, spent
 from protocol.roles import A, B, C
 from protocol.runtime.cli import setup_logging
 from protocol.runtime.compute import open_pool
+from protocol.runtime.progress import progress_bar
 from protocol.runtime.store import current_model, refresh_run_id
 from protocol.runtime.workers import WorkerPool
 
@@ -109,8 +109,8 @@ def push(cfg: PartyBConfig, model_id: str, manifest: dict, directory: Path, chan
         settings = manifest["tower_settings"]
         tower = TowerB(changes.features, plan.d, list(settings["hidden"]), settings["feature_dim"])
         tower.load_state_dict(load_state(directory, "tower_b.pt"))
-        bar = tqdm(refresh_batches(changes.changed, plan), desc="refresh", unit="batch",
-                   disable=not cfg.psi.show_progress)
+        bar = progress_bar(refresh_batches(changes.changed, plan), desc="refresh", unit="batch",
+                           enabled=cfg.psi.show_progress)
         for label, users in bar:
             steps.run(FORWARD_ONLY, side, Turn(label, users, TowerTurn(tower, None, Audit(noise)),
                                                decrypt_as=Step.EVALUATE))

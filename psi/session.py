@@ -40,6 +40,7 @@ from protocol.errors import ProtocolError
 from protocol.messages import PsiBlinded, PsiDoubled, PsiHello
 from protocol.net.transport import Endpoint
 from protocol.runtime.config import Table
+from protocol.runtime.progress import progress_bar
 from protocol.runtime.workers import WorkerPool
 from psi.ecdh import MATCH_BYTES, POINT_BYTES, new_secret, session_salt
 
@@ -214,8 +215,8 @@ def run_psi(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool,
     salt, peer_size, peer_chunk = exchange_hello(endpoint, peer, len(ids), settings.chunk_size, settings)
     log.info("PSI with %s: %d own IDs, %d peer IDs", peer, len(ids), peer_size)
     order = np.random.default_rng(int.from_bytes(os.urandom(8), "little")).permutation(len(ids))
-    with tqdm(total=2 * len(ids) + peer_size, desc="PSI", unit="id", disable=not settings.show_progress,
-              mininterval=0.5, leave=False) as progress:
+    with progress_bar(total=2 * len(ids) + peer_size, desc="PSI", unit="id", enabled=settings.show_progress,
+                      mininterval=0.5, leave=False) as progress:
         s = _Session(endpoint, peer, pool, salt, new_secret(), settings.chunk_size, peer_size, peer_chunk, progress)
         failure: list[BaseException] = []
 
