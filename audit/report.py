@@ -159,6 +159,7 @@ def plot_curve(runs: list[list[Outcome]], alone: list[dict], k: int, path: Path)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
 
     outcomes = runs[0]
     finite = [max(o.epsilon_a or 0, o.epsilon_b or 0) for o in outcomes if o.setting != UNDEFENDED]
@@ -185,6 +186,7 @@ def plot_curve(runs: list[list[Outcome]], alone: list[dict], k: int, path: Path)
         ax.set_xscale("log")
         ax.set_xlabel("ε spent, the larger party's (right-most point: no defence)")
         ax.set_xticks(x)
+        ax.xaxis.set_minor_locator(NullLocator())  # a log axis labels its minor ticks too, 3×10⁰ under ∞
         ax.set_xticklabels(["∞" if o.setting == UNDEFENDED else f"{xi:.3g}" for o, xi in zip(outcomes, x)])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

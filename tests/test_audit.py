@@ -184,3 +184,23 @@ def test_b_hook_noises_e_b_only_and_tower_learns_from_the_clean_output() -> None
         assert np.array_equal(turn.audit.received.arrays("g")[1][:, 0], np.ones(4))  # epoch from the label
     for name in states[0]:
         assert torch.equal(states[0][name], states[1][name]), name
+
+
+def test_the_privacy_utility_plot_labels_only_the_settings_on_its_epsilon_axis(tmp_path, monkeypatch) -> None:
+    # ∞ sits at twice the largest ε spent (2.98 here), where a log axis would also label its minor tick 3×10⁰
+    import matplotlib.pyplot as plt
+
+    from audit import report
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    monkeypatch.setattr(report, "worst_leak", lambda attacks, direction="": 0.01)
+    quality = {"overall": {"hr": 0.6}, "cold": {"hr": 0.5}}
+    runs = [[report.Outcome(setting, eps, eps, quality, {f: {} for f in report.FRACTIONS})
+             for setting, eps in (("none", None), ("ε=2", 1.49), ("ε=1", 1.0))]]
+    report.plot_curve(runs, [quality], 10, tmp_path / "curve.png")
+    figures[0].canvas.draw()
+    for ax in figures[0].axes:
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["∞", "1.49", "1"]
+        assert not [t.get_text() for t in ax.get_xticklabels(minor=True) if t.get_text() and t.get_visible()]
+    assert (tmp_path / "curve.png").stat().st_size > 10_000
