@@ -17,11 +17,10 @@ it on story 2's cold users). Given each validation user's activity segment (A al
 against EASE, which no segment falls back to), the trained epoch must also lose to
 the start on no segment's mean: a gain on the whole that costs the cold users is not
 taken (on story 2 A alone left EASE on a significant gain overall and tested .023 and
-.028 HR@3 below it on cold users). The price is a
-real gain left unused now and then (story 2, one seed in three: +.022 NDCG on 600
-validation users). The test lists
-are scored for the chosen epoch only; `Choice.reason` says why it was chosen, for
-the report.
+.028 HR@3 below it on cold users). The price is a real gain left unused now and
+then (story 2, one seed in three: +.022 NDCG on 600 validation users). The test
+lists are scored for the chosen epoch only; `Choice.reason` says why it was chosen,
+for the report.
 """
 
 from __future__ import annotations
