@@ -34,6 +34,7 @@ class CoordinatorConfig:
     audit_log: Path
     compute: Compute
     checkpoint: CheckpointSettings = CheckpointSettings()
+    observe: tuple[str, int] | None = None  # [observe] listen: where /metrics and /healthz are served
 
 
 def load(path: Path) -> CoordinatorConfig:
@@ -52,5 +53,7 @@ def load(path: Path) -> CoordinatorConfig:
     audit_log = root.take_path("audit_log", str(workdir / "audit.jsonl"))
     compute = config.read_compute(root)
     checkpoint = read_settings(root)
+    observe = config.read_observe(root)
     root.finish()
-    return CoordinatorConfig(network, workdir, bits, key_file, key_passphrase, audit_log, compute, checkpoint)
+    return CoordinatorConfig(network, workdir, bits, key_file, key_passphrase, audit_log, compute, checkpoint,
+                             observe)

@@ -25,6 +25,18 @@ from protocol.layer.decryption import TRAINING, Label, Step, batch_users, expect
 from protocol.layer.plan import LayerPlan
 
 
+class Refusal(str):
+    """Why a request is refused, as the audit log and the peer get it, with a short `reason` code for the metrics
+    (`vfrec_decryptions_refused_total{reason}`)."""
+
+    reason: str
+
+    def __new__(cls, reason: str, text: str) -> "Refusal":
+        refusal = super().__new__(cls, text)
+        refusal.reason = reason
+        return refusal
+
+
 @dataclass
 class Ledger:
     plan: LayerPlan
@@ -41,33 +53,35 @@ class Ledger:
     def batches(self) -> int:
         return math.ceil(self.shared_users / self.plan.batch_users)
 
-    def refusal(self, step: Step, label: str, count: int) -> str | None:
+    def refusal(self, step: Step, label: str, count: int) -> Refusal | None:
         """Why (step, label) with `count` ciphertexts may not be served now, or None."""
         if self.stopped is not None:
-            return f"the run stopped: {self.stopped}"
+            return Refusal("stopped", f"the run stopped: {self.stopped}")
         parsed = Label.parse(label)
         if parsed is None:
-            return f"label {label[:80]!r} names no step of the schedule"
+            return Refusal("schedule", f"label {label[:80]!r} names no step of the schedule")
         if parsed.generation != self.generation:
-            return f"label {label} is of generation {parsed.generation}, but the run is in generation {self.generation}"
+            return Refusal("generation", f"label {label} is of generation {parsed.generation}, but the run is in "
+                                         f"generation {self.generation}")
         if parsed.training != (step in TRAINING):
-            return f"{step} is not a decryption of {'training' if parsed.training else 'evaluation'} label {label}"
+            return Refusal("schedule", f"{step} is not a decryption of "
+                                       f"{'training' if parsed.training else 'evaluation'} label {label}")
         if batch_users(self.plan, self.shared_users, parsed.batch) == 0:
-            return f"label {label} names batch {parsed.batch}, but an epoch has {self.batches}"
+            return Refusal("schedule", f"label {label} names batch {parsed.batch}, but an epoch has {self.batches}")
         expected = expected_count(self.plan, self.public, self.shared_users, step, parsed.batch)
         if count != expected:
-            return f"{count} ciphertexts for {step} {label}; the plan has {expected}"
+            return Refusal("count", f"{count} ciphertexts for {step} {label}; the plan has {expected}")
         if step in (Step.FORWARD, Step.EVALUATE):
             if self.open is not None:
-                return f"{step} {label} while training step {self.open[0]} has not finished"
+                return Refusal("order", f"{step} {label} while training step {self.open[0]} has not finished")
             last = self.last[parsed.training]
             if (parsed.epoch, parsed.batch) <= last:
-                return f"{step} {label} repeats or goes back: labels only move forward, and e{last[0]}/b{last[1]} " \
-                       f"was served"
+                return Refusal("order", f"{step} {label} repeats or goes back: labels only move forward, and "
+                                        f"e{last[0]}/b{last[1]} was served")
             return None
         before = TRAINING[TRAINING.index(step) - 1]
         if self.open != (label, before):
-            return f"{step} {label} was served already or comes before {before} {label}"
+            return Refusal("order", f"{step} {label} was served already or comes before {before} {label}")
         return None
 
     def evaluated_all(self, epoch: int) -> bool:

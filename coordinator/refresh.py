@@ -28,6 +28,7 @@ from protocol.errors import ConfigError, StoreError, VfrecError
 from protocol.messages import PublicKeyAnnouncement, RefreshRequest
 from protocol.net.transport import Endpoint
 from protocol.roles import PEERS, B, C
+from protocol.runtime import observe
 from protocol.runtime.cli import setup_logging
 from protocol.runtime.store import current_model, refresh_run_id
 from protocol.runtime.timing import StepClock
@@ -53,6 +54,7 @@ def serve_session(cfg: CoordinatorConfig, model_id: str, decryptor: Decryptor, a
     """Serve one refresh session from B's request to the last batch; returns the number of users refreshed."""
     session = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, run_id=refresh_run_id(model_id)))
     endpoint = Endpoint(session.network, messages.inbox_tags(C)).start()
+    observe.watch(C, session.network.run_id, endpoint)
     try:
         request = messages.receive(endpoint, B, RefreshRequest, idle=True)
         if request.model_id != model_id:
@@ -77,7 +79,8 @@ def main(config_path: Path) -> None:
     setup_logging(C, cfg.workdir)
     model_id, key = model_key(cfg)
     log.info("serving refreshes of model %s (key %s)", model_id, key.public.fingerprint)
-    with decryption_pool(cfg.compute) as pool:
+    observe.watch(C, refresh_run_id(model_id))
+    with observe.serving(cfg.observe), decryption_pool(cfg.compute) as pool:
         decryptor, audit = Decryptor(key, pool), AuditLog(cfg.audit_log)
         try:
             while True:

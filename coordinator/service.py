@@ -31,7 +31,7 @@ from coordinator import checkpoint
 from coordinator.audit import AuditLog
 from coordinator.config import CoordinatorConfig, load
 from coordinator.decrypt import Decryptor, decryption_pool
-from coordinator.ledger import Ledger
+from coordinator.ledger import Ledger, Refusal
 from protocol import messages
 from protocol.crypto.paillier import load_or_create_private_key
 from protocol.errors import ConfigError, ProtocolError, VfrecError
@@ -45,6 +45,7 @@ from protocol.messages import (CheckpointDone, CoordinatorCheckpoint, DecryptRep
 from protocol.net.message import WHILE_UP, Message
 from protocol.net.transport import Endpoint
 from protocol.roles import PEERS, A, B, C
+from protocol.runtime import observe
 from protocol.runtime.checkpoint import held, remove_all
 from protocol.runtime.cli import setup_logging
 from protocol.runtime.resume import Agreed, Holding, resumable
@@ -119,25 +120,27 @@ def handle_check(service: Service, peer: str, request: RefreshCheck) -> None:
     """B's check of A's [Q] by rows against the refresh decrypted for A: the verdict goes to B alone. A failed check
     stops the run's decryptions: whoever submitted it learns one bit, once."""
     ledger = service.ledger
-    refused = "the layer is not registered by both parties yet" if ledger is None else \
-        ledger.refusal(Step.CHECK, request.label, 1)
+    refused = UNREGISTERED if ledger is None else ledger.refusal(Step.CHECK, request.label, 1)
     # the ledger served this label's refresh last, so `refreshed` holds its plaintexts
     if refused is None and len(request.weights) != len(service.refreshed):
-        refused = f"{len(request.weights)} weights for the {len(service.refreshed)} ciphertexts of the refresh"
+        refused = Refusal("count", f"{len(request.weights)} weights for the {len(service.refreshed)} ciphertexts of "
+                                   f"the refresh")
     if refused is None and any(w >= 1 << 64 for w in request.weights):
-        refused = "a weight of 64 bits or more"
+        refused = Refusal("malformed", "a weight of 64 bits or more")
     key = service.decryptor.key
     if refused is None:
         try:
             key.public.check_ciphertext(request.combined, "RefreshCheck.combined")
         except ProtocolError as exc:
-            refused = str(exc)
+            refused = Refusal("ciphertext", str(exc))
     if refused is None:
         expected = refresh_check(ledger.plan, key.public, service.refreshed, request.weights)
         if int(key.raw_decrypt(request.combined)) % int(key.public.n) != expected:
             ledger.stopped = f"B's check of {request.label} found A's [Q] by rows differing from the refresh"
-            refused = "its combination differs from the one of the refresh the coordinator decrypted for A"
+            refused = Refusal("check", "its combination differs from the one of the refresh the coordinator "
+                                       "decrypted for A")
     service.audit.record(peer, service.cfg.network.run_id, Step.CHECK, request.label, 1, refused)
+    observe.decryption(Step.CHECK, None if refused is None else refused.reason)
     if refused is None:
         ledger.record(Step.CHECK, request.label)
         service.refreshed = None
@@ -147,25 +150,30 @@ def handle_check(service: Service, peer: str, request: RefreshCheck) -> None:
     service.clock.lap("check refresh")
 
 
-def refusal(service: Service, peer: str, request: DecryptRequest) -> str | None:
+UNREGISTERED = Refusal("unregistered", "the layer is not registered by both parties yet")
+
+
+def refusal(service: Service, peer: str, request: DecryptRequest) -> Refusal | None:
     """Why `request` may not be served, or None."""
     if request.step not in ROUTE:
-        return f"unknown step {request.step!r}; steps are {', '.join(ROUTE)}"
+        return Refusal("schedule", f"unknown step {request.step!r}; steps are {', '.join(ROUTE)}")
     if ROUTE[Step(request.step)][0] != peer:
-        return f"{peer} may not submit step {request.step!r}: its plaintext would go to {peer} itself"
+        return Refusal("submitter", f"{peer} may not submit step {request.step!r}: its plaintext would go to {peer} "
+                                    f"itself")
     try:
         service.decryptor.validate(request.ciphertexts)
     except ProtocolError as exc:
-        return str(exc)
+        return Refusal("ciphertext", str(exc))
     if service.ledger is None:
-        return "the layer is not registered by both parties yet"
+        return UNREGISTERED
     return service.ledger.refusal(Step(request.step), request.label, len(request.ciphertexts))
 
 
 def refuse_or_reply(service: Service, peer: str, receiver: str, step: str, label: str, count: int,
-                    refused: str | None, decrypt: Callable[[], list]) -> list | None:
+                    refused: Refusal | None, decrypt: Callable[[], list]) -> list | None:
     """Audit `peer`'s request, then send the plaintexts (and return them) or the refusal to `receiver` alone."""
     service.audit.record(peer, service.cfg.network.run_id, step, label, count, refused)
+    observe.decryption(step if step in ROUTE else "other", None if refused is None else refused.reason)
     if refused:
         log.warning("refused a decryption of %s/%s from %s: %s", step[:40], label[:80], peer, refused)
         messages.send(service.endpoint, receiver, DecryptReply(step, label, None, f"{peer}'s request: {refused}"))
@@ -224,7 +232,7 @@ def serve_one(service: Service) -> None:
             raise
         body = msg.body if isinstance(msg.body, dict) else {}
         step, label = (v if isinstance(v, str) else "" for v in (body.get("step"), body.get("label")))
-        refuse_or_reply(service, msg.peer, msg.peer, step, label, 0, str(exc), list)
+        refuse_or_reply(service, msg.peer, msg.peer, step, label, 0, Refusal("malformed", str(exc)), list)
         return
     HANDLERS[kind](service, msg.peer, request)
 
@@ -243,6 +251,7 @@ def serve(cfg: CoordinatorConfig, resume: bool = False) -> None:
     audit = AuditLog(cfg.audit_log)
     pool = decryption_pool(cfg.compute)
     endpoint.start()
+    observe.watch(C, run_id, endpoint)
     decryptor = Decryptor(key, pool)
 
     def until_done(service: Service) -> None:
@@ -261,7 +270,8 @@ def serve(cfg: CoordinatorConfig, resume: bool = False) -> None:
                            served=restored.served))
 
     try:
-        resumable(endpoint, cfg.checkpoint, lambda: Holding.of(cfg.workdir, run_id), fresh, resumed, resuming)
+        with observe.serving(cfg.observe):
+            resumable(endpoint, cfg.checkpoint, lambda: Holding.of(cfg.workdir, run_id), fresh, resumed, resuming)
     except VfrecError as exc:
         endpoint.abort(f"coordinator stopped: {exc}")
         raise

@@ -58,7 +58,8 @@ def train_alone(data: ActiveData, cfg: Training, valid: EvalSet, test: EvalSet, 
     zeros, groups = np.zeros((data.n_users, h), dtype=np.float32), segment_labels(valid.activity)
     epochs: list[dict] = []
     best: tuple[dict, dict, np.ndarray] | None = None
-    for epoch in progress_bar(range(t.epochs + 1), desc="A alone", unit="epoch", enabled=progress, leave=False):
+    for epoch in progress_bar(range(t.epochs + 1), task="a_alone", desc="A alone", unit="epoch", enabled=progress,
+                              leave=False):
         loss = None
         if epoch:
             losses = [active_step(model, optimizer, batch, torch.zeros(len(batch.users), h))[0]

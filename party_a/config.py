@@ -108,8 +108,7 @@ class ServeSettings:
     @property
     def address(self) -> tuple[str, int]:
         """`listen` as (host, port); "[::1]:8080" gives ("::1", 8080)."""
-        host, _, port = self.listen.rpartition(":")
-        return host.removeprefix("[").removesuffix("]"), int(port)
+        return config.split_address(self.listen)
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,8 @@ def recommend_all(recommender: Recommender, user_ids: list[str], k: int, include
     store = recommender.store
     rows: list[dict] = []
     pending: deque[tuple[list[str], list[Query | None], Future | None]] = deque()
-    with progress_bar(total=len(user_ids), desc="recommend", unit="user", enabled=progress, mininterval=1.0) as bar:
+    with progress_bar(total=len(user_ids), task="recommend", desc="recommend", unit="user", enabled=progress,
+                      mininterval=1.0) as bar:
         for start in range(0, len(user_ids), CHUNK):
             chunk = user_ids[start:start + CHUNK]
             queries = [recommender.query(user_id, store) for user_id in chunk]

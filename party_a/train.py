@@ -58,6 +58,7 @@ from protocol.net.codec import encode
 from protocol.net.transport import Endpoint
 from protocol.privacy import RowNoise, RowPrivacy, release_key, spent
 from protocol.roles import B, C
+from protocol.runtime import observe
 from protocol.runtime.checkpoint import CheckpointSettings
 from protocol.runtime.progress import progress_bar
 from protocol.runtime.resume import Agreed
@@ -129,8 +130,10 @@ def secure_step(side: Side, label: str, batch: Batch, model: ActiveModel, optimi
     """One training step of the federated model: B is told the users, then both run TRAINING_STEP."""
     messages.send(side.endpoint, B, TrainStep(label, batch.users))
     clock.lap("train: command to B")
+    observe.at(epoch, step)
     turn = BatchTurn(model, optimizer, batch, audit, epoch, step, key=release_key(label))
     steps.run(TRAINING_STEP, side, Turn(label, batch.users, turn), clock)
+    observe.secure_step(len(batch.users))
     return turn.loss
 
 
@@ -399,8 +402,8 @@ def train_epochs(run: Run) -> None:
         epoch, started = p.epoch, time.perf_counter()
         n_batches = run.sampler.batches_per_epoch
         run.clock.restart()
-        bar = progress_bar(total=n_batches, initial=p.batch, desc=f"epoch {epoch}/{cfg.train.epochs}", unit="batch",
-                           enabled=cfg.train.progress, leave=False)
+        bar = progress_bar(total=n_batches, initial=p.batch, task="epoch", desc=f"epoch {epoch}/{cfg.train.epochs}",
+                           unit="batch", enabled=cfg.train.progress, leave=False)
         for b, batch in enumerate(run.sampler.epoch(epoch)):
             if b < p.batch:  # done before the checkpoint this run resumed from
                 continue
@@ -424,6 +427,8 @@ def train_epochs(run: Run) -> None:
         run.report["epochs"].append(entry)
         log.info("epoch %d/%d (%.0fs), validation: %s", epoch, cfg.train.epochs, entry["seconds"],
                  _line("federated", entry["federated"], k))
+        observe.validated({name if name == "auc" else f"{name}@{k}": value
+                           for name, value in entry["federated"]["overall"].items() if name != "users"})
         p.epoch, p.batch, p.losses = epoch + 1, 0, []
         checkpoint(run)
 

@@ -42,6 +42,7 @@ from protocol.net.codec import encode
 from protocol.net.transport import Endpoint
 from protocol.privacy import RowNoise, RowPrivacy, release_key, spent
 from protocol.roles import A
+from protocol.runtime import observe
 from protocol.runtime.checkpoint import remove_all
 from protocol.runtime.received import Received
 from protocol.runtime.releases import remove_ledgers
@@ -195,9 +196,13 @@ class Follower:
         messages.send(self.endpoint, A, CheckpointDone(command.step))
 
     def step(self, command: TrainStep) -> None:
-        turn = Turn(command.label, self._users(command),
-                    TowerTurn(self.tower, self.optimizer, self.audit, command.label, self.steps))
-        steps.run(TRAINING_STEP, self.side, turn, self.clock)
+        users = self._users(command)
+        label = Label.parse(command.label)
+        observe.at(None if label is None else label.epoch, self.steps)
+        steps.run(TRAINING_STEP, self.side, Turn(command.label, users,
+                                                 TowerTurn(self.tower, self.optimizer, self.audit, command.label,
+                                                           self.steps)), self.clock)
+        observe.secure_step(users.size)
         self.steps += 1
 
     def forward(self, command: Forward) -> None:

@@ -109,7 +109,7 @@ def push(cfg: PartyBConfig, model_id: str, manifest: dict, directory: Path, chan
         settings = manifest["tower_settings"]
         tower = TowerB(changes.features, plan.d, list(settings["hidden"]), settings["feature_dim"])
         tower.load_state_dict(load_state(directory, "tower_b.pt"))
-        bar = progress_bar(refresh_batches(changes.changed, plan), desc="refresh", unit="batch",
+        bar = progress_bar(refresh_batches(changes.changed, plan), task="refresh", desc="refresh", unit="batch",
                            enabled=cfg.psi.show_progress)
         for label, users in bar:
             steps.run(FORWARD_ONLY, side, Turn(label, users, TowerTurn(tower, None, Audit(noise)),

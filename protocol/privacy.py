@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from protocol.errors import ProtocolError
+from protocol.runtime import observe
 from protocol.runtime.config import Table
 from protocol.runtime.releases import ReleaseLedger, Released, apply_record, release_record
 
@@ -120,6 +121,7 @@ class RowNoise:
         if settings.seed is not None and self.held.rng is not None:
             self.rng.bit_generator.state = self.held.rng
         self.limit = settings.max_releases()
+        observe.spending(lambda: self.spent()["epsilon"])
 
     @property
     def releases(self) -> Counter[int]:
@@ -151,6 +153,7 @@ class RowNoise:
                 self.ledger.append(record)
             else:
                 apply_record(self.held, record)
+            observe.released(len(fresh))
         return out
 
     def check(self, users: list[int]) -> None:

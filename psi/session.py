@@ -215,7 +215,7 @@ def run_psi(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool,
     salt, peer_size, peer_chunk = exchange_hello(endpoint, peer, len(ids), settings.chunk_size, settings)
     log.info("PSI with %s: %d own IDs, %d peer IDs", peer, len(ids), peer_size)
     order = np.random.default_rng(int.from_bytes(os.urandom(8), "little")).permutation(len(ids))
-    with progress_bar(total=2 * len(ids) + peer_size, desc="PSI", unit="id", enabled=settings.show_progress,
+    with progress_bar(total=2 * len(ids) + peer_size, task="psi", desc="PSI", unit="id", enabled=settings.show_progress,
                       mininterval=0.5, leave=False) as progress:
         s = _Session(endpoint, peer, pool, salt, new_secret(), settings.chunk_size, peer_size, peer_chunk, progress)
         failure: list[BaseException] = []

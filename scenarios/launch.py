@@ -17,12 +17,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from prometheus_client.parser import text_string_to_metric_families
 
 from protocol import messages
 from protocol.crypto.keyfiles import Passphrase, read_passphrase_file
@@ -73,6 +75,8 @@ def to_toml(data: dict, prefix: str = "") -> str:
 class LocalRun:
     root: Path
     configs: dict[str, Path] = field(default_factory=dict)
+    log_format: str = "text"  # each role's --log-format
+    observed: dict[str, str] = field(default_factory=dict)  # role: its [observe] listen, where observe_all set one
 
     def dir(self, role: str) -> Path:
         return self.root / role
@@ -85,11 +89,26 @@ class LocalRun:
 
     def command(self, role: str, *args: str) -> list[str]:
         """`python -m <role> [args] --config <its config>`; args name a command such as `serve` and its options."""
-        return [sys.executable, "-m", role, *args, "--config", str(self.configs[role])]
+        return [sys.executable, "-m", role, "--log-format", self.log_format, *args, "--config",
+                str(self.configs[role])]
+
+    def scrape(self, role: str, timeout: float = 2.0) -> dict[str, float]:
+        """The role's /metrics now, parsed with prometheus-client's parser: each sample as `name{label="value",…}`
+        (labels sorted; `name` alone without labels)."""
+        with urllib.request.urlopen(f"http://{self.observed[role]}/metrics", timeout=timeout) as answer:
+            text = answer.read().decode()
+        return {sample_key(sample.name, sample.labels): sample.value
+                for family in text_string_to_metric_families(text) for sample in family.samples}
+
 
     def endpoint(self, role: Role) -> Endpoint:
         """An endpoint for `role` in this process (not started), for a test that plays that role itself."""
         return Endpoint(config.read_network(config.load(self.configs[role]), role), messages.inbox_tags(role))
+
+
+def sample_key(name: str, labels: dict[str, str]) -> str:
+    inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return f"{name}{{{inner}}}" if inner else name
 
 
 def passphrase(run: LocalRun, role: str) -> Passphrase:
@@ -132,6 +151,14 @@ def write_local_run(root: Path, sections: dict[str, dict], run_id: str = "local"
         path.write_text(to_toml(data) + "\n")
         run.configs[role] = path
     return run
+
+
+def observe_all(run: LocalRun) -> None:
+    """Give every role of `run` an [observe] listen on a free loopback port (its /metrics and /healthz)."""
+    for role, port in zip(Role, free_ports(len(Role))):
+        run.observed[role] = f"127.0.0.1:{port}"
+        with open(run.configs[role], "a") as config_file:
+            config_file.write(f'\n[observe]\nlisten = "{run.observed[role]}"\n')
 
 
 def set_compute(sections: dict[str, dict], workers: int | None = None, compute: dict | None = None) -> None:

@@ -22,7 +22,7 @@ from protocol.net.certs import make_role_cert, new_ca
 from protocol.net.transport import Endpoint
 from protocol.runtime import config
 from protocol.runtime.config import PeerConfig
-from scenarios.launch import free_ports, start, wait_all, write_local_run
+from scenarios.launch import free_ports, observe_all, start, wait_all, write_local_run
 
 pytestmark = pytest.mark.integration
 
@@ -97,6 +97,7 @@ def test_decryption_service(tmp_path: Path) -> None:
 def test_decryptions_follow_the_registered_schedule(tmp_path: Path) -> None:
     """Replays, repeats, wrong counts and steps out of order are refused, and each refusal is audited."""
     run = write_local_run(tmp_path, {}, peer_timeout=30)
+    observe_all(run)
     coordinator = start(run, "coordinator")
     a, b = run.endpoint("party_a").start(), run.endpoint("party_b").start()
     try:
@@ -155,6 +156,7 @@ def test_decryptions_follow_the_registered_schedule(tmp_path: Path) -> None:
         with pytest.raises(ProtocolError, match="party_a sent B a \\[Q\\] by rows that is not the refresh"):
             check_refresh(b, step1, honest_q(step1, off_by_one=(3, 5)))
         refused(b, a, Step.EVALUATE, eval_label(1, 1), 32, "the run stopped: B's check of train/e1/b1 found")
+        metrics = run.scrape("coordinator")
         messages.send(a, "coordinator", RunDone(None))
         assert wait_all(run, {"coordinator": coordinator}, timeout=30)["coordinator"].returncode == 0
     finally:
@@ -168,3 +170,11 @@ def test_decryptions_follow_the_registered_schedule(tmp_path: Path) -> None:
     assert "may not submit" in audit[1]["refused"] and audit[1]["who"] == "party_a"
     assert "16 ciphertexts" in audit[10]["refused"] and audit[10]["who"] == "party_b"
     assert audit[20]["step"] == "check" and "differs from the one of the refresh" in audit[20]["refused"]
+    # the coordinator's metrics count the same, each refusal under its reason
+    counted = {key.removeprefix("vfrec_decryptions_").replace("_total", ""): value for key, value in metrics.items()
+               if key.startswith("vfrec_decryptions_")}
+    assert counted == {'served{step="forward"}': 2, 'served{step="backward"}': 2, 'served{step="refresh"}': 2,
+                       'served{step="check"}': 1, 'served{step="evaluate"}': 1,
+                       'refused{reason="order"}': 6, 'refused{reason="submitter"}': 1, 'refused{reason="count"}': 2,
+                       'refused{reason="schedule"}': 3, 'refused{reason="check"}': 1, 'refused{reason="stopped"}': 1}
+    assert sum(counted.values()) == len(audit)

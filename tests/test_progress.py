@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import io
-import re
-from pathlib import Path
 
 import pytest
 
 from protocol.runtime import progress
-from scenarios import ecommerce_bank
-from scenarios.experiment import run_experiment
-
-EVERY = 2  # seconds between a bar's lines in the scenario's logs
-LINE = re.compile(r"^(PSI|A alone|epoch \d+/\d+|recommend|refresh): .*?, (\d\d:\d\d) elapsed", re.MULTILINE)
+from protocol.runtime.observe import REGISTRY
 
 
 class Clock:
@@ -41,7 +35,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 def test_a_log_gets_a_line_per_interval_and_a_last_one_without_carriage_returns(clock: Clock) -> None:
     log = io.StringIO()
-    bar = progress.progress_bar(total=100, desc="epoch 1/12", unit="batch", file=log, leave=False)
+    bar = progress.progress_bar(total=100, task="epoch", desc="epoch 1/12", unit="batch", file=log, leave=False)
     for step in range(100):  # 100 steps of 1.5 s: 150 s
         clock.now += 1.5
         bar.update()
@@ -57,39 +51,43 @@ def test_a_log_gets_a_line_per_interval_and_a_last_one_without_carriage_returns(
 
 def test_an_iterable_ends_with_its_total_and_a_disabled_bar_writes_nothing(clock: Clock) -> None:
     log = io.StringIO()
-    assert list(progress.progress_bar(range(5), desc="A alone", unit="epoch", file=log)) == list(range(5))
+    shown = progress.progress_bar(range(5), task="a_alone", desc="A alone", unit="epoch", file=log)
+    assert list(shown) == list(range(5))
     assert log.getvalue().splitlines()[-1].startswith("A alone: 5/5 epoch (100 %)")
     open_ended = io.StringIO()
-    for _ in progress.progress_bar((batch for batch in range(3)), desc="refresh", unit="batch", file=open_ended):
+    for _ in progress.progress_bar((batch for batch in range(3)), task="refresh", desc="refresh", unit="batch",
+                                   file=open_ended):
         pass
     assert open_ended.getvalue().splitlines()[-1].startswith("refresh: 3 batch, ")
     assert "%" not in open_ended.getvalue() and "left" not in open_ended.getvalue()
     quiet = io.StringIO()
-    assert list(progress.progress_bar(range(5), desc="A alone", file=quiet, enabled=False)) == list(range(5))
+    assert list(progress.progress_bar(range(5), task="a_alone", desc="A alone", file=quiet,
+                                      enabled=False)) == list(range(5))
     assert quiet.getvalue() == ""
 
 
 def test_a_terminal_gets_tqdms_bar() -> None:
     screen = Terminal()
-    for _ in progress.progress_bar(range(3), desc="PSI", file=screen, mininterval=0):
+    for _ in progress.progress_bar(range(3), task="psi", desc="PSI", file=screen, mininterval=0):
         pass
     assert "\r" in screen.getvalue()
 
 
-@pytest.mark.integration
-def test_a_scenarios_logs_hold_whole_progress_lines_at_most_one_per_interval(tmp_path: Path,
-                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VFREC_PROGRESS_SECONDS", str(EVERY))
-    run = ecommerce_bank.prepare(tmp_path, users=900, epochs=2, seed=0, progress=True, batch_users=8)
-    run_experiment(run, 600, stream=False)
-    bars: dict[tuple[str, str], list[int]] = {}
-    for role in ("party_a", "party_b"):
-        text = run.output(role).read_text()
-        assert "\r" not in text, role
-        for desc, elapsed in LINE.findall(text):
-            minutes, seconds = elapsed.split(":")
-            bars.setdefault((role, desc), []).append(int(minutes) * 60 + int(seconds))
-    assert {("party_a", "PSI"), ("party_b", "PSI"), ("party_a", "A alone"), ("party_a", "epoch 1/2")} <= set(bars)
-    for bar, times in bars.items():  # the last line is written on close, whenever that is
-        assert all(later - earlier >= EVERY for earlier, later in zip(times, times[1:-1])), (bar, times)
-    assert max(len(times) for times in bars.values()) > 2, "no bar ran long enough to show the interval"
+def done_and_total(task: str) -> tuple[float | None, float | None]:
+    return tuple(REGISTRY.get_sample_value(f"vfrec_progress_{what}", {"task": task}) for what in ("done", "total"))
+
+
+@pytest.mark.parametrize("out", [io.StringIO(), Terminal()], ids=["log", "terminal"])
+@pytest.mark.parametrize("enabled", [True, False], ids=["shown", "hidden"])
+def test_every_step_reaches_the_metrics_shown_or_not(out: io.StringIO, enabled: bool) -> None:
+    bar = progress.progress_bar(total=40, initial=10, task="psi", desc="PSI", file=out, enabled=enabled)
+    assert done_and_total("psi") == (10, 40)
+    for n in range(1, 6):
+        bar.update(3)
+        assert done_and_total("psi") == (10 + 3 * n, 40)
+    bar.close()
+    seen = []
+    for _ in progress.progress_bar((i for i in range(4)), task="refresh", desc="refresh", file=out, enabled=enabled):
+        seen.append(done_and_total("refresh")[0])
+    assert seen == [0, 1, 2, 3] and done_and_total("refresh") == (4, None)
+

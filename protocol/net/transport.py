@@ -132,17 +132,18 @@ class _PeerState:
 
     def __init__(self) -> None:
         self.last_ok: float | None = None
+        self.up = False  # whether it answered the last call (a heartbeat every _HEARTBEAT)
         self.last_error = "no answer yet"
         self.tls_failures = 0
         self.refused_since: float | None = None  # first of an unbroken run of refused connections, once it was up
         self.impostor: str | None = None  # why the certificate at its address is not its pinned one
 
     def answered(self) -> None:
-        self.last_ok, self.refused_since = time.monotonic(), None
+        self.last_ok, self.refused_since, self.up = time.monotonic(), None, True
 
     def failed(self, detail: str) -> None:
         """Note a failed call; a refused connection to a peer that was up starts (or continues) its grace."""
-        self.last_error = detail
+        self.last_error, self.up = detail, False
         if self.last_ok is None or _REFUSED_HINT not in detail.lower():
             self.refused_since = None
         elif self.refused_since is None:
@@ -246,6 +247,12 @@ class Endpoint:
             self._server.stop(grace=0.1).wait()
         if self._record_file is not None:
             self._record_file.close()
+
+    def peer_liveness(self) -> dict[str, tuple[bool, float | None]]:
+        """For each peer: whether it answered the last heartbeat, and seconds since it last answered (None: never)."""
+        now = time.monotonic()
+        return {peer: (state.up, None if state.last_ok is None else now - state.last_ok)
+                for peer, state in self._peers.items()}
 
     def __enter__(self) -> "Endpoint":
         return self.start()
@@ -666,7 +673,7 @@ class Endpoint:
                 except _Unreachable as exc:
                     state.failed(str(exc))
                 except PeerError:  # its certificate is not the pinned one: state.impostor says so to every wait
-                    pass
+                    state.up = False
                 except grpc.RpcError as exc:
                     state.failed(exc.details() or exc.code().name)
                     # a handshake that fails once the peer was up is a connection cut short (a middlebox in front of a

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from protocol.errors import StoreError
 from protocol.names import as_name
+from protocol.runtime import observe
 from protocol.runtime.config import Table
 from protocol.runtime.store import MANIFEST, model_file, private_dir, read_json, sync_dir, write_files
 
@@ -105,6 +106,7 @@ def write_checkpoint(workdir: Path, run_id: str, step: int, manifest: dict, file
         shutil.rmtree(root / str(old), ignore_errors=True)
     for leftover in root.glob(".*"):  # a write cut short by a crash, or a replaced checkpoint
         shutil.rmtree(leftover, ignore_errors=True)
+    observe.checkpoint_written()
     return final
 
 

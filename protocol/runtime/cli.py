@@ -3,20 +3,49 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from protocol.errors import VfrecError
+from protocol.runtime import observe, progress
 
 log = logging.getLogger("vfrec")
 
+LOG_FORMATS = ("text", "json")
+_log_format = "text"
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per line, for a log aggregator: time (UTC), level, role, and the run ID, generation, epoch and
+    step where the process knows them (protocol/runtime/observe.py), the logger and the message."""
+
+    def __init__(self, role: str):
+        super().__init__()
+        self.role = role
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+                 "level": record.levelname, "role": self.role, **observe.log_context(), "logger": record.name,
+                 "message": record.getMessage()}
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
 
 def setup_logging(role: str, workdir: Path | None = None) -> None:
-    """Timestamped lines on stderr, and the same in `<workdir>/<role>.log` once a workdir is known."""
-    fmt = logging.Formatter(f"%(asctime)s.%(msecs)03d {role} %(levelname)s %(message)s", "%H:%M:%S")
+    """Log lines on stderr, and the same in `<workdir>/<role>.log` once a workdir is known: timestamped text, or with
+    `--log-format json` one JSON object per line (progress lines and warnings included)."""
+    if _log_format == "json":
+        fmt: logging.Formatter = JsonLines(role)
+        progress.lines_to_log()
+        logging.captureWarnings(True)
+    else:
+        fmt = logging.Formatter(f"%(asctime)s.%(msecs)03d {role} %(levelname)s %(message)s", "%H:%M:%S")
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in root.handlers):
@@ -46,7 +75,9 @@ def run(role: str, description: str, main: Callable[[Path, bool], None],
     works."""
     parser = argparse.ArgumentParser(prog=f"python -m {role}", description=description)
     config_help = "TOML config of this role"
+    format_help = "text: timestamped lines (default); json: one JSON object per line, for a log aggregator"
     parser.add_argument("--config", type=Path, required=not commands, help=config_help)
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text", help=format_help)
     parser.add_argument("--resume", action="store_true",
                         help="resume the run from the newest checkpoint all three roles hold (a role restarted with "
                              "checkpoints of its run on disk resumes without it; with it, holding none is an error)")
@@ -57,11 +88,14 @@ def run(role: str, description: str, main: Callable[[Path, bool], None],
             sub = names.add_parser(name, help=command.help, description=command.help)
             # SUPPRESS: a --config given before the command name is not overwritten by this parser's default
             sub.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
+            sub.add_argument("--log-format", choices=LOG_FORMATS, default=argparse.SUPPRESS, help=format_help)
             if command.add_arguments is not None:
                 command.add_arguments(sub)
     args = parser.parse_args()
     if args.config is None:
         parser.error("the following arguments are required: --config")
+    global _log_format
+    _log_format = args.log_format
     setup_logging(role)
     try:
         if getattr(args, "command", None):
@@ -72,5 +106,5 @@ def run(role: str, description: str, main: Callable[[Path, bool], None],
         log.error("%s", exc)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        print(f"{role}: interrupted", file=sys.stderr)
+        log.warning("%s: interrupted", role)
         sys.exit(130)

@@ -270,6 +270,8 @@ class PartyBasics:
     workdir: Path
     public_key_pin: str | None
     compute: Compute
+    observe: tuple[str, int] | None = None  # [observe] listen: where /metrics and /healthz are served
+
 
 
 def read_compute(root: Table) -> Compute:
@@ -300,10 +302,27 @@ def read_record(root: Table) -> bool:
     return record
 
 
+def split_address(address: str) -> tuple[str, int]:
+    """A checked "host:port" as (host, port); "[::1]:9464" gives ("::1", 9464)."""
+    host, _, port = address.rpartition(":")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def read_observe(root: Table) -> tuple[str, int] | None:
+    """[observe] listen: the local address of the role's /metrics and /healthz (protocol/runtime/observe.py), or None
+    (absent or empty: not served)."""
+    t = root.sub("observe")
+    listen = t.take("listen", str, "")
+    if listen:
+        check_address(t, "listen", listen)
+    t.finish()
+    return split_address(listen) if listen else None
+
+
 def read_party_basics(root: Table, role: Role) -> PartyBasics:
     workdir = root.take_path("workdir")
     network = read_network(root, role)
     coordinator = root.sub("coordinator")
     pin = coordinator.take("public_key_fingerprint", str, None) or None
     coordinator.finish()
-    return PartyBasics(network, workdir, pin, read_compute(root))
+    return PartyBasics(network, workdir, pin, read_compute(root), read_observe(root))

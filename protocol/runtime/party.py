@@ -13,6 +13,7 @@ from collections.abc import Callable
 from protocol import messages
 from protocol.errors import ConfigError
 from protocol.net.transport import Endpoint
+from protocol.runtime import observe
 from protocol.runtime.checkpoint import held
 from protocol.runtime.compute import open_pool
 from protocol.runtime.config import PartyBasics
@@ -29,10 +30,12 @@ def resuming(basics: PartyBasics, resume: bool) -> bool:
 
 
 def run_party(basics: PartyBasics, body: Callable[[Endpoint, WorkerPool], None], resume: bool) -> None:
+    """Run `body` with the party's endpoint and pool, its metrics and health on [observe] listen meanwhile."""
     role = basics.network.role
     endpoint = Endpoint(basics.network, messages.inbox_tags(role), None if resume else 0).start()
+    observe.watch(role, basics.network.run_id, endpoint)
     try:
-        with open_pool(basics.compute) as pool:
+        with observe.serving(basics.observe), open_pool(basics.compute) as pool:
             body(endpoint, pool)
     except BaseException as exc:
         endpoint.abort(f"{role} stopped: {exc or type(exc).__name__}")
