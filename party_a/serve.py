@@ -15,13 +15,16 @@ import time
 from pathlib import Path
 from typing import Literal
 
+import fastapi_offline
 import numpy as np
 import torch
 import uvicorn
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.routing import Match, Router
@@ -37,7 +40,13 @@ from party_a.serving import Answer, Recommender, Source
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-OPEN_PATHS = frozenset({"/healthz"})  # reachable without the bearer token (it then says only "ok"), for probes
+DOCS_PATH = "/docs"  # Swagger UI, its JS, CSS and favicon from the installed fastapi-offline: no internet needed
+OPENAPI_PATH = "/openapi.json"
+DOCS_ASSETS = "/static/swagger-ui"  # where fastapi-offline's static directory (Swagger UI 5) is mounted
+SWAGGER_UI_DIR = Path(fastapi_offline.__file__).parent / "static"
+# reachable without the bearer token: /healthz (it then says only "ok") for probes; the API's description and the
+# docs page's assets, which a browser fetches without the header and which hold no data
+OPEN_PATHS = frozenset({"/healthz", DOCS_PATH, OPENAPI_PATH, DOCS_ASSETS})
 TOKEN_FILE = "serve_token"  # in the work directory: the token generated when none is configured
 BODY_OVERHEAD = 1024  # bytes of a batch body besides its user IDs: braces, "k", "include_bought"
 ID_BYTES = 512  # bytes a batch body may spend per user ID: 500 plain characters, or 80 escaped as \uXXXX
@@ -51,10 +60,12 @@ Each answer's `source` says how it was made: `federated` (a shared user, with B'
 (A's user outside the intersection, or a segment that chose A alone), `item_knn` (a segment that chose it)
 or `popularity` (a user A does not know, not an error, or a segment that chose it).
 
-Every endpoint but `/healthz` requires `Authorization: Bearer <token>`: the token of [serve] token_file or
-token_env, or else the one generated into `<workdir>/serve_token` ([serve] require_token = false turns this off).
-`/healthz` without the token says only whether the service is up. `source` tells the caller whether a user ID is
-in the intersection with party B: give the token only to callers entitled to know that.
+The recommendation endpoints and `/metrics` require `Authorization: Bearer <token>`: the token of [serve]
+token_file or token_env, or else the one generated into `<workdir>/serve_token` ([serve] require_token = false
+turns this off). Open without it: `/healthz`, which then says only whether the service is up, and this page
+(`/docs`, `/openapi.json` and the page's Swagger UI files, served by the service itself with no internet
+access). `source` tells the caller whether a user ID is in the intersection with party B: give the token only
+to callers entitled to know that.
 """
 
 
@@ -317,11 +328,15 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> JSON
 
 def create_app(recommender: Recommender, settings: ServeSettings, token: bytes | None,
                refresh_every: float = 1.0) -> FastAPI:
-    """The HTTP app around `recommender`, every endpoint but /healthz behind `token` (None: open, see
+    """The HTTP app around `recommender`, every endpoint but OPEN_PATHS behind `token` (None: open, see
     `read_token`)."""
     metrics = Metrics(recommender)
     refresh = Refresher(recommender, refresh_every, metrics.reloads)
-    app = FastAPI(title="vfrec party A: recommendations", description=DESCRIPTION, version="1")
+    # no CDN: FastAPI's own /docs loads Swagger UI from cdn.jsdelivr.net, blank on a host without internet access;
+    # no ReDoc, which would need the same
+    app = FastAPI(title="vfrec party A: recommendations", description=DESCRIPTION, version="1",
+                  openapi_url=OPENAPI_PATH, docs_url=None, redoc_url=None)
+    app.mount(DOCS_ASSETS, StaticFiles(directory=SWAGGER_UI_DIR), name="swagger-ui")
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_middleware(Edge, router=app.router, metrics=metrics, token=token, max_body=body_limit(settings.max_batch))
     k_help = f"number of items to return, 1..{settings.max_k} ([serve] max_k)"
@@ -366,6 +381,13 @@ def create_app(recommender: Recommender, settings: ServeSettings, token: bytes |
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
     def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(DOCS_PATH, include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=OPENAPI_PATH, title=f"{app.title}: API docs",
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png")
 
     return app
 

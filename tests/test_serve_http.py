@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 import subprocess
 import sys
 import tracemalloc
@@ -276,9 +277,9 @@ def token_client(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> TestClient:
     return TestClient(create_app(FakeRecommender(), settings, read_token(settings, tmp_path)))
 
 
-@pytest.mark.parametrize("path", [ONE.format("s1"), "/metrics", "/openapi.json", "/docs", "/no/such/path"])
-def test_with_a_token_every_endpoint_but_healthz_needs_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                          path: str) -> None:
+@pytest.mark.parametrize("path", [ONE.format("s1"), "/metrics", "/no/such/path"])
+def test_with_a_token_every_endpoint_but_the_open_ones_needs_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                path: str) -> None:
     c = token_client(monkeypatch, tmp_path)
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
                     {"Authorization": f"Basic {TOKEN}"}):
@@ -288,6 +289,23 @@ def test_with_a_token_every_endpoint_but_healthz_needs_it(monkeypatch: pytest.Mo
     r = c.get(path, headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == (404 if path == "/no/such/path" else 200)
     assert c.get("/healthz").status_code == 200
+
+
+def test_the_docs_page_its_assets_and_the_openapi_document_need_no_token_nor_the_internet(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    c = token_client(monkeypatch, tmp_path)
+    page = c.get("/docs")
+    assert page.status_code == 200 and "swagger-ui" in page.text
+    assert not re.findall(r"(?:https?:)?//[^\s\"'<>]+", page.text)  # every asset from this service, none from a CDN
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert {a.rsplit("/", 1)[-1] for a in assets} == {"swagger-ui-bundle.js", "swagger-ui.css", "favicon.png"}
+    for asset in assets:
+        r = c.get(asset)
+        assert r.status_code == 200 and r.content, asset
+    assert ONE.format("{user_id}") in c.get("/openapi.json").json()["paths"]
+    # no ReDoc: FastAPI's would load its script from a CDN
+    assert c.get("/redoc", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 404
+    assert c.get("/static/swagger-ui/no-such-file.js").status_code == 404
 
 
 def test_the_batch_endpoint_needs_the_token_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
