@@ -29,6 +29,8 @@ real: $(STAMP)
 	$(BIN)/python -m scenarios.movielens --cold-cut --dir runs/movielens_cold
 
 test: $(EXTRAS)
+	# Debian's chromium for tests/test_docs_page.py (a headless browser opening A's /docs), where missing
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	$(BIN)/python -m pytest
 
 bench: $(EXTRAS)
