@@ -268,6 +268,8 @@ def test_openapi_document_has_a_title_and_the_endpoints() -> None:
     assert "popularity" in doc["info"]["description"]
     assert {ONE.format("{user_id}"), BATCH, "/healthz", "/metrics"} <= set(doc["paths"])
     assert c.get("/docs").status_code == 200
+    open_doc = TestClient(create_app(FakeRecommender(), ServeSettings(), None)).get("/openapi.json").json()
+    assert "securitySchemes" not in open_doc.get("components", {})  # without a token nothing to authorise
 
 
 def token_client(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> TestClient:
@@ -302,7 +304,12 @@ def test_the_docs_page_its_assets_and_the_openapi_document_need_no_token_nor_the
     for asset in assets:
         r = c.get(asset)
         assert r.status_code == 200 and r.content, asset
-    assert ONE.format("{user_id}") in c.get("/openapi.json").json()["paths"]
+    doc = c.get("/openapi.json").json()
+    assert doc["components"]["securitySchemes"]["bearer"] == {
+        "type": "http", "scheme": "bearer", "description": "[serve] token_file or token_env"}
+    needs = {path: [op.get("security") for op in ops.values()] for path, ops in doc["paths"].items()}
+    assert needs[ONE.format("{user_id}")] == needs[BATCH] == needs["/metrics"] == [[{"bearer": []}]]
+    assert needs["/healthz"] == [None]  # the docs page's "Authorize" then sends the token where it is needed
     # no ReDoc: FastAPI's would load its script from a CDN
     assert c.get("/redoc", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 404
     assert c.get("/static/swagger-ui/no-such-file.js").status_code == 404
