@@ -3,6 +3,7 @@
     <workdir>/models/<model_id>/manifest.json   what the model is: ID, run, role, chosen epoch, key fingerprint
     <workdir>/models/<model_id>/...              the role's files (torch state dicts, msgpack, Parquet)
     <workdir>/models/CURRENT                     the model ID in service
+    <workdir>/models/HISTORY                     one line per change of CURRENT: "time model_id action"
 
 All three roles store the same model ID (A draws it at the end of training and
 announces it), and every later use checks it: a store of another model stops with a
@@ -17,10 +18,13 @@ written mode 0600 and its directories 0700, whatever the umask.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from protocol.errors import StoreError
@@ -28,6 +32,8 @@ from protocol.names import as_name, check_name
 
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
+HISTORY = "HISTORY"
+LOCK = ".lock"
 
 
 def new_model_id(run_id: str) -> str:
@@ -91,8 +97,34 @@ def write_model(workdir: Path, model_id: str, manifest: dict, files: dict[str, b
     tmp = root / f".{model_id}.tmp"
     write_files(tmp, {**files, MANIFEST: json.dumps({**manifest, "model_id": model_id}, indent=2).encode()})
     os.replace(tmp, final)
-    atomic_write(root / CURRENT, model_id.encode())
+    with models_lock(root):
+        make_current(root, model_id, "trained")
     return final
+
+
+@contextmanager
+def models_lock(root: Path) -> Iterator[None]:
+    """Hold `root`'s lock file while CURRENT and HISTORY change, so that two commands (a promote, a training run's
+    end) never interleave; not reentrant."""
+    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def make_current(root: Path, model_id: str, action: str) -> None:
+    """Put model `model_id` in service (CURRENT replaced atomically) and append "time model_id action" to HISTORY;
+    the caller holds `models_lock`."""
+    atomic_write(root / CURRENT, model_id.encode())
+    line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {model_id} {action}\n"
+    fd = os.open(root / HISTORY, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def current_model(workdir: Path, role: str, expected: str | None = None) -> tuple[Path, dict]:
