@@ -17,7 +17,10 @@ from protocol.runtime import observe, progress
 log = logging.getLogger("vfrec")
 
 LOG_FORMATS = ("text", "json")
+CONFIG_HELP = "TOML config of this role"
+FORMAT_HELP = "text: timestamped lines (default); json: one JSON object per line, for a log aggregator"
 _log_format = "text"
+_prog: str | None = None  # the name usage lines show, when the `vfrec` console command runs the role
 
 
 class JsonLines(logging.Formatter):
@@ -68,16 +71,27 @@ class Command:
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
 
 
+def run_as(prog: str) -> None:
+    """Name the program `prog` in usage lines (protocol/runtime/console.py runs a role's __main__ as `vfrec ROLE`)."""
+    global _prog
+    _prog = prog
+
+
+def common_arguments(parser: argparse.ArgumentParser) -> None:
+    """--config and --log-format on a command's parser. SUPPRESS: a value given before the command name is not
+    overwritten by this parser's default."""
+    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=CONFIG_HELP)
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default=argparse.SUPPRESS, help=FORMAT_HELP)
+
+
 def run(role: str, description: str, main: Callable[[Path, bool], None],
         commands: dict[str, Command] | None = None) -> None:
     """Parse the command line, run `main(config_path, resume)` or the named command, and turn our errors into a message
     and exit code. Without a command name the role does its default job, so `python -m <role> --config FILE` still
     works."""
-    parser = argparse.ArgumentParser(prog=f"python -m {role}", description=description)
-    config_help = "TOML config of this role"
-    format_help = "text: timestamped lines (default); json: one JSON object per line, for a log aggregator"
-    parser.add_argument("--config", type=Path, required=not commands, help=config_help)
-    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text", help=format_help)
+    parser = argparse.ArgumentParser(prog=_prog or f"python -m {role}", description=description)
+    parser.add_argument("--config", type=Path, required=not commands, help=CONFIG_HELP)
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text", help=FORMAT_HELP)
     parser.add_argument("--resume", action="store_true",
                         help="resume the run from the newest checkpoint all three roles hold (a role restarted with "
                              "checkpoints of its run on disk resumes without it; with it, holding none is an error)")
@@ -86,9 +100,7 @@ def run(role: str, description: str, main: Callable[[Path, bool], None],
                                       help=f"one of {', '.join(commands)}; without one, the default job runs")
         for name, command in commands.items():
             sub = names.add_parser(name, help=command.help, description=command.help)
-            # SUPPRESS: a --config given before the command name is not overwritten by this parser's default
-            sub.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
-            sub.add_argument("--log-format", choices=LOG_FORMATS, default=argparse.SUPPRESS, help=format_help)
+            common_arguments(sub)
             if command.add_arguments is not None:
                 command.add_arguments(sub)
     args = parser.parse_args()
