@@ -480,7 +480,8 @@ def segment_report(models: Models, baselines: list[Baseline], lists: dict[str, E
     per = {split: {name: by_segment(s, lists[split], k) for name, s in scored[split].items()} for split in SPLITS}
     choice = choose({name: per_user(scored["valid"][name], k)[2] for name in CANDIDATES}, lists["valid"].activity)
     return {"valid": per["valid"], "test": per["test"], "choice": choice,
-            "combined": combined(scored["test"], choice, lists["test"], k)}
+            "combined": combined(scored["test"], choice, lists["test"], k),
+            "combined_valid": combined(scored["valid"], choice, lists["valid"], k)}
 
 
 @dataclass(frozen=True)
@@ -494,14 +495,17 @@ class Names:
 def store_chosen(workdir: Path, run_id: str, models: Models, names: Names, report: dict, cfg: Training,
                  side: Side, baselines: list[Baseline]) -> dict:
     """Store both models at their chosen epochs, with the u the federated one was validated with, each
-    activity segment's choice, and item-kNN's weights if a segment chose it."""
+    activity segment's choice, item-kNN's weights if a segment chose it, the served model's validation and test
+    metrics (each segment by its choice) and the noise defence's ε."""
     model_id = new_model_id(run_id)
     choice = report["segments"]["choice"]
     manifest = {"run_id": run_id, "created": time.time(), "key_fingerprint": side.public.fingerprint,
                 "plan": side.plan.to_message(), "model_settings": dataclasses.asdict(cfg.model),
                 "ease_lambda": chosen_ease_lambda(baselines), "items": len(names.items),
                 "shared_users": len(names.shared_users), "segments": choice,
-                "epochs": {name: c["epoch"] for name, c in report["chosen"].items()}}
+                "epochs": {name: c["epoch"] for name, c in report["chosen"].items()},
+                "metrics": {"k": cfg.eval.k, "valid": report["segments"]["combined_valid"],
+                            "test": report["segments"]["combined"]}, "privacy": report["privacy"]}
     states = {"federated": models.selected.state, "a_alone": models.alone.state_dict()}
     item_knn = next(b.table for b in baselines if b.name == "item_knn") if "item_knn" in choice.values() else None
     save_active_model(workdir, model_id, manifest, states, names.items, names.shared_users, models.selected.u,
