@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from protocol.errors import StoreError
 from protocol.names import check_name
 from protocol.runtime.cli import Command, common_arguments
@@ -180,6 +182,26 @@ def prune(workdir: Path, role: str, keep: int) -> list[str]:
             record(root, stored.model_id, "pruned")
             removed.append(stored.model_id)
     return removed
+
+
+def figure(value: float | None, digits: int = 3) -> str:
+    """A metric for the table; "-" where the model has none."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def epsilon_text(privacy: dict | None) -> str:
+    """ε a model's noise defence spent ("off" without one; "-" for a model stored before manifests kept it)."""
+    if privacy is None:
+        return "-"
+    return "off" if privacy.get("epsilon") is None else f"{privacy['epsilon']:.2f}"
+
+
+def table_rows(path: Path) -> str:
+    """The number of rows of a stored Parquet table, from its footer (the table is not read)."""
+    try:
+        return str(pq.ParquetFile(path).metadata.num_rows)
+    except (OSError, ValueError):
+        return "?"
 
 
 def model_table(workdir: Path, role: str, facts: Facts) -> str:

@@ -115,9 +115,14 @@ def models_lock(root: Path) -> Iterator[None]:
 
 
 def make_current(root: Path, model_id: str, action: str) -> None:
-    """Put model `model_id` in service (CURRENT replaced atomically) and append "time model_id action" to HISTORY;
-    the caller holds `models_lock`."""
+    """Put model `model_id` in service (CURRENT replaced atomically) and record it in HISTORY; the caller holds
+    `models_lock`."""
     atomic_write(root / CURRENT, model_id.encode())
+    record(root, model_id, action)
+
+
+def record(root: Path, model_id: str, action: str) -> None:
+    """Append "time model_id action" to HISTORY, fsynced; the caller holds `models_lock`."""
     line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {model_id} {action}\n"
     fd = os.open(root / HISTORY, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
