@@ -36,3 +36,10 @@ class StoreError(VfrecError):
     """A model store is missing, incomplete, corrupt, or holds another model than the one asked for."""
 
     exit_code = 2
+
+
+class StateError(VfrecError):
+    """What a party kept from its last PSI is missing, stale or does not belong with the peer's: a delta PSI cannot
+    run, a full one is needed."""
+
+    exit_code = 2
