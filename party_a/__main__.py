@@ -1,9 +1,11 @@
 import argparse
 from pathlib import Path
 
+from party_a.config import load
 from party_a.run import main
 from protocol.roles import A
 from protocol.runtime.cli import Command, run
+from protocol.runtime.registry import models_command
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -29,8 +31,23 @@ def recommend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--include-bought", action="store_true", help="keep items the user already bought")
 
 
-run(A, "Active party: holds the labels, drives PSI and training, evaluates.", main, commands={
+def workdir(config_path: Path) -> Path:
+    return load(config_path).basics.workdir
+
+
+def model_facts(directory: Path, manifest: dict) -> dict[str, str]:
+    from party_a.store import model_facts as facts  # torch loads only for the models' columns
+
+    return facts(directory, manifest)
+
+
+DESCRIPTION = "Active party: holds the labels, drives PSI and training, evaluates."
+COMMANDS = {
     "serve": Command("Serve recommendations over HTTP from the trained model ([serve] in the config).", serve,
                      serve_arguments),
     "recommend": Command("Write top-K for every user of A to a Parquet file.", recommend, recommend_arguments),
-})
+    "models": models_command(A, workdir, model_facts),
+}
+
+if __name__ == "__main__":
+    run(A, DESCRIPTION, main, COMMANDS)

@@ -26,6 +26,7 @@ from party_a.config import ModelSettings
 from protocol.data.stored import frame_bytes, read_frame, state_bytes
 from protocol.errors import StoreError
 from protocol.roles import A
+from protocol.runtime.registry import epsilon_text, figure, table_rows
 from protocol.runtime.store import atomic_write, write_model
 
 U_STORE = "u.parquet"
@@ -71,3 +72,19 @@ def model_settings(manifest: dict) -> ModelSettings:
     stored = dict(manifest["model_settings"])
     stored["tower_hidden"] = tuple(stored["tower_hidden"])
     return dataclasses.replace(ModelSettings(), **stored)
+
+
+def model_facts(directory: Path, manifest: dict) -> dict[str, str]:
+    """`models list`'s columns for one of A's models: shared users (the u store's rows, users who joined since
+    included), items, the federated model's chosen epoch, the served model's validation and test HR and NDCG at k
+    (each segment by its choice; "-" for a model stored before manifests kept them) and ε of the noise on δ."""
+    metrics = manifest.get("metrics", {})
+    k = metrics.get("k", "k")
+    facts = {"shared users": table_rows(directory / U_STORE), "items": str(manifest.get("items", "-")),
+             "epoch": str(manifest.get("epochs", {}).get("federated", "-"))}
+    for split in ("valid", "test"):
+        overall = metrics.get(split, {}).get("overall", {})
+        facts[f"{split} HR@{k}"] = figure(overall.get("hr"))
+        facts[f"{split} NDCG@{k}"] = figure(overall.get("ndcg"))
+    facts["ε"] = epsilon_text(manifest.get("privacy"))
+    return facts

@@ -26,6 +26,8 @@ from protocol.data.tables import Features
 from protocol.errors import ProtocolError, StoreError
 from protocol.net.codec import decode, encode
 from protocol.roles import B
+from protocol.privacy import RowPrivacy, spent
+from protocol.runtime.registry import epsilon_text, table_rows
 from protocol.runtime.store import atomic_write, model_file, write_model
 
 FILES = ("tower_b.pt", "w_rows.msgpack", "users.parquet")
@@ -68,3 +70,14 @@ def read_users(directory: Path) -> pd.DataFrame:
 
 def write_users(directory: Path, user_ids: list[str], digests: list[str], releases: np.ndarray) -> None:
     atomic_write(directory / USERS, users_bytes(user_ids, digests, releases))
+
+
+def model_facts(directory: Path, manifest: dict) -> dict[str, str]:
+    """`models list`'s columns for one of B's models: shared users (users who joined since included), the chosen
+    epoch, and ε its releases of e_B have spent so far, refreshes included (the most released user's)."""
+    privacy = None
+    if "privacy" in manifest:
+        releases = pd.read_parquet(directory / USERS, columns=["releases"])["releases"]
+        privacy = spent(RowPrivacy(**manifest["privacy"]), int(releases.max()) if len(releases) else 0)
+    return {"shared users": table_rows(directory / USERS), "epoch": str(manifest.get("epoch", "-")),
+            "ε": epsilon_text(privacy)}

@@ -144,6 +144,52 @@ class PsiDoubled(Message):
     values: bytes
 
 
+@dataclass(frozen=True)
+class PsiOpen(Message):
+    """Before any PSI step: the PSI version, whether the sender asks for a full or a delta run (and may fall back to
+    a full one), the ID of the state it kept from the last PSI (empty: none it can use) and why it cannot run a
+    delta (empty: it can). Both sides choose from the two the same way (psi/mode.py)."""
+
+    TAG: ClassVar[str] = "psi/open"
+    version: int
+    want: str
+    fallback: bool
+    state: bytes
+    blocked: str
+
+    def __post_init__(self) -> None:
+        if self.want not in ("full", "delta"):
+            raise ValueError(f"field 'want' = {self.want!r}, expected 'full' or 'delta'")
+        if len(self.state) not in (0, 32):
+            raise ValueError(f"field 'state' of {len(self.state)} bytes, expected 0 or 32")
+
+
+@dataclass(frozen=True)
+class PsiDeltaHello(Message):
+    """Delta step 1: how many IDs the sender added and removed since the state both kept, and its chunk size."""
+
+    TAG: ClassVar[str] = "psi/delta"
+    added: int
+    removed: int
+    chunk: int
+
+
+@dataclass(frozen=True)
+class PsiRemoved(Message):
+    """Delta step 2: one chunk of the doubly-blinded values of the sender's removed IDs."""
+
+    TAG: ClassVar[str] = "psi/removed"
+    values: bytes
+
+
+@dataclass(frozen=True)
+class PsiDone(Message):
+    """Last PSI step: the ID of the state the sender arrived at; both must arrive at the same."""
+
+    TAG: ClassVar[str] = "psi/done"
+    state: bytes
+
+
 # ---- A's commands to B, one stream, in order (party_b/follow.py) -------------------------
 
 
@@ -358,6 +404,10 @@ ROUTES: dict[type[Message], tuple[tuple[Role, Role], ...]] = {
     PsiHello: ((A, B), (B, A)),
     PsiBlinded: ((A, B), (B, A)),
     PsiDoubled: ((A, B), (B, A)),
+    PsiOpen: ((A, B), (B, A)),
+    PsiDeltaHello: ((A, B), (B, A)),
+    PsiRemoved: ((A, B), (B, A)),
+    PsiDone: ((A, B), (B, A)),
     Command: ((A, B),),
     MaskShare: ((B, A), (A, B)),
     EncryptedDelta: ((A, B),),
