@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -35,6 +36,7 @@ from party_a.config import ServeSettings, load
 from protocol.crypto.keyfiles import new_passphrase, read_private, write_private
 from protocol.errors import ConfigError, VfrecError
 
+from party_a.live import LiveModel
 from party_a.refresh import RefreshListener
 from party_a.serving import Answer, Recommender, Source
 
@@ -112,9 +114,10 @@ class Health(BaseModel):
 
 
 class Metrics:
-    """The service's Prometheus metrics, in a registry of their own so that each app (and test) starts at zero."""
+    """The service's Prometheus metrics, in a registry of their own so that each app (and test) starts at zero.
+    `recommender`: what the u store's age is read from."""
 
-    def __init__(self, recommender: Recommender):
+    def __init__(self, recommender: Recommender | LiveModel):
         self.registry = CollectorRegistry()
         self.requests = Counter("vfrec_http_requests", "HTTP requests by endpoint (route template) and status code",
                                 ("endpoint", "status"), registry=self.registry)
@@ -128,14 +131,32 @@ class Metrics:
         age = Gauge("vfrec_u_store_age_seconds", "Seconds since the u store was last written",
                     registry=self.registry)
         age.set_function(recommender.u_store_age_seconds)
+        self.model = Gauge("vfrec_model_info", "1 for the model in service (the one answering)", ("model_id",),
+                           registry=self.registry)
+        self.model_reloads = Counter("vfrec_model_reloads",
+                                     "Loads of a whole new model in service while serving (CURRENT, the shared list "
+                                     "or new users changed), by result: loaded (swapped in) or failed (old kept)",
+                                     ("result",), registry=self.registry)
+
+    def serving(self, model_id: str) -> None:
+        """`model_id` is the model in service now."""
+        self.model.clear()
+        self.model.labels(model_id).set(1)
+
+    def reloaded(self, recommender: Recommender | None) -> None:
+        """A whole new model was loaded and swapped in (None: the load failed)."""
+        self.model_reloads.labels("failed" if recommender is None else "loaded").inc()
+        if recommender is not None:
+            self.serving(recommender.model_id)
 
 
 class Refresher:
-    """Calls `recommender.refresh_if_changed()` at most once per `every` seconds, so that a rewritten u store is
-    picked up without a restart and without a file check per request. A failed reload keeps the previous store."""
+    """Calls `live.check()` at most once per `every` seconds, so that a rewritten u store, and a new model in
+    service (party_a/live.py), are picked up without a restart and without a file check per request. A failed
+    reload keeps the previous store."""
 
-    def __init__(self, recommender: Recommender, every: float, reloads: Counter):
-        self._recommender = recommender
+    def __init__(self, live: LiveModel, every: float, reloads: Counter):
+        self._live = live
         self._every = every
         self._reloads = reloads
         self._lock = threading.Lock()
@@ -148,9 +169,9 @@ class Refresher:
             return  # checked recently, or another request is checking right now
         try:
             self._next_check = now + self._every
-            if self._recommender.refresh_if_changed():
+            if self._live.check():
                 self._reloads.inc()
-                log.info("u store changed on disk: reloaded (age %.0f s)", self._recommender.u_store_age_seconds())
+                log.info("u store changed on disk: reloaded (age %.0f s)", self._live.u_store_age_seconds())
             self._last_error = ""
         except VfrecError as exc:
             if str(exc) != self._last_error:  # once per distinct failure, not once a second
@@ -328,11 +349,14 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> JSON
 
 
 def create_app(recommender: Recommender, settings: ServeSettings, token: bytes | None,
-               refresh_every: float = 1.0) -> FastAPI:
+               refresh_every: float = 1.0, load: Callable[[], Recommender] | None = None) -> FastAPI:
     """The HTTP app around `recommender`, every endpoint but OPEN_PATHS behind `token` (None: open, see
-    `read_token`)."""
-    metrics = Metrics(recommender)
-    refresh = Refresher(recommender, refresh_every, metrics.reloads)
+    `read_token`); `load` builds a new Recommender of the model in service, for when `recommender` goes stale
+    (None: it is never replaced)."""
+    live = LiveModel(recommender, load, lambda loaded: metrics.reloaded(loaded))
+    metrics = Metrics(live)
+    metrics.serving(recommender.model_id)
+    refresh = Refresher(live, refresh_every, metrics.reloads)
     # no CDN: FastAPI's own /docs loads Swagger UI from cdn.jsdelivr.net, blank on a host without internet access;
     # no ReDoc, which would need the same
     app = FastAPI(title="vfrec party A: recommendations", description=DESCRIPTION, version="1",
@@ -343,14 +367,16 @@ def create_app(recommender: Recommender, settings: ServeSettings, token: bytes |
     k_help = f"number of items to return, 1..{settings.max_k} ([serve] max_k)"
     bought_help = "also recommend items the user already bought"
 
-    def recommend(user_ids: list[str], k: int, include_bought: bool) -> list[dict]:
+    def recommend(user_ids: list[str], k: int, include_bought: bool) -> tuple[str, list[dict]]:
+        """The ID of the model that answers, and its answers: one model makes them all."""
         if not 1 <= k <= settings.max_k:
             raise HTTPException(422, f"k must be between 1 and {settings.max_k} ([serve] max_k), got {k}")
         refresh()
-        answers = recommender.recommend(user_ids, k, include_bought)
+        model = live.current
+        answers = model.recommend(user_ids, k, include_bought)
         for answer in answers:
             metrics.answers.labels(answer.source).inc()
-        return [answer_json(recommender.model_id, answer) for answer in answers]
+        return model.model_id, [answer_json(model.model_id, answer) for answer in answers]
 
     @app.get("/v1/users/{user_id}/recommendations", response_model=Recommendations, tags=["recommendations"],
              summary="Top-k items for one user")
@@ -358,7 +384,7 @@ def create_app(recommender: Recommender, settings: ServeSettings, token: bytes |
                                    include_bought: bool = Query(False, description=bought_help)) -> Response:
         # scored on the event loop: one user takes well under a millisecond, and handing it to a thread costs
         # more than that once requests overlap (threads contend for the interpreter)
-        return json_response(recommend([user_id], k, include_bought)[0])
+        return json_response(recommend([user_id], k, include_bought)[1][0])
 
     @app.post("/v1/recommendations", response_model=BatchRecommendations, tags=["recommendations"],
               summary=f"Top-k items for up to {settings.max_batch} users ([serve] max_batch)")
@@ -366,8 +392,8 @@ def create_app(recommender: Recommender, settings: ServeSettings, token: bytes |
         if len(body.users) > settings.max_batch:
             raise HTTPException(413, f"batch of {len(body.users)} users is larger than max_batch "
                                      f"{settings.max_batch} ([serve] max_batch)")
-        return json_response({"model_id": recommender.model_id,
-                              "results": recommend(body.users, body.k, body.include_bought)})
+        model_id, results = recommend(body.users, body.k, body.include_bought)
+        return json_response({"model_id": model_id, "results": results})
 
     @app.get("/healthz", response_model=Health, response_model_exclude_none=True, tags=["operations"],
              summary="Liveness without the token; with it, the model's facts too")
@@ -375,9 +401,9 @@ def create_app(recommender: Recommender, settings: ServeSettings, token: bytes |
         refresh()
         if not request.state.authorised:
             return {"status": "ok"}
-        return {"status": "ok", "model_id": recommender.model_id, "n_items": recommender.n_items,
-                "shared_users": recommender.shared_users(),
-                "u_store_age_seconds": recommender.u_store_age_seconds()}
+        model = live.current
+        return {"status": "ok", "model_id": model.model_id, "n_items": model.n_items,
+                "shared_users": model.shared_users(), "u_store_age_seconds": model.u_store_age_seconds()}
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
     def prometheus_metrics() -> Response:
@@ -420,7 +446,7 @@ def main(config_path: Path, alone: bool = False) -> None:
     torch.set_num_threads(1)  # a request's scoring is small; threads would only contend across concurrent requests
     token = read_token(cfg.serve, cfg.basics.workdir)  # before the model loads: a bad token stops startup at once
     recommender = Recommender.load(cfg, alone)
-    app = create_app(recommender, cfg.serve, token)
+    app = create_app(recommender, cfg.serve, token, load=lambda: Recommender.load(cfg, alone))
     host, port = cfg.serve.address
     log.info("model %s (%d items, %d shared users) on http://%s:%d%s", recommender.model_id, recommender.n_items,
              recommender.shared_users(), host, port, ", bearer token required" if token else " WITHOUT a token")

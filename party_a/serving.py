@@ -10,7 +10,9 @@ chose on validation at training (the manifest's "segments"):
 - "item_knn": item-kNN on A's events, as fitted at training, summed over the user's
   whole history, as it was scored on validation;
 - "popularity": the most bought items.
-A user A does not know gets "popularity".
+A user A does not know gets "popularity". A user of the u store who is no longer
+active in the shared list (`<workdir>/psi/shared.parquet`, rewritten by each PSI: the
+user left the intersection) is served as A's user outside it.
 Every user of A is represented by all its positive items (oldest first, as in
 training), and those items are left out of its answer unless asked for.
 
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import torch
 
 from party_a.config import PartyAConfig
@@ -46,7 +49,7 @@ from protocol.data.stored import load_state, read_frame
 from protocol.data.tables import read_table
 from protocol.errors import ConfigError, StoreError
 from protocol.roles import A
-from protocol.runtime.store import current_model
+from protocol.runtime.store import CURRENT, current_model
 
 log = logging.getLogger(__name__)
 Source = Literal["federated", "a_alone", "item_knn", "popularity"]
@@ -79,11 +82,39 @@ class Query:
 
 @dataclass(frozen=True)
 class UStore:
-    """The u store as loaded: u per row of A's user table (shared users only), and when the file was written."""
+    """The u store as loaded: u per row of A's user table (shared users still active in the shared list only), when
+    the file was written, and its users A's user table did not hold when the Recommender was loaded."""
 
     u: dict[int, np.ndarray]
     stamp: tuple[int, int]  # (inode, mtime in ns) of the file it was read from
     written: float
+    unknown: frozenset[str]
+
+
+def file_stamp(path: Path) -> tuple[int, int] | None:
+    """(inode, mtime in ns) of a file, None when it is missing: a rewritten (replaced) file has another."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def shared_list_path(workdir: Path) -> Path:
+    return workdir / "psi" / "shared.parquet"
+
+
+def active_shared(workdir: Path) -> frozenset[str] | None:
+    """The users active in the shared list each PSI writes (None without one: every user of the u store is
+    shared)."""
+    path = shared_list_path(workdir)
+    if not path.is_file():
+        return None
+    try:
+        frame = pd.read_parquet(path, columns=["user_id", "active"])
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{path} is unreadable (columns user_id and active wanted): {exc}") from None
+    return frozenset(frame.loc[frame["active"].astype(bool), "user_id"])
 
 
 def stored_segments(manifest: dict) -> dict[str, str]:
@@ -118,7 +149,14 @@ class Recommender:
         self.item_columns = item_columns
         self.h = models["federated"].bias.shape[0]
         self._lock = threading.Lock()
+        self.workdir = cfg.basics.workdir
+        self.shared_stamp = file_stamp(shared_list_path(self.workdir))
+        self.active = active_shared(self.workdir)
         self.store = self._read_u_store()
+        self.unknown_at_load = self.store.unknown
+        if self.store.unknown:
+            log.warning("the u store of model %s holds %d users A's user table does not: they are served once A's "
+                        "tables hold them", self.model_id, len(self.store.unknown))
 
     @classmethod
     def load(cls, cfg: PartyAConfig, alone: bool = False) -> "Recommender":
@@ -162,8 +200,10 @@ class Recommender:
         stat = path.stat()
         frame = read_u_store(self.directory, self.h)
         u = frame[[f"u{j}" for j in range(self.h)]].to_numpy(dtype=np.float32)
-        by_row = {self.row_of[uid]: u[i] for i, uid in enumerate(frame["user_id"]) if uid in self.row_of}
-        return UStore(by_row, (stat.st_ino, stat.st_mtime_ns), float(frame["written"].max()))
+        by_row = {self.row_of[uid]: u[i] for i, uid in enumerate(frame["user_id"])
+                  if uid in self.row_of and (self.active is None or uid in self.active)}
+        unknown = frozenset(uid for uid in frame["user_id"] if uid not in self.row_of)
+        return UStore(by_row, (stat.st_ino, stat.st_mtime_ns), float(frame["written"].max()), unknown)
 
     def refresh_if_changed(self) -> bool:
         """Take a new u store if the file was replaced (a refresh); True if it was."""
@@ -179,6 +219,26 @@ class Recommender:
                 log.info("u store reloaded: %d shared users, written %s", len(self.store.u),
                          time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.store.written)))
         return True
+
+    def stale_reason(self) -> str | None:
+        """Why the service must load a whole new Recommender, None when it need not: CURRENT names another model,
+        the shared list was rewritten, or a refresh brought users into the u store that A's tables did not hold
+        at load (new customers: A's tables are read again)."""
+        pointer = self.workdir / "models" / CURRENT
+        try:
+            named = pointer.read_text().strip()
+        except OSError:
+            named = self.model_id  # no CURRENT to follow: keep serving what is loaded
+        if named != self.model_id:
+            return f"{pointer} names model {named!r}"
+        stamp = file_stamp(shared_list_path(self.workdir))
+        if stamp != self.shared_stamp:
+            return f"{shared_list_path(self.workdir)} was {'removed' if stamp is None else 'rewritten'}" + (
+                "" if stamp is None else f" (mtime {stamp[1]} ns)")
+        new = self.store.unknown - self.unknown_at_load
+        if new:
+            return f"the u store holds {len(new)} users A's tables did not hold at load"
+        return None
 
     def u_store_age_seconds(self) -> float:
         return time.time() - self.store.written
