@@ -132,7 +132,7 @@ def test_parquet_tables(tmp_path: Path) -> None:
     spec = TableSpec(path, "id", numeric=["age"], categorical=["seg"])
     frame, ids = UserIds(spec, Normalizer(kind="email")).load()
     feats = encode_features(frame, spec)
-    assert ids == ["a@x", "b@x"] and feats.cardinalities == [2] and feats.numeric.shape == (2, 1)
+    assert ids == ["a@x", "b@x"] and feats.cardinalities == [3] and feats.numeric.shape == (2, 1)  # p, q, other
 
 
 def party_a_config(tmp_path: Path, users_section: dict) -> Path:

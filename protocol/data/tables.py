@@ -7,6 +7,8 @@ on line r + 1). Everything here runs before any network traffic.
 from __future__ import annotations
 
 import logging
+import math
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,10 @@ log = logging.getLogger(__name__)
 # extreme cell (a typo, 1e300) can then neither dominate a tower's input nor, through a scale it inflates, squeeze
 # the column's other values together. Five IQRs keep every ordinary value of a skewed column distinct.
 CLIP = 5.0
+# A categorical level seen in fewer than RARE_ROWS rows, and in fewer than RARE_SHARE of the table's rows, is folded
+# into the column's "other" level at fitting (`rare_below`), so that "other" is trained whenever such rows exist.
+RARE_ROWS = 5
+RARE_SHARE = 0.001
 
 
 @dataclass(frozen=True)
@@ -146,31 +152,40 @@ class Features:
 
     numeric: np.ndarray  # float32 (rows, len(spec.numeric)), median 0, IQR 1, within ±Encoding.clip
     categorical: np.ndarray  # int64 (rows, len(spec.categorical)), codes 0..cardinality-1
-    cardinalities: list[int]
+    cardinalities: list[int]  # per categorical column its number of codes, the "other" level's included
+    other: list[bool] | None = None  # per categorical column: its last code is the "other" level (None: none is)
 
     def take(self, rows: np.ndarray) -> "Features":
-        return Features(self.numeric[rows], self.categorical[rows], self.cardinalities)
+        return Features(self.numeric[rows], self.categorical[rows], self.cardinalities, self.other)
+
+    def has_other(self, column: int) -> bool:
+        """Whether categorical column `column` (by position) has an "other" level, its last code."""
+        return bool(self.other and self.other[column])
 
 
 @dataclass(frozen=True)
 class Encoding:
     """How a table's feature columns become numbers, fitted once (at training) and kept with the model, so a
     later table (a refresh) is encoded exactly as the model learnt it: per numeric column its centre and scale
-    (after log1p for `log` columns) and the clip applied after scaling, per categorical column its categories in
-    code order."""
+    (after log1p for `log` columns) and the clip applied after scaling, per categorical column its levels in
+    code order. With `other`, each categorical column has one more code after its levels, "other": the levels
+    too rare at fitting to have their own (`rare_below`), and any value seen since that the model never saw.
+    Encodings stored before "other" existed have none, and an unseen value is an error there."""
 
     numeric: dict[str, tuple[float, float]]  # column: (centre, scale)
     categories: dict[str, list[str]]
     clip: float = CLIP
+    other: bool = False
 
     def to_json(self) -> dict:
         return {"numeric": {c: {"center": m, "scale": s} for c, (m, s) in self.numeric.items()}, "clip": self.clip,
-                "categories": self.categories}
+                "categories": self.categories, "other": self.other}
 
     @classmethod
     def from_json(cls, data: dict) -> "Encoding":
         return cls({c: (float(v["center"]), float(v["scale"])) for c, v in data["numeric"].items()},
-                   {c: [str(v) for v in values] for c, values in data["categories"].items()}, float(data["clip"]))
+                   {c: [str(v) for v in values] for c, values in data["categories"].items()}, float(data["clip"]),
+                   bool(data.get("other", False)))
 
     def scaled(self, values: np.ndarray, column: str) -> np.ndarray:
         """`values` of `column` centred and scaled, before clipping."""
@@ -178,25 +193,34 @@ class Encoding:
         return (values - center) / scale
 
     def apply(self, frame: pd.DataFrame, spec: TableSpec) -> Features:
-        """Encode the spec's columns; a bad value, or a category the encoding never saw, names its row."""
+        """Encode the spec's columns; a bad value names its row. Numbers beyond the clip are clipped (a warning
+        names the column); a category outside a column's levels is encoded as its "other" level (a warning per
+        column counts such rows, never showing a value), or, in an encoding without one, names its row."""
         numeric = np.zeros((len(frame), len(spec.numeric)), dtype=np.float32)
         for j, column in enumerate(spec.numeric):
-            numeric[:, j] = np.clip(self.scaled(_numeric_values(frame, column, spec), column), -self.clip, self.clip)
+            raw = numeric_column(frame, column, spec.path)
+            scaled = self.scaled(_log1p_if_log(raw, column, spec), column)
+            _warn_clipped(raw, scaled, self, column, spec.path)
+            numeric[:, j] = np.clip(scaled, -self.clip, self.clip)
         categorical = np.zeros((len(frame), len(spec.categorical)), dtype=np.int64)
         for j, column in enumerate(spec.categorical):
             known = self.categories[column]
             values = categorical_column(frame, column, spec.path)
             codes = pd.Index(known).get_indexer(values)
-            if (codes < 0).any():
-                i = int(np.flatnonzero(codes < 0)[0])
+            outside = np.flatnonzero(codes < 0)
+            if outside.size and not self.other:
+                i = int(outside[0])
                 raise DataError(f"{spec.path}: column {column!r} {row_label(i)} holds {plain(values[i])!r}, a "
-                                f"category the model never saw (it knows {len(known)}); train a new model to use it")
+                                f"category the model never saw (it knows {len(known)}); the model was stored "
+                                f"without an 'other' level for such values: train a new model to use it")
+            if outside.size:
+                log.warning("%s: column %r: %d rows hold a value outside its %d levels (too rare at training, or "
+                            "never seen then): encoded as its 'other' level", spec.path, column, outside.size,
+                            len(known))
+                codes[outside] = len(known)
             categorical[:, j] = codes
-        return Features(numeric, categorical, [len(self.categories[c]) for c in spec.categorical])
-
-
-def _numeric_values(frame: pd.DataFrame, column: str, spec: TableSpec) -> np.ndarray:
-    return _log1p_if_log(numeric_column(frame, column, spec.path), column, spec)
+        cardinalities = [len(self.categories[c]) + self.other for c in spec.categorical]
+        return Features(numeric, categorical, cardinalities, [self.other] * len(spec.categorical))
 
 
 def _log1p_if_log(values: np.ndarray, column: str, spec: TableSpec) -> np.ndarray:
@@ -232,16 +256,21 @@ def _warn_clipped(raw: np.ndarray, scaled: np.ndarray, encoding: Encoding, colum
                     plain(raw[i]))
 
 
+def rare_below(rows: int) -> int:
+    """A level seen in fewer rows than this, of a table of `rows` rows, goes to its column's "other" level at
+    fitting: fewer than RARE_ROWS, and fewer than RARE_SHARE of the rows (so a table under 1,000 rows folds no
+    level, and one of 5,000 rows or more folds levels under 5 rows)."""
+    return min(RARE_ROWS, math.ceil(RARE_SHARE * rows))
+
+
 def fit_encoding(frame: pd.DataFrame, spec: TableSpec) -> Encoding:
-    """The encoding of the spec's feature columns fitted on `frame` (robustly scaled numbers, sorted categories);
-    a warning names each numeric column with values beyond the clip."""
-    raw = {c: numeric_column(frame, c, spec.path) for c in spec.numeric}
-    values = {c: _log1p_if_log(raw[c], c, spec) for c in spec.numeric}
-    categories = {c: sorted(set(categorical_column(frame, c, spec.path))) for c in spec.categorical}
-    encoding = Encoding({c: robust_scale(v) for c, v in values.items()}, categories)
-    for column, v in values.items():
-        _warn_clipped(raw[column], encoding.scaled(v, column), encoding, column, spec.path)
-    return encoding
+    """The encoding of the spec's feature columns fitted on `frame`: robustly scaled numbers, and per categorical
+    column its levels seen in at least `rare_below` rows, sorted, then "other"."""
+    values = {c: _log1p_if_log(numeric_column(frame, c, spec.path), c, spec) for c in spec.numeric}
+    least = rare_below(len(frame))
+    categories = {c: sorted(level for level, count in Counter(categorical_column(frame, c, spec.path)).items()
+                            if count >= least) for c in spec.categorical}
+    return Encoding({c: robust_scale(v) for c, v in values.items()}, categories, other=True)
 
 
 def encode_features(frame: pd.DataFrame, spec: TableSpec) -> Features:
