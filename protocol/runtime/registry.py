@@ -220,7 +220,8 @@ def model_table(workdir: Path, role: str, facts: Facts) -> str:
         if s.problem is not None:
             row["note"] = f"not whole: {s.problem}"
         rows.append(row)
-    columns = list(dict.fromkeys(name for row in rows for name in row))
+    columns = list(dict.fromkeys(name for row in rows for name in row if name != "note"))
+    columns += ["note"] * any("note" in row for row in rows)
     widths = {c: max(len(c), *(len(row.get(c, "")) for row in rows)) for c in columns}
     lines = ["  ".join(c.ljust(widths[c]) for c in columns).rstrip()]
     lines += ["  ".join(row.get(c, "-" if c != "note" else "").ljust(widths[c]) for c in columns).rstrip()
