@@ -55,7 +55,7 @@ def main(config_path: Path, resume: bool = False) -> None:
     def body(endpoint: Endpoint, pool: WorkerPool) -> None:
         def fresh() -> None:
             public = receive_public_key(endpoint, cfg.basics.public_key_pin)
-            psi = align_ids(endpoint, B, ids, pool, cfg.psi, workdir)
+            psi = align_ids(endpoint, B, ids, pool, cfg.psi, workdir, cfg.basics.network.key_passphrase)
             report = None
             if training is not None:
                 from party_a.train import Names, run_training  # torch loads only when there is training to do

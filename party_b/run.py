@@ -48,7 +48,7 @@ def main(config_path: Path, resume: bool = False) -> None:
 
         def fresh() -> None:
             public = receive_public_key(endpoint, cfg.basics.public_key_pin)
-            psi = align(endpoint, A, ids, pool, cfg.psi, workdir)
+            psi = align(endpoint, A, ids, pool, cfg.psi, workdir, cfg.basics.network.key_passphrase)
             first = messages.receive_command(endpoint, A)
             if isinstance(first, Finish):
                 log.info("run finished (announced by %s) after PSI", A)

@@ -1,14 +1,19 @@
-"""The PSI phase of a party's run: settings, the exchange, and the aligned rows it writes.
+"""The PSI phase of a party's run: settings, the choice of a full or a delta run, and what it writes.
 
-Each party writes `<workdir>/psi/aligned_rows.csv` (position in the shared order,
-row index in its own user table) and `<workdir>/psi/summary.json` (sizes, time,
-bytes). Row indices count data rows from 0.
+After every PSI each party writes its state (psi/state.py) and the shared list
+(psi/shared.py). A full run also writes `<workdir>/psi/aligned_rows.csv` (position in
+the shared order, row index in its own user table; training reads it) and
+`<workdir>/psi/summary.json` (sizes, time, bytes); a delta writes
+`<workdir>/psi/delta_summary.json` and leaves both of those to the training run they
+belong to. Row indices count data rows from 0. Nothing is written unless both
+parties arrived at the same state (psi/mode.py `confirm`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,37 +21,116 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from protocol.crypto.keyfiles import Passphrase
 from protocol.data.tables import TableSpec, read_table
-from protocol.errors import ProtocolError
+from protocol.errors import ProtocolError, StateError
 from protocol.net.transport import Endpoint
 from protocol.runtime.config import Table
 from protocol.runtime.workers import WorkerPool
-from psi.ids import IdStore, Normalizer, normalize_ids, stream_ids
-from psi.session import PsiResult, PsiSettings, run_psi
+from psi.delta import run_delta
+from psi.ids import IdStore, Normalizer, id_digests, normalize_ids, stream_ids
+from psi.mode import DELTA, FULL, Wish, agree, confirm, key_too_old
+from psi.session import PsiSettings, run_psi
+from psi.shared import read_shared
+from psi.state import PsiState, load_state, save_state
 
 log = logging.getLogger(__name__)
 
 
-def align(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool, settings: PsiSettings,
-          workdir: Path) -> PsiResult:
-    """Run PSI with `peer`; stop on an empty intersection; write the aligned row order."""
+@dataclass(frozen=True)
+class PsiOutcome:
+    """What a PSI phase ran and found: a full run's shared rows in the canonical order (empty after a delta)."""
+
+    mode: str
+    positions: np.ndarray
+    summary: dict
+
+
+def run_phase(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool, settings: PsiSettings,
+              workdir: Path, passphrase: Passphrase, wish: Wish = Wish()) -> PsiOutcome:
+    """PSI with `peer`, full or delta as both parties agree (psi/mode.py), and its files; the state's secret is sealed
+    under `passphrase`. A full run stops on an empty intersection."""
+    role = endpoint.cfg.role
+    state, state_id, blocked = None, b"", ""
+    if wish.want == DELTA:
+        try:
+            state, state_id = load_state(workdir, passphrase, role, peer)
+            blocked = key_too_old(state, settings, role)
+        except StateError as exc:
+            blocked = str(exc)
+    mode, reasons = agree(endpoint, peer, wish, state_id, blocked)
+    if reasons:
+        log.warning("a full PSI instead of a delta (a fresh secret: every ID blinded again): %s", "; ".join(reasons))
+    if mode == FULL:
+        return _full(endpoint, peer, ids, pool, settings, workdir, passphrase)
+    return _delta(endpoint, peer, ids, state, pool, settings, workdir, passphrase)
+
+
+def _full(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool, settings: PsiSettings,
+          workdir: Path, passphrase: Passphrase) -> PsiOutcome:
+    created = time.time()
     result = run_psi(endpoint, peer, ids, pool, settings)
-    if result.positions.size == 0:
+    shared = result.positions
+    if shared.size == 0:
         raise ProtocolError(f"PSI with {peer} found no shared customers ({result.own_size} IDs here, "
                             f"{result.peer_size} at {peer}); check that both sides normalise IDs the same way "
                             f"([users.ids] kind, country_code)")
+    digests = id_digests(ids)
+    by_digest = np.argsort(digests, kind="stable")
+    state = PsiState(result.secret, result.salt, created, digests[by_digest], result.own_values[by_digest],
+                     result.peer_values, result.own_values[shared], np.ones(shared.size, dtype=bool))
+    frame = pd.DataFrame({"position": np.arange(shared.size, dtype=np.int64),
+                          "user_id": [ids[int(r)] for r in shared], "active": np.ones(shared.size, dtype=bool)})
+    _finish(endpoint, peer, state, frame, workdir, passphrase)
     out = workdir / "psi"
-    out.mkdir(parents=True, exist_ok=True)
-    rows = np.column_stack([np.arange(result.positions.size), result.positions])
+    rows = np.column_stack([np.arange(shared.size), shared])
     np.savetxt(out / "aligned_rows.csv", rows, fmt="%d", delimiter=",", header="position,row", comments="")
-    summary = {"intersection_size": int(result.positions.size), "own_size": result.own_size,
+    summary = {"intersection_size": int(shared.size), "own_size": result.own_size,
                "peer_size": result.peer_size, "seconds": round(result.seconds, 3),
                "bytes_sent": result.bytes_sent, "bytes_received": result.bytes_received}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("PSI with %s: %d shared of %d here and %d there, %.1fs, %.1f MB sent, %.1f MB received", peer,
-             result.positions.size, result.own_size, result.peer_size, result.seconds,
+             shared.size, result.own_size, result.peer_size, result.seconds,
              result.bytes_sent / 1e6, result.bytes_received / 1e6)
-    return result
+    return PsiOutcome(FULL, shared, summary)
+
+
+def _delta(endpoint: Endpoint, peer: str, ids: Sequence[str], state: PsiState, pool: WorkerPool,
+           settings: PsiSettings, workdir: Path, passphrase: Passphrase) -> PsiOutcome:
+    result = run_delta(endpoint, peer, ids, state, pool, settings)
+    change = result.change
+    frame = read_shared(workdir)
+    frame.loc[change.left, "active"] = False
+    joined = pd.DataFrame({"position": np.arange(len(frame), len(frame) + len(change.joined), dtype=np.int64),
+                           "user_id": [ids[int(r)] for r in result.diff.rows_of(change.joined)],
+                           "active": np.ones(len(change.joined), dtype=bool)})
+    frame = pd.concat([frame, joined], ignore_index=True)
+    _finish(endpoint, peer, change.state, frame, workdir, passphrase)
+    summary = {"own_added": len(result.diff.added), "own_removed": len(result.diff.removed),
+               "peer_added": result.peer_added, "peer_removed": result.peer_removed, "joined": len(change.joined),
+               "left": len(change.left), "shared_active": int(change.state.active.sum()), "own_size": len(ids),
+               "peer_size": len(change.state.peer_values), "seconds": round(result.seconds, 3),
+               "bytes_sent": result.bytes_sent, "bytes_received": result.bytes_received}
+    (workdir / "psi" / "delta_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("delta PSI with %s: %d joined, %d left, %d shared now; %.1fs, %.2f MB sent, %.2f MB received", peer,
+             len(change.joined), len(change.left), summary["shared_active"], result.seconds, result.bytes_sent / 1e6,
+             result.bytes_received / 1e6)
+    return PsiOutcome(DELTA, np.empty(0, dtype=np.int64), summary)
+
+
+def _finish(endpoint: Endpoint, peer: str, state: PsiState, frame: pd.DataFrame, workdir: Path,
+            passphrase: Passphrase) -> None:
+    """Check that both parties arrived at the same state, then write it and the shared list."""
+    role = endpoint.cfg.role
+    state_id = state.state_id(role, peer)
+    confirm(endpoint, peer, state_id)
+    save_state(workdir, state, state_id, frame, passphrase, role, peer)
+
+
+def align(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool, settings: PsiSettings,
+          workdir: Path, passphrase: Passphrase) -> PsiOutcome:
+    """A training run's PSI: a full run with `peer`; stop on an empty intersection; write the aligned row order."""
+    return run_phase(endpoint, peer, ids, pool, settings, workdir, passphrase)
 
 
 def read_aligned_rows(workdir: Path) -> np.ndarray:

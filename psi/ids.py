@@ -24,6 +24,7 @@ from protocol.runtime.config import Table
 
 _SPACES = re.compile(r"\s+")
 _NON_DIGITS = re.compile(r"\D")
+DIGEST = "S16"  # numpy compares these as byte strings; all are 16 bytes long, so equality is exact
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,18 @@ class Normalizer:
         return text.casefold() if self.casefold else text
 
 
+def digests_of(encoded: Sequence[bytes]) -> np.ndarray:
+    """A 16-byte hash of each UTF-8 encoded ID (fixed-width, so millions compare and sort as numpy arrays)."""
+    digest = b"".join(hashlib.blake2b(v, digest_size=16).digest() for v in encoded)
+    return np.frombuffer(digest, dtype=DIGEST)
+
+
+def id_digests(ids: Sequence[str]) -> np.ndarray:
+    """`digests_of` every normalised ID in `ids`, in order (an `IdStore` kept them when it was written)."""
+    kept = getattr(ids, "digests", None)
+    return kept if kept is not None else digests_of([i.encode("utf-8") for i in ids])
+
+
 class _Checks:
     """Empty and duplicated IDs over a stream of chunks; `finish` stops the run naming the first bad rows.
 
@@ -79,16 +92,16 @@ class _Checks:
         empty = [self.rows + i for i, v in enumerate(ids) if not v]
         self.empty = self.empty or empty[:1]
         self.empty_count += len(empty)
-        digest = b"".join(hashlib.blake2b(v, digest_size=16).digest() for v in ids)
-        self.digests.append(np.frombuffer(digest, dtype="V16"))
+        self.digests.append(digests_of(ids))
         self.rows += len(ids)
 
-    def finish(self) -> None:
+    def finish(self) -> np.ndarray:
+        """Every ID's digest in row order, once the IDs passed the checks."""
         where = f"{self.path}: column {self.column!r}"
         if self.empty_count:
             raise DataError(f"{where} {row_label(self.empty[0])} has an empty ID after normalisation "
                             f"({self.empty_count} such rows)")
-        digests = np.concatenate(self.digests) if self.digests else np.empty(0, dtype="V16")
+        digests = np.concatenate(self.digests) if self.digests else np.empty(0, dtype=DIGEST)
         self.digests = []
         order = np.argsort(digests, kind="stable")  # equal IDs together, each group's rows ascending
         sorted_digests = digests[order]
@@ -101,6 +114,7 @@ class _Checks:
                                  for g in first)
             raise DataError(f"{where} has {dup_starts.size} duplicated IDs after normalisation "
                             f"({int(dup_sizes.sum())} rows); first: {examples}")
+        return digests
 
 
 def normalize_ids(raw_ids: list[str], normalizer: Normalizer, path: Path, column: str) -> list[str]:
@@ -115,11 +129,12 @@ def normalize_ids(raw_ids: list[str], normalizer: Normalizer, path: Path, column
 class IdStore(Sequence[str]):
     """Normalised IDs in a memory-mapped file (UTF-8, one after another) and their offsets.
 
-    Takes 8 bytes of memory per ID for the offsets; the IDs themselves are file-backed pages the kernel can
-    drop and read again."""
+    Takes 8 bytes of memory per ID for the offsets and 16 for its digest (`digests_of`, kept for a delta PSI); the
+    IDs themselves are file-backed pages the kernel can drop and read again."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, digests: np.ndarray):
         self.offsets = np.load(directory / "offsets.npy")
+        self.digests = digests
         with open(directory / "ids.bin", "rb") as f:
             size = os.fstat(f.fileno()).st_size
             self._blob = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
@@ -150,6 +165,6 @@ def stream_ids(path: Path, column: str, normalizer: Normalizer, chunk_rows: int 
                 offsets.append(ends)
                 end = int(ends[-1]) if ends.size else end
                 blob.write(b"".join(encoded))
-        checks.finish()
+        digests = checks.finish()
         np.save(directory / "offsets.npy", np.concatenate(offsets))
-        return IdStore(directory)
+        return IdStore(directory, digests)

@@ -10,6 +10,9 @@
    the peer) and of the peer's IDs (its own work). Shared IDs are the equal values;
    sorting them by value gives both sides the same canonical order.
 
+The result carries what a later delta PSI needs (psi/state.py): the secret, the salt
+and both sets of doubly-blinded values.
+
 Only set sizes and the intersection are revealed. Memory stays bounded by a window
 of chunks in flight; the curve work runs on the role's worker pool. The peer is held
 to what it announced: chunks of exactly its chunk size (the last may be shorter) and
@@ -30,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
@@ -48,7 +51,7 @@ log = logging.getLogger(__name__)
 
 MAX_CHUNK = 1 << 20  # IDs per chunk a peer may announce: a chunk is at most 32 MiB of points
 MIN_PEER_LIMIT = 1000  # a peer may always announce this many IDs, however small this party's set (demos, tests)
-VERSION = 2
+VERSION = 3
 _BLIND = "psi.ecdh:blind_ids"
 _REBLIND = "psi.ecdh:reblind"
 _MATCH = f"S{MATCH_BYTES}"  # numpy compares these as byte strings: sorting is memcmp order, equality exact
@@ -57,19 +60,22 @@ _MATCH = f"S{MATCH_BYTES}"  # numpy compares these as byte strings: sorting is m
 @dataclass(frozen=True)
 class PsiSettings:
     """[psi] in a party's config: the peer may announce at most `max_peer_ratio` times this party's own set size
-    (at least MIN_PEER_LIMIT) and never more than `max_peer_ids`."""
+    (at least MIN_PEER_LIMIT) and never more than `max_peer_ids`; a delta PSI keeps using a secret at most
+    `key_max_age_days` old (psi/mode.py)."""
 
     chunk_size: int = 8192
     show_progress: bool = True
     max_peer_ids: int = 100_000_000
     max_peer_ratio: float = 10.0
+    key_max_age_days: float = 90.0
 
     @classmethod
     def from_config(cls, t: Table) -> "PsiSettings":
         settings = cls(chunk_size=t.take_positive("chunk_size", int, cls.chunk_size),
                        show_progress=t.take("progress", bool, cls.show_progress),
                        max_peer_ids=t.take_positive("max_peer_ids", int, cls.max_peer_ids),
-                       max_peer_ratio=t.take_positive("max_peer_ratio", float, cls.max_peer_ratio))
+                       max_peer_ratio=t.take_positive("max_peer_ratio", float, cls.max_peer_ratio),
+                       key_max_age_days=t.take_positive("key_max_age_days", float, cls.key_max_age_days))
         if settings.chunk_size > MAX_CHUNK:
             raise t.error("chunk_size", f"must be at most {MAX_CHUNK}")
         t.finish()
@@ -87,7 +93,9 @@ class PsiSettings:
 
 @dataclass(frozen=True)
 class PsiResult:
-    """Where the shared IDs sit in this party's own list, in the order both parties agree on."""
+    """Where the shared IDs sit in this party's own list, in the order both parties agree on, and what a delta needs
+    later: the session's salt and secret, the doubly-blinded values of the party's own IDs (in its list's order) and
+    those of the peer's (sorted)."""
 
     positions: np.ndarray  # indices into the party's ID list, canonical shared order
     own_size: int
@@ -95,22 +103,29 @@ class PsiResult:
     seconds: float
     bytes_sent: int
     bytes_received: int
+    salt: bytes
+    secret: bytes = field(repr=False)
+    own_values: np.ndarray = field(repr=False)
+    peer_values: np.ndarray = field(repr=False)
 
 
 @dataclass(frozen=True)
-class _Session:
+class Session:
+    """One exchange of blinded points: this party's salt, secret and chunk size, the peer's announced size and chunk
+    size (a full session's whole sets, a delta's added IDs)."""
+
     endpoint: Endpoint
     peer: str
     pool: WorkerPool
     salt: bytes
-    secret: bytes
+    secret: bytes = field(repr=False)
     chunk: int
     peer_size: int
     peer_chunk: int
     progress: tqdm
 
 
-def _chunks(n: int, size: int) -> list[range]:
+def chunks(n: int, size: int) -> list[range]:
     return [range(k, min(k + size, n)) for k in range(0, n, size)]
 
 
@@ -150,25 +165,23 @@ def exchange_hello(endpoint: Endpoint, peer: str, size: int, chunk: int, setting
     return session_salt(endpoint.cfg.run_id, low, high), hello.size, hello.chunk
 
 
-def stream_own_blinded(s: _Session, ids: Sequence[str], order: np.ndarray) -> None:
+def stream_own_blinded(s: Session, ids: Sequence[str], order: np.ndarray) -> None:
     """Step 2: blind our IDs in the shuffled `order` and stream them to the peer."""
-    chunks = _chunks(len(ids), s.chunk)
-
     def send(index: int, points: bytes) -> None:
         messages.send(s.endpoint, s.peer, PsiBlinded(points))
         s.progress.update(len(points) // POINT_BYTES)
 
-    tasks = (([ids[j] for j in order[c.start : c.stop]], s.salt, s.secret) for c in chunks)
+    tasks = (([ids[j] for j in order[c.start : c.stop]], s.salt, s.secret) for c in chunks(len(ids), s.chunk))
     _pipeline(s.pool, tasks, _BLIND, send, window=2 * max(1, s.pool.size))
 
 
-def reblind_peer_stream(s: _Session) -> np.ndarray:
+def reblind_peer_stream(s: Session) -> np.ndarray:
     """Step 3: blind the peer's chunks again and send them back; keep them for matching."""
     received = np.empty(s.peer_size, dtype=_MATCH)
     filled = 0
 
     def incoming() -> Iterable[tuple]:
-        for expected in _chunks(s.peer_size, s.peer_chunk):
+        for expected in chunks(s.peer_size, s.peer_chunk):
             points = messages.receive(s.endpoint, s.peer, PsiBlinded).points
             if len(points) != len(expected) * POINT_BYTES:
                 raise ProtocolError(f"{s.peer} sent PsiBlinded with field 'points' of {len(points)} bytes; its "
@@ -187,25 +200,56 @@ def reblind_peer_stream(s: _Session) -> np.ndarray:
     return received
 
 
-def intersect(s: _Session, own_size: int, order: np.ndarray, peer_double: np.ndarray) -> np.ndarray:
-    """Step 4: match doubly-blinded values; return our positions in the canonical shared order.
-
-    Vectorised over fixed-width values, 16 bytes per own and per peer ID; the peer's are sorted in place."""
+def receive_doubled(s: Session, own_size: int) -> np.ndarray:
+    """The doubly-blinded values of our IDs, as the peer returns them: in the order we streamed them."""
     own = np.empty(own_size, dtype=_MATCH)
     filled = 0
-    for expected in _chunks(own_size, s.chunk):
+    for expected in chunks(own_size, s.chunk):
         values = messages.receive(s.endpoint, s.peer, PsiDoubled).values
         if len(values) != len(expected) * MATCH_BYTES:
             raise ProtocolError(f"{s.peer} sent PsiDoubled with field 'values' of {len(values)} bytes for a chunk "
                                 f"of {len(expected)} IDs ({MATCH_BYTES} bytes each)")
         own[filled : filled + len(expected)] = np.frombuffer(values, dtype=_MATCH)
         filled += len(expected)
+    return own
+
+
+def swap_blinded(s: Session, ids: Sequence[str], order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 2 and 3 both ways at once: stream our IDs blinded (in `order`) while blinding the peer's again. Returns
+    the doubly-blinded values of our IDs (in `order`) and of the peer's (in the order received)."""
+    peer_double = both_ways(lambda: stream_own_blinded(s, ids, order), lambda: reblind_peer_stream(s))
+    s.progress.update(len(ids))
+    return receive_doubled(s, len(ids)), peer_double
+
+
+def both_ways(send: Callable[[], None], receive: Callable[[], np.ndarray]) -> np.ndarray:
+    """Run `send` in a thread while `receive` runs here (neither side waits for the other to finish sending)."""
+    failure: list[BaseException] = []
+
+    def sending() -> None:
+        try:
+            send()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            failure.append(exc)
+
+    sender = threading.Thread(target=sending, name="psi-send", daemon=True)
+    sender.start()
+    received = receive()
+    sender.join()
+    if failure:
+        raise failure[0]
+    return received
+
+
+def intersect(own: np.ndarray, peer_double: np.ndarray) -> np.ndarray:
+    """Step 4: match doubly-blinded values; return the indices into `own` of the shared ones, in the canonical shared
+    order. Vectorised over fixed-width values, 16 bytes per own and per peer ID; the peer's are sorted in place."""
     theirs = peer_double
     theirs.sort()
     at = np.minimum(np.searchsorted(theirs, own), max(theirs.size - 1, 0))
     shared = np.flatnonzero(theirs[at] == own) if theirs.size else np.empty(0, dtype=np.int64)
     canonical = np.argsort(own[shared], kind="stable")  # by value: the same order on both sides
-    return order[shared[canonical]].astype(np.int64)
+    return shared[canonical]
 
 
 def run_psi(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool, settings: PsiSettings) -> PsiResult:
@@ -217,22 +261,11 @@ def run_psi(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool,
     order = np.random.default_rng(int.from_bytes(os.urandom(8), "little")).permutation(len(ids))
     with progress_bar(total=2 * len(ids) + peer_size, task="psi", desc="PSI", unit="id", enabled=settings.show_progress,
                       mininterval=0.5, leave=False) as progress:
-        s = _Session(endpoint, peer, pool, salt, new_secret(), settings.chunk_size, peer_size, peer_chunk, progress)
-        failure: list[BaseException] = []
-
-        def own_stream() -> None:
-            try:
-                stream_own_blinded(s, ids, order)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
-                failure.append(exc)
-
-        sender = threading.Thread(target=own_stream, name="psi-own", daemon=True)
-        sender.start()
-        peer_double = reblind_peer_stream(s)
-        sender.join()
-        if failure:
-            raise failure[0]
-        progress.update(len(ids))
-        positions = intersect(s, len(ids), order, peer_double)
+        s = Session(endpoint, peer, pool, salt, new_secret(), settings.chunk_size, peer_size, peer_chunk, progress)
+        own, peer_double = swap_blinded(s, ids, order)
+        positions = order[intersect(own, peer_double)].astype(np.int64)
+    own_values = np.empty_like(own)
+    own_values[order] = own
     return PsiResult(positions, len(ids), peer_size, time.perf_counter() - start,
-                     endpoint.bytes_sent[peer] - sent0, endpoint.bytes_received[peer] - received0)
+                     endpoint.bytes_sent[peer] - sent0, endpoint.bytes_received[peer] - received0, salt, s.secret,
+                     own_values, peer_double)

@@ -18,7 +18,7 @@ from protocol.runtime.config import load
 from protocol.runtime.workers import WorkerPool
 from psi.ecdh import MATCH_BYTES, POINT_BYTES, blind_ids, hash_to_point, new_secret, reblind, session_salt
 from psi.ids import Normalizer, normalize_ids, stream_ids
-from psi.session import MIN_PEER_LIMIT, PsiSettings, run_psi
+from psi.session import MIN_PEER_LIMIT, VERSION, PsiSettings, run_psi
 from tests.fakes import MemoryNetwork, run_roles
 
 POOL = WorkerPool(0)
@@ -217,7 +217,7 @@ def cheating_peer(net: MemoryNetwork, hello: PsiHello, points: int) -> None:
 
 def test_a_peer_is_held_to_the_size_it_announced() -> None:
     net = MemoryNetwork()
-    cheating_peer(net, PsiHello(2, bytes(32), 10, 10), 1000)
+    cheating_peer(net, PsiHello(VERSION, bytes(32), 10, 10), 1000)
     with pytest.raises(ProtocolError, match="party_b sent PsiBlinded with field 'points' of 32000 bytes; its hello "
                                             "announced 10 points"):
         run_psi(net.endpoint("party_a"), "party_b", ["a", "b"], POOL, PsiSettings(4, False))
@@ -228,7 +228,7 @@ def test_a_peer_is_held_to_the_size_it_announced() -> None:
                                                 (100, 2**21, "field 'chunk' = 2097152")])
 def test_a_peer_cannot_announce_an_unbounded_session(size: int, chunk: int, match: str) -> None:
     net = MemoryNetwork()
-    cheating_peer(net, PsiHello(2, bytes(32), size, chunk), 0)
+    cheating_peer(net, PsiHello(VERSION, bytes(32), size, chunk), 0)
     with pytest.raises(ProtocolError, match=match):
         run_psi(net.endpoint("party_a"), "party_b", ["a", "b"], POOL, PsiSettings(4, False))
 
@@ -238,7 +238,7 @@ def test_a_peer_announcing_far_more_ids_than_this_party_holds_is_refused_by_defa
     announce at most 10× this party's own set (at least MIN_PEER_LIMIT)."""
     own = [f"id{i}" for i in range(500)]
     net = MemoryNetwork()
-    cheating_peer(net, PsiHello(2, bytes(32), 5001, 4), 0)
+    cheating_peer(net, PsiHello(VERSION, bytes(32), 5001, 4), 0)
     with pytest.raises(ProtocolError, match=r"party_b announced 5001 IDs \(field 'size'\); this party accepts 0 to "
                                             r"5000 \(\[psi\] max_peer_ratio 10 × its own 500 IDs"):
         run_psi(net.endpoint("party_a"), "party_b", own, POOL, PsiSettings(4, False))
