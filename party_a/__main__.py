@@ -3,9 +3,10 @@ from pathlib import Path
 
 from party_a.config import load
 from party_a.run import main
-from protocol.roles import A
+from protocol.roles import A, B
 from protocol.runtime.cli import Command, run
 from protocol.runtime.registry import models_command
+from psi import command as psi_command
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -31,6 +32,11 @@ def recommend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--include-bought", action="store_true", help="keep items the user already bought")
 
 
+def psi_only(args: argparse.Namespace) -> None:
+    cfg = load(args.config)
+    psi_command.main(cfg.basics, cfg.users, cfg.psi, B, args)
+
+
 def workdir(config_path: Path) -> Path:
     return load(config_path).basics.workdir
 
@@ -46,6 +52,7 @@ COMMANDS = {
     "serve": Command("Serve recommendations over HTTP from the trained model ([serve] in the config).", serve,
                      serve_arguments),
     "recommend": Command("Write top-K for every user of A to a Parquet file.", recommend, recommend_arguments),
+    "psi": Command(psi_command.HELP, psi_only, psi_command.add_arguments),
     "models": models_command(A, workdir, model_facts),
 }
 

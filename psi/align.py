@@ -153,11 +153,15 @@ class UserIds:
         ids = normalize_ids(frame[spec.id_column].tolist(), self.normalizer, spec.path, spec.id_column)
         return frame, ids
 
+    def ids(self) -> IdStore:
+        """The normalised IDs alone, read in chunks as in `stream` (PSI on its own needs no feature column)."""
+        return stream_ids(self.table.path, self.table.id_column, self.normalizer)
+
     def stream(self) -> tuple[pd.DataFrame, IdStore]:
         """The feature columns and the normalised IDs, read in chunks into an `IdStore` (for PSI at any size: the
         IDs are never all in memory as Python strings); bad IDs stop the run as in `load`."""
         spec = self.table
-        ids = stream_ids(spec.path, spec.id_column, self.normalizer)
+        ids = self.ids()
         features = [*spec.numeric, *spec.categorical]
         frame = read_table(spec.path, features, []) if features else pd.DataFrame(index=pd.RangeIndex(len(ids)))
         return frame, ids
