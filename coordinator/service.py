@@ -213,7 +213,8 @@ def model_facts(directory: Path, manifest: dict) -> dict[str, str]:
     """`models list`'s columns for one of the coordinator's models: its key's fingerprint and size, and whether the
     key file it names is still there (a refresh of the model needs it; a prune leaves key files alone)."""
     key_file = Path(manifest.get("key_file", ""))
-    return {"key": str(manifest.get("key_fingerprint", "-"))[:16], "bits": str(manifest.get("key_bits", "-")),
+    fingerprint = str(manifest.get("key_fingerprint", "-")).removeprefix("sha256:")
+    return {"key": fingerprint[:12], "bits": str(manifest.get("key_bits", "-")),
             "key file": "present" if key_file.is_file() else f"missing ({key_file})"}
 
 

@@ -156,7 +156,7 @@ def test_vfrec_coordinator_models_on_a_store(tmp_path: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     rows = listed.stdout.splitlines()
     assert rows[0].split() == ["model_id", "created", "(UTC)", "service", "key", "bits", "key", "file"]
-    assert rows[1].split()[:6] == ["run-c2", "2023-11-14", "22:13", "current", "ab" * 8, "2048"]
+    assert rows[1].split()[:6] == ["run-c2", "2023-11-14", "22:13", "current", "ab" * 6, "2048"]
     assert rows[2].split()[3] == "previous" and "missing" in rows[2]
     rolled = vfrec("coordinator", "models", "rollback", "--config", config, cwd=tmp_path)
     assert rolled.returncode == 0 and "rolled back from run-c2 to run-c1" in rolled.stdout
