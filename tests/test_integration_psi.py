@@ -16,6 +16,8 @@ from coordinator import config as coordinator_config
 from protocol.net.certs import make_dev_pki
 from protocol.net.transport import read_recording
 from psi.ids import Normalizer
+from psi.shared import read_shared
+from psi.state import load_state
 from scenarios.experiment import coordinator_key
 from scenarios.launch import LocalRun, passphrase, run_all, start, wait_all, write_local_run
 
@@ -61,6 +63,13 @@ def test_psi_aligns_both_parties_in_one_order(tmp_path: Path) -> None:
     assert set(shared_a) == {EMAIL(x) for x in ids_a} & {EMAIL(x) for x in ids_b}
     summary = json.loads((run.workdir("party_a") / "psi" / "summary.json").read_text())
     assert summary["intersection_size"] == 2000 and summary["peer_size"] == 5000
+    # the run's full PSI leaves what a delta needs: the shared list in the aligned order, and each party's state
+    shared = read_shared(run.workdir("party_a"))
+    assert shared["user_id"].tolist() == shared_a and shared["active"].all()
+    assert read_shared(run.workdir("party_b")).equals(shared)
+    states = [load_state(run.workdir(role), passphrase(run, role), role, peer)
+              for role, peer in (("party_a", "party_b"), ("party_b", "party_a"))]
+    assert states[0][1] == states[1][1] and len(states[0][0].peer_values) == 5000
     key_file = coordinator_config.load(run.configs["coordinator"]).key_file
     assert key_file == run.workdir("coordinator") / "keys" / "local.sealed"  # one key per run, named by its id
     assert key_file.stat().st_mode & 0o777 == 0o600

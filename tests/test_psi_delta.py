@@ -24,7 +24,7 @@ from protocol.runtime.workers import WorkerPool
 from psi.align import run_phase
 from psi.delta import apply_delta, diff_ids, exchange_delta_hello, receive_removed
 from psi.ids import digests_of
-from psi.mode import DELTA, FULL, Wish, choose
+from psi.mode import DELTA, FULL, Wish, choose, confirm
 from psi.session import VERSION, PsiSettings
 from psi.shared import read_shared
 from psi.state import PsiState, load_state, state_dir
@@ -291,3 +291,10 @@ def test_read_shared_names_the_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"psi/shared.parquet is missing: no PSI has run in .* \(run `python -m "
                                         r"party_a psi`"):
         read_shared(tmp_path)
+
+
+def test_parties_that_arrive_at_different_states_write_nothing() -> None:
+    net = MemoryNetwork()
+    with pytest.raises(ProtocolError, match="party_. arrived at another PSI state than this party; nothing was "
+                                            "written"):
+        run_roles((confirm, net.endpoint(A), B, b"a" * 32), (confirm, net.endpoint(B), A, b"b" * 32))
