@@ -19,14 +19,14 @@ when asked, so A's events need not fit in memory.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from party_a.events import Histories, Spill, build_histories, spill_directory
-from protocol.data.tables import (Features, TableSpec, encode_features, numeric_column, plain, read_table,
+from protocol.data.tables import (Encoding, Features, TableSpec, fit_encoding, numeric_column, plain, read_table,
                                   read_table_chunks, row_label)
 from protocol.errors import DataError
 from protocol.runtime.config import Table
@@ -62,9 +62,16 @@ class ActiveTables:
     item_features: Features
     histories: Histories  # per row of A's user table: its distinct positive items, oldest first
     item_counts: np.ndarray  # positive events per item, repeats included
+    encodings: dict[str, Encoding] = field(default_factory=dict)  # how "users" and "items" columns were encoded
 
 
-def _item_table(spec: TableSpec) -> tuple[list[str], Features]:
+def encode(frame: pd.DataFrame, spec: TableSpec, encoding: Encoding | None) -> tuple[Features, Encoding]:
+    """The spec's columns encoded with `encoding` (a stored model's), or with one fitted on `frame` when None."""
+    encoding = fit_encoding(frame, spec) if encoding is None else encoding
+    return encoding.apply(frame, spec), encoding
+
+
+def _item_table(spec: TableSpec, encoding: Encoding | None) -> tuple[list[str], Features, Encoding]:
     frame = read_table(spec.path, [spec.id_column, *spec.numeric, *spec.categorical], [spec.id_column])
     ids = frame[spec.id_column].str.strip()
     if (ids == "").any():
@@ -75,7 +82,7 @@ def _item_table(spec: TableSpec) -> tuple[list[str], Features]:
         rows = np.flatnonzero(dup)
         raise DataError(f"{spec.path}: column {spec.id_column!r} has duplicated item IDs, first at "
                         f"{row_label(int(rows[0]))} and {row_label(int(rows[1]))}")
-    return ids.tolist(), encode_features(frame, spec)
+    return ids.tolist(), *encode(frame, spec, encoding)
 
 
 def _user_rows(frame: pd.DataFrame, spec: InteractionsSpec, row_of: dict[str, int], normalizer: Normalizer,
@@ -106,13 +113,19 @@ def _item_codes(frame: pd.DataFrame, spec: InteractionsSpec, item_of: dict[str, 
 
 
 def load_tables(users: pd.DataFrame, user_ids: list[str], users_spec: TableSpec, normalizer: Normalizer,
-                spec: InteractionsSpec, items_spec: TableSpec | None, chunk_rows: int = CHUNK_ROWS) -> ActiveTables:
+                spec: InteractionsSpec, items_spec: TableSpec | None, chunk_rows: int = CHUNK_ROWS,
+                encodings: dict[str, Encoding] | None = None) -> ActiveTables:
     """Read and check interactions and items against A's user table; every problem names file, column, row.
 
-    The interactions are read `chunk_rows` rows at a time and A's events kept on disk (`party_a.events`)."""
+    The interactions are read `chunk_rows` rows at a time and A's events kept on disk (`party_a.events`). The user
+    and item columns are encoded with `encodings` (a stored model's, by "users" and "items"), else fitted here."""
     columns = [spec.user_column, spec.item_column] + [c for c in (spec.label_column, spec.timestamp_column) if c]
     row_of = {uid: i for i, uid in enumerate(user_ids)}
-    item_names, item_features = _item_table(items_spec) if items_spec else ([], None)
+    given = encodings or {}
+    fitted: dict[str, Encoding] = {}
+    item_names, item_features = [], None
+    if items_spec:
+        item_names, item_features, fitted["items"] = _item_table(items_spec, given.get("items"))
     item_of = {name: j for j, name in enumerate(item_names)}
     with spill_directory() as tmp:
         spill, rows = Spill(Path(tmp) / "events.bin"), 0
@@ -137,7 +150,8 @@ def load_tables(users: pd.DataFrame, user_ids: list[str], users_spec: TableSpec,
             item_features = Features(np.zeros((len(item_names), 0), np.float32),
                                      np.zeros((len(item_names), 0), np.int64), [])
         histories, counts = build_histories(spill, len(user_ids), len(item_names), recode)
-    return ActiveTables(encode_features(users, users_spec), item_names, item_features, histories, counts)
+    user_features, fitted["users"] = encode(users, users_spec, given.get("users"))
+    return ActiveTables(user_features, item_names, item_features, histories, counts, fitted)
 
 
 def _timestamps(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:

@@ -60,7 +60,7 @@ def main(config_path: Path, resume: bool = False) -> None:
             if training is not None:
                 from party_a.train import Names, run_training  # torch loads only when there is training to do
 
-                names = Names([ids[r] for r in psi.positions], tables.items)
+                names = Names([ids[r] for r in psi.positions], tables.items, tables.encodings)
                 report = run_training(endpoint, public, pool, align(tables, psi.positions), training, workdir, names,
                                       cfg.checkpoint)
             finish(endpoint, report)
@@ -69,7 +69,7 @@ def main(config_path: Path, resume: bool = False) -> None:
             from party_a.train import Names, resume_training
 
             positions = read_aligned_rows(workdir)
-            names = Names([ids[r] for r in positions], tables.items)
+            names = Names([ids[r] for r in positions], tables.items, tables.encodings)
             finish(endpoint, resume_training(endpoint, pool, align(tables, positions), training, workdir, names,
                                              cfg.checkpoint, agreed, cfg.basics.public_key_pin))
 

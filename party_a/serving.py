@@ -44,7 +44,7 @@ from party_a.model import ActiveModel
 from party_a.sampler import pad_histories
 from party_a.scoring import baseline_catalogue, top_items
 from party_a.segments import SEGMENTS, segment_of
-from party_a.store import ITEM_KNN, U_STORE, model_settings, read_u_store
+from party_a.store import ITEM_KNN, U_STORE, model_settings, read_u_store, stored_encodings
 from protocol.data.stored import load_state, read_frame
 from protocol.data.tables import read_table
 from protocol.errors import ConfigError, StoreError
@@ -168,7 +168,7 @@ class Recommender:
         directory, manifest = current_model(cfg.basics.workdir, A)
         frame, ids = cfg.users.load()
         tables = load_tables(frame, ids, cfg.users.table, cfg.users.normalizer, training.interactions,
-                             training.items)
+                             training.items, encodings=stored_encodings(manifest))
         stored_items = read_frame(directory, "items.parquet", ["item_id"])["item_id"].tolist()
         if stored_items != tables.items:
             raise StoreError(f"{training.interactions.path} and the items table name {len(tables.items)} items, "

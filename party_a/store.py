@@ -24,6 +24,7 @@ import torch
 
 from party_a.config import ModelSettings
 from protocol.data.stored import frame_bytes, read_frame, state_bytes
+from protocol.data.tables import Encoding
 from protocol.errors import StoreError
 from protocol.roles import A
 from protocol.runtime.registry import epsilon_text, figure, table_rows
@@ -65,6 +66,13 @@ def read_u_store(directory: Path, h: int) -> pd.DataFrame:
 def write_u_store(directory: Path, frame: pd.DataFrame) -> None:
     """Replace the u store whole; a reader sees the old one or the new one."""
     atomic_write(directory / U_STORE, frame_bytes(frame))
+
+
+def stored_encodings(manifest: dict) -> dict[str, Encoding] | None:
+    """How the model's user ("users") and item ("items") columns were encoded at training, so A's tables are
+    encoded as the model learnt them; None for a model stored before A kept its encodings."""
+    stored = manifest.get("encodings")
+    return None if stored is None else {name: Encoding.from_json(data) for name, data in stored.items()}
 
 
 def model_settings(manifest: dict) -> ModelSettings:

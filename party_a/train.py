@@ -49,6 +49,7 @@ from protocol.crypto import fixedpoint
 from protocol.crypto.packing import Packed
 from protocol.crypto.paillier import Encryptor, PublicKey
 from protocol.data.stored import state_bytes
+from protocol.data.tables import Encoding
 from protocol.layer import steps
 from protocol.errors import ConfigError, ProtocolError
 from protocol.layer.decryption import Step, eval_label, register_layer, train_label
@@ -486,10 +487,12 @@ def segment_report(models: Models, baselines: list[Baseline], lists: dict[str, E
 
 @dataclass(frozen=True)
 class Names:
-    """A's IDs of the shared users (in the aligned order) and of the items (in the models' order)."""
+    """A's IDs of the shared users (in the aligned order) and of the items (in the models' order), and how its user
+    and item columns were encoded (to be stored with the model)."""
 
     shared_users: list[str]
     items: list[str]
+    encodings: dict[str, Encoding] = field(default_factory=dict)
 
 
 def store_chosen(workdir: Path, run_id: str, models: Models, names: Names, report: dict, cfg: Training,
@@ -503,6 +506,7 @@ def store_chosen(workdir: Path, run_id: str, models: Models, names: Names, repor
                 "plan": side.plan.to_message(), "model_settings": dataclasses.asdict(cfg.model),
                 "ease_lambda": chosen_ease_lambda(baselines), "items": len(names.items),
                 "shared_users": len(names.shared_users), "segments": choice,
+                "encodings": {name: e.to_json() for name, e in names.encodings.items()},
                 "epochs": {name: c["epoch"] for name, c in report["chosen"].items()},
                 "metrics": {"k": cfg.eval.k, "valid": report["segments"]["combined_valid"],
                             "test": report["segments"]["combined"]}, "privacy": report["privacy"]}

@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 import torch
 
+from party_a.data import InteractionsSpec, load_tables
 from protocol.data.tables import CLIP, Encoding, TableSpec, fit_encoding, rare_below
 from protocol.data.towers import FeatureTower
+from psi.ids import Normalizer
 
 
 def table(bands: list[str], x: list[float] | None = None) -> pd.DataFrame:
@@ -80,7 +82,7 @@ def test_an_unseen_value_is_encoded_as_other_and_counted_once_per_column_without
         features = stored.apply(changed, spec)
     assert features.categorical[:, 0].tolist() == [1, 2, 2, 2] and features.categorical[:, 1].tolist() == [0] * 4
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 1 and "column 'band': 3 rows hold a value outside its 2 levels" in lines[0]
+    assert len(lines) == 1 and "column 'band': 3 values outside its 2 levels" in lines[0]
     assert "secret" not in caplog.text
 
 
@@ -94,3 +96,29 @@ def test_numbers_beyond_the_training_range_are_clipped_when_a_stored_encoding_is
     assert values[0] == CLIP and values[1] == -CLIP
     assert np.array_equal(values[2:], stored.apply(trained, SPEC).numeric[2:, 0])
     assert "column 'x': 2 rows lie beyond" in caplog.text and "row 1" in caplog.text
+
+
+def test_a_stored_model_encodes_a_s_changed_tables_as_it_learnt_them(tmp_path: Path) -> None:
+    """A keeps its user and item encodings with the model (the manifest's "encodings"): a level new to A's tables
+    since goes to "other", where fitting again would give it the code of a level the model learnt."""
+    users = pd.DataFrame({"id": ["u0", "u1", "u2"], "channel": ["web", "shop", "web"]})
+    items = tmp_path / "items.csv"
+    pd.DataFrame({"sku": ["i0", "i1"], "brand": ["b", "c"]}).to_csv(items, index=False)
+    events = tmp_path / "events.csv"
+    pd.DataFrame({"user": ["u0", "u1", "u2"], "sku": ["i0", "i1", "i0"]}).to_csv(events, index=False)
+    user_spec, item_spec = TableSpec(tmp_path / "users.csv", "id", categorical=["channel"]), \
+        TableSpec(items, "sku", categorical=["brand"])
+    interactions = InteractionsSpec(events, "user", "sku", None, 1.0, None)
+    trained = load_tables(users, ["u0", "u1", "u2"], user_spec, Normalizer(), interactions, item_spec)
+    stored = {name: Encoding.from_json(json.loads(json.dumps(e.to_json())))
+              for name, e in trained.encodings.items()}
+    assert sorted(stored) == ["items", "users"]
+    grown = users.assign(channel=["web", "app", "web"])  # "app" sorts before "shop" and "web"
+    pd.DataFrame({"sku": ["i0", "i1"], "brand": ["a", "c"]}).to_csv(items, index=False)
+    now = load_tables(grown, ["u0", "u1", "u2"], user_spec, Normalizer(), interactions, item_spec,
+                      encodings=stored)
+    assert now.user_features.categorical[:, 0].tolist() == [1, 2, 1]  # web keeps its code, app is "other"
+    assert now.item_features.categorical[:, 0].tolist() == [2, 1]
+    assert now.encodings == stored
+    refitted = load_tables(grown, ["u0", "u1", "u2"], user_spec, Normalizer(), interactions, item_spec)
+    assert refitted.user_features.categorical[:, 0].tolist() == [1, 0, 1]  # app would be scored as shop

@@ -248,6 +248,35 @@ def test_a_refresh_of_another_model_is_refused_naming_both_ids(trained: tuple[Lo
         (models / "CURRENT").write_text(real)
 
 
+def test_a_category_the_model_never_saw_is_refreshed_as_other_and_counted(trained: tuple[LocalRun, str]) -> None:
+    """Three shared users' age band at B becomes a value the model never saw: B's refresh encodes it as the
+    column's "other" level, says how many rows (never the value) and refreshes exactly them; restored after."""
+    run, base = trained
+    shared, _ = users_of(run)
+    cfg = party_b_config.load(run.configs["party_b"])
+    _, ids = cfg.users.load()
+    path, manifest_path = cfg.users.table.path, next((run.workdir("party_b") / "models").glob("*/manifest.json"))
+    table, manifest = path.read_bytes(), manifest_path.read_bytes()
+    changed = pd.read_csv(path, dtype=str, keep_default_na=False)
+    changed.loc[[ids.index(u) for u in shared[-3:]], "age_band"] = "band-the-model-never-saw"
+    changed.to_csv(path, index=False)
+    # epoch 1 at least: B refreshes nothing for a model at epoch 0 (the u it would send is not read)
+    manifest_path.write_text(json.dumps({**json.loads(manifest), "epoch": max(1, json.loads(manifest)["epoch"])}))
+    procs = services(run)
+    try:
+        wait_healthy(base, procs["party_a"])
+        out = command(run, "party_b", "refresh")
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "column 'age_band': 3 values outside its" in out.stderr and "never-saw" not in out.stderr
+        assert "refreshed u of 3 of" in out.stderr
+    finally:
+        path.write_bytes(table)
+        back = command(run, "party_b", "refresh")  # B's stored digests as before the test
+        manifest_path.write_bytes(manifest)
+        stop(procs)
+    assert back.returncode == 0 and "refreshed u of 3 of" in back.stderr, back.stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
 def recommender(trained: tuple[LocalRun, str]) -> Recommender:
     torch.set_num_threads(1)  # as `recommend` and `serve` score

@@ -214,9 +214,8 @@ class Encoding:
                                 f"category the model never saw (it knows {len(known)}); the model was stored "
                                 f"without an 'other' level for such values: train a new model to use it")
             if outside.size:
-                log.warning("%s: column %r: %d rows hold a value outside its %d levels (too rare at training, or "
-                            "never seen then): encoded as its 'other' level", spec.path, column, outside.size,
-                            len(known))
+                log.warning("%s: column %r: %d values outside its %d levels (too rare at training, or never seen "
+                            "then), encoded as its 'other' level", spec.path, column, outside.size, len(known))
                 codes[outside] = len(known)
             categorical[:, j] = codes
         cardinalities = [len(self.categories[c]) + self.other for c in spec.categorical]
