@@ -2,6 +2,7 @@
 
     python -m bench.psi                      # 100k x 100k and 1M x 1M, 50 % overlap
     python -m bench.psi --sizes 100000       # just one size
+    python -m bench.psi --delta [--ids N]    # full, delta and full rerun, N x N (1M unless set)
 
 For each size it writes two generated tables (the same customers' e-mails written
 differently on each side), runs coordinator + party A + party B as processes over
@@ -9,6 +10,15 @@ mutual TLS and reports wall time (process start to exit), the PSI phase time, ID
 per second per party and bytes each way. In the same run it times openmined-psi
 (C++ ECDH-PSI on P-256, one thread, in process, no network) on the 100k x 100k sets,
 and the curve libraries we chose between. Results also go to runs/bench/psi.json.
+
+With --delta it runs `python -m party_a psi` and `python -m party_b psi` (two processes,
+no coordinator): a full PSI of N x N IDs (N/2 shared); then each side gains 1 % new IDs
+(half of them shared) and loses 0.5 % of its rows at random; then a delta PSI, and a full
+rerun on the changed tables. It prints each run's PSI phase (from the parties' first
+message to the state written), wall time (process start to exit) and bytes (sent and
+received, both parties), the delta's ratio to the full run, and checks that the delta's
+active shared users are the rerun's (positions differ by design). Results go to
+runs/bench/psi_delta.json.
 """
 
 from __future__ import annotations
@@ -22,10 +32,12 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from psi.session import PsiSettings
 from protocol.roles import Role
+from psi.shared import read_shared
 from scenarios.launch import LocalRun, Outcome, set_compute, start, wait_all, write_local_run
 
 OUT = Path("runs/bench")
@@ -156,12 +168,96 @@ def curve_rates(count: int = 10000) -> dict[str, float]:
     return rates
 
 
+def psi_only(run: LocalRun, *args: str) -> float:
+    """Both parties' `psi` command (no coordinator); the wall time from start to the last exit."""
+    begin = time.perf_counter()
+    out = wait_all(run, {role: start(run, role, "psi", *args) for role in ("party_a", "party_b")}, 24 * 3600)
+    failed = {r: o.output[-3000:] for r, o in out.items() if o.returncode != 0}
+    if failed:
+        raise SystemExit(f"psi {' '.join(args)} failed: {failed}")
+    return time.perf_counter() - begin
+
+
+def phase_figures(run: LocalRun, summary: str, wall: float) -> dict:
+    """A PSI's phase seconds (the slower party), wall time and bytes sent and received by both parties."""
+    docs = [json.loads((run.workdir(role) / "psi" / summary).read_text()) for role in ("party_a", "party_b")]
+    return {"phase_s": max(d["phase_seconds"] for d in docs), "wall_s": wall,
+            "mb": sum(d["bytes_sent"] + d["bytes_received"] for d in docs) / 1e6}
+
+
+def active_users(run: LocalRun, role: str) -> set[str]:
+    frame = read_shared(run.workdir(role))
+    return set(frame.loc[frame["active"], "user_id"])
+
+
+def change_tables(a: Path, b: Path, n: int, seed: int = 5) -> None:
+    """1 % new IDs at each side (half of them at both) and 0.5 % of each side's rows removed at random."""
+    rng = np.random.default_rng(seed)
+    new = n // 100
+    both = [f"New.{i}@Example.com" for i in range(new // 2)]
+    for path, column, own in ((a, "email", "shop"), (b, "mail", "bank")):
+        frame = pd.read_csv(path, dtype=str)
+        frame = frame.drop(index=rng.choice(len(frame), n // 200, replace=False))
+        added = both + [f"new.{own}.{i}@example.com" for i in range(new - len(both))]
+        pd.concat([frame, pd.DataFrame({column: added})]).to_csv(path, index=False)
+
+
+def run_delta_bench(root: Path, n: int, workers: int) -> dict:
+    """Full PSI, changes, delta, full rerun (module doc)."""
+    a, b = make_tables(root, n)
+    psi = {"chunk_size": PsiSettings.chunk_size, "progress": False}
+    email = {"kind": "email"}
+    sections = {"party_a": {"workers": workers, "psi": psi,
+                            "users": {"table": str(a), "id_column": "email", "ids": email}},
+                "party_b": {"workers": workers, "psi": psi,
+                            "users": {"table": str(b), "id_column": "mail", "ids": email}}}
+    run = write_local_run(root / "run", sections, run_id=f"bench-psi-delta-{n}")
+    print(f"full PSI {n:,} x {n:,} ...", flush=True)
+    full = phase_figures(run, "summary.json", psi_only(run))
+    change_tables(a, b, n)
+    print("delta PSI ...", flush=True)
+    delta = phase_figures(run, "delta_summary.json", psi_only(run, "--delta"))
+    changes = json.loads((run.workdir("party_a") / "psi" / "delta_summary.json").read_text())
+    after_delta = {role: active_users(run, role) for role in ("party_a", "party_b")}
+    print("full rerun on the changed tables ...", flush=True)
+    rerun = phase_figures(run, "summary.json", psi_only(run))
+    same = after_delta["party_a"] == after_delta["party_b"] == active_users(run, "party_a")
+    return {"n": n, "workers": workers, "full": full, "delta": delta, "rerun": rerun, "changes": changes,
+            "delta_equals_rerun": same, "shared_after": len(after_delta["party_a"]),
+            "ratio": {k: delta[k] / full[k] for k in ("phase_s", "wall_s", "mb")}}
+
+
+def print_delta(r: dict) -> None:
+    c = r["changes"]
+    print(f"\n{r['n']:,} x {r['n']:,} IDs, {r['workers']} workers per party; A +{c['own_added']:,} "
+          f"-{c['own_removed']:,}, B +{c['peer_added']:,} -{c['peer_removed']:,}: {c['joined']:,} joined, "
+          f"{c['left']:,} left, {r['shared_after']:,} shared after")
+    print(f"{'':>6} | {'PSI phase s':>11} | {'wall s':>7} | {'MB both sides':>13}")
+    for name in ("full", "delta", "rerun"):
+        f = r[name]
+        print(f"{name:>6} | {f['phase_s']:11.2f} | {f['wall_s']:7.1f} | {f['mb']:13.2f}")
+    ratio = r["ratio"]
+    print(f"delta / full: PSI phase {ratio['phase_s']:.1%}, wall {ratio['wall_s']:.1%}, bytes {ratio['mb']:.1%}")
+    print(f"the delta's shared users equal the rerun's: {r['delta_equals_rerun']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated set sizes per party")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes per party")
     parser.add_argument("--no-openmined", action="store_true", help="skip the openmined-psi baseline")
+    parser.add_argument("--delta", action="store_true", help="full PSI, delta and full rerun (module doc)")
+    parser.add_argument("--ids", type=int, default=1_000_000, help="with --delta: IDs per party")
     args = parser.parse_args()
+    if args.delta:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = run_delta_bench(Path(tmp), args.ids, args.workers)
+        print_delta(result)
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "psi_delta.json").write_text(json.dumps(result, indent=2) + "\n")
+        if not result["delta_equals_rerun"]:
+            raise SystemExit("the delta's shared users differ from the full rerun's")
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     results: dict = {"cores": os.cpu_count(), "curves": curve_rates(), "ours": []}
     print("curve libraries, scalar multiplications per second (one core):")

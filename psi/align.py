@@ -50,7 +50,7 @@ def run_phase(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPoo
               workdir: Path, passphrase: Passphrase, wish: Wish = Wish()) -> PsiOutcome:
     """PSI with `peer`, full or delta as both parties agree (psi/mode.py), and its files; the state's secret is sealed
     under `passphrase`. A full run stops on an empty intersection."""
-    role = endpoint.cfg.role
+    role, loading = endpoint.cfg.role, time.perf_counter()
     state, state_id, blocked = None, b"", ""
     if wish.want == DELTA:
         try:
@@ -58,16 +58,18 @@ def run_phase(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPoo
             blocked = key_too_old(state, settings, role)
         except StateError as exc:
             blocked = str(exc)
+    loaded = time.perf_counter() - loading
     mode, reasons = agree(endpoint, peer, wish, state_id, blocked)
+    started = time.perf_counter() - loaded  # the phase's time leaves out the wait for the peer to come up
     if reasons:
         log.warning("a full PSI instead of a delta (a fresh secret: every ID blinded again): %s", "; ".join(reasons))
     if mode == FULL:
-        return _full(endpoint, peer, ids, pool, settings, workdir, passphrase)
-    return _delta(endpoint, peer, ids, state, pool, settings, workdir, passphrase)
+        return _full(endpoint, peer, ids, pool, settings, workdir, passphrase, started)
+    return _delta(endpoint, peer, ids, state, pool, settings, workdir, passphrase, started)
 
 
 def _full(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool, settings: PsiSettings,
-          workdir: Path, passphrase: Passphrase) -> PsiOutcome:
+          workdir: Path, passphrase: Passphrase, started: float) -> PsiOutcome:
     created = time.time()
     result = run_psi(endpoint, peer, ids, pool, settings)
     shared = result.positions
@@ -75,9 +77,8 @@ def _full(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool, s
         raise ProtocolError(f"PSI with {peer} found no shared customers ({result.own_size} IDs here, "
                             f"{result.peer_size} at {peer}); check that both sides normalise IDs the same way "
                             f"([users.ids] kind, country_code)")
-    digests = id_digests(ids)
-    by_digest = np.argsort(digests, kind="stable")
-    state = PsiState(result.secret, result.salt, created, digests[by_digest], result.own_values[by_digest],
+    by_value = np.argsort(result.own_values, kind="stable")
+    state = PsiState(result.secret, result.salt, created, id_digests(ids)[by_value], result.own_values[by_value],
                      result.peer_values, result.own_values[shared], np.ones(shared.size, dtype=bool))
     frame = pd.DataFrame({"position": np.arange(shared.size, dtype=np.int64),
                           "user_id": [ids[int(r)] for r in shared], "active": np.ones(shared.size, dtype=bool)})
@@ -87,7 +88,8 @@ def _full(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool, s
     np.savetxt(out / "aligned_rows.csv", rows, fmt="%d", delimiter=",", header="position,row", comments="")
     summary = {"intersection_size": int(shared.size), "own_size": result.own_size,
                "peer_size": result.peer_size, "seconds": round(result.seconds, 3),
-               "bytes_sent": result.bytes_sent, "bytes_received": result.bytes_received}
+               "bytes_sent": result.bytes_sent, "bytes_received": result.bytes_received,
+               "phase_seconds": round(time.perf_counter() - started, 3)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("PSI with %s: %d shared of %d here and %d there, %.1fs, %.1f MB sent, %.1f MB received", peer,
              shared.size, result.own_size, result.peer_size, result.seconds,
@@ -96,7 +98,7 @@ def _full(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool, s
 
 
 def _delta(endpoint: Endpoint, peer: str, ids: Sequence[str], state: PsiState, pool: WorkerPool,
-           settings: PsiSettings, workdir: Path, passphrase: Passphrase) -> PsiOutcome:
+           settings: PsiSettings, workdir: Path, passphrase: Passphrase, started: float) -> PsiOutcome:
     result = run_delta(endpoint, peer, ids, state, pool, settings)
     change = result.change
     frame = read_shared(workdir)
@@ -110,7 +112,8 @@ def _delta(endpoint: Endpoint, peer: str, ids: Sequence[str], state: PsiState, p
                "peer_added": result.peer_added, "peer_removed": result.peer_removed, "joined": len(change.joined),
                "left": len(change.left), "shared_active": int(change.state.active.sum()), "own_size": len(ids),
                "peer_size": len(change.state.peer_values), "seconds": round(result.seconds, 3),
-               "bytes_sent": result.bytes_sent, "bytes_received": result.bytes_received}
+               "bytes_sent": result.bytes_sent, "bytes_received": result.bytes_received,
+               "phase_seconds": round(time.perf_counter() - started, 3)}
     (workdir / "psi" / "delta_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("delta PSI with %s: %d joined, %d left, %d shared now; %.1fs, %.2f MB sent, %.2f MB received", peer,
              len(change.joined), len(change.left), summary["shared_active"], result.seconds, result.bytes_sent / 1e6,

@@ -92,13 +92,20 @@ def _repeats(sorted_values: np.ndarray) -> int:
     return int(np.count_nonzero(sorted_values[1:] == sorted_values[:-1]))
 
 
+def _merged(sorted_values: np.ndarray, more: np.ndarray) -> np.ndarray:
+    """Two sorted arrays as one, in O(n) rather than a sort."""
+    return np.insert(sorted_values, np.searchsorted(sorted_values, more), more)
+
+
 def diff_ids(state: PsiState, digests: np.ndarray) -> Diff:
     """Step 1: which current IDs (by digest, in row order) are new, and which kept ones are gone."""
     rows = np.argsort(digests, kind="stable")
     ordered = digests[rows]
-    found = _member(state.own_digests, ordered)
-    present = np.zeros(len(state.own_digests), dtype=bool)
-    present[np.searchsorted(state.own_digests, ordered[found])] = True
+    kept = np.argsort(state.own_digests, kind="stable")
+    kept_digests = state.own_digests[kept]
+    found = _member(kept_digests, ordered)
+    present = np.zeros(len(kept), dtype=bool)
+    present[kept[np.searchsorted(kept_digests, ordered[found])]] = True
     return Diff(np.sort(rows[~found]), np.flatnonzero(~present), ordered, rows)
 
 
@@ -151,25 +158,23 @@ def apply_delta(state: PsiState, removed: np.ndarray, added_digests: np.ndarray,
     if dropped.size != peer_removed.size or np.count_nonzero(gone) != dropped.size:
         raise ProtocolError(f"{peer} removed {peer_removed.size - np.count_nonzero(gone)} IDs that are not in the "
                             f"state both parties kept (or the same ID twice)")
-    peer_values = np.sort(np.concatenate([state.peer_values[~gone], peer_added]))
+    peer_values = _merged(state.peer_values[~gone], np.sort(peer_added))
     if _repeats(peer_values):
         raise ProtocolError(f"{peer} added {_repeats(peer_values)} IDs that it held already (or the same ID twice)")
-    keep = np.ones(len(state.own_digests), dtype=bool)
+    keep = np.ones(len(state.own_values), dtype=bool)
     keep[removed] = False
-    own_digests = np.concatenate([state.own_digests[keep], added_digests])
-    own_values = np.concatenate([state.own_values[keep], added_values])
-    by_digest = np.argsort(own_digests, kind="stable")
-    own_digests, own_values = own_digests[by_digest], own_values[by_digest]
-    by_value = np.argsort(own_values, kind="stable")
-    own_sorted = own_values[by_value]
-    if _repeats(own_sorted):
+    by_value = np.argsort(added_values, kind="stable")
+    at = np.searchsorted(state.own_values[keep], added_values[by_value])
+    own_values = np.insert(state.own_values[keep], at, added_values[by_value])
+    own_digests = np.insert(state.own_digests[keep], at, added_digests[by_value])
+    if _repeats(own_values):
         raise ProtocolError(f"{peer} returned the doubly-blinded value of another ID of this party for "
-                            f"{_repeats(own_sorted)} added IDs")
+                            f"{_repeats(own_values)} added IDs")
     left_values = np.unique(np.concatenate([state.own_values[removed], dropped]))
     left = np.flatnonzero(state.active & _member(left_values, state.shared_values))
     joined_values = np.unique(np.concatenate([added_values[_member(peer_values, added_values)],
-                                              peer_added[_member(own_sorted, peer_added)]]))
-    joined = own_digests[by_value[np.searchsorted(own_sorted, joined_values)]]
+                                              peer_added[_member(own_values, peer_added)]]))
+    joined = own_digests[np.searchsorted(own_values, joined_values)]
     active = state.active.copy()
     active[left] = False
     new = PsiState(state.secret, state.salt, state.created, own_digests, own_values, peer_values,

@@ -2,8 +2,8 @@
 
     <workdir>/psi/state/secret.sealed      the ECDH secret, the session salt and when the secret was drawn, sealed
                                            under the party's [tls] passphrase (scrypt, AES-256-GCM)
-    <workdir>/psi/state/own_digests.npy    a 16-byte hash of each own normalised ID (psi/ids.py), sorted
-    <workdir>/psi/state/own_values.npy     the doubly-blinded value of each (the peer's work), in the same order
+    <workdir>/psi/state/own_values.npy     the doubly-blinded values of this party's IDs (the peer's work), sorted
+    <workdir>/psi/state/own_digests.npy    a 16-byte hash of each of those IDs (psi/ids.py), in the same order
     <workdir>/psi/state/peer_values.npy    the doubly-blinded values of the peer's IDs (this party's work), sorted
     <workdir>/psi/state/shared_values.npy  by position of the shared list: the value of every user ever shared
     <workdir>/psi/state/active.npy         by position: still shared
@@ -56,8 +56,8 @@ class PsiState:
     secret: bytes = field(repr=False)
     salt: bytes
     created: float  # Unix time the secret was drawn
-    own_digests: np.ndarray  # DIGEST, sorted
-    own_values: np.ndarray  # VALUE, aligned with own_digests
+    own_digests: np.ndarray  # DIGEST, aligned with own_values
+    own_values: np.ndarray  # VALUE, sorted
     peer_values: np.ndarray  # VALUE, sorted
     shared_values: np.ndarray  # VALUE, by position
     active: np.ndarray  # bool, by position
@@ -68,8 +68,7 @@ class PsiState:
 
     def state_id(self, role: str, peer: str) -> bytes:
         """The ID both parties compute alike from their own halves (module doc)."""
-        own, theirs = np.sort(self.own_values), self.peer_values
-        first, second = (own, theirs) if role < peer else (theirs, own)
+        first, second = (self.own_values, self.peer_values) if role < peer else (self.peer_values, self.own_values)
         h = hashlib.sha256(FORMAT.encode() + self.salt)
         for values in (first, second, self.shared_values):
             h.update(len(values).to_bytes(8, "little"))

@@ -54,9 +54,9 @@ def digests(ids: list[str]) -> np.ndarray:
 
 def full_state(own: list[str], peer: list[str]) -> PsiState:
     """What a full run leaves a party: its sets, and the shared users in value order, all active."""
-    by_digest = np.argsort(digests(own), kind="stable")
+    by_value = np.argsort(values(own), kind="stable")
     shared = np.sort(values(sorted(set(own) & set(peer))))
-    return PsiState(b"s" * 32, b"t" * 32, 0.0, digests(own)[by_digest], values(own)[by_digest],
+    return PsiState(b"s" * 32, b"t" * 32, 0.0, digests(own)[by_value], values(own)[by_value],
                     np.sort(values(peer)), shared, np.ones(len(shared), dtype=bool))
 
 
