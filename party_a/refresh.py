@@ -6,7 +6,9 @@ coordinator announces the model's key, and for every batch A receives u + R from
 coordinator and R from B (steps 2-3), checked against the plan's bound. When every
 batch is in, A writes the new u store whole (atomically) and confirms to B; the
 service picks it up without a restart. What A learns is what it learnt at every
-evaluation in training: u of shared users.
+evaluation in training: u of shared users. Users who joined the intersection since
+the model was trained (a delta PSI: psi/membership.py) are appended to the u store,
+each with its first u, once A has checked that B derived the same roster.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import logging
 import threading
 import time
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 
 from party_a.config import PartyAConfig
-from party_a.store import read_u_store, write_u_store
+from party_a.store import read_u_store, u_frame, write_u_store
 from protocol import messages
 from protocol.crypto import fixedpoint
 from protocol.crypto.paillier import Encryptor
@@ -32,6 +37,7 @@ from protocol.messages import RefreshDone, RefreshRequest
 from protocol.net.transport import Endpoint
 from protocol.roles import A, B
 from protocol.runtime.store import current_model, refresh_run_id
+from psi.membership import membership_since, roster_digest
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +54,15 @@ def receive_session(cfg: PartyAConfig, endpoint: Endpoint) -> int:
         raise StoreError(f"the coordinator announced key {public.fingerprint}, but model {model_id!r} was trained "
                          f"under {manifest['key_fingerprint']}")
     plan = LayerPlan.from_message(manifest["plan"], "A's model store")
-    store = read_u_store(directory, plan.h)
+    store = with_joined(read_u_store(directory, plan.h), plan.h, cfg.basics.workdir, request)
     users = request.users
     if users.size == 0 or users.min() < 0 or users.max() >= len(store) or np.unique(users).size != users.size:
         raise ProtocolError(f"{B} sent RefreshRequest with field 'users' naming users outside the {len(store)} "
                             f"shared ones, or one twice, or none")
+    first = np.flatnonzero(store["written"].to_numpy() == 0)
+    if not np.isin(first, users).all():
+        raise ProtocolError(f"{B} sent RefreshRequest leaving out {int((~np.isin(first, users)).sum())} users who "
+                            f"joined the intersection and have no u yet")
     register_layer(endpoint, plan, users.size)
     side = Side(endpoint, public, Encryptor(public), None, plan)
     u = store[[f"u{j}" for j in range(plan.h)]].to_numpy(dtype=np.float32, copy=True)
@@ -66,6 +76,22 @@ def receive_session(cfg: PartyAConfig, endpoint: Endpoint) -> int:
     write_u_store(directory, store)
     messages.send(endpoint, B, RefreshDone(model_id, int(users.size)))
     return int(users.size)
+
+
+def with_joined(store: pd.DataFrame, h: int, workdir: Path, request: RefreshRequest) -> pd.DataFrame:
+    """The u store with the users who joined the intersection since the model was trained appended (u zero and
+    `written` 0 until this session computes it), once checked to be the roster B refreshes."""
+    stored = list(store["user_id"])
+    roster = stored + membership_since(workdir, stored).joined
+    if (len(roster), roster_digest(roster)) != (request.roster_size, request.roster_digest):
+        raise ProtocolError(f"{B}'s refresh is of {request.roster_size} shared users, but {A}'s u store and shared "
+                            f"list make {len(roster)} (or other users): both parties must hold the same PSI result; "
+                            f"run `psi --delta` at both before refreshing")
+    joined = roster[len(stored):]
+    if not joined:
+        return store
+    return pd.concat([store, u_frame(joined, np.zeros((len(joined), h), np.float32), np.zeros(len(joined)))],
+                     ignore_index=True)
 
 
 class RefreshListener:

@@ -12,6 +12,13 @@ mask sent to A). A swaps the new u in whole and confirms; only then does B store
 new digests, so a failed refresh is simply run again. A shared user missing from
 B's table keeps its u.
 
+Customers come and go: after a delta PSI (`python -m party_b psi --delta`), users who
+joined the intersection since the model was trained are appended to the model's
+shared users at both parties (psi/membership.py: both derive the same list, and the
+session carries its size and digest for A to check) and get their first u through
+the stored tower and [W], so A serves them federated without a retrain; users who
+left are refreshed no more (A serves them as its own users outside the intersection).
+
 With noise on e_B, each refreshed user's release is counted in the store before the
 session sends anything (a session A never confirms still counts, and its rerun is a
 new release), and a user whose next release would pass B's `[privacy] max_epsilon`
@@ -41,7 +48,7 @@ from protocol import messages
 from protocol.crypto.paillier import Encryptor
 from protocol.data.stored import load_state
 from protocol.data.tables import Encoding, Features
-from protocol.errors import ProtocolError, StoreError
+from protocol.errors import DataError, ProtocolError, StoreError
 from protocol.layer import steps
 from protocol.layer.decryption import Step, receive_public_key, refresh_batches, register_layer
 from protocol.layer.plan import LayerPlan
@@ -55,6 +62,7 @@ from protocol.runtime.compute import open_pool
 from protocol.runtime.progress import progress_bar
 from protocol.runtime.store import current_model, refresh_run_id
 from protocol.runtime.workers import WorkerPool
+from psi.membership import Membership, membership_since, roster_digest
 
 log = logging.getLogger(__name__)
 
@@ -63,31 +71,46 @@ log = logging.getLogger(__name__)
 class Changes:
     """B's shared users as its table holds them now, and which of them changed since their u was computed."""
 
-    ids: list[str]
+    ids: list[str]  # the model's shared users, then those who joined since
     features: Features  # per shared user (zeros for one no longer in the table)
     digests: list[str]  # per shared user: now, or as stored for one no longer in the table
-    changed: np.ndarray  # positions to refresh
+    changed: np.ndarray  # positions to refresh: every joined user, and shared users whose row changed
     missing: int
     releases: np.ndarray  # per shared user: its e_B rows released so far
-    stored: list[str]  # per shared user: the digest stored now
+    stored: list[str]  # per shared user: the digest stored now ("" for a joined user: none yet)
+    membership: Membership
 
 
 def find_changes(cfg: PartyBConfig, directory: Path, manifest: dict, everyone: bool) -> Changes:
-    """Encode B's table as at training and compare with the stored digests."""
-    stored = read_users(directory)
+    """Encode B's table as at training and compare with the stored digests; add the users who joined the
+    intersection since the model was trained, and leave out those who left."""
+    everything = read_users(directory)
+    # a joined user's row is written with digest "" before its first session (its release counted), and A
+    # confirms it only at the session's end: until then it is not in the roster A holds
+    stored = everything[everything["digest"] != ""]
+    pending = dict(zip(everything["user_id"][everything["digest"] == ""], everything["releases"]))
+    membership = membership_since(cfg.basics.workdir, list(stored["user_id"]))
+    user_ids = list(stored["user_id"]) + membership.joined
+    old_digests = list(stored["digest"]) + [""] * len(membership.joined)
     frame, ids = cfg.users.load()
     features = Encoding.from_json(manifest["encoding"]).apply(frame, cfg.users.table)
     row_of = {uid: r for r, uid in enumerate(ids)}
-    rows = np.array([row_of.get(uid, -1) for uid in stored["user_id"]], dtype=np.int64)
+    rows = np.array([row_of.get(uid, -1) for uid in user_ids], dtype=np.int64)
     present = rows >= 0
+    gone = int((~present[len(stored):]).sum())
+    if gone:
+        raise DataError(f"{gone} of the {len(membership.joined)} users who joined the intersection at the last PSI "
+                        f"are no longer in {cfg.users.table.path}: run `python -m party_b psi --delta` (with A) "
+                        f"again before refreshing")
     shared = features.take(np.where(present, rows, 0))
     shared.numeric[~present], shared.categorical[~present] = 0, 0
     now = row_digests(shared)
-    digests = [d if ok else old for d, old, ok in zip(now, stored["digest"], present)]
-    differs = np.array([d != old for d, old in zip(digests, stored["digest"])], dtype=bool)
-    changed = np.flatnonzero(present & (differs | everyone))
-    return Changes(list(stored["user_id"]), shared, digests, changed, int((~present).sum()),
-                   stored["releases"].to_numpy(dtype=np.int64), list(stored["digest"]))
+    digests = [d if ok else old for d, old, ok in zip(now, old_digests, present)]
+    differs = np.array([d != old for d, old in zip(digests, old_digests)], dtype=bool)
+    changed = np.flatnonzero(present & membership.active & (differs | everyone))
+    releases = np.concatenate([stored["releases"].to_numpy(dtype=np.int64),
+                               np.array([pending.get(uid, 0) for uid in membership.joined], dtype=np.int64)])
+    return Changes(user_ids, shared, digests, changed, int((~present).sum()), releases, old_digests, membership)
 
 
 def push(cfg: PartyBConfig, model_id: str, manifest: dict, directory: Path, changes: Changes,
@@ -98,7 +121,8 @@ def push(cfg: PartyBConfig, model_id: str, manifest: dict, directory: Path, chan
     endpoint = Endpoint(network, messages.inbox_tags(B)).start()
     try:
         for peer in (A, C):
-            messages.send(endpoint, peer, RefreshRequest(model_id, changes.changed))
+            messages.send(endpoint, peer, RefreshRequest(model_id, changes.changed, len(changes.ids),
+                                                         roster_digest(changes.ids)))
         public = receive_public_key(endpoint, cfg.basics.public_key_pin)
         if public.fingerprint != manifest["key_fingerprint"]:
             raise StoreError(f"the coordinator announced key {public.fingerprint}, but model {model_id!r} was "
@@ -175,6 +199,10 @@ def main(config_path: Path, everyone: bool = False) -> None:
                  "nothing to refresh", model_id)
         return
     changes = find_changes(cfg, directory, manifest, everyone)
+    joined, left = len(changes.membership.joined), int(changes.membership.left.sum())
+    if joined or left:
+        log.info("model %s: %d users joined the intersection since it was trained (their first u now), %d left "
+                 "(refreshed no more)", model_id, joined, left)
     if changes.missing:
         log.warning("%d shared users are no longer in %s: their u stays as it was", changes.missing,
                     cfg.users.table.path)

@@ -317,11 +317,15 @@ class RefreshedRows(Message):
 @dataclass(frozen=True)
 class RefreshRequest(Message):
     """B → A, C: a refresh session for stored model `model_id`: u recomputed for these shared users (positions
-    in the aligned order), in batches of the plan's size, each an evaluation forward (steps 1-3)."""
+    in the model's roster: its users in the aligned order, then those who joined the intersection since, as
+    psi/membership.py derives them), in batches of the plan's size, each an evaluation forward (steps 1-3).
+    `roster_size` and `roster_digest` let A check that it derived the same roster."""
 
     TAG: ClassVar[str] = "serve/refresh"
     model_id: str
     users: IntVector
+    roster_size: int
+    roster_digest: str
 
     def __post_init__(self) -> None:
         check_name(self.model_id, "model_id")  # it becomes part of the session's run ID

@@ -83,7 +83,7 @@ EXAMPLES: list[Message] = [
     EncryptedDelta("e1/b0", MATRIX),
     RefreshMask("e1/b0", MATRIX),
     RefreshedRows("e1/b0", MATRIX),
-    RefreshRequest("run-1-20261123T070000Z-abcdef", np.arange(3)),
+    RefreshRequest("run-1-20261123T070000Z-abcdef", np.arange(3), 12, "0f" * 16),
     RefreshDone("run-1-20261123T070000Z-abcdef", 3),
     Checkpoint(40),
     CoordinatorCheckpoint(40),
