@@ -104,14 +104,29 @@ class RefreshChecked(Message):
 
 @dataclass(frozen=True)
 class RunDone(Message):
-    """A → C: the run is over; the coordinator stores the key's link to the trained model (if any) and stops."""
+    """A → C: the run is over; the coordinator stores the key's link to the trained model (if any), puts it in
+    service if `promote` (a warm start's model only when it validated better than the one in service), and stops."""
 
     TAG: ClassVar[str] = "control/done"
     model_id: str | None
+    promote: bool = True
 
     def __post_init__(self) -> None:
         if self.model_id is not None:
             check_name(self.model_id, "model_id")  # it names the coordinator's model directory
+
+
+@dataclass(frozen=True)
+class Starting(Message):
+    """B, C → A, as a run starts: the stored model this role starts from (`--from current`: a warm start), or None
+    (from scratch); A refuses to go on unless all three start from the same."""
+
+    TAG: ClassVar[str] = "control/start"
+    model_id: str | None
+
+    def __post_init__(self) -> None:
+        if self.model_id is not None:
+            check_name(self.model_id, "model_id")
 
 
 # ---- PSI (both parties run the same steps, psi/session.py) ------------------------------
@@ -240,11 +255,13 @@ class Keep(Command):
 
 @dataclass(frozen=True)
 class Finish(Command):
-    """The run is over: store the kept state as model `model_id` (None: nothing was trained) and stop."""
+    """The run is over: store the kept state as model `model_id` (None: nothing was trained), in service if
+    `promote`, and stop."""
 
     OP: ClassVar[str] = "done"
     model_id: str | None
     epoch: int | None
+    promote: bool = True
 
     def __post_init__(self) -> None:
         if self.model_id is not None:
@@ -405,6 +422,7 @@ ROUTES: dict[type[Message], tuple[tuple[Role, Role], ...]] = {
     DecryptRequest: ((A, C), (B, C)),
     DecryptReply: ((C, A), (C, B)),
     RunDone: ((A, C),),
+    Starting: ((B, A), (C, A)),
     PsiHello: ((A, B), (B, A)),
     PsiBlinded: ((A, B), (B, A)),
     PsiDoubled: ((A, B), (B, A)),

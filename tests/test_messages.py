@@ -52,6 +52,7 @@ from protocol.messages import (
     ResumeCall,
     Resumed,
     RunDone,
+    Starting,
     TrainStep,
 )
 from protocol.net import codec
@@ -63,7 +64,8 @@ EXAMPLES: list[Message] = [
     Registration(LayerPlan(d=2, h=3, batch_users=4, lr_w=0.1, key_fingerprint="sha256:00"), 100, True),
     DecryptRequest("forward", "e1/b0", [5, 7]),
     DecryptReply("forward", "e1/b0", [5], None),
-    RunDone("run-1-20261123T070000Z-abcdef"),
+    RunDone("run-1-20261123T070000Z-abcdef", False),
+    Starting("run-1-20261123T070000Z-abcdef"),
     PsiHello(2, b"n" * 32, 10, 5),
     PsiBlinded(b"p" * 32),
     PsiDoubled(b"v" * 16),
@@ -75,7 +77,7 @@ EXAMPLES: list[Message] = [
     TrainStep("e1/b0", np.arange(3)),
     Forward("eval/e1/b0", np.arange(3)),
     Keep(3),
-    Finish("run-1-20261123T070000Z-abcdef", 3),
+    Finish("run-1-20261123T070000Z-abcdef", 3, False),
     InitialWeights("init", MATRIX),
     RefreshCheck("train/e1/b0", 2**2000 + 3, [5, 7]),
     RefreshChecked("train/e1/b0", None),

@@ -15,7 +15,7 @@ from party_a.store import write_u_store
 from party_b.store import row_digests
 from protocol.data.tables import Encoding, TableSpec, encode_features, fit_encoding
 from protocol.errors import DataError, ProtocolError, StoreError
-from protocol.messages import Finish, RefreshDone, RefreshRequest, RunDone, command_from_message
+from protocol.messages import Finish, RefreshDone, RefreshRequest, RunDone, Starting, command_from_message
 from protocol.names import is_safe_name
 from protocol.net.message import Message
 from protocol.runtime.checkpoint import write_checkpoint
@@ -107,8 +107,9 @@ def test_a_model_id_that_is_not_a_safe_name_is_refused_by_the_store(tmp_path: Pa
 
 
 @pytest.mark.parametrize("kind, body, peer", [
-    (Finish, {"op": "done", "model_id": TRAVERSAL, "epoch": 1}, "party_a"),
-    (RunDone, {"model_id": TRAVERSAL}, "party_a"),
+    (Finish, {"op": "done", "model_id": TRAVERSAL, "epoch": 1, "promote": True}, "party_a"),
+    (RunDone, {"model_id": TRAVERSAL, "promote": True}, "party_a"),
+    (Starting, {"model_id": "../x"}, "party_b"),
     (RefreshRequest, {"model_id": "../x", "users": np.arange(2)}, "party_b"),
     (RefreshDone, {"model_id": "a/b", "users": 2}, "party_a"),
 ])

@@ -55,16 +55,17 @@ ROUTE: dict[Step, tuple[Role, Role]] = {  # step -> (the one role that may submi
 }
 TRAINING = (Step.FORWARD, Step.BACKWARD, Step.REFRESH, Step.CHECK)  # the requests of one training step, in order
 _CHECK_WEIGHT_BITS = 64  # a wrong [Q] passes the check with probability at most 2^-64
-_LABEL = re.compile(r"(train|eval)/e([1-9][0-9]{0,8})/b(0|[1-9][0-9]{0,9})(?:/g([1-9][0-9]{0,8}))?")
+_LABEL = re.compile(r"(train|eval)/e(0|[1-9][0-9]{0,8})/b(0|[1-9][0-9]{0,9})(?:/g([1-9][0-9]{0,8}))?")
 
 
 @dataclass(frozen=True)
 class Label:
     """A step of the schedule: training step `batch` of `epoch`, or evaluation forward `batch` after it, in
-    `generation` (0 until the first resume: a step redone after a resume gets a fresh label, "/g<generation>")."""
+    `generation` (0 until the first resume: a step redone after a resume gets a fresh label, "/g<generation>").
+    Evaluation has an epoch 0 too: a warm start's model as it starts, before any training."""
 
     training: bool
-    epoch: int  # from 1
+    epoch: int  # from 1; from 0 for evaluation
     batch: int  # from 0
     generation: int = 0
 
@@ -75,7 +76,9 @@ class Label:
     @classmethod
     def parse(cls, label: str) -> "Label | None":
         match = _LABEL.fullmatch(label)
-        return None if match is None else cls(match[1] == "train", int(match[2]), int(match[3]), int(match[4] or 0))
+        if match is None or (match[1] == "train" and match[2] == "0"):
+            return None
+        return cls(match[1] == "train", int(match[2]), int(match[3]), int(match[4] or 0))
 
 
 def train_label(epoch: int, batch: int, generation: int = 0) -> str:

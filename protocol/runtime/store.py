@@ -83,8 +83,8 @@ def write_files(directory: Path, files: dict[str, bytes]) -> None:
     sync_dir(directory)
 
 
-def write_model(workdir: Path, model_id: str, manifest: dict, files: dict[str, bytes]) -> Path:
-    """Write a model version whole, then make it the one in service; returns its directory."""
+def write_model(workdir: Path, model_id: str, manifest: dict, files: dict[str, bytes], current: bool = True) -> Path:
+    """Write a model version whole, then (`current`) make it the one in service; returns its directory."""
     root = workdir / "models"
     try:
         check_name(model_id, "model_id")
@@ -97,8 +97,9 @@ def write_model(workdir: Path, model_id: str, manifest: dict, files: dict[str, b
     tmp = root / f".{model_id}.tmp"
     write_files(tmp, {**files, MANIFEST: json.dumps({**manifest, "model_id": model_id}, indent=2).encode()})
     os.replace(tmp, final)
-    with models_lock(root):
-        make_current(root, model_id, "trained")
+    if current:
+        with models_lock(root):
+            make_current(root, model_id, "trained")
     return final
 
 
