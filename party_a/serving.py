@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 import torch
 
 from party_a.config import PartyAConfig
@@ -50,6 +49,7 @@ from protocol.data.tables import read_table
 from protocol.errors import ConfigError, StoreError
 from protocol.roles import A
 from protocol.runtime.store import CURRENT, current_model
+from psi.shared import read_shared, shared_path
 
 log = logging.getLogger(__name__)
 Source = Literal["federated", "a_alone", "item_knn", "popularity"]
@@ -100,21 +100,13 @@ def file_stamp(path: Path) -> tuple[int, int] | None:
     return stat.st_ino, stat.st_mtime_ns
 
 
-def shared_list_path(workdir: Path) -> Path:
-    return workdir / "psi" / "shared.parquet"
-
-
 def active_shared(workdir: Path) -> frozenset[str] | None:
     """The users active in the shared list each PSI writes (None without one: every user of the u store is
     shared)."""
-    path = shared_list_path(workdir)
-    if not path.is_file():
+    if not shared_path(workdir).is_file():
         return None
-    try:
-        frame = pd.read_parquet(path, columns=["user_id", "active"])
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"{path} is unreadable (columns user_id and active wanted): {exc}") from None
-    return frozenset(frame.loc[frame["active"].astype(bool), "user_id"])
+    frame = read_shared(workdir)
+    return frozenset(frame.loc[frame["active"], "user_id"])
 
 
 def stored_segments(manifest: dict) -> dict[str, str]:
@@ -150,7 +142,7 @@ class Recommender:
         self.h = models["federated"].bias.shape[0]
         self._lock = threading.Lock()
         self.workdir = cfg.basics.workdir
-        self.shared_stamp = file_stamp(shared_list_path(self.workdir))
+        self.shared_stamp = file_stamp(shared_path(self.workdir))
         self.active = active_shared(self.workdir)
         self.store = self._read_u_store()
         self.unknown_at_load = self.store.unknown
@@ -231,9 +223,9 @@ class Recommender:
             named = self.model_id  # no CURRENT to follow: keep serving what is loaded
         if named != self.model_id:
             return f"{pointer} names model {named!r}"
-        stamp = file_stamp(shared_list_path(self.workdir))
+        stamp = file_stamp(shared_path(self.workdir))
         if stamp != self.shared_stamp:
-            return f"{shared_list_path(self.workdir)} was {'removed' if stamp is None else 'rewritten'}" + (
+            return f"{shared_path(self.workdir)} was {'removed' if stamp is None else 'rewritten'}" + (
                 "" if stamp is None else f" (mtime {stamp[1]} ns)")
         new = self.store.unknown - self.unknown_at_load
         if new:
