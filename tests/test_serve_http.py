@@ -10,8 +10,10 @@ import math
 import re
 import subprocess
 import sys
+import threading
+import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from fastapi.testclient import TestClient
 from party_a.config import ServeSettings, read_serve
 from party_a.serve import body_limit, create_app, read_token
 from party_a.serving import Answer, Recommendation
-from protocol.errors import ConfigError, DataError
+from protocol.errors import ConfigError, DataError, StoreError
 from protocol.runtime import cli
 from protocol.runtime.config import Table
 from scenarios.launch import ROOT, write_local_run
@@ -43,10 +45,14 @@ class FakeRecommender:
     pending: int | None = None
     refresh_error: Exception | None = None
     refresh_calls: int = 0
+    stale: str | None = None  # why a whole new model should be loaded (CURRENT moved, ...)
+    during: Callable[[], None] | None = None  # runs inside each recommend call
     calls: list[tuple[list[str], int, bool]] = field(default_factory=list)
 
     def recommend(self, user_ids: list[str], k: int, include_bought: bool = False) -> list[Answer]:
         self.calls.append((list(user_ids), k, include_bought))
+        if self.during is not None:
+            self.during()
         answers = []
         for user in user_ids:
             source = "federated" if user.startswith("s") else "a_alone" if user.startswith("a") else "popularity"
@@ -65,6 +71,9 @@ class FakeRecommender:
             return False
         self.u_version, self.pending = self.pending, None
         return True
+
+    def stale_reason(self) -> str | None:
+        return self.stale
 
     def u_store_age_seconds(self) -> float:
         return 42.5
@@ -391,6 +400,64 @@ def test_a_failed_reload_keeps_serving() -> None:
     fake = FakeRecommender(refresh_error=DataError("u store /w/u.npz is truncated"))
     r = client(fake, refresh_every=0).get(ONE.format("s1"))
     assert r.status_code == 200 and fake.refresh_calls == 1
+
+
+def test_a_stale_model_is_replaced_in_the_background_and_a_failed_load_keeps_the_old_one() -> None:
+    old, new = FakeRecommender(stale="models/CURRENT names model 'model-8'"), FakeRecommender(model_id="model-8")
+    release, loads = threading.Event(), []
+
+    def load() -> FakeRecommender:
+        loads.append(len(loads))
+        release.wait(10)
+        if len(loads) == 1:
+            raise StoreError("/w/models/model-8/alone.pt is corrupt")
+        return new
+
+    app = create_app(old, ServeSettings(), TOKEN.encode(), refresh_every=0, load=load)
+    c = TestClient(app, headers=AUTH)
+    for _ in range(3):  # the load has started and waits: the old model answers, and no second load starts
+        body = c.post(BATCH, json={"users": ["s1", "a1"]}).json()
+        assert {body["model_id"], *(r["model_id"] for r in body["results"])} == {"model-7"}
+    assert loads == [0]
+    release.set()
+    deadline = time.monotonic() + 10
+    while 'vfrec_model_reloads_total{result="failed"} 1.0' not in c.get("/metrics").text:
+        assert time.monotonic() < deadline
+        c.get(ONE.format("s1"))
+    for _ in range(3):  # the same reason does not start another load
+        assert c.get(ONE.format("s1")).json()["model_id"] == "model-7"
+    assert loads == [0]
+    reason, old.stale = old.stale, None  # rolled back: nothing to load
+    assert c.get(ONE.format("s1")).json()["model_id"] == "model-7"
+    old.stale = reason  # promoted again: the same reason, tried again
+    while c.get(ONE.format("s1")).json()["model_id"] != "model-8":
+        assert time.monotonic() < deadline
+    assert loads == [0, 1]
+    text = c.get("/metrics").text
+    assert metric(text, 'vfrec_model_info{model_id="model-8"}') == 1 and 'model_id="model-7"' not in text
+    assert metric(text, 'vfrec_model_reloads_total{result="loaded"}') == 1
+    assert c.get("/healthz").json()["model_id"] == "model-8"
+
+
+def test_a_batch_names_the_model_that_made_it_when_the_swap_lands_mid_request() -> None:
+    answering, loaded = threading.Event(), threading.Event()
+
+    def swap_now() -> None:  # the new model is swapped in while the old one is still answering this batch
+        answering.set()
+        loaded.wait(10)
+        time.sleep(0.1)
+
+    def load() -> FakeRecommender:
+        answering.wait(10)
+        loaded.set()
+        return FakeRecommender(model_id="model-8")
+
+    old = FakeRecommender(stale="models/CURRENT names model 'model-8'", during=swap_now)
+    c = TestClient(create_app(old, ServeSettings(), TOKEN.encode(), refresh_every=0, load=load), headers=AUTH)
+    body = c.post(BATCH, json={"users": ["s1", "a1", "x"]}).json()
+    assert {body["model_id"], *(r["model_id"] for r in body["results"])} == {"model-7"}
+    old.during = None
+    assert c.post(BATCH, json={"users": ["s1"]}).json()["model_id"] == "model-8"
 
 
 def serve_table(**keys: object) -> Table:
