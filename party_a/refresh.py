@@ -101,6 +101,7 @@ class RefreshListener:
         self.cfg = cfg
         self.endpoint: Endpoint | None = None
         self.stopping = threading.Event()
+        self.switching = threading.Event()
         self.thread = threading.Thread(target=self.run, name="refresh", daemon=True)
 
     def start(self) -> "RefreshListener":
@@ -113,6 +114,15 @@ class RefreshListener:
             self.endpoint.close()
         self.thread.join(timeout=5)
 
+    def follow(self, model_id: str) -> None:
+        """Take refresh sessions of `model_id` from now on (the service put it in service): the endpoint of the
+        previous model's sessions (their run ID is the model's) is closed, a session in progress with it too (B
+        runs its refresh again), and the loop opens one for the model CURRENT names."""
+        endpoint = self.endpoint
+        if endpoint is not None and endpoint.cfg.run_id != refresh_run_id(model_id):
+            self.switching.set()
+            endpoint.close()
+
     def run(self) -> None:
         while not self.stopping.is_set():
             _, manifest = current_model(self.cfg.basics.workdir, A)
@@ -122,7 +132,11 @@ class RefreshListener:
                 users = receive_session(self.cfg, self.endpoint)
                 log.info("refresh: u of %d shared users swapped in", users)
             except Exception as exc:  # noqa: BLE001 - one failed session must not end the serving process's refreshes
-                if not self.stopping.is_set():
+                if self.switching.is_set():
+                    self.switching.clear()
+                    log.info("refresh: the model in service changed; refresh sessions of %s end",
+                             self.endpoint.cfg.run_id.removesuffix("/refresh"))
+                elif not self.stopping.is_set():
                     log.warning("refresh session failed: %s", exc, exc_info=not isinstance(exc, VfrecError))
                     self.endpoint.abort(f"{A} stopped the refresh session: {exc}")
             finally:

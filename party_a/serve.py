@@ -349,11 +349,18 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> JSON
 
 
 def create_app(recommender: Recommender, settings: ServeSettings, token: bytes | None,
-               refresh_every: float = 1.0, load: Callable[[], Recommender] | None = None) -> FastAPI:
+               refresh_every: float = 1.0, load: Callable[[], Recommender] | None = None,
+               listener: RefreshListener | None = None) -> FastAPI:
     """The HTTP app around `recommender`, every endpoint but OPEN_PATHS behind `token` (None: open, see
     `read_token`); `load` builds a new Recommender of the model in service, for when `recommender` goes stale
-    (None: it is never replaced)."""
-    live = LiveModel(recommender, load, lambda loaded: metrics.reloaded(loaded))
+    (None: it is never replaced); `listener`, taking B's refresh sessions, follows the model swapped in."""
+
+    def reloaded(loaded: Recommender | None) -> None:
+        metrics.reloaded(loaded)
+        if loaded is not None and listener is not None:
+            listener.follow(loaded.model_id)
+
+    live = LiveModel(recommender, load, reloaded)
     metrics = Metrics(live)
     metrics.serving(recommender.model_id)
     refresh = Refresher(live, refresh_every, metrics.reloads)
@@ -446,11 +453,13 @@ def main(config_path: Path, alone: bool = False) -> None:
     torch.set_num_threads(1)  # a request's scoring is small; threads would only contend across concurrent requests
     token = read_token(cfg.serve, cfg.basics.workdir)  # before the model loads: a bad token stops startup at once
     recommender = Recommender.load(cfg, alone)
-    app = create_app(recommender, cfg.serve, token, load=lambda: Recommender.load(cfg, alone))
+    listener = RefreshListener(cfg) if cfg.serve.refresh else None
+    app = create_app(recommender, cfg.serve, token, load=lambda: Recommender.load(cfg, alone), listener=listener)
     host, port = cfg.serve.address
     log.info("model %s (%d items, %d shared users) on http://%s:%d%s", recommender.model_id, recommender.n_items,
              recommender.shared_users(), host, port, ", bearer token required" if token else " WITHOUT a token")
-    listener = RefreshListener(cfg).start() if cfg.serve.refresh else None
+    if listener is not None:
+        listener.start()
     try:
         uvicorn.run(app, host=host, port=port, access_log=cfg.serve.access_log, log_config=None)
     finally:
