@@ -6,6 +6,8 @@ asked. Served answers must equal the offline ones bit for bit, keep coming with 
 coordinator killed (B runs no process while A serves), and after B changes 10 shared
 users' rows and refreshes, exactly those users' answers change. `recommend`'s table
 is the same bits inline, on two local worker processes and on a local Ray cluster.
+A's app in process follows CURRENT, the shared list and new customers without a restart
+and without failing a request.
 """
 
 from __future__ import annotations
@@ -15,27 +17,36 @@ import importlib.util
 import json
 import shutil
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fastapi.testclient import TestClient
 
 from party_a import config as party_a_config
+from party_a.config import ServeSettings
 from party_a.recommend import recommend_all
 from party_a.scoring import baseline_catalogue
+from party_a.refresh import RefreshListener
 from party_a.segments import SEGMENTS, segment_of
+from party_a.serve import create_app
 from party_a.serving import Recommender
+from party_a.store import U_STORE, write_u_store
 from party_b import config as party_b_config
 from protocol.crypto.keyfiles import write_private
 from protocol.runtime.compute import open_pool
 from protocol.runtime.config import Compute
+from protocol.runtime.registry import promote, rollback
+from protocol.runtime.store import current_model, refresh_run_id
+from psi.shared import shared_path, write_shared
 from scenarios import ecommerce_bank
 from scenarios.launch import LocalRun, free_ports, run_all, start
 from scenarios.launch import ROOT, _env
@@ -369,3 +380,153 @@ def test_recommend_on_ray_gives_the_served_bits(mixed: Recommender, ray_address:
         assert pool.size == 2
         got = recommend_all(mixed, users, K, False, pool, progress=False)
     assert_same_bits(got, served_table(mixed, users, False))
+
+
+def copied_party_a(run: LocalRun, into: Path) -> tuple[party_a_config.PartyAConfig, str, str]:
+    """A's directory (config, tables, store) copied, with its model stored again under a second ID (the manifest's
+    model_id rewritten) and without a shared list (as before PSI kept one): A's config, and the two IDs (the one
+    in service first)."""
+    shutil.copytree(run.dir("party_a"), into, ignore=shutil.ignore_patterns("*.log", "wire"))
+    cfg = party_a_config.load(into / "party_a.toml")
+    shared_path(cfg.basics.workdir).unlink(missing_ok=True)
+    models = cfg.basics.workdir / "models"
+    first = (models / "CURRENT").read_text().strip()
+    second = f"{first}-again"
+    shutil.copytree(models / first, models / second)
+    manifest = json.loads((models / second / "manifest.json").read_text())
+    (models / second / "manifest.json").write_text(json.dumps({**manifest, "model_id": second,
+                                                                "created": manifest["created"] + 1}))
+    return cfg, first, second
+
+
+def new_customer_like(cfg: party_a_config.PartyAConfig, like: str) -> str:
+    """A new customer at A with `like`'s row and orders (another phone number), put in the u store with `like`'s u
+    as B's refresh does for a user who joined the intersection; returns its normalised ID."""
+    spec, interactions = cfg.users.table, cfg.training.interactions
+    shop, bought = (pd.read_csv(p, dtype=str, keep_default_na=False) for p in (spec.path, interactions.path))
+    phone = "+1 (999) 555-0101"  # area code 999: in no table
+    for frame, column, path in ((shop, spec.id_column, spec.path),
+                                (bought, interactions.user_column, interactions.path)):
+        theirs = frame[[cfg.users.normalizer(v) == like for v in frame[column]]]
+        pd.concat([frame, theirs.assign(**{column: phone})]).to_csv(path, index=False)
+    joined = cfg.users.normalizer(phone)
+    directory, _ = current_model(cfg.basics.workdir, "party_a")
+    store = pd.read_parquet(directory / U_STORE)
+    write_u_store(directory, pd.concat([store, store[store["user_id"] == like].assign(user_id=joined)],
+                                       ignore_index=True))
+    return joined
+
+
+def test_the_service_follows_current_the_shared_list_and_new_customers_without_failing_a_request(
+        trained: tuple[LocalRun, str], tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """A's app (in process, a real Recommender of the trained model) under requests from four threads while
+    CURRENT moves to a second stored model: no request fails, every answer and batch names one of the two models,
+    and answers come from the new one within a few seconds, as do B's refresh sessions A takes. Then a new
+    customer in A's tables and the u store, a shared list marking users inactive, and a model that fails to load
+    (the old one keeps answering)."""
+    cfg, first, second = copied_party_a(trained[0], tmp_path / "party_a")
+    torch.set_num_threads(1)
+    listener = RefreshListener(cfg).start()
+    request.addfinalizer(listener.stop)
+    app = create_app(Recommender.load(cfg), ServeSettings(), TOKEN.encode(), refresh_every=0.2,
+                     load=lambda: Recommender.load(cfg), listener=listener)
+    shared, others = users_of(trained[0])
+    asked = shared[:8] + others[:4]
+    seen: list[tuple[float, float, str, set[str], int]] = []  # start, end, batch model, answers' models, status
+    stopping = threading.Event()
+
+    def ask() -> None:
+        client = TestClient(app, headers=AUTH)
+        while not stopping.is_set():
+            started = time.monotonic()
+            r = client.post("/v1/recommendations", json={"users": asked, "k": K})
+            body = r.json() if r.status_code == 200 else {}
+            seen.append((started, time.monotonic(), body.get("model_id", ""),
+                         {x["model_id"] for x in body.get("results", [])}, r.status_code))
+
+    def served_by(model_id: str, timeout: float = 15) -> float:
+        """Seconds until an answer named `model_id`."""
+        begun = time.monotonic()
+        while time.monotonic() - begun < timeout:
+            if any(s[2] == model_id and s[0] > begun for s in list(seen)):
+                return time.monotonic() - begun
+            time.sleep(0.05)
+        raise AssertionError(f"no answer from {model_id} within {timeout} s")
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        served_by(first)
+        switched = time.monotonic()
+        promote(cfg.basics.workdir, "party_a", second)
+        took = served_by(second)
+        assert took < 10, took
+        time.sleep(0.5)
+    finally:
+        stopping.set()
+        for t in threads:
+            t.join()
+    assert {s[4] for s in seen} == {200}
+    assert all(s[3] == {s[2]} and s[2] in (first, second) for s in seen), "an answer names another model"
+    assert all(s[2] == second for s in seen if s[0] > switched + took + 0.5), "the old model answered after the swap"
+    assert all(s[2] == first for s in seen if s[1] < switched)
+    deadline = time.monotonic() + 10
+    while listener.endpoint is None or listener.endpoint.cfg.run_id != refresh_run_id(second):
+        assert time.monotonic() < deadline, "A's refresh sessions still wait for the old model's"
+        time.sleep(0.05)
+    client = TestClient(app, headers=AUTH)
+    metrics = client.get("/metrics").text
+    assert f'vfrec_model_info{{model_id="{second}"}} 1.0' in metrics and f'model_id="{first}"' not in metrics
+    assert 'vfrec_model_reloads_total{result="loaded"} 1.0' in metrics
+
+    before = answers_of(client, shared)
+    federated = [u for u in shared if before[u][0] == "federated"]
+    assert federated, "no shared user is served federated: the trained model's segments chose none"
+    leaving = federated[:3]
+    joined = new_customer_like(cfg, federated[-1])  # no shared list: the u store's new user makes the reload
+    got = eventually(client, [joined, federated[-1]], lambda got: got[joined][0] != "popularity")
+    assert got[joined] == got[federated[-1]] and got[joined][0] == "federated"
+    assert 'vfrec_model_reloads_total{result="loaded"} 2.0' in client.get("/metrics").text
+
+    before = answers_of(client, shared)  # the new customer's orders moved item popularity
+    normalise = cfg.users.normalizer
+    stored = pd.read_parquet(current_model(cfg.basics.workdir, "party_a")[0] / U_STORE)["user_id"]
+    write_shared(cfg.basics.workdir, pd.DataFrame({
+        "position": np.arange(len(stored), dtype=np.int64), "user_id": stored,
+        "active": [uid not in {normalise(u) for u in leaving} for uid in stored]}))
+    after = eventually(client, shared, lambda got: got[leaving[0]][0] != "federated")
+    assert {u: after[u][0] for u in leaving} == {u: "a_alone" for u in leaving}
+    assert {u: after[u] for u in shared if u not in leaving} == {u: before[u] for u in shared if u not in leaving}
+    assert client.get("/healthz").json()["shared_users"] == len(stored) - len(leaving)
+    assert 'vfrec_model_reloads_total{result="loaded"} 3.0' in client.get("/metrics").text
+
+    broken = cfg.basics.workdir / "models" / f"{first}-broken"
+    shutil.copytree(cfg.basics.workdir / "models" / first, broken)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    (broken / "manifest.json").write_text(json.dumps({**manifest, "model_id": broken.name}))
+    (broken / "alone.pt").write_bytes(b"not a state")  # whole (every file there), but it cannot load
+    promote(cfg.basics.workdir, "party_a", broken.name)
+    deadline = time.monotonic() + 15
+    while 'vfrec_model_reloads_total{result="failed"} 1.0' not in client.get("/metrics").text:
+        assert time.monotonic() < deadline, "the broken model's load did not fail"
+        r = client.post("/v1/recommendations", json={"users": asked, "k": K})
+        assert r.status_code == 200 and r.json()["model_id"] == second  # the old model answers meanwhile
+        time.sleep(0.1)
+    assert client.post("/v1/recommendations", json={"users": asked, "k": K}).json()["model_id"] == second
+    rollback(cfg.basics.workdir, "party_a")
+    assert client.post("/v1/recommendations", json={"users": asked, "k": K}).json()["model_id"] == second
+
+
+def answers_of(client: TestClient, users: list[str]) -> dict[str, tuple[str, list[tuple[str, float]]]]:
+    got = client.post("/v1/recommendations", json={"users": users, "k": K}).json()["results"]
+    return {r["user_id"]: (r["source"], [(i["item_id"], i["score"]) for i in r["items"]]) for r in got}
+
+
+def eventually(client: TestClient, users: list[str], done: Callable[[dict], bool], timeout: float = 15) -> dict:
+    """The answers for `users` once `done` holds of them (the service reloads in the background)."""
+    deadline = time.monotonic() + timeout
+    while not done(got := answers_of(client, users)):
+        assert time.monotonic() < deadline, f"not done within {timeout} s: {({u: a[0] for u, a in got.items()})}"
+        time.sleep(0.1)
+    return got
