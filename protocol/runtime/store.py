@@ -4,6 +4,7 @@
     <workdir>/models/<model_id>/...              the role's files (torch state dicts, msgpack, Parquet)
     <workdir>/models/CURRENT                     the model ID in service
     <workdir>/models/HISTORY                     one line per change of CURRENT: "time model_id action"
+    <workdir>/models/LOCK                        held while CURRENT and HISTORY change
 
 All three roles store the same model ID (A draws it at the end of training and
 announces it), and every later use checks it: a store of another model stops with a
@@ -33,7 +34,7 @@ from protocol.names import as_name, check_name
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
 HISTORY = "HISTORY"
-LOCK = ".lock"
+LOCK = "LOCK"
 
 
 def new_model_id(run_id: str) -> str:
