@@ -104,6 +104,7 @@ class ServeSettings:
     access_log: bool = False
     refresh: bool = True  # take B's refresh sessions (party_a/refresh.py) in the serving process, on [network] listen
     require_token: bool = True
+    reuse_port: bool = False  # bind `listen` with SO_REUSEPORT, so that several service processes share the port
 
     @property
     def address(self) -> tuple[str, int]:
@@ -166,6 +167,7 @@ def read_serve(root: Table) -> ServeSettings:
         access_log=t.take("access_log", bool, default.access_log),
         refresh=t.take("refresh", bool, default.refresh),
         require_token=t.take("require_token", bool, default.require_token),
+        reuse_port=t.take("reuse_port", bool, default.reuse_port),
     )
     t.finish()
     if settings.token_file is not None and settings.token_env is not None:

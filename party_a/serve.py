@@ -10,6 +10,7 @@ import hmac
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -444,6 +445,16 @@ def create_app(recommender: Recommender, settings: ServeSettings, token: bytes |
     return app
 
 
+def shared_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port with SO_REUSEPORT ([serve] reuse_port): every service process that binds it
+    so shares the port, and the kernel spreads new connections over them."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
 def main(config_path: Path, alone: bool = False) -> None:
     """Load A's config and model store, then serve HTTP on [serve] listen until interrupted; with [serve] refresh,
     B's refresh sessions are taken in on [network] listen meanwhile. `alone`: every known user is served by A
@@ -460,8 +471,10 @@ def main(config_path: Path, alone: bool = False) -> None:
              recommender.shared_users(), host, port, ", bearer token required" if token else " WITHOUT a token")
     if listener is not None:
         listener.start()
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=cfg.serve.access_log,
+                                           log_config=None))
     try:
-        uvicorn.run(app, host=host, port=port, access_log=cfg.serve.access_log, log_config=None)
+        server.run(sockets=[shared_socket(host, port)] if cfg.serve.reuse_port else None)
     finally:
         if listener is not None:
             listener.stop()

@@ -22,7 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from party_a.config import ServeSettings, read_serve
-from party_a.serve import body_limit, create_app, read_token
+from party_a.serve import body_limit, create_app, read_token, shared_socket
 from party_a.serving import Answer, Recommendation
 from protocol.errors import ConfigError, DataError, StoreError
 from protocol.runtime import cli
@@ -469,16 +469,25 @@ def test_serve_section_is_optional_with_the_documented_defaults() -> None:
     assert settings == ServeSettings()
     assert settings.address == ("127.0.0.1", 8080)
     assert (settings.max_k, settings.max_batch, settings.access_log, settings.token_file, settings.refresh,
-            settings.require_token) == (100, 1000, False, None, True, True)
+            settings.require_token, settings.reuse_port) == (100, 1000, False, None, True, True, False)
 
 
 def test_serve_section_is_read(tmp_path: Path) -> None:
     (tmp_path / "token").write_text(TOKEN)
     t = Table({"serve": {"listen": "[::1]:9000", "token_file": "token", "max_k": 20, "max_batch": 50,
-                         "access_log": True, "refresh": False}}, tmp_path / "a.toml")
+                         "access_log": True, "refresh": False, "reuse_port": True}}, tmp_path / "a.toml")
     s = read_serve(t)
-    assert (s.address, s.token_file, s.max_k, s.max_batch, s.access_log, s.refresh) == \
-        (("::1", 9000), tmp_path / "token", 20, 50, True, False)
+    assert (s.address, s.token_file, s.max_k, s.max_batch, s.access_log, s.refresh, s.reuse_port) == \
+        (("::1", 9000), tmp_path / "token", 20, 50, True, False, True)
+
+
+def test_service_processes_with_reuse_port_share_the_port() -> None:
+    first = shared_socket("127.0.0.1", 0)
+    first.listen()
+    port = first.getsockname()[1]
+    with first, shared_socket("127.0.0.1", port) as second:  # without SO_REUSEPORT: address already in use
+        second.listen()
+        assert second.getsockname()[1] == port
 
 
 @pytest.mark.parametrize("keys, message", [
