@@ -2,7 +2,8 @@
 
 The Paillier key is one per run: `<[key] dir>/<run_id>.sealed`, created when a run
 starts and loaded again only by the same run (a restart). A [W] saved by one run is
-noise under the next run's key.
+noise under the next run's key. A warm start (`--from current`) is the exception: it
+runs under the key of the model it starts from (coordinator/keys.py).
 """
 
 from __future__ import annotations

@@ -21,9 +21,10 @@ from pathlib import Path
 from coordinator.audit import AuditLog
 from coordinator.config import CoordinatorConfig, load
 from coordinator.decrypt import Decryptor, decryption_pool
+from coordinator.keys import stored_key
 from coordinator.service import Service, serve_one
 from protocol import messages
-from protocol.crypto.paillier import PrivateKey, read_private_key
+from protocol.crypto.paillier import PrivateKey
 from protocol.errors import ConfigError, StoreError, VfrecError
 from protocol.messages import PublicKeyAnnouncement, RefreshRequest
 from protocol.net.transport import Endpoint
@@ -43,11 +44,7 @@ def model_key(cfg: CoordinatorConfig) -> tuple[str, PrivateKey]:
     if key_file != cfg.key_file:
         raise ConfigError(f"model {manifest['model_id']!r} was trained under key {key_file}, but this config's "
                           f"run_id and [key] dir name {cfg.key_file}")
-    key = read_private_key(key_file, cfg.key_passphrase)
-    if key.public.fingerprint != manifest["key_fingerprint"]:
-        raise StoreError(f"{key_file} holds key {key.public.fingerprint}, but model {manifest['model_id']!r} "
-                         f"({directory}) was trained under {manifest['key_fingerprint']}")
-    return manifest["model_id"], key
+    return manifest["model_id"], stored_key(directory, manifest, cfg)
 
 
 def serve_session(cfg: CoordinatorConfig, model_id: str, decryptor: Decryptor, audit: AuditLog) -> int:

@@ -31,9 +31,9 @@ from coordinator import checkpoint
 from coordinator.audit import AuditLog
 from coordinator.config import CoordinatorConfig, load
 from coordinator.decrypt import Decryptor, decryption_pool
+from coordinator.keys import run_key
 from coordinator.ledger import Ledger, Refusal
 from protocol import messages
-from protocol.crypto.paillier import load_or_create_private_key
 from protocol.errors import ConfigError, ProtocolError, VfrecError
 from protocol.crypto import packing
 from protocol.crypto.paillier import Encryptor
@@ -41,7 +41,8 @@ from protocol.layer.decryption import ROUTE, Step, refresh_check
 from protocol.layer.plan import LayerPlan
 from protocol.layer.steps import draw_initial_weights
 from protocol.messages import (CheckpointDone, CoordinatorCheckpoint, DecryptReply, DecryptRequest, InitialWeights,
-                               PublicKeyAnnouncement, RefreshCheck, RefreshChecked, Registration, RunDone)
+                               PublicKeyAnnouncement, RefreshCheck, RefreshChecked, Registration, RunDone,
+                               Starting)
 from protocol.net.message import WHILE_UP, Message
 from protocol.net.transport import Endpoint
 from protocol.roles import PEERS, A, B, C
@@ -69,6 +70,7 @@ class Service:
     served: int = 0
     done: bool = False
     refreshed: list | None = None  # the plaintexts of the open step's refresh, which B's check is about
+    start: str | None = None  # the stored model a warm start starts from
 
 
 def handle_register(service: Service, peer: str, registration: Registration) -> None:
@@ -195,14 +197,16 @@ def handle_checkpoint(service: Service, peer: str, request: CoordinatorCheckpoin
 
 
 def handle_done(service: Service, peer: str, request: RunDone) -> None:
-    """The run is over; a trained model's key stays, linked to the model (coordinator/refresh.py serves it)."""
+    """The run is over; a trained model's key stays, linked to the model (coordinator/refresh.py serves it), and the
+    model is put in service if A says so."""
     if request.model_id is not None:
         cfg, public = service.cfg, service.decryptor.key.public
         manifest = {"role": str(C), "run_id": cfg.network.run_id, "created": time.time(),
                     "key_fingerprint": public.fingerprint, "key_bits": public.bits, "key_file": str(cfg.key_file),
-                    "files": []}
-        write_model(cfg.workdir, request.model_id, manifest, {})
-        log.info("model %s stored: its key %s is kept for refreshes", request.model_id, public.fingerprint)
+                    "started_from": service.start, "files": []}
+        write_model(cfg.workdir, request.model_id, manifest, {}, current=request.promote)
+        log.info("model %s stored%s: its key %s is kept for refreshes", request.model_id,
+                 "" if request.promote else f", not put in service (model {service.start} stays)", public.fingerprint)
     service.clock.write(service.cfg.workdir / "timing.json")
     remove_all(service.cfg.workdir, service.cfg.network.run_id)
     log.info("run finished (announced by %s); %d decryption requests served", peer, service.served)
@@ -246,17 +250,17 @@ def serve_one(service: Service) -> None:
     HANDLERS[kind](service, msg.peer, request)
 
 
-def serve(cfg: CoordinatorConfig, resume: bool = False) -> None:
-    """Serve the run; `resume` (or checkpoints of the run on disk): resume it from the newest checkpoint all hold."""
+def serve(cfg: CoordinatorConfig, resume: bool = False, warm: bool = False) -> None:
+    """Serve the run; `resume` (or checkpoints of the run on disk): resume it from the newest checkpoint all hold;
+    `warm` (`--from current`): under the key of the model in service (coordinator/keys.py)."""
     run_id = cfg.network.run_id
     resuming = bool(held(cfg.workdir, run_id))
     if resume and not resuming:
         raise ConfigError(f"--resume: the coordinator holds no checkpoint of run {run_id!r} in {cfg.workdir}")
     # reads the TLS key: a bad one stops C before any write
     endpoint = Endpoint(cfg.network, messages.inbox_tags(C), None if resuming else 0)
-    key, created = load_or_create_private_key(cfg.key_file, cfg.key_bits, cfg.key_passphrase)
-    log.info("%s %d-bit Paillier key %s (%s)", "created" if created else "loaded", key.public.bits,
-             key.public.fingerprint, cfg.key_file)
+    run = run_key(cfg, warm)
+    cfg, key = run.cfg, run.key
     audit = AuditLog(cfg.audit_log)
     pool = decryption_pool(cfg.compute)
     endpoint.start()
@@ -270,13 +274,14 @@ def serve(cfg: CoordinatorConfig, resume: bool = False) -> None:
     def fresh() -> None:
         for party in PEERS[C]:
             messages.send(endpoint, party, PublicKeyAnnouncement(int(key.public.n), key.public.fingerprint))
-        until_done(Service(cfg, endpoint, decryptor, audit, StepClock(endpoint)))
+        messages.send(endpoint, A, Starting(run.start))
+        until_done(Service(cfg, endpoint, decryptor, audit, StepClock(endpoint), start=run.start))
 
     def resumed(agreed: Agreed) -> None:
         restored = checkpoint.load(cfg.workdir, run_id, agreed.step, key.public, agreed.generation)
         log.info("audit log entries after %d are of steps rolled back", restored.audit_entries)
         until_done(Service(cfg, endpoint, decryptor, audit, StepClock(endpoint), ledger=restored.ledger,
-                           served=restored.served))
+                           served=restored.served, start=run.start))
 
     try:
         with observe.serving(cfg.observe):
@@ -290,7 +295,7 @@ def serve(cfg: CoordinatorConfig, resume: bool = False) -> None:
         audit.close()
 
 
-def main(config_path: Path, resume: bool = False) -> None:
+def main(config_path: Path, resume: bool = False, warm: bool = False) -> None:
     cfg = load(config_path)
     setup_logging(C, cfg.workdir)
-    serve(cfg, resume)
+    serve(cfg, resume, warm)

@@ -47,18 +47,23 @@ class Alone:
 
 
 def train_alone(data: ActiveData, cfg: Training, valid: EvalSet, test: EvalSet, ease_lambda: float,
-                progress: bool = False) -> Alone:
-    """Train A alone to its epoch chosen on validation; `ease_lambda` is EASE's, chosen on validation."""
+                progress: bool = False, start: tuple[ActiveModel, float] | None = None) -> Alone:
+    """Train A alone to its epoch chosen on validation; `ease_lambda` is EASE's, chosen on validation. With `start`
+    (a warm start: the stored A alone carried over to this run's data, and its prior's weight), train on from it
+    for at most [train] warm_epochs, offering it as epoch 0."""
     t, k, h = cfg.train, cfg.eval.k, cfg.model.h
-    prior_weight, tried = chosen_prior_weight(data, cfg.model, ease_lambda, valid, k)
-    model = ActiveModel(data, cfg.model, ease_lambda, prior_weight)
+    if start is None:
+        prior_weight, tried = chosen_prior_weight(data, cfg.model, ease_lambda, valid, k)
+        model, most = ActiveModel(data, cfg.model, ease_lambda, prior_weight), t.epochs
+    else:
+        (model, prior_weight), tried, most = start, {}, t.warm_epochs
     optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     sampler = Sampler(data, t.batch_users, cfg.model.history, t.targets, t.seed)
     stopper = EarlyStopping(t.patience, metric=f"validation NDCG@{k}", first=0)
     zeros, groups = np.zeros((data.n_users, h), dtype=np.float32), segment_labels(valid.activity)
     epochs: list[dict] = []
     best: tuple[dict, dict, np.ndarray] | None = None
-    for epoch in progress_bar(range(t.epochs + 1), task="a_alone", desc="A alone", unit="epoch", enabled=progress,
+    for epoch in progress_bar(range(most + 1), task="a_alone", desc="A alone", unit="epoch", enabled=progress,
                               leave=False):
         loss = None
         if epoch:

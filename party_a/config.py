@@ -45,6 +45,7 @@ class TrainSettings:
     progress: bool = True
     targets: int = 16  # training items predicted per user and step, each from the rest of its history
     patience: int = 3  # epochs without a better validation NDCG@k before training stops
+    warm_epochs: int = 3  # the most epochs of a warm start (`--from current`), A alone's and the federated model's
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ def read_training(root: Table) -> Training | None:
         t.finish()
     model = root.sub("model").take_settings(ModelSettings, ("d", "h", "id_dim", "feature_dim"))
     train = root.sub("train").take_settings(TrainSettings, ("epochs", "batch_users", "lr", "lr_w", "targets",
-                                                            "patience"))
+                                                            "patience", "warm_epochs"))
     secure_table = root.sub("secure")
     secure = secure_table.take_settings(SecureSettings, ("e_bits", "w_bits", "delta_bits", "w_max", "delta_max"))
     if secure.encryption not in ENCRYPTION_MODES:

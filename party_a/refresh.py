@@ -59,10 +59,6 @@ def receive_session(cfg: PartyAConfig, endpoint: Endpoint) -> int:
     if users.size == 0 or users.min() < 0 or users.max() >= len(store) or np.unique(users).size != users.size:
         raise ProtocolError(f"{B} sent RefreshRequest with field 'users' naming users outside the {len(store)} "
                             f"shared ones, or one twice, or none")
-    first = np.flatnonzero(store["written"].to_numpy() == 0)
-    if not np.isin(first, users).all():
-        raise ProtocolError(f"{B} sent RefreshRequest leaving out {int((~np.isin(first, users)).sum())} users who "
-                            f"joined the intersection and have no u yet")
     register_layer(endpoint, plan, users.size)
     side = Side(endpoint, public, Encryptor(public), None, plan)
     u = store[[f"u{j}" for j in range(plan.h)]].to_numpy(dtype=np.float32, copy=True)
@@ -80,7 +76,8 @@ def receive_session(cfg: PartyAConfig, endpoint: Endpoint) -> int:
 
 def with_joined(store: pd.DataFrame, h: int, workdir: Path, request: RefreshRequest) -> pd.DataFrame:
     """The u store with the users who joined the intersection since the model was trained appended (u zero and
-    `written` 0 until this session computes it), once checked to be the roster B refreshes."""
+    `written` 0 until this session computes it), once checked to be the roster B refreshes, every joined user in
+    the session."""
     stored = list(store["user_id"])
     roster = stored + membership_since(workdir, stored).joined
     if (len(roster), roster_digest(roster)) != (request.roster_size, request.roster_digest):
@@ -88,6 +85,10 @@ def with_joined(store: pd.DataFrame, h: int, workdir: Path, request: RefreshRequ
                             f"list make {len(roster)} (or other users): both parties must hold the same PSI result; "
                             f"run `psi --delta` at both before refreshing")
     joined = roster[len(stored):]
+    left_out = np.setdiff1d(np.arange(len(stored), len(roster)), request.users)
+    if left_out.size:
+        raise ProtocolError(f"{B} sent RefreshRequest leaving out {left_out.size} users who joined the intersection "
+                            f"and have no u yet")
     if not joined:
         return store
     return pd.concat([store, u_frame(joined, np.zeros((len(joined), h), np.float32), np.zeros(len(joined)))],

@@ -7,6 +7,8 @@
                    it was written; replaced whole (atomically) by each refresh
     item_knn.pt    item-kNN's item-item weights, when an activity segment is served by item-kNN (the
                    manifest's "segments": each segment's choice on validation)
+    w_cols.msgpack [W] by columns of the federated model's chosen epoch, under the coordinator's key of the run:
+                   where a warm start begins (party_a/warm.py)
 
 The u store starts as the u of the federated model's chosen epoch, which A computed
 for every shared user to validate that epoch.
@@ -23,14 +25,17 @@ import pandas as pd
 import torch
 
 from party_a.config import ModelSettings
+from protocol.crypto.packing import Packed
 from protocol.data.stored import frame_bytes, read_frame, state_bytes
 from protocol.data.tables import Encoding
 from protocol.errors import StoreError
+from protocol.net.codec import encode
 from protocol.roles import A
 from protocol.runtime.registry import epsilon_text, figure, table_rows
 from protocol.runtime.store import atomic_write, write_model
 
 U_STORE = "u.parquet"
+W_COLS = "w_cols.msgpack"
 ITEM_KNN = "item_knn.pt"
 
 
@@ -43,15 +48,18 @@ def u_frame(user_ids: list[str], u: np.ndarray, written: np.ndarray | None = Non
 
 
 def save_active_model(workdir: Path, model_id: str, manifest: dict, states: dict[str, dict], items: list[str],
-                      shared_ids: list[str], u: np.ndarray, item_knn: np.ndarray | None = None) -> Path:
-    """Write A's model version `model_id` and make it the one in service; `item_knn`: its weights, when a
-    segment is served by it."""
+                      shared_ids: list[str], u: np.ndarray, item_knn: np.ndarray | None = None,
+                      w_cols: Packed | None = None, current: bool = True) -> Path:
+    """Write A's model version `model_id` and (`current`) make it the one in service; `item_knn`: its weights,
+    when a segment is served by it; `w_cols`: [W] by columns (training stores it; a warm start needs it)."""
     files = {"federated.pt": state_bytes(states["federated"]), "alone.pt": state_bytes(states["a_alone"]),
              "items.parquet": frame_bytes(pd.DataFrame({"item_id": items})),
              U_STORE: frame_bytes(u_frame(shared_ids, u))}
+    if w_cols is not None:
+        files[W_COLS] = encode(w_cols.to_wire().to_message())
     if item_knn is not None:
         files[ITEM_KNN] = state_bytes({"weights": torch.from_numpy(item_knn.astype(np.float32))})
-    return write_model(workdir, model_id, {**manifest, "role": str(A), "files": list(files)}, files)
+    return write_model(workdir, model_id, {**manifest, "role": str(A), "files": list(files)}, files, current)
 
 
 def read_u_store(directory: Path, h: int) -> pd.DataFrame:

@@ -19,6 +19,14 @@ steps inside an epoch and after each epoch's evaluation, A proposes one to B and
 coordinator, writes its own and waits for both (`checkpoint`). `resume_training` goes
 on from one: the batches come from the sampler's (seed, epoch), so a resumed run
 trains on the batches an uninterrupted one would have.
+
+A warm start (`--from current`, party_a/warm.py) takes the model in service instead
+of starting afresh: A alone trains on from the stored one, the federated model starts
+as the stored one with the stored [W], and its epoch 0 is that model validated on this
+run's lists through the secure layer; both train for at most [train] warm_epochs. The
+new model is always stored, and put in service (at all three roles: A says so in
+Finish and RunDone) only if its chosen epoch is not 0, that is, if it validated
+significantly better than the model in service on the new lists.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from party_a.sampler import Batch, Sampler
 from party_a.segments import CANDIDATES, by_segment, choose, combined
 from party_a.selection import EarlyStopping
 from party_a.store import save_active_model
+from party_a.warm import Start
 from protocol import messages
 from protocol.crypto import fixedpoint
 from protocol.crypto.packing import Packed
@@ -114,15 +123,18 @@ class BatchTurn:
         return delta.numpy()
 
 
-def start_layer(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, cfg: Training, shared_users: int) -> Side:
-    """Send B the plan (for the coordinator's key A received), register it with the coordinator, and build
-    [W0] from both parties' secret shares; returns A's side of the layer."""
+def start_layer(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, cfg: Training, shared_users: int,
+                w: Packed | None = None) -> Side:
+    """Send B the plan (for the coordinator's key A received), register it with the coordinator, and receive [W0]
+    by columns from it; or, for a warm start, take the stored model's [W] by columns `w` (B takes its rows).
+    Returns A's side of the layer."""
     plan = dataclasses.replace(cfg.plan(), key_fingerprint=public.fingerprint)
-    side = Side(endpoint, public, Encryptor(public, cfg.secure.encryption), pool, plan)
+    side = Side(endpoint, public, Encryptor(public, cfg.secure.encryption), pool, plan, w)
     log.info("%s", plan.describe(public))
     messages.send(endpoint, B, Init(plan))
-    register_layer(endpoint, plan, shared_users, init=True)
-    steps.run(INIT, side, Turn("init", np.empty(0, np.int64)))
+    register_layer(endpoint, plan, shared_users, init=w is None)
+    if w is None:
+        steps.run(INIT, side, Turn("init", np.empty(0, np.int64)))
     return side
 
 
@@ -188,12 +200,14 @@ class Models:
 
     @classmethod
     def build(cls, data: ActiveData, cfg: Training, ease_lambda: float, prior_weight: float, test: EvalSet,
-              alone: ActiveModel | None = None, workdir: Path | None = None, run_id: str = "") -> "Models":
-        """The federated model as a copy of `alone` (a fresh model with A alone's `prior_weight` to restore into,
-        if None); the noise on δ keeps its ledger in `workdir` (if given) for run `run_id`."""
+              alone: ActiveModel | None = None, workdir: Path | None = None, run_id: str = "",
+              federated: ActiveModel | None = None) -> "Models":
+        """The federated model as a copy of `federated` (a warm start's) or else of `alone` (a fresh model with A
+        alone's `prior_weight` to restore into, if None); the noise on δ keeps its ledger in `workdir` (if given)
+        for run `run_id`."""
         if alone is None:
             alone = ActiveModel(data, cfg.model, ease_lambda, prior_weight)
-        federated = federated_start(alone)
+        federated = federated_start(alone if federated is None else federated)
         t = cfg.train
         return cls(federated, alone, torch.optim.Adam(federated.partner_parameters(), lr=t.lr,
                                                       weight_decay=t.weight_decay),
@@ -220,6 +234,7 @@ class Models:
         """The models, optimiser, RNG and epoch choice as A's checkpoint holds them; the noise on δ keeps its
         ledger's releases, rows and generator, only raising a count the checkpoint holds higher."""
         t, c = saved.torch, self.selected
+        c.w = saved.chosen_w_cols
         self.federated.load_state_dict(t["federated"])
         self.alone.load_state_dict(t["alone"])
         self.optimizer.load_state_dict(t["optimizer"])
@@ -234,22 +249,24 @@ class Models:
 
 class Selected:
     """One model's epoch choice: early stopping on validation; while an epoch is the best so far its test
-    metrics are scored and its state (and the u it was validated with) is kept, to be saved and served."""
+    metrics are scored and its state (and the u it was validated with, and [W] by columns) is kept, to be saved
+    and served."""
 
     def __init__(self, patience: int, k: int, test: EvalSet, first: int = 1):
         self.stopper = EarlyStopping(patience, metric=f"validation NDCG@{k}", first=first)
         self.k, self.test_set, self.test = k, test, None
         self.state: dict[str, torch.Tensor] | None = None
         self.u: np.ndarray | None = None
+        self.w: Packed | None = None
 
-    def update(self, ndcg: np.ndarray, model: ActiveModel, u: np.ndarray) -> bool:
+    def update(self, ndcg: np.ndarray, model: ActiveModel, u: np.ndarray, w: Packed) -> bool:
         """Record an epoch's per-user validation NDCG@k; True (and the test lists scored, the state kept) if it is
         the best epoch so far."""
         if not self.stopper.update(ndcg):
             return False
         self.test = metrics(model_scores(model, self.test_set, u), self.test_set.cold, self.k)
         self.state = {name: t.detach().clone() for name, t in model.state_dict().items()}
-        self.u = u
+        self.u, self.w = u, w
         return True
 
     def summary(self) -> dict:
@@ -268,7 +285,7 @@ def evaluate_epoch(side: Side, models: Models, data: ActiveData, lists: dict[str
         models.audit.received.add("u_eval", entry["epoch"], 0, np.arange(data.n_users), u_all)
     scores = model_scores(models.federated, valid, u_all)
     entry["federated"] = metrics(scores, valid.cold, k)
-    if models.selected.update(per_user(scores, k)[2], models.federated, u_all):
+    if models.selected.update(per_user(scores, k)[2], models.federated, u_all, side.w):
         messages.send(side.endpoint, B, Keep(entry["epoch"]))
 
 
@@ -276,8 +293,20 @@ def offer_start(side: Side, models: Models, alone: Alone, n_users: int) -> None:
     """Offer the federated model as it starts (A alone with P = 0: u does not enter) as epoch 0, with A alone's
     validation metrics; B keeps its starting state for it."""
     zeros = np.zeros((n_users, side.plan.h), dtype=np.float32)
-    models.selected.update(alone.valid_ndcg, models.federated, zeros)
+    models.selected.update(alone.valid_ndcg, models.federated, zeros, side.w)
     messages.send(side.endpoint, B, Keep(0))
+
+
+def offer_model_in_service(run: "Run", start: Start) -> dict:
+    """A warm start's epoch 0: the federated model as stored, validated on this run's lists with u from B's stored
+    tower and [W] (an evaluation forward for every shared user), offered to its epoch choice; B keeps its start for
+    it. Returns the report's "warm_start"."""
+    entry: dict = {"epoch": 0}
+    run.clock.restart()
+    evaluate_epoch(run.side, run.models, run.data, run.lists, entry, run.cfg.eval.k, run.clock)
+    log.info("epoch 0 (model %s as in service), validation: %s", start.model_id,
+             _line("federated", entry["federated"], run.cfg.eval.k))
+    return {"from": start.model_id, "valid": entry["federated"]}
 
 
 @dataclass
@@ -313,37 +342,47 @@ class Run:
     clock: StepClock
     generation: int = 0
 
+    @property
+    def epochs(self) -> int:
+        """The most epochs the federated model trains: [train] warm_epochs for a warm start, else epochs."""
+        return self.cfg.train.warm_epochs if "warm_start" in self.report else self.cfg.train.epochs
+
 
 def run_training(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, data: ActiveData, cfg: Training,
-                 workdir: Path, names: Names, checkpoints: CheckpointSettings) -> dict:
+                 workdir: Path, names: Names, checkpoints: CheckpointSettings, start: Start | None = None) -> dict:
     """Train A alone, then the federated model from it epoch by epoch, choose each one's epoch on validation,
     report the chosen epochs' test metrics next to A's baselines, and store the chosen models as a new model
     version (its ID in the report's "model"). Checkpoints at step 0 (right after [W0] and A alone) and as
-    [checkpoint] says."""
+    [checkpoint] says. With `start` (a warm start), from the model in service (module docstring)."""
     torch.set_num_threads(1)
-    side = start_layer(endpoint, public, pool, cfg, data.n_users)
+    side = start_layer(endpoint, public, pool, cfg, data.n_users, None if start is None else start.w_cols(public))
     e = cfg.eval
     lists = evaluation_lists(data, cfg)
     baselines = fit_baselines(data, lists["valid"], e.k)
-    lam = chosen_ease_lambda(baselines)
-    report = new_report(data, lists, baselines, cfg, side)
+    lam = chosen_ease_lambda(baselines) if start is None else start.ease_lambda
+    report = {**new_report(data, lists, baselines, cfg, side), "ease_lambda": lam}
     for b in baselines:
         log.info("%s (%s): %s", b.name, b.setting, _line("test", report["baselines"][b.name]["test"], e.k))
     log.info("training on %d shared users, %d items; validating on %d users, testing %d users (%d cold)",
              data.n_users, data.n_items, lists["valid"].users.size, lists["test"].users.size,
              lists["test"].cold.sum())
-    alone = train_alone(data, cfg, lists["valid"], lists["test"], lam, cfg.train.progress)
+    stored = None if start is None else (start.alone(data, cfg.model, names.items), start.prior_weight)
+    alone = train_alone(data, cfg, lists["valid"], lists["test"], lam, cfg.train.progress, stored)
     report["a_alone"] = alone.summary()
-    log.info("A alone's popularity prior: weight %g, chosen on validation (NDCG@%d %s)", alone.prior_weight, e.k,
-             ", ".join(f"{w:g}: {v:.4f}" for w, v in alone.tried.items()))
+    if start is None:
+        log.info("A alone's popularity prior: weight %g, chosen on validation (NDCG@%d %s)", alone.prior_weight, e.k,
+                 ", ".join(f"{w:g}: {v:.4f}" for w, v in alone.tried.items()))
     log.info("A alone, trained in plaintext: %s; %s", alone.stopper.choice().reason, _line("test", alone.test, e.k))
     models = Models.build(data, cfg, lam, alone.prior_weight, lists["test"], alone.model, workdir,
-                          endpoint.cfg.run_id)
-    offer_start(side, models, alone, data.n_users)
-    log.info("epoch 0 (the federated model as it starts: A alone), validation: %s",
-             _line("federated", alone.valid, e.k))
+                          endpoint.cfg.run_id, None if start is None else start.federated(alone.model, names.items))
     run = Run(side, models, data, lists, baselines, _sampler(data, cfg), report, Progress(), cfg, workdir,
               checkpoints, StepClock(endpoint))
+    if start is None:
+        offer_start(side, models, alone, data.n_users)
+        log.info("epoch 0 (the federated model as it starts: A alone), validation: %s",
+                 _line("federated", alone.valid, e.k))
+    else:
+        report["warm_start"] = offer_model_in_service(run, start)
     checkpoint(run)
     return train_and_store(run, names)
 
@@ -360,8 +399,8 @@ def resume_training(endpoint: Endpoint, pool: WorkerPool, data: ActiveData, cfg:
                 saved.w_cols)
     lists, info = evaluation_lists(data, cfg), saved.info
     report = info["report"]
-    models = Models.build(data, cfg, report["baselines"]["ease"]["chosen"], report["a_alone"]["prior_weight"],
-                          lists["test"], workdir=workdir, run_id=endpoint.cfg.run_id)
+    models = Models.build(data, cfg, report["ease_lambda"], report["a_alone"]["prior_weight"], lists["test"],
+                          workdir=workdir, run_id=endpoint.cfg.run_id)
     models.restore(saved)
     baselines = fit_baselines(data, lists["valid"], cfg.eval.k)
     run = Run(side, models, data, lists, baselines, _sampler(data, cfg), report, Progress(**info["progress"]), cfg,
@@ -384,7 +423,8 @@ def checkpoint(run: Run) -> None:
     info = {"progress": dataclasses.asdict(p), "report": run.report, "chosen": run.models.choice(),
             "noise": None if noise is None else noise.state()}
     a_checkpoint.save(run.workdir, endpoint.cfg.run_id, p.step, run.checkpoints.keep,
-                      a_checkpoint.Saved(run.side.plan, run.side.public, run.side.w, torch_states, arrays, info))
+                      a_checkpoint.Saved(run.side.plan, run.side.public, run.side.w, torch_states, arrays, info,
+                                         run.models.selected.w))
     for peer in (B, C):
         done = messages.receive(endpoint, peer, CheckpointDone)
         if done.step != p.step:
@@ -399,11 +439,11 @@ def train_epochs(run: Run) -> None:
     every_steps steps inside an epoch and after each epoch's evaluation."""
     p, cfg, models, k = run.progress, run.cfg, run.models, run.cfg.eval.k
     every = run.checkpoints.every_steps
-    while p.epoch <= cfg.train.epochs and not models.selected.stopper.should_stop():
+    while p.epoch <= run.epochs and not models.selected.stopper.should_stop():
         epoch, started = p.epoch, time.perf_counter()
         n_batches = run.sampler.batches_per_epoch
         run.clock.restart()
-        bar = progress_bar(total=n_batches, initial=p.batch, task="epoch", desc=f"epoch {epoch}/{cfg.train.epochs}",
+        bar = progress_bar(total=n_batches, initial=p.batch, task="epoch", desc=f"epoch {epoch}/{run.epochs}",
                            unit="batch", enabled=cfg.train.progress, leave=False)
         for b, batch in enumerate(run.sampler.epoch(epoch)):
             if b < p.batch:  # done before the checkpoint this run resumed from
@@ -426,7 +466,7 @@ def train_epochs(run: Run) -> None:
         evaluate_epoch(run.side, models, run.data, run.lists, entry, k, run.clock, run.generation)
         entry["seconds"] = round(time.perf_counter() - started, 2)
         run.report["epochs"].append(entry)
-        log.info("epoch %d/%d (%.0fs), validation: %s", epoch, cfg.train.epochs, entry["seconds"],
+        log.info("epoch %d/%d (%.0fs), validation: %s", epoch, run.epochs, entry["seconds"],
                  _line("federated", entry["federated"], k))
         observe.validated({name if name == "auc" else f"{name}@{k}": value
                            for name, value in entry["federated"]["overall"].items() if name != "users"})
@@ -459,11 +499,19 @@ def train_and_store(run: Run, names: Names) -> dict:
         log.info("noise on δ: %d releases per user spend ε = %.3f at δ = %g", report["privacy"]["releases_per_user"],
                  report["privacy"]["epsilon"], report["privacy"]["dp_delta"])
     save_last_state(run.workdir, models.federated, run.side.w)
+    warm, promote = report.get("warm_start"), promoted(report)
     report["model"] = store_chosen(run.workdir, run.side.endpoint.cfg.run_id, models, names, report, run.cfg,
-                                   run.side, run.baselines)
-    log.info("model %s stored (federated epoch %d, A alone epoch %d)", report["model"]["id"],
-             report["chosen"]["federated"]["epoch"], report["chosen"]["a_alone"]["epoch"])
+                                   run.side, run.baselines, promote)
+    log.info("model %s stored (federated epoch %d, A alone epoch %d)%s", report["model"]["id"],
+             report["chosen"]["federated"]["epoch"], report["chosen"]["a_alone"]["epoch"],
+             "" if promote else f"; not put in service: it validated no better than model {warm['from']}, which stays")
     return report
+
+
+def promoted(report: dict) -> bool:
+    """Whether the run's model goes in service: always from scratch; from a warm start only if its chosen epoch is
+    not 0, the model in service, that is, if it validated significantly better on the run's lists."""
+    return "warm_start" not in report or report["chosen"]["federated"]["epoch"] != 0
 
 
 def segment_report(models: Models, baselines: list[Baseline], lists: dict[str, EvalSet], k: int) -> dict:
@@ -496,25 +544,27 @@ class Names:
 
 
 def store_chosen(workdir: Path, run_id: str, models: Models, names: Names, report: dict, cfg: Training,
-                 side: Side, baselines: list[Baseline]) -> dict:
-    """Store both models at their chosen epochs, with the u the federated one was validated with, each
-    activity segment's choice, item-kNN's weights if a segment chose it, the served model's validation and test
-    metrics (each segment by its choice) and the noise defence's ε."""
+                 side: Side, baselines: list[Baseline], promote: bool = True) -> dict:
+    """Store both models at their chosen epochs, with the u the federated one was validated with and [W] by
+    columns, each activity segment's choice, item-kNN's weights if a segment chose it, the served model's
+    validation and test metrics (each segment by its choice) and the noise defence's ε; in service if `promote`."""
     model_id = new_model_id(run_id)
     choice = report["segments"]["choice"]
+    warm = report.get("warm_start")
     manifest = {"run_id": run_id, "created": time.time(), "key_fingerprint": side.public.fingerprint,
                 "plan": side.plan.to_message(), "model_settings": dataclasses.asdict(cfg.model),
-                "ease_lambda": chosen_ease_lambda(baselines), "items": len(names.items),
-                "shared_users": len(names.shared_users), "segments": choice,
+                "ease_lambda": report["ease_lambda"], "prior_weight": report["a_alone"]["prior_weight"],
+                "items": len(names.items), "shared_users": len(names.shared_users), "segments": choice,
                 "encodings": {name: e.to_json() for name, e in names.encodings.items()},
+                "started_from": None if warm is None else warm["from"],
                 "epochs": {name: c["epoch"] for name, c in report["chosen"].items()},
                 "metrics": {"k": cfg.eval.k, "valid": report["segments"]["combined_valid"],
                             "test": report["segments"]["combined"]}, "privacy": report["privacy"]}
     states = {"federated": models.selected.state, "a_alone": models.alone.state_dict()}
     item_knn = next(b.table for b in baselines if b.name == "item_knn") if "item_knn" in choice.values() else None
     save_active_model(workdir, model_id, manifest, states, names.items, names.shared_users, models.selected.u,
-                      item_knn)
-    return {"id": model_id, "epoch": report["chosen"]["federated"]["epoch"]}
+                      item_knn, models.selected.w, promote)
+    return {"id": model_id, "epoch": report["chosen"]["federated"]["epoch"], "promoted": promote}
 
 
 def save_last_state(workdir: Path, model: ActiveModel, w_cols: Packed) -> None:

@@ -1,11 +1,12 @@
 """B's side of training: it follows A's commands, one at a time, in order, one method per command.
 
-init     build tower B and the layer, receive [W0] by rows from the coordinator (protocol/layer/steps.py INIT)
+init     build tower B and the layer, receive [W0] by rows from the coordinator (protocol/layer/steps.py INIT);
+         a warm start (party_b/warm.py) takes the stored model's tower and [W] by rows instead
 step     one training step for a batch of users (TRAINING_STEP)
 forward  steps 1-3 only, for evaluation (FORWARD_ONLY)
 keep     the federated model validated best so far: keep B's state of this epoch
 checkpoint  write B's checkpoint of this step boundary (party_b/checkpoint.py) and confirm
-done     store the kept state as the model A names, save the last state, stop
+done     store the kept state as the model A names (in service if A says so), save the last state, stop
 
 After a resume (protocol/runtime/resume.py) B rebuilds its state from its checkpoint
 (`Follower.restore`) and follows A's commands from there.
@@ -27,6 +28,7 @@ from party_b.checkpoint import Kept
 from party_b.config import TowerSettings
 from party_b.store import save_passive_model
 from party_b.tower import TowerB, passive_step
+from party_b.warm import Start
 from protocol import messages
 from protocol.crypto.packing import Packed
 from protocol.crypto.paillier import Encryptor, PublicKey
@@ -130,8 +132,9 @@ class Follower:
     """B's command loop. A decides; B checks each command and runs its part of the named sequence."""
 
     def __init__(self, endpoint: Endpoint, public: PublicKey, pool: WorkerPool, shared: SharedUsers,
-                 settings: TowerSettings, encryption: str, workdir: Path, keep: int, audit: Audit = Audit()):
-        self.endpoint, self.public, self.pool, self.audit = endpoint, public, pool, audit
+                 settings: TowerSettings, encryption: str, workdir: Path, keep: int, audit: Audit = Audit(),
+                 start: Start | None = None):
+        self.endpoint, self.public, self.pool, self.audit, self.start = endpoint, public, pool, audit, start
         self.shared, self.settings, self.encryption, self.workdir = shared, settings, encryption, workdir
         self.keep_checkpoints = keep
         self.features = shared.features
@@ -165,9 +168,15 @@ class Follower:
             raise ProtocolError(f"{A} sent 'init' twice")
         plan = command.plan
         plan.check_key(self.public.fingerprint)
-        register_layer(self.endpoint, plan, self.n_users, init=True)
+        if self.start is not None:
+            self.start.check_plan(plan)
+        register_layer(self.endpoint, plan, self.n_users, init=self.start is None)
         self._build(plan)
-        steps.run(INIT, self.side, Turn("init", np.empty(0, np.int64)))
+        if self.start is None:
+            steps.run(INIT, self.side, Turn("init", np.empty(0, np.int64)))
+        else:
+            self.tower.load_state_dict(self.start.tower)
+            self.side.w = self.start.w_rows(self.public)
         save_state(self.workdir, self.tower, self.side.w, "w_rows_init")
         log.info("%s", plan.describe(self.public))
 
@@ -239,10 +248,12 @@ class Follower:
         manifest = {"run_id": self.endpoint.cfg.run_id, "created": time.time(), "epoch": self.kept.epoch,
                     "key_fingerprint": self.public.fingerprint, "plan": plan.to_message(),
                     "tower_settings": dataclasses.asdict(self.settings), "encoding": self.shared.encoding.to_json(),
-                    "privacy": self.audit.privacy()}
+                    "privacy": self.audit.privacy(),
+                    "started_from": None if self.start is None else self.start.model_id}
         save_passive_model(self.workdir, command.model_id, manifest, self.kept.tower, self.kept.w_rows,
-                           self.shared.ids, self.shared.features, self.audit.releases(self.n_users))
-        log.info("model %s stored (epoch %d)", command.model_id, self.kept.epoch)
+                           self.shared.ids, self.shared.features, self.audit.releases(self.n_users), command.promote)
+        log.info("model %s stored (epoch %d)%s", command.model_id, self.kept.epoch,
+                 "" if command.promote else f", not put in service (model {self.start.model_id} stays)")
 
     def _users(self, command: TrainStep | Forward) -> np.ndarray:
         """The command's users: distinct shared-user positions, at most a batch of them."""

@@ -1,5 +1,6 @@
 """Party B's run: align customers with A, then follow A's commands until A ends the run; or resume (from the
-newest checkpoint all three roles hold) and follow from there."""
+newest checkpoint all three roles hold) and follow from there. With `--from current` it starts from the model in
+service (party_b/warm.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from protocol import messages
 from protocol.crypto.paillier import PublicKey
 from protocol.data.tables import fit_encoding
 from protocol.layer.decryption import receive_public_key
-from protocol.messages import Finish
+from protocol.messages import Finish, Starting
 from protocol.net.transport import Endpoint
 from protocol.roles import A, B
 from protocol.runtime.cli import setup_logging
@@ -25,12 +26,18 @@ from psi.align import align, read_aligned_rows
 log = logging.getLogger(__name__)
 
 
-def main(config_path: Path, resume: bool = False) -> None:
+def main(config_path: Path, resume: bool = False, warm: bool = False) -> None:
     cfg: PartyBConfig = load(config_path)
     workdir, run_id = cfg.basics.workdir, cfg.basics.network.run_id
     setup_logging(B, workdir)
     frame, ids = cfg.users.stream()
-    encoding = fit_encoding(frame, cfg.users.table)
+    start = None
+    if warm:
+        from party_b.warm import model_in_service
+
+        start = model_in_service(cfg, config_path)
+        log.info("warm start from model %s (%s)", start.model_id, start.directory)
+    encoding = fit_encoding(frame, cfg.users.table) if start is None else start.encoding
     features = encoding.apply(frame, cfg.users.table)
     resume = resuming(cfg.basics, resume)
 
@@ -44,10 +51,13 @@ def main(config_path: Path, resume: bool = False) -> None:
             noise = embedding_noise(cfg.privacy, workdir, run_id) if cfg.privacy.on else None
             audit = Audit(noise, Received() if cfg.record else None)
             return Follower(endpoint, public, pool, shared, cfg.tower, cfg.encryption, workdir, cfg.checkpoint.keep,
-                            audit)
+                            audit, start)
 
         def fresh() -> None:
+            messages.send(endpoint, A, Starting(None if start is None else start.model_id))
             public = receive_public_key(endpoint, cfg.basics.public_key_pin)
+            if start is not None:
+                start.check_key(public)
             psi = align(endpoint, A, ids, pool, cfg.psi, workdir, cfg.basics.network.key_passphrase)
             first = messages.receive_command(endpoint, A)
             if isinstance(first, Finish):

@@ -46,11 +46,11 @@ def users_bytes(user_ids: list[str], digests: list[str], releases: np.ndarray) -
 
 
 def save_passive_model(workdir: Path, model_id: str, manifest: dict, tower_state: dict, w_rows: Packed,
-                       user_ids: list[str], features: Features, releases: np.ndarray) -> Path:
-    """Write B's model version `model_id` and make it the one in service."""
+                       user_ids: list[str], features: Features, releases: np.ndarray, current: bool = True) -> Path:
+    """Write B's model version `model_id` and (`current`) make it the one in service."""
     files = {"tower_b.pt": state_bytes(tower_state), "w_rows.msgpack": encode(w_rows.to_wire().to_message()),
              USERS: users_bytes(user_ids, row_digests(features), releases)}
-    return write_model(workdir, model_id, {**manifest, "role": str(B), "files": list(FILES)}, files)
+    return write_model(workdir, model_id, {**manifest, "role": str(B), "files": list(FILES)}, files, current)
 
 
 def load_w_rows(directory: Path, public: PublicKey) -> Packed:

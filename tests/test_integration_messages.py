@@ -24,7 +24,7 @@ from protocol.errors import ProtocolError
 from protocol.layer.decryption import (Step, receive_public_key, receive_unmasked, register_layer, send_masked,
                                        train_label)
 from protocol.layer.plan import LayerPlan
-from protocol.messages import DecryptReply, Init, PublicKeyAnnouncement, Registration, RunDone
+from protocol.messages import DecryptReply, Init, PublicKeyAnnouncement, Registration, RunDone, Starting
 from protocol.net.transport import Endpoint
 from protocol.roles import PEERS, A, B, C
 from protocol.runtime.workers import WorkerPool
@@ -148,6 +148,8 @@ def test_party_a_stops_on_malformed_initial_weights(tmp_path: Path) -> None:
     c, b = run.endpoint(C).start(), run.endpoint(B).start()
     try:
         announce_key(c, (A,))
+        for peer in (b, c):
+            messages.send(peer, A, Starting(None))
         run_psi(b, A, IDS, WorkerPool(0), PsiSettings(show_progress=False))
         init = messages.receive_command(b, A)
         assert isinstance(init, Init) and init.plan.batch_users > 0

@@ -84,17 +84,21 @@ def common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-format", choices=LOG_FORMATS, default=argparse.SUPPRESS, help=FORMAT_HELP)
 
 
-def run(role: str, description: str, main: Callable[[Path, bool], None],
+def run(role: str, description: str, main: Callable[[Path, bool, bool], None],
         commands: dict[str, Command] | None = None) -> None:
-    """Parse the command line, run `main(config_path, resume)` or the named command, and turn our errors into a message
-    and exit code. Without a command name the role does its default job, so `python -m <role> --config FILE` still
-    works."""
+    """Parse the command line, run `main(config_path, resume, warm)` (warm: `--from current`) or the named command,
+    and turn our errors into a message and exit code. Without a command name the role does its default job, so
+    `python -m <role> --config FILE` still works."""
     parser = argparse.ArgumentParser(prog=_prog or f"python -m {role}", description=description)
     parser.add_argument("--config", type=Path, required=not commands, help=CONFIG_HELP)
     parser.add_argument("--log-format", choices=LOG_FORMATS, default="text", help=FORMAT_HELP)
     parser.add_argument("--resume", action="store_true",
                         help="resume the run from the newest checkpoint all three roles hold (a role restarted with "
                              "checkpoints of its run on disk resumes without it; with it, holding none is an error)")
+    parser.add_argument("--from", dest="start", choices=("current",), default=None,
+                        help="current: a warm start from the model in service at this role (models/CURRENT); all "
+                             "three roles must start from the same model, and the new one is put in service only if "
+                             "it validates better")
     if commands:
         names = parser.add_subparsers(dest="command", metavar="COMMAND",
                                       help=f"one of {', '.join(commands)}; without one, the default job runs")
@@ -113,7 +117,7 @@ def run(role: str, description: str, main: Callable[[Path, bool], None],
         if getattr(args, "command", None):
             commands[args.command].main(args)
         else:
-            main(args.config, args.resume)
+            main(args.config, args.resume, args.start == "current")
     except VfrecError as exc:
         log.error("%s", exc)
         sys.exit(exc.exit_code)
