@@ -21,30 +21,19 @@ from pathlib import Path
 from coordinator.audit import AuditLog
 from coordinator.config import CoordinatorConfig, load
 from coordinator.decrypt import Decryptor, decryption_pool
-from coordinator.keys import stored_key
+from coordinator.keys import model_key
 from coordinator.service import Service, serve_one
 from protocol import messages
-from protocol.crypto.paillier import PrivateKey
-from protocol.errors import ConfigError, StoreError, VfrecError
+from protocol.errors import StoreError, VfrecError
 from protocol.messages import PublicKeyAnnouncement, RefreshRequest
 from protocol.net.transport import Endpoint
 from protocol.roles import PEERS, B, C
 from protocol.runtime import observe
 from protocol.runtime.cli import setup_logging
-from protocol.runtime.store import current_model, refresh_run_id
+from protocol.runtime.store import refresh_run_id
 from protocol.runtime.timing import StepClock
 
 log = logging.getLogger(__name__)
-
-
-def model_key(cfg: CoordinatorConfig) -> tuple[str, PrivateKey]:
-    """The model in service and its key, checked to be the key the model was trained under."""
-    directory, manifest = current_model(cfg.workdir, C)
-    key_file = Path(manifest["key_file"])
-    if key_file != cfg.key_file:
-        raise ConfigError(f"model {manifest['model_id']!r} was trained under key {key_file}, but this config's "
-                          f"run_id and [key] dir name {cfg.key_file}")
-    return manifest["model_id"], stored_key(directory, manifest, cfg)
 
 
 def serve_session(cfg: CoordinatorConfig, model_id: str, decryptor: Decryptor, audit: AuditLog) -> int:

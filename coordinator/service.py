@@ -260,7 +260,7 @@ def serve(cfg: CoordinatorConfig, resume: bool = False, warm: bool = False) -> N
     # reads the TLS key: a bad one stops C before any write
     endpoint = Endpoint(cfg.network, messages.inbox_tags(C), None if resuming else 0)
     run = run_key(cfg, warm)
-    cfg, key = run.cfg, run.key
+    key = run.key
     audit = AuditLog(cfg.audit_log)
     pool = decryption_pool(cfg.compute)
     endpoint.start()

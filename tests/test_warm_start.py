@@ -4,6 +4,7 @@ command line. tests/test_integration_warm_start.py runs the whole through three 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -12,6 +13,9 @@ import pandas as pd
 import pytest
 import torch
 
+from coordinator import config as coordinator_config
+from coordinator.config import key_path
+from coordinator.keys import run_key
 from coordinator.ledger import Ledger
 from party_a.config import EvalSettings, ModelSettings, SecureSettings, Training, TrainSettings
 from party_a.data import ActiveData
@@ -26,6 +30,7 @@ from protocol.layer.decryption import Label, Step, eval_label
 from protocol.layer.plan import LayerPlan
 from protocol.runtime import cli
 from protocol.runtime.store import write_model
+from scenarios.launch import write_local_run
 
 SETTINGS = ModelSettings(d=4, h=4, id_dim=3, feature_dim=2, tower_hidden=(8,), history=4)
 
@@ -127,3 +132,19 @@ def test_from_takes_only_current(monkeypatch: pytest.MonkeyPatch, capsys: pytest
     with pytest.raises(SystemExit) as stop:
         cli.run("party_a", "test", lambda *args: None)
     assert stop.value.code == 2 and "invalid choice: 'latest'" in capsys.readouterr().err
+
+
+def test_a_warm_start_at_the_coordinator_takes_the_model_s_key_under_the_same_run_id_only(tmp_path: Path) -> None:
+    run = write_local_run(tmp_path / "run", {}, run_id="weekly")
+    cfg = coordinator_config.load(run.configs["coordinator"])
+    own = run_key(cfg, warm=False)  # the run's key, created
+    assert own.start is None and cfg.key_file.is_file()
+    manifest = {"role": "coordinator", "key_file": str(cfg.key_file), "key_fingerprint": own.key.public.fingerprint,
+                "files": []}
+    write_model(cfg.workdir, "weekly-1", manifest, {})
+    warm = run_key(cfg, warm=True)
+    assert (warm.start, warm.key.public.fingerprint) == ("weekly-1", own.key.public.fingerprint)
+    renamed = dataclasses.replace(cfg, key_file=key_path(cfg.key_file.parent, "monthly"))
+    with pytest.raises(ConfigError, match=rf"model 'weekly-1' was trained under key {cfg.key_file}, but this "
+                                          rf"config's run_id and \[key\] dir name {renamed.key_file}"):
+        run_key(renamed, warm=True)
