@@ -26,6 +26,21 @@ against exhaustive scoring is 1.0 by construction. Then `recommend` for all 100k
 
 The client runs on the same two cores as the server: its threads take CPU the server
 would otherwise have, so requests/s at high concurrency is a lower bound.
+
+Promotions (`--promote-every S`): story 1 is trained twice on the same data (two real
+runs, so every role stores two models with their own IDs; the second is in service).
+A's service then answers a time-bounded load (`--seconds` per round, `--concurrency`
+keep-alive connections) in rounds that alternate between no promotions (the baseline)
+and promotions: S seconds in, `python -m party_a models promote <the first model>`,
+S seconds after it returned `python -m party_a models rollback`, and so on, each a
+subprocess on the same cores (at A only: B and the coordinator do not serve requests). Each promote or
+rollback makes the service load a whole new Recommender in the background and swap
+it in. Printed: requests, failed requests (must be 0), answers per model_id, req/s
+and p50/p99 of both, and their ratios. `--servers N` runs N service processes
+sharing the port (SO_REUSEPORT, `[serve] reuse_port = true`; only the first takes
+refresh sessions), each following CURRENT on its own.
+
+    python -m bench.serve --promote-every 5 [--seconds 20] [--rounds 3] [--concurrency 32] [--servers 2]
 """
 
 from __future__ import annotations
@@ -38,6 +53,7 @@ import random
 import subprocess
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from urllib.parse import quote
 
@@ -257,6 +273,169 @@ def big_catalogue(root: Path, items: int, users: int, requests: int, rounds: int
             "users": users, "items": items}
 
 
+@dataclasses.dataclass(frozen=True)
+class Round:
+    """A time-bounded load on one server: what was asked and answered, by which model."""
+
+    seconds: float
+    latencies_ms: np.ndarray
+    failed: list[str]
+    by_model: Counter
+    events: list[str]  # the promotions and rollbacks run meanwhile
+
+
+def drive_for(port: int, paths: list[str], concurrency: int, seconds: float) -> tuple[float, np.ndarray, list[str],
+                                                                                     Counter]:
+    """Send random paths for `seconds` on `concurrency` keep-alive connections: the time taken, the latencies of the
+    answered requests, the failures (a status other than 200, or a broken connection) and answers per model_id."""
+    latencies: list[float] = []
+    failed: list[str] = []
+    by_model: Counter = Counter()
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine, models, errors = [], Counter(), []
+        while time.perf_counter() < deadline:
+            path = rng.choice(paths)
+            started = time.perf_counter()
+            try:
+                connection.request("GET", path, headers=AUTH)
+                response = connection.getresponse()
+                body = response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                errors.append(f"{path}: {exc!r}")
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                continue
+            mine.append((time.perf_counter() - started) * 1000)
+            if response.status != 200:
+                errors.append(f"{path}: {response.status} {body[:200]!r}")
+            else:
+                models[json.loads(body)["model_id"]] += 1
+        connection.close()
+        with lock:
+            latencies.extend(mine)
+            by_model.update(models)
+            failed.extend(errors)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started, np.array(latencies), failed, by_model
+
+
+def promote_and_roll_back(run: LocalRun, model_id: str, every: float, stop: threading.Event,
+                          events: list[str]) -> None:
+    """Until `stop`: every `every` seconds, `models promote model_id` at A, then `models rollback`, as subprocesses;
+    each outcome is noted in `events`."""
+    commands = (("models", "promote", model_id), ("models", "rollback"))
+    turn = 0
+    while not stop.wait(every):
+        args = commands[turn % 2]
+        out = subprocess.run(run.command("party_a", *args), cwd=ROOT, env=_env(), capture_output=True, text=True)
+        events.append(f"{' '.join(args[1:2])}: {'ok' if out.returncode == 0 else out.stderr[-300:]}")
+        turn += 1
+
+
+def stored_ids(run: LocalRun) -> list[str]:
+    """A's stored model IDs, oldest first."""
+    models = run.workdir("party_a") / "models"
+    return sorted((d.name for d in models.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                  key=lambda name: json.loads((models / name / "manifest.json").read_text())["created"])
+
+
+def serve_processes(run: LocalRun, servers: int) -> tuple[list[subprocess.Popen], int]:
+    """`servers` service processes of A on one port (the first takes refresh sessions), and the port."""
+    (primary, port), _ = serve_configs(run)
+    if servers == 1:
+        return [start(primary, "party_a", "serve")], port
+    base = primary.configs["party_a"].read_text()
+    primary.configs["party_a"].write_text(base.replace("\n[serve]\n", "\n[serve]\nreuse_port = true\n"))
+    procs = [start(primary, "party_a", "serve")]
+    for i in range(1, servers):
+        path = primary.configs["party_a"].with_name(f"party_a_serve{i}.toml")
+        path.write_text(base.replace("\n[serve]\n", "\n[serve]\nreuse_port = true\nrefresh = false\n"))
+        procs.append(start(LocalRun(run.root, {**run.configs, "party_a": path}), "party_a", "serve"))
+    return procs, port
+
+
+def promotions(root: Path, users: int, epochs: int, every: float, seconds: float, rounds: int, concurrency: int,
+               servers: int) -> dict:
+    """Story 1 trained twice; its service under load in rounds without and with promotions and rollbacks."""
+    from scenarios import ecommerce_bank
+
+    run = ecommerce_bank.prepare(root / "promote", users=users, epochs=epochs, seed=0, progress=False)
+    for _ in range(2):
+        out = run_all(run, timeout=3600)
+        if any(o.returncode for o in out.values()):
+            raise RuntimeError({r: o.output[-2000:] for r, o in out.items() if o.returncode})
+    first, second = stored_ids(run)[-2:]
+    ids = pd.read_csv(next((run.dir("party_a") / "data").glob("shop_users.csv")), dtype=str)["customer_phone"]
+    paths = [f"/v1/users/{quote(u, safe='')}/recommendations?k=10" for u in ids]
+    procs, port = serve_processes(run, servers)
+    measured: dict[str, list[Round]] = {"baseline": [], "promotions": []}
+    try:
+        for proc in procs:
+            wait_healthy(port, proc)
+        drive_for(port, paths, 4, 3)  # warm-up
+        for _ in range(rounds):
+            for mode in measured:
+                events: list[str] = []
+                stop = threading.Event()
+                promoter = threading.Thread(target=promote_and_roll_back, args=(run, first, every, stop, events))
+                if mode == "promotions":
+                    promoter.start()
+                taken, latencies, failed, by_model = drive_for(port, paths, concurrency, seconds)
+                stop.set()
+                if mode == "promotions":
+                    promoter.join()
+                    subprocess.run(run.command("party_a", "models", "promote", second), cwd=ROOT, env=_env(),
+                                   capture_output=True, check=True)
+                    time.sleep(3)  # every server back on the second model before the next round
+                measured[mode].append(Round(taken, latencies, failed, by_model, events))
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
+    return {"models": (first, second), "rounds": measured}
+
+
+def print_promotions(result: dict, concurrency: int, every: float, servers: int) -> dict:
+    """The table of both modes, pooled over rounds, and their ratios; returns it as a dict."""
+    rows = {}
+    print(f"\nstory 1 served at concurrency {concurrency} by {servers} process(es); promotions: promote every "
+          f"{every:g} s, roll back {every:g} s later")
+    print(f"{'mode':<11} {'requests':>9} {'failed':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'events':>7}  "
+          f"answers per model_id")
+    for mode, measured in result["rounds"].items():
+        latencies = np.concatenate([r.latencies_ms for r in measured])
+        by_model = sum((r.by_model for r in measured), Counter())
+        row = {"requests": int(latencies.size + sum(len(r.failed) for r in measured)),
+               "failed": sum(len(r.failed) for r in measured),
+               "requests_per_s": latencies.size / sum(r.seconds for r in measured),
+               "p50_ms": float(np.percentile(latencies, 50)), "p99_ms": float(np.percentile(latencies, 99)),
+               "events": sum(len(r.events) for r in measured), "by_model": dict(by_model),
+               "failures": [f for r in measured for f in r.failed][:5],
+               "event_failures": [e for r in measured for e in r.events if not e.endswith(": ok")][:5]}
+        rows[mode] = row
+        answers = ", ".join(f"{model[-6:]}: {count}" for model, count in sorted(by_model.items()))
+        print(f"{mode:<11} {row['requests']:>9} {row['failed']:>7} {row['requests_per_s']:>8.1f} "
+              f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['events']:>7}  {answers}")
+    base, promo = rows["baseline"], rows["promotions"]
+    print(f"promotions / baseline: req/s {promo['requests_per_s'] / base['requests_per_s']:.2f}×, p99 "
+          f"{promo['p99_ms'] / base['p99_ms']:.2f}×; models {', '.join(result['models'])}")
+    for mode, row in rows.items():
+        for failure in row["failures"] + row["event_failures"]:
+            print(f"{mode}: {failure}")
+    return rows
+
+
 def print_loads(title: str, loads: dict[str, list[Load]]) -> list[dict]:
     """The latency table, then federated / A alone per concurrency; returns the rows."""
     rows = [load.row(name) for name, measured in loads.items() for load in measured]
@@ -283,8 +462,21 @@ def main() -> None:
     parser.add_argument("--big-users", type=int, default=100_000)
     parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--dir", type=Path, default=Path("runs/bench/serve"))
+    parser.add_argument("--promote-every", type=float, metavar="S",
+                        help="instead: the load with a promote, then a rollback, every S seconds, against the same "
+                             "load without (story 1 trained twice)")
+    parser.add_argument("--seconds", type=float, default=20, help="with --promote-every: seconds per round and mode")
+    parser.add_argument("--concurrency", type=int, default=32, help="with --promote-every: connections")
+    parser.add_argument("--servers", type=int, default=1, help="with --promote-every: service processes on the port")
     args = parser.parse_args()
     results: dict = {}
+    if args.promote_every is not None:
+        result = promotions(args.dir, args.users, args.epochs, args.promote_every, args.seconds, args.rounds,
+                            args.concurrency, args.servers)
+        rows = print_promotions(result, args.concurrency, args.promote_every, args.servers)
+        args.dir.mkdir(parents=True, exist_ok=True)
+        (args.dir / "promote.json").write_text(json.dumps(rows, indent=2) + "\n")
+        return
     one = story_one(args.dir, args.users, args.epochs, args.requests, args.rounds)
     results["story1"] = {"loads": [load.row(name) for name, measured in one["loads"].items() for load in measured],
                          **{k: v for k, v in one.items() if k != "loads"}}
