@@ -84,8 +84,10 @@ def test_prune_keeps_the_newest_and_never_the_current_or_previous_one(tmp_path: 
     assert prune(tmp_path, B, keep=1) == [m4, m3]  # newest first, of those beyond the newest one
     assert [s.model_id for s in stored_models(tmp_path, B)] == [m5, m2, m1]
     assert rollback(tmp_path, B) == (m1, m2)
-    assert (current_id(tmp_path), previous_id(tmp_path)) == (m2, m5)  # m3 and m4, in service before, are gone
-    assert prune(tmp_path, B, keep=0) == [m1]  # in service two changes ago: neither current nor previous now
+    assert (current_id(tmp_path), previous_id(tmp_path)) == (m2, m5)
+    assert rollback(tmp_path, B) == (m2, m5)
+    assert previous_id(tmp_path) == m2  # m4 and m3, in service before m5, are gone
+    assert prune(tmp_path, B, keep=0) == [m1]  # in service three changes ago: neither current nor previous now
     assert [s.model_id for s in stored_models(tmp_path, B)] == [m5, m2]
     assert [a for _, m, a in history(tmp_path) if m in (m3, m4)].count("pruned") == 2
     assert not list((tmp_path / "models").glob(".*pruned*"))
