@@ -397,7 +397,7 @@ def promotions(root: Path, users: int, epochs: int, every: float, seconds: float
                     promoter.join()
                     subprocess.run(run.command("party_a", "models", "promote", second), cwd=ROOT, env=_env(),
                                    capture_output=True, check=True)
-                    time.sleep(3)  # every server back on the second model before the next round
+                    drive_for(port, paths, concurrency, 5)  # requests make every server load the second model again
                 measured[mode].append(Round(taken, latencies, failed, by_model, events))
     finally:
         for proc in procs:
