@@ -21,10 +21,8 @@ from protocol.layer.plan import LayerPlan
 from protocol.layer.steps import INIT, TRAINING_STEP, Sequence, Side, Turn
 from protocol.messages import Finish, Init, RunDone, TrainStep
 from protocol.roles import A, B, C
-from protocol.runtime.workers import WorkerPool
-from psi.session import PsiSettings, run_psi
 from scenarios.launch import start, wait_all
-from tests.test_integration_messages import IDS, small_run
+from tests.test_integration_messages import IDS, play_psi, small_run
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +64,7 @@ def play_a(tmp_path: Path, poison: bool) -> tuple[str, str]:
     a = run.endpoint(A).start()
     try:
         public = receive_public_key(a, None)
-        run_psi(a, B, IDS, WorkerPool(0), PsiSettings(show_progress=False))
+        play_psi(run, a, B)
         plan = LayerPlan(d=16, h=16, batch_users=len(IDS), lr_w=0.05, key_fingerprint=public.fingerprint)
         messages.send(a, B, Init(plan))
         register_layer(a, plan, len(IDS), init=True)

@@ -28,8 +28,9 @@ from protocol.messages import DecryptReply, Init, PublicKeyAnnouncement, Registr
 from protocol.net.transport import Endpoint
 from protocol.roles import PEERS, A, B, C
 from protocol.runtime.workers import WorkerPool
-from psi.session import PsiSettings, run_psi
-from scenarios.launch import LocalRun, Outcome, start, wait_all, write_local_run
+from psi.align import run_phase
+from psi.session import PsiSettings
+from scenarios.launch import LocalRun, Outcome, passphrase, start, wait_all, write_local_run
 
 pytestmark = pytest.mark.integration
 IDS = [f"customer{i}@example.com" for i in range(30)]
@@ -49,6 +50,13 @@ def small_run(root: Path, train: bool = False) -> LocalRun:
     b = {"users": {"table": str(root / "b.csv"), "numeric": ["x"], **users}, "psi": {"progress": False},
          "workers": 0}
     return write_local_run(root / "run", {A: a, B: b}, peer_timeout=20)
+
+
+def play_psi(run: LocalRun, endpoint: Endpoint, peer: str) -> None:
+    """Play the PSI phase of the role of `endpoint` in this process (its files go to that role's work directory)."""
+    role = endpoint.cfg.role
+    run_phase(endpoint, peer, IDS, WorkerPool(0), PsiSettings(show_progress=False), run.workdir(role),
+              passphrase(run, role))
 
 
 def announce_key(coordinator: Endpoint, parties: tuple[str, ...]) -> PublicKey:
@@ -117,7 +125,7 @@ def party_b_after(run: LocalRun, send: Callable[[Endpoint, PublicKey], None]) ->
     c, a = run.endpoint(C).start(), run.endpoint(A).start()
     try:
         public = announce_key(c, (B,))
-        run_psi(a, B, IDS, WorkerPool(0), PsiSettings(show_progress=False))
+        play_psi(run, a, B)
         send(a, public)
         return wait_all(run, {B: b}, timeout=60)[B]
     finally:
@@ -150,7 +158,7 @@ def test_party_a_stops_on_malformed_initial_weights(tmp_path: Path) -> None:
         announce_key(c, (A,))
         for peer in (b, c):
             messages.send(peer, A, Starting(None))
-        run_psi(b, A, IDS, WorkerPool(0), PsiSettings(show_progress=False))
+        play_psi(run, b, A)
         init = messages.receive_command(b, A)
         assert isinstance(init, Init) and init.plan.batch_users > 0
         messages.receive(c, A, Registration)
