@@ -177,6 +177,8 @@ class PsiOpen(Message):
             raise ValueError(f"field 'want' = {self.want!r}, expected 'full' or 'delta'")
         if len(self.state) not in (0, 32):
             raise ValueError(f"field 'state' of {len(self.state)} bytes, expected 0 or 32")
+        if len(self.blocked) > 1000 or not self.blocked.isprintable():  # it goes into the receiver's log
+            raise ValueError("field 'blocked' must be one printable line of at most 1000 characters")
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ def run_phase(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPoo
             state, state_id = load_state(workdir, passphrase, role, peer)
             blocked = key_too_old(state, settings, role)
         except StateError as exc:
-            blocked = str(exc)
+            blocked = " ".join(str(exc).split())[:1000]  # one line: it goes into the peer's log too
     loaded = time.perf_counter() - loading
     mode, reasons = agree(endpoint, peer, wish, state_id, blocked)
     started = time.perf_counter() - loaded  # the phase's time leaves out the wait for the peer to come up

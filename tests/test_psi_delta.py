@@ -298,3 +298,10 @@ def test_parties_that_arrive_at_different_states_write_nothing() -> None:
     with pytest.raises(ProtocolError, match="party_. arrived at another PSI state than this party; nothing was "
                                             "written"):
         run_roles((confirm, net.endpoint(A), B, b"a" * 32), (confirm, net.endpoint(B), A, b"b" * 32))
+
+
+@pytest.mark.parametrize("blocked", ["two\nlines", "x" * 1001])
+def test_a_peer_cannot_write_lines_into_this_partys_log(blocked: str) -> None:
+    body = open_(DELTA).to_message() | {"blocked": blocked}
+    with pytest.raises(ProtocolError, match="party_b sent an invalid PsiOpen: field 'blocked' must be one printable"):
+        PsiOpen.from_message(body, B)
