@@ -71,6 +71,8 @@ class Change:
 
 @dataclass(frozen=True)
 class DeltaResult:
+    """A delta's outcome, this party's diff, the sizes of the peer's change, its time and its bytes."""
+
     change: Change
     diff: Diff
     peer_added: int
@@ -163,10 +165,11 @@ def apply_delta(state: PsiState, removed: np.ndarray, added_digests: np.ndarray,
         raise ProtocolError(f"{peer} added {_repeats(peer_values)} IDs that it held already (or the same ID twice)")
     keep = np.ones(len(state.own_values), dtype=bool)
     keep[removed] = False
+    kept_values, kept_digests = state.own_values[keep], state.own_digests[keep]
     by_value = np.argsort(added_values, kind="stable")
-    at = np.searchsorted(state.own_values[keep], added_values[by_value])
-    own_values = np.insert(state.own_values[keep], at, added_values[by_value])
-    own_digests = np.insert(state.own_digests[keep], at, added_digests[by_value])
+    at = np.searchsorted(kept_values, added_values[by_value])
+    own_values = np.insert(kept_values, at, added_values[by_value])
+    own_digests = np.insert(kept_digests, at, added_digests[by_value])
     if _repeats(own_values):
         raise ProtocolError(f"{peer} returned the doubly-blinded value of another ID of this party for "
                             f"{_repeats(own_values)} added IDs")
