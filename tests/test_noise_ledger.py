@@ -20,6 +20,7 @@ from protocol.privacy import RowPrivacy, epsilon, read_privacy, release_key
 from protocol.runtime import releases as ledger_module
 from protocol.runtime.config import Table
 from protocol.runtime.releases import ReleaseLedger, ledger_path
+from psi.membership import Membership
 
 SIGMA = 0.5
 USERS = np.array([3, 0, 5, 1])
@@ -140,7 +141,8 @@ def test_max_epsilon_is_read_and_needs_noise() -> None:
 def _store(directory: Path, releases: list[int]) -> Changes:
     ids, stored = ["u0", "u1", "u2"], ["d0", "d1", "d2"]
     write_users(directory, ids, stored, np.array(releases))
-    return Changes(ids, None, ["n0", "d1", "n2"], np.array([0, 2]), 0, np.array(releases), stored)
+    return Changes(ids, None, ["n0", "d1", "n2"], np.array([0, 2]), 0, np.array(releases), stored,
+                   Membership([], np.zeros(3, dtype=bool)))
 
 
 def test_a_refresh_without_confirmation_still_counts(tmp_path: Path) -> None:

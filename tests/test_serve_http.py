@@ -521,7 +521,7 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, argv: list[str], seen: list) -> Non
     def fail(args):
         raise ConfigError("a.toml: [serve] listen: wrong")
 
-    cli.run("party_x", "test", lambda path, resume: seen.append(("default", path, resume)), commands={
+    cli.run("party_x", "test", lambda path, resume, warm: seen.append(("default", path, resume, warm)), commands={
         "serve": cli.Command("serve", lambda args: seen.append(("serve", args.config))),
         "recommend": cli.Command("recommend", lambda args: seen.append(("recommend", args.config, args.k)),
                                  add_arguments),
@@ -530,8 +530,9 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, argv: list[str], seen: list) -> Non
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["--config", "a.toml"], ("default", Path("a.toml"), False)),
-    (["--config", "a.toml", "--resume"], ("default", Path("a.toml"), True)),
+    (["--config", "a.toml"], ("default", Path("a.toml"), False, False)),
+    (["--config", "a.toml", "--resume"], ("default", Path("a.toml"), True, False)),
+    (["--config", "a.toml", "--from", "current"], ("default", Path("a.toml"), False, True)),
     (["serve", "--config", "a.toml"], ("serve", Path("a.toml"))),
     (["--config", "a.toml", "serve"], ("serve", Path("a.toml"))),
     (["recommend", "--config", "a.toml", "--k", "20"], ("recommend", Path("a.toml"), 20)),

@@ -110,7 +110,8 @@ def test_a_model_id_that_is_not_a_safe_name_is_refused_by_the_store(tmp_path: Pa
     (Finish, {"op": "done", "model_id": TRAVERSAL, "epoch": 1, "promote": True}, "party_a"),
     (RunDone, {"model_id": TRAVERSAL, "promote": True}, "party_a"),
     (Starting, {"model_id": "../x"}, "party_b"),
-    (RefreshRequest, {"model_id": "../x", "users": np.arange(2)}, "party_b"),
+    (RefreshRequest, {"model_id": "../x", "users": np.arange(2), "roster_size": 2, "roster_digest": "0f"},
+     "party_b"),
     (RefreshDone, {"model_id": "a/b", "users": 2}, "party_a"),
 ])
 def test_a_peer_model_id_that_would_leave_the_store_is_refused_naming_peer_and_field(
