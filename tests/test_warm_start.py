@@ -21,9 +21,9 @@ from party_a.config import EvalSettings, ModelSettings, SecureSettings, Training
 from party_a.data import ActiveData
 from party_a.model import ActiveModel
 from party_a.train import promoted
-from party_a.warm import ITEM_ROWS, carried_over, model_in_service
+from party_a.warm import ITEM_ROWS, Start, carried_over, model_in_service
 from protocol.crypto.paillier import generate_keypair
-from protocol.data.stored import frame_bytes
+from protocol.data.stored import frame_bytes, state_bytes
 from protocol.data.tables import Features
 from protocol.errors import ConfigError, StoreError
 from protocol.layer.decryption import Label, Step, eval_label
@@ -148,3 +148,31 @@ def test_a_warm_start_at_the_coordinator_takes_the_model_s_key_under_the_same_ru
     with pytest.raises(ConfigError, match=rf"model 'weekly-1' was trained under key {cfg.key_file}, but this "
                                           rf"config's run_id and \[key\] dir name {renamed.key_file}"):
         run_key(renamed, warm=True)
+
+
+def test_the_federated_model_starts_from_its_own_stored_state_with_a_alone_s_rows_for_new_items(
+        tmp_path: Path) -> None:
+    old_items, new_items = ["a", "b", "c", "d"], ["c", "a", "e", "d", "b"]
+    states = {}
+    for seed, name in enumerate(("alone", "federated")):
+        model = ActiveModel(data(4, 0), SETTINGS, 10.0, 0.5)
+        torch.manual_seed(seed)  # two trained states, unlike each other
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        states[name] = model.state_dict()
+        (tmp_path / f"{name}.pt").write_bytes(state_bytes(states[name]))
+    start = Start("m-1", tmp_path, {"ease_lambda": 10.0, "prior_weight": 0.5}, old_items, {})
+    grown = data(5, 1)
+    alone = start.alone(grown, SETTINGS, new_items)
+    federated = start.federated(alone, new_items)
+    assert federated is not alone
+    for name, model in (("alone", alone), ("federated", federated)):
+        state = model.state_dict()
+        for key, value in states[name].items():
+            if key in ITEM_ROWS:
+                assert torch.equal(state[key][0], value[2]) and torch.equal(state[key][4], value[1]), (name, key)
+            elif key not in ("p", "p_diag"):
+                assert torch.equal(state[key], value), (name, key)
+    for key in ITEM_ROWS:  # the new item "e": a fresh row in A alone, A alone's row in the federated model
+        assert torch.equal(federated.state_dict()[key][2], alone.state_dict()[key][2]), key
