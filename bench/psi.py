@@ -53,16 +53,18 @@ def make_tables(root: Path, n: int) -> tuple[Path, Path]:
     return a, b
 
 
-def run_ours(root: Path, n: int, workers: int, compute: dict | None = None) -> dict:
-    """Our PSI n x n with three processes; `compute`: every role's [compute] section (default: local)."""
-    a, b = make_tables(root, n)
+def party_sections(a: Path, b: Path, workers: int) -> dict[str, dict]:
+    """Both parties' config sections for a PSI of tables `a` and `b` (e-mail IDs)."""
     psi = {"chunk_size": PsiSettings.chunk_size, "progress": False}
     email = {"kind": "email"}
-    sections = {"party_a": {"workers": workers, "psi": psi,
-                            "users": {"table": str(a), "id_column": "email", "ids": email}},
-                "party_b": {"workers": workers, "psi": psi,
-                            "users": {"table": str(b), "id_column": "mail", "ids": email}},
-                "coordinator": {"workers": 0}}  # it only announces its key
+    return {"party_a": {"workers": workers, "psi": psi, "users": {"table": str(a), "id_column": "email", "ids": email}},
+            "party_b": {"workers": workers, "psi": psi, "users": {"table": str(b), "id_column": "mail", "ids": email}}}
+
+
+def run_ours(root: Path, n: int, workers: int, compute: dict | None = None) -> dict:
+    """Our PSI n x n with three processes; `compute`: every role's [compute] section (default: local)."""
+    sections = party_sections(*make_tables(root, n), workers)
+    sections["coordinator"] = {"workers": 0}  # it only announces its key
     set_compute(sections, compute=compute)
     run = write_local_run(root / "run", sections, run_id=f"bench-psi-{n}")
     start = time.perf_counter()
@@ -205,12 +207,7 @@ def change_tables(a: Path, b: Path, n: int, seed: int = 5) -> None:
 def run_delta_bench(root: Path, n: int, workers: int) -> dict:
     """Full PSI, changes, delta, full rerun (module doc)."""
     a, b = make_tables(root, n)
-    psi = {"chunk_size": PsiSettings.chunk_size, "progress": False}
-    email = {"kind": "email"}
-    sections = {"party_a": {"workers": workers, "psi": psi,
-                            "users": {"table": str(a), "id_column": "email", "ids": email}},
-                "party_b": {"workers": workers, "psi": psi,
-                            "users": {"table": str(b), "id_column": "mail", "ids": email}}}
+    sections = party_sections(a, b, workers)
     run = write_local_run(root / "run", sections, run_id=f"bench-psi-delta-{n}")
     print(f"full PSI {n:,} x {n:,} ...", flush=True)
     full = phase_figures(run, "summary.json", psi_only(run))
