@@ -63,8 +63,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalRun, Scrape
     """Story 1, small, each role's output to a file with --log-format json, metrics on, scraped all along."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VFREC_PROGRESS_SECONDS", str(EVERY))
-        run = ecommerce_bank.prepare(tmp_path_factory.mktemp("json"), users=900, epochs=2, seed=0, progress=True,
-                                     batch_users=8)
+        run = ecommerce_bank.prepare(tmp_path_factory.mktemp("json"), users=600, epochs=2, seed=0, progress=True,
+                                     batch_users=16)
         run.log_format = "json"
         observe_all(run)
         with Scraper(run) as scraper:
@@ -152,7 +152,7 @@ def test_metrics_show_secure_steps_advance_and_the_epochs_validation(scenario: t
         steps = scraper.values(role, "vfrec_secure_steps_total")
         assert len(set(steps)) >= 3 and steps == sorted(steps), (role, steps)  # several values, never back
         users = scraper.values(role, "vfrec_secure_users_total")
-        assert users[-1] >= 8 * steps[-1] - 8 * 2  # batches of 8 users, the last of an epoch may be smaller
+        assert users[-1] >= 16 * steps[-1] - 16 * 2  # batches of 16 users, the last of an epoch may be smaller
         assert max(scraper.values(role, 'vfrec_peer_up{peer="coordinator"}')) == 1
     assert 2 in scraper.values("party_a", "vfrec_epoch")
     assert max(scraper.values("party_a", 'vfrec_progress_done{task="psi"}')) == \
