@@ -91,20 +91,10 @@ class SqlSource:
             raise ConfigError(f"{self}: reading from a database needs the sql extra (pip install 'vfrec[sql]')") \
                 from None
         try:
-            with dbapi.connect(self._connect_url()) as connection, connection.cursor() as cursor:
+            with dbapi.connect(libpq_url(self.url, self.password)) as connection, connection.cursor() as cursor:
                 yield cursor
         except DriverError as exc:
             raise self._error(exc) from None
-
-    def _connect_url(self) -> str:
-        """The URL libpq is given: with the password, a connect timeout, and sessions that refuse to write."""
-        given = {k for k, _ in parse_qsl(urlsplit(self.url).query)}
-        extra = [("connect_timeout", str(CONNECT_TIMEOUT)), ("options", "-c default_transaction_read_only=on")]
-        extra = [(k, v) for k, v in extra if k not in given]
-        if self.password is not None:
-            extra.append(("password", self.password.value.decode("utf-8")))
-        tail = "&".join(f"{k}={quote(v, safe='')}" for k, v in extra)
-        return self.url + ("&" if urlsplit(self.url).query else "?") + tail if tail else self.url
 
     def _error(self, exc: Exception) -> DataError:
         """One line naming this source and the server's reason, never the password."""
@@ -113,6 +103,18 @@ class SqlSource:
         if self.password is not None:
             reason = reason.replace(self.password.value.decode("utf-8"), "***")
         return DataError(f"{self} cannot be read: {' '.join(reason.split())}")
+
+
+def libpq_url(url: str, password: Passphrase | None, read_only: bool = True) -> str:
+    """The URL libpq is given: `url` with the password, a connect timeout, and (`read_only`) sessions that refuse
+    to write, each unless the URL sets it."""
+    given = {k for k, _ in parse_qsl(urlsplit(url).query)}
+    extra = [("connect_timeout", str(CONNECT_TIMEOUT)), ("options", "-c default_transaction_read_only=on")]
+    extra = [(k, v) for k, v in extra[:1 + read_only] if k not in given]
+    if password is not None:
+        extra.append(("password", password.value.decode("utf-8")))
+    tail = "&".join(f"{k}={quote(v, safe='')}" for k, v in extra)
+    return url + ("&" if urlsplit(url).query else "?") + tail if tail else url
 
 
 def quote_name(name: str) -> str:
