@@ -15,10 +15,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import party_a.config as party_a_config
+import party_b.config as party_b_config
+from party_a.data import load_tables
 from protocol.crypto.keyfiles import write_private
-from protocol.data.tables import TableSpec, read_table
+from protocol.data.tables import Features, TableSpec, encode_features, read_table
 from protocol.errors import ConfigError
 from protocol.runtime.config import Table
+from scenarios import ecommerce_bank
+from scenarios.experiment import run_experiment
 from scenarios.launch import free_ports
 from scenarios.postgres import load_file, to_postgres
 from tests.conftest import Postgres
@@ -30,6 +35,7 @@ CONTENT = ["numeric_column_missing", "empty_id", "duplicated_id", "non_numeric_c
 SOURCE = ["wrong_password", "unreachable_server", "missing_table", "bad_timestamp_in_query"]
 STEMS = ("shop_users", "orders", "catalogue", "bank_customers")
 WRONG_PASSWORD = "not-the-password-4711"
+FAST = {"progress": False, "batch_users": 16, "lr": 0.01, "tower": {"lr": 0.01}}
 
 
 def in_postgres(pg: Postgres, schema: str, url: str | None = None) -> Callable[[Path, dict], None]:
@@ -155,3 +161,53 @@ def test_a_query_is_read_in_its_order_with_types_as_from_a_file(tmp_path: Path, 
     assert got["kind"].tolist()[1:] == ["a", "NA", "b"] and pd.isna(got["kind"].iloc[0])
     assert got["when"].tolist()[:2] == [86400.0, pd.Timestamp("2025-01-02 10:00", tz="UTC").timestamp()]
     assert np.isnan(got["when"].iloc[2])
+
+
+def a_loaded(config: Path) -> tuple:
+    """What party A reads from its tables before PSI: its users' IDs and everything `load_tables` builds."""
+    cfg = party_a_config.load(config)
+    frame, ids = cfg.users.stream()
+    tables = load_tables(frame, ids, cfg.users.table, cfg.users.normalizer, cfg.training.interactions,
+                         cfg.training.items)
+    histories = [tables.histories[u].tolist() for u in range(len(ids))]
+    return list(ids), tables.items, tables.user_features, tables.item_features, histories, tables.item_counts.tolist()
+
+
+def b_loaded(config: Path) -> tuple:
+    """What party B reads: its users' IDs and their encoded columns."""
+    cfg = party_b_config.load(config)
+    frame, ids = cfg.users.stream()
+    return list(ids), encode_features(frame, cfg.users.table)
+
+
+@pytest.mark.integration
+def test_story_1_from_postgres_reads_what_the_files_hold_and_runs(tmp_path: Path, postgres: Postgres) -> None:
+    """Both parties read every table from PostgreSQL. Two runs from the same files differ in their metrics (each
+    draws new PSI keys, hence a new user order, and a new secret W0), so what is compared is what is deterministic:
+    each party's loaded tables and encoded columns, equal to those read from the files, and the run's counts."""
+    files = ecommerce_bank.prepare(tmp_path / "files", users=200, epochs=1, seed=0, progress=False)
+    sql = ecommerce_bank.prepare(tmp_path / "sql", users=200, epochs=1, seed=0, from_postgres=postgres.url,
+                                 postgres_password_file=postgres.password_file, **FAST)
+    assert all("postgresql://" in sql.configs[role].read_text() for role in ("party_a", "party_b"))
+    from_files, from_sql = a_loaded(files.configs["party_a"]), a_loaded(sql.configs["party_a"])
+    assert_same(from_files, from_sql)
+    bank_files, bank_sql = b_loaded(files.configs["party_b"]), b_loaded(sql.configs["party_b"])
+    assert_same(bank_files, bank_sql)
+    report = run_experiment(sql, 300, stream=False)
+    assert report["shared_users"] == len(set(from_files[0]) & set(bank_files[0])) == 120
+    assert report["items"] == len(from_files[1]) and report["epochs"][0]["epoch"] == 1
+
+
+def assert_same(a: object, b: object) -> None:
+    """Equal, arrays and `Features` compared element by element (bit for bit)."""
+    if isinstance(a, (tuple, list)):
+        assert type(a) is type(b) and len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_same(x, y)
+    elif isinstance(a, Features):
+        for field in dataclasses.fields(Features):
+            assert_same(getattr(a, field.name), getattr(b, field.name))
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    else:
+        assert a == b
