@@ -31,6 +31,9 @@ real: $(STAMP)
 test: $(EXTRAS)
 	# Debian's chromium for tests/test_docs_page.py (a headless browser opening A's /docs), where missing
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	# Debian's PostgreSQL server for the SQL-source tests (tests/conftest.py starts a throwaway cluster), where missing
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
 	$(BIN)/python -m pytest
 
 bench: $(EXTRAS)

@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 
 from party_a.events import Histories, Spill, build_histories, spill_directory
+from protocol.data.sql import SqlSource
 from protocol.data.tables import (Encoding, Features, TableSpec, fit_encoding, numeric_column, plain, read_table,
-                                  read_table_chunks, row_label)
+                                  read_table_chunks, row_label, take_source)
 from protocol.errors import DataError
 from protocol.runtime.config import Table
 from psi.ids import Normalizer
@@ -37,7 +38,7 @@ CHUNK_ROWS = 1 << 20  # interaction rows read at a time
 
 @dataclass(frozen=True)
 class InteractionsSpec:
-    path: Path
+    path: Path | SqlSource
     user_column: str
     item_column: str
     label_column: str | None  # none: every row is a positive
@@ -46,7 +47,7 @@ class InteractionsSpec:
 
     @classmethod
     def from_config(cls, t: Table) -> "InteractionsSpec":
-        spec = cls(path=t.take_path("table"), user_column=t.take("user_column", str),
+        spec = cls(path=take_source(t), user_column=t.take("user_column", str),
                    item_column=t.take("item_column", str), label_column=t.take("label_column", str, None),
                    threshold=t.take("threshold", float, 1.0), timestamp_column=t.take("timestamp_column", str, None))
         t.finish()

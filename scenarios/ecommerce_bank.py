@@ -2,6 +2,7 @@
 
     python -m scenarios.ecommerce_bank                      # the default size, what `make demo` runs
     python -m scenarios.ecommerce_bank --users 500 --epochs 3 --dir runs/small
+    python -m scenarios.ecommerce_bank --from-postgres postgresql://vfrec@localhost/vfrec --postgres-password-file pw
 
 Generates the shop's users, catalogue and orders and the bank's customer profiles
 (scenarios/synth.py tells the story), writes each party's tables, config and
@@ -9,15 +10,19 @@ certificates into the run directory, runs the coordinator, the shop and the bank
 three processes over mutual TLS with 2048-bit Paillier keys, trains the centralised
 baseline on the same split, and prints the result table. report.json and curves.png
 end up in the run directory. --users is the number of shop users; 60 % of them are
-also bank customers, and the bank has three times as many customers.
+also bank customers, and the bank has three times as many customers. With
+--from-postgres the tables are copied into that database (schemas shop and bank) and
+both parties read them from there.
 """
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from scenarios.experiment import build_run, fresh_run_dir, scenario_main
 from scenarios.launch import LocalRun
+from scenarios.postgres import to_postgres
 from scenarios.synth import CATEGORIES, write_ecommerce_bank
 
 PHONE = {"kind": "phone", "country_code": "1"}
@@ -38,13 +43,26 @@ BANK = {
 }
 
 
-def prepare(root: Path, users: int, epochs: int, seed: int, **settings: object) -> LocalRun:
-    """Tables, certificates and configs of a fresh run in `root` (settings: key_bits, progress, tower, [train] keys)."""
+def prepare(root: Path, users: int, epochs: int, seed: int, from_postgres: str | None = None,
+            postgres_password_file: Path | None = None, **settings: object) -> LocalRun:
+    """Tables, certificates and configs of a fresh run in `root` (settings: key_bits, progress, tower, [train] keys).
+    With `from_postgres` (a database URL) the tables are copied there and both parties read them from there."""
     fresh_run_dir(root)
     items = max(30, int(users * ITEMS_PER_USER))
     tables = write_ecommerce_bank(root / "party_a" / "data", root / "party_b" / "data", users, items, seed)
-    return build_run(root, tables, SHOP, BANK, f"ecommerce-bank-{seed}", epochs, **settings)
+    shop, bank = SHOP, BANK
+    if from_postgres:
+        password = postgres_password_file.resolve() if postgres_password_file else None
+        shop, bank = (to_postgres(sections, lambda key: tables[key[1:-1]], from_postgres, password, schema)
+                      for sections, schema in ((SHOP, "shop"), (BANK, "bank")))
+    return build_run(root, tables, shop, bank, f"ecommerce-bank-{seed}", epochs, **settings)
+
+
+def postgres_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from-postgres", metavar="URL", help="copy the tables into this PostgreSQL database "
+                        "(postgresql://user@host:port/db) and have both parties read them from there")
+    parser.add_argument("--postgres-password-file", type=Path, help="the database user's password (mode 0600)")
 
 
 if __name__ == "__main__":
-    scenario_main(__doc__, prepare, "runs/ecommerce_bank", "users of the shop (party A)", 2000, 12)
+    scenario_main(__doc__, prepare, "runs/ecommerce_bank", "users of the shop (party A)", 2000, 12, postgres_options)

@@ -206,19 +206,22 @@ def run_case(base: LocalRun, case: Case, root: Path) -> Result:
     return Result(config, proc.returncode, proc.stderr, files(d / "work") - before)
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
-    root = tmp_path_factory.mktemp("bad_inputs")
+def run_cases(root: Path, cases: list[Case]) -> dict[str, Result]:
+    """Each case run on a copy of one valid run (story 1, tiny) in `root`, all at once."""
     tables = write_ecommerce_bank(root / "valid" / A / "data", root / "valid" / B / "data", 100, 40, seed=5)
     base = build_run(root / "valid", tables, SHOP, BANK, RUN_ID, epochs=1, progress=False)
     with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as pool:
-        done = pool.map(lambda case: run_case(base, case, root), CASES)
-        return {case.name: result for case, result in zip(CASES, done)}
+        done = pool.map(lambda case: run_case(base, case, root), cases)
+        return {case.name: result for case, result in zip(cases, done)}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input_stops_the_role_naming_it(results: dict[str, Result], case: Case) -> None:
-    result = results[case.name]
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
+    return run_cases(tmp_path_factory.mktemp("bad_inputs"), CASES)
+
+
+def check_stopped(result: Result, case: Case) -> None:
+    """The role exited with code 2 and one error line holding `case.expected`, and wrote nothing but its log."""
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -228,4 +231,9 @@ def test_bad_input_stops_the_role_naming_it(results: dict[str, Result], case: Ca
         assert text.replace("{config}", str(result.config)) in errors[0], errors[0]
     assert result.written <= {f"{case.role}.log"}, f"{case.name} wrote {sorted(result.written)}"
     assert "listening" not in result.stderr  # it stopped before opening its endpoint
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_stops_the_role_naming_it(results: dict[str, Result], case: Case) -> None:
+    check_stopped(results[case.name], case)
 

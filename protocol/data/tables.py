@@ -1,7 +1,8 @@
-"""Reading a party's own tables (CSV or Parquet) with errors naming file, column and row.
+"""Reading a party's own tables (CSV or Parquet files, or SQL sources) with errors naming file, column and row.
 
 Rows are numbered from 1 over the data rows (a CSV's header is line 1, so row r is
-on line r + 1). Everything here runs before any network traffic.
+on line r + 1; a query's rows in its result's order). Everything here runs before any
+network traffic.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.parquet as pq
 
+from protocol.data.sql import SqlSource
 from protocol.errors import DataError
 from protocol.runtime.config import Table
 
@@ -38,7 +40,7 @@ RARE_SHARE = 0.001
 class TableSpec:
     """A table named in a config: where it is, its key column and its feature columns."""
 
-    path: Path
+    path: Path | SqlSource  # a file, or a database query's result
     id_column: str
     numeric: list[str] = field(default_factory=list)
     categorical: list[str] = field(default_factory=list)
@@ -46,12 +48,17 @@ class TableSpec:
 
     @classmethod
     def from_config(cls, t: Table, id_key: str = "id_column") -> "TableSpec":
-        spec = cls(path=t.take_path("table"), id_column=t.take(id_key, str), numeric=t.take_list("numeric", []),
+        spec = cls(path=take_source(t), id_column=t.take(id_key, str), numeric=t.take_list("numeric", []),
                    categorical=t.take_list("categorical", []), log=t.take_list("log", []))
         stray = [c for c in spec.log if c not in spec.numeric]
         if stray:
             raise t.error("log", f"{stray[0]!r} is not one of the numeric columns")
         return spec
+
+
+def take_source(t: Table, key: str = "table") -> Path | SqlSource:
+    """`key` as a file path, or as a SQL source when it is a table (`protocol.data.sql.SqlSource.from_config`)."""
+    return SqlSource.from_config(t.sub(key)) if isinstance(t.data.get(key), dict) else t.take_path(key)
 
 
 def _columns_of(path: Path) -> list[str]:
@@ -61,37 +68,47 @@ def _columns_of(path: Path) -> list[str]:
     return list(pd.read_csv(path, nrows=0).columns)
 
 
-def _check_columns(path: Path, columns: list[str]) -> None:
+def _check_columns(path: Path | SqlSource, columns: list[str]) -> None:
     """A missing table or column stops the run naming it (and the table's columns)."""
-    if not path.is_file():
+    if isinstance(path, SqlSource):
+        present = path.columns()
+    elif not path.is_file():
         raise DataError(f"table {path} not found")
-    try:
-        present = _columns_of(path)
-    except (OSError, ValueError, pd.errors.ParserError, pa.ArrowException) as exc:
-        raise DataError(f"table {path} cannot be read: {exc}") from None
+    else:
+        try:
+            present = _columns_of(path)
+        except (OSError, ValueError, pd.errors.ParserError, pa.ArrowException) as exc:
+            raise DataError(f"table {path} cannot be read: {exc}") from None
     missing = [c for c in columns if c not in present]
     if missing:
         raise DataError(f"{path}: column {missing[0]!r} not found; the table has columns "
                         f"{', '.join(map(repr, present))}")
 
 
-def read_table(path: Path, columns: list[str], text_columns: list[str]) -> pd.DataFrame:
-    """Read `columns` (and only them) of a CSV or Parquet file; `text_columns` are read as strings, never parsed."""
+def read_table(path: Path | SqlSource, columns: list[str], text_columns: list[str]) -> pd.DataFrame:
+    """Read `columns` (and only them) of a CSV or Parquet file or a SQL source; `text_columns` are read as strings,
+    never parsed."""
     return next(read_table_chunks(path, columns, text_columns, None))
 
 
-def read_table_chunks(path: Path, columns: list[str], text_columns: list[str],
+def read_table_chunks(path: Path | SqlSource, columns: list[str], text_columns: list[str],
                       rows: int | None) -> Iterator[pd.DataFrame]:
-    """`read_table` `rows` rows at a time (the whole table at once when None), never more in memory; each frame's
-    index holds the rows' positions in the table, so an error can name the row."""
+    """`read_table` `rows` rows at a time (the whole table at once when None), never more in memory (a SQL source:
+    as the server's batches come, whatever their size); each frame's index holds the rows' positions in the table,
+    so an error can name the row."""
     _check_columns(path, columns)
     wanted = list(dict.fromkeys(columns))
     first = 0
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
+        if isinstance(path, SqlSource):
+            frames = (_to_frame(b) for b in path.batches(wanted))
+            if rows is None:
+                parts = list(frames)
+                frames = iter([pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=wanted)])
+        elif path.suffix.lower() in (".parquet", ".pq"):
             parquet = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering kept every row group read so far
-            frames = (b.to_pandas() for b in parquet.iter_batches(batch_size=rows, columns=wanted)) if rows else \
-                iter([parquet.read(columns=wanted).to_pandas()])
+            frames = (_to_frame(b) for b in parquet.iter_batches(batch_size=rows, columns=wanted)) if rows else \
+                iter([_to_frame(parquet.read(columns=wanted))])
         else:
             frames = pd.read_csv(path, usecols=wanted, dtype={c: str for c in text_columns}, keep_default_na=False,
                                  na_values=[""], low_memory=False, chunksize=rows)
@@ -107,8 +124,21 @@ def read_table_chunks(path: Path, columns: list[str], text_columns: list[str],
         raise DataError(f"table {path} cannot be read: {exc}") from None
 
 
-def read_text_column(path: Path, column: str, rows: int) -> Iterator[list[str]]:
-    """One text column of a CSV or Parquet file, `rows` rows at a time, never the whole table in memory."""
+def _to_frame(data: pa.RecordBatch | pa.Table) -> pd.DataFrame:
+    """Arrow data as a frame; a timestamp or date column becomes seconds since 1970 (UTC when without a zone), as
+    a date in a CSV file is read, and a missing one stays missing (NaN)."""
+    columns = {}
+    for name, column in zip(data.schema.names, data.columns):
+        if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+            micros = column.cast(pa.timestamp("us", tz=getattr(column.type, "tz", None))).cast(pa.int64())
+            column = pa.compute.divide(micros.cast(pa.float64()), 1e6)
+        columns[name] = column
+    return pa.table(columns).to_pandas()
+
+
+def read_text_column(path: Path | SqlSource, column: str, rows: int) -> Iterator[list[str]]:
+    """One text column of a CSV or Parquet file or a SQL source, `rows` rows at a time (a SQL source: a server's
+    batch at a time), never the whole table in memory."""
     for frame in read_table_chunks(path, [column], [column], rows):
         yield frame[column].tolist()
 
@@ -123,7 +153,7 @@ def plain(value: object) -> object:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def numeric_column(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+def numeric_column(frame: pd.DataFrame, column: str, path: Path | SqlSource) -> np.ndarray:
     """The column as float64; a value that is empty or not a number stops the run naming its row."""
     raw = frame[column]
     values = pd.to_numeric(raw, errors="coerce")
@@ -136,7 +166,7 @@ def numeric_column(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     return values.to_numpy(dtype=np.float64)
 
 
-def categorical_column(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+def categorical_column(frame: pd.DataFrame, column: str, path: Path | SqlSource) -> np.ndarray:
     """The column as strings; an empty value stops the run naming its row."""
     raw = frame[column]
     empty = np.flatnonzero(raw.isna().to_numpy() | (raw.astype(str).str.strip() == "").to_numpy())
@@ -245,7 +275,8 @@ def robust_scale(values: np.ndarray) -> tuple[float, float]:
     return center, spread if spread > 0 else 1.0
 
 
-def _warn_clipped(raw: np.ndarray, scaled: np.ndarray, encoding: Encoding, column: str, path: Path) -> None:
+def _warn_clipped(raw: np.ndarray, scaled: np.ndarray, encoding: Encoding, column: str,
+                  path: Path | SqlSource) -> None:
     beyond = np.flatnonzero(np.abs(scaled) > encoding.clip)
     if beyond.size:
         i = int(beyond[0])

@@ -116,19 +116,23 @@ class Table:
             raise ConfigError(f"{self.file}: unknown key {self._name(unknown[0])} (typo?)")
 
 
-def read_passphrase(t: Table) -> Passphrase:
-    """Table `t`'s `passphrase_file` (first line, mode 0600) or `passphrase_env` (a variable's name): exactly one."""
-    given = [k for k in ("passphrase_file", "passphrase_env") if k in t.data]
-    if len(given) != 1:
+def read_passphrase(t: Table, name: str = "passphrase", required: bool = True) -> Passphrase | None:
+    """Table `t`'s `<name>_file` (first line, mode 0600) or `<name>_env` (a variable's name): exactly one, or at
+    most one when not `required` (None when neither is given)."""
+    keys = (f"{name}_file", f"{name}_env")
+    given = [k for k in keys if k in t.data]
+    if len(given) > 1 or (required and not given):
         problem = "both given" if given else "missing"
-        raise t.error("passphrase_file", f"{problem}: give exactly one of passphrase_file and passphrase_env")
-    if given[0] == "passphrase_file":
-        return read_passphrase_file(t.take_file("passphrase_file"))
-    name = t.take("passphrase_env", str)
-    value = os.environ.get(name, "")
+        raise t.error(keys[0], f"{problem}: give {'exactly' if required else 'at most'} one of {keys[0]} and {keys[1]}")
+    if not given:
+        return None
+    if given[0] == keys[0]:
+        return read_passphrase_file(t.take_file(keys[0]))
+    variable = t.take(keys[1], str)
+    value = os.environ.get(variable, "")
     if not value:
-        raise t.error("passphrase_env", f"environment variable {name} is unset or empty")
-    return Passphrase(value.encode(), f"environment variable {name}")
+        raise t.error(keys[1], f"environment variable {variable} is unset or empty")
+    return Passphrase(value.encode(), f"environment variable {variable}")
 
 
 def load(path: str | Path) -> Table:
