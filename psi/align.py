@@ -28,7 +28,7 @@ from protocol.net.transport import Endpoint
 from protocol.runtime.config import Table
 from protocol.runtime.workers import WorkerPool
 from psi.delta import run_delta
-from psi.ids import IdStore, Normalizer, id_digests, normalize_ids, stream_ids
+from psi.ids import IdStore, Normalizer, id_digests, normalize_ids, stream_ids, take_ids
 from psi.mode import DELTA, FULL, Wish, agree, confirm, key_too_old
 from psi.session import PsiSettings, run_psi
 from psi.shared import read_shared
@@ -78,10 +78,10 @@ def _full(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool, s
                             f"{result.peer_size} at {peer}); check that both sides normalise IDs the same way "
                             f"([users.ids] kind, country_code)")
     by_value = np.argsort(result.own_values, kind="stable")
-    state = PsiState(result.secret, result.salt, created, id_digests(ids)[by_value], result.own_values[by_value],
+    state = PsiState(result.secret, result.salt, created, id_digests(ids, pool)[by_value], result.own_values[by_value],
                      result.peer_values, result.own_values[shared], np.ones(shared.size, dtype=bool))
     frame = pd.DataFrame({"position": np.arange(shared.size, dtype=np.int64),
-                          "user_id": [ids[int(r)] for r in shared], "active": np.ones(shared.size, dtype=bool)})
+                          "user_id": take_ids(ids, shared), "active": np.ones(shared.size, dtype=bool)})
     _finish(endpoint, peer, state, frame, workdir, passphrase)
     out = workdir / "psi"
     rows = np.column_stack([np.arange(shared.size), shared])
@@ -104,7 +104,7 @@ def _delta(endpoint: Endpoint, peer: str, ids: Sequence[str], state: PsiState, p
     frame = read_shared(workdir)
     frame.loc[change.left, "active"] = False
     joined = pd.DataFrame({"position": np.arange(len(frame), len(frame) + len(change.joined), dtype=np.int64),
-                           "user_id": [ids[int(r)] for r in result.diff.rows_of(change.joined)],
+                           "user_id": take_ids(ids, result.diff.rows_of(change.joined)),
                            "active": np.ones(len(change.joined), dtype=bool)})
     frame = pd.concat([frame, joined], ignore_index=True)
     _finish(endpoint, peer, change.state, frame, workdir, passphrase)

@@ -36,6 +36,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow.compute as pc
 from tqdm import tqdm
 
 from protocol import messages
@@ -46,13 +47,14 @@ from protocol.runtime.config import Table
 from protocol.runtime.progress import progress_bar
 from protocol.runtime.workers import WorkerPool
 from psi.ecdh import MATCH_BYTES, POINT_BYTES, new_secret, session_salt
+from psi.ids import as_arrow, pack
 
 log = logging.getLogger(__name__)
 
 MAX_CHUNK = 1 << 20  # IDs per chunk a peer may announce: a chunk is at most 32 MiB of points
 MIN_PEER_LIMIT = 1000  # a peer may always announce this many IDs, however small this party's set (demos, tests)
 VERSION = 3
-_BLIND = "psi.ecdh:blind_ids"
+_BLIND = "psi.ecdh:blind_packed"
 _REBLIND = "psi.ecdh:reblind"
 _MATCH = f"S{MATCH_BYTES}"  # numpy compares these as byte strings: sorting is memcmp order, equality exact
 
@@ -171,7 +173,8 @@ def stream_own_blinded(s: Session, ids: Sequence[str], order: np.ndarray) -> Non
         messages.send(s.endpoint, s.peer, PsiBlinded(points))
         s.progress.update(len(points) // POINT_BYTES)
 
-    tasks = (([ids[j] for j in order[c.start : c.stop]], s.salt, s.secret) for c in chunks(len(ids), s.chunk))
+    values = as_arrow(ids)
+    tasks = ((*pack(pc.take(values, order[c.start : c.stop])), s.salt, s.secret) for c in chunks(len(ids), s.chunk))
     _pipeline(s.pool, tasks, _BLIND, send, window=2 * max(1, s.pool.size))
 
 
