@@ -80,7 +80,13 @@ def as_strings(values: Iterable[str] | pa.Array | pa.ChunkedArray) -> pa.LargeSt
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
     array = values if isinstance(values, pa.Array) else pa.array(list(values), _STRINGS)
-    return pc.fill_null(array.cast(_STRINGS), "")
+    array = pc.fill_null(array.cast(_STRINGS), "")
+    ends, _ = _offsets_and_bytes(array)
+    if not ends[0]:
+        return array
+    # Arrow 26's ascii_lower misreads offsets that do not start at 0 (a cast slice has them): start them there
+    data = array.buffers()[2].slice(int(ends[0]), int(ends[-1] - ends[0]))
+    return pa.LargeStringArray.from_buffers(len(array), pa.py_buffer(ends - ends[0]), data)
 
 
 def _offsets_and_bytes(values: pa.LargeStringArray) -> tuple[np.ndarray, np.ndarray]:
@@ -90,21 +96,27 @@ def _offsets_and_bytes(values: pa.LargeStringArray) -> tuple[np.ndarray, np.ndar
     return ends, np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, dtype=np.uint8)
 
 
-def _hits_per_value(values: pa.LargeStringArray, table: np.ndarray) -> np.ndarray:
-    """How many bytes of each value `table` (a bool per byte value) marks."""
+def _marked(values: pa.LargeStringArray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The value offsets from 0, the values' bytes and which of them `table` (a bool per byte value) marks."""
     ends, data = _offsets_and_bytes(values)
-    seen = np.concatenate(([0], np.cumsum(table[data[ends[0] : ends[-1]]])))
-    return seen[ends[1:] - ends[0]] - seen[ends[:-1] - ends[0]]
+    body = data[ends[0] : ends[-1]]
+    return ends - ends[0], body, table[body]
+
+
+def _hits_per_value(values: pa.LargeStringArray, table: np.ndarray) -> np.ndarray:
+    """How many bytes of each value `table` marks (the work grows with the marked bytes, beyond one pass)."""
+    ends, _, marked = _marked(values, table)
+    return np.bincount(np.searchsorted(ends, np.flatnonzero(marked), side="right") - 1, minlength=len(values))
 
 
 def _drop_bytes(values: pa.LargeStringArray, table: np.ndarray) -> pa.LargeStringArray:
     """Each value without the bytes `table` marks (ASCII bytes only, so what is left is still UTF-8)."""
-    ends, data = _offsets_and_bytes(values)
-    body = data[ends[0] : ends[-1]]
-    keep = ~table[body]
-    kept = np.concatenate(([0], np.cumsum(keep)))
-    return pa.LargeStringArray.from_buffers(len(values), pa.py_buffer(kept[ends - ends[0]]),
-                                            pa.py_buffer(body[keep]))
+    dropped = _hits_per_value(values, table)
+    if not dropped.any():
+        return values
+    ends, body, marked = _marked(values, table)
+    return pa.LargeStringArray.from_buffers(len(values), pa.py_buffer(ends - np.r_[0, np.cumsum(dropped)]),
+                                            pa.py_buffer(body[~marked]))
 
 
 def _ascii_phones(values: pa.LargeStringArray, country_code: str) -> pa.LargeStringArray:
@@ -205,7 +217,7 @@ class _Checks:
         self.empty_count += empty.size
         self.rows += len(ids)
 
-    def finish(self, ids: pa.ChunkedArray) -> None:
+    def finish(self, ids: pa.Array) -> None:
         """Stop the run if any ID was empty or any ID is in `ids` (all chunks added, in order) more than once."""
         where = f"{self.path}: column {self.column!r}"
         if self.empty_count:
@@ -230,17 +242,20 @@ def normalize_ids(raw_ids: list[str], normalizer: Normalizer, path: Path, column
     ids = normalize_many(raw_ids, normalizer)
     checks = _Checks(path, column)
     checks.add(ids)
-    checks.finish(pa.chunked_array([ids], _STRINGS))
+    checks.finish(ids)
     return ids.to_pylist()
 
 
 class IdStore(Sequence[str]):
-    """Normalised IDs in a memory-mapped Arrow file: the pages are file-backed, the kernel can drop and read them
-    again, so millions of IDs are never all in memory as Python strings."""
+    """Normalised IDs as one Arrow array over a memory-mapped file (UTF-8, one after another) and their offsets.
 
-    def __init__(self, path: Path):
-        self._source = pa.memory_map(str(path))
-        self.values: pa.ChunkedArray = pa.ipc.open_file(self._source).read_all().column(0)
+    Takes 8 bytes of memory per ID for the offsets; the IDs themselves are file-backed pages the kernel can drop and
+    read again, so millions of IDs are never all in memory, nor ever Python strings."""
+
+    def __init__(self, directory: Path):
+        offsets = np.load(directory / "offsets.npy")
+        blob = pa.memory_map(str(directory / "ids.bin")).read_buffer() if offsets[-1] else pa.py_buffer(b"")
+        self.values = pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), blob)
 
     def __len__(self) -> int:
         return len(self.values)
@@ -254,17 +269,21 @@ class IdStore(Sequence[str]):
 def stream_ids(path: Path, column: str, normalizer: Normalizer, chunk_rows: int = 1 << 18) -> IdStore:
     """Read, normalise and check a table's ID column at most `chunk_rows` at a time into an `IdStore`.
 
-    Its file is written to a temporary directory (TMPDIR) and deleted once mapped: the mapping keeps it
+    Its files are written to a temporary directory (TMPDIR) and deleted once mapped: the mapping keeps them
     readable, and nothing is left behind however the run ends."""
     with tempfile.TemporaryDirectory(prefix="vfrec-ids-") as tmp:
-        file = Path(tmp) / "ids.arrow"
+        directory = Path(tmp)
         checks = _Checks(path, column)
-        schema = pa.schema([("id", _STRINGS)])
-        with pa.ipc.new_file(str(file), schema) as writer:
+        offsets, end = [np.zeros(1, dtype=np.int64)], 0
+        with open(directory / "ids.bin", "wb") as blob:
             for raw in read_text_arrays(path, column, chunk_rows):
                 ids = normalize_many(raw, normalizer)
                 checks.add(ids)
-                writer.write_batch(pa.record_batch([ids], schema=schema))
-        store = IdStore(file)
+                ends, data = _offsets_and_bytes(ids)
+                offsets.append(end + ends[1:] - ends[0])
+                end += int(ends[-1] - ends[0])
+                blob.write(data[ends[0] : ends[-1]])
+        np.save(directory / "offsets.npy", np.concatenate(offsets))
+        store = IdStore(directory)
         checks.finish(store.values)
         return store

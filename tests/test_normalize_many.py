@@ -7,7 +7,7 @@ import re
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from psi.ids import ASCII_SPACE, Normalizer, normalize_many, stream_ids
@@ -30,8 +30,11 @@ def test_ascii_space_is_what_python_strips_and_matches() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.text(ALPHABET, max_size=12), max_size=20), NORMALIZERS)
+@example(["a@b", "C"], Normalizer(kind="email"))  # nothing to drop: Arrow's ascii_lower sees the slice's offsets
 def test_same_as_one_at_a_time(values: list[str], normalizer: Normalizer) -> None:
-    assert normalize_many(values, normalizer).to_pylist() == [normalizer(v) for v in values]
+    expected = [normalizer(v) for v in values]
+    assert normalize_many(values, normalizer).to_pylist() == expected
+    assert normalize_many(pa.array(["Xy", *values]).slice(1), normalizer).to_pylist() == expected  # as streamed
 
 
 def test_same_on_a_slice_of_many_mixed_values() -> None:
