@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tempfile
+import time
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -256,6 +257,7 @@ class IdStore(Sequence[str]):
         offsets = np.load(directory / "offsets.npy")
         blob = pa.memory_map(str(directory / "ids.bin")).read_buffer() if offsets[-1] else pa.py_buffer(b"")
         self.values = pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), blob)
+        self.cpu_seconds = 0.0  # CPU time of this process (all threads) on reading, normalising and checking them
 
     def __len__(self) -> int:
         return len(self.values)
@@ -271,6 +273,7 @@ def stream_ids(path: Path, column: str, normalizer: Normalizer, chunk_rows: int 
 
     Its files are written to a temporary directory (TMPDIR) and deleted once mapped: the mapping keeps them
     readable, and nothing is left behind however the run ends."""
+    cpu_started = time.process_time()
     with tempfile.TemporaryDirectory(prefix="vfrec-ids-") as tmp:
         directory = Path(tmp)
         checks = _Checks(path, column)
@@ -286,4 +289,5 @@ def stream_ids(path: Path, column: str, normalizer: Normalizer, chunk_rows: int 
         np.save(directory / "offsets.npy", np.concatenate(offsets))
         store = IdStore(directory)
         checks.finish(store.values)
+        store.cpu_seconds = time.process_time() - cpu_started
         return store
