@@ -244,27 +244,37 @@ def both_ways(send: Callable[[], None], receive: Callable[[], np.ndarray]) -> np
     return received
 
 
+def _prefixes(values: np.ndarray) -> np.ndarray:
+    """The first 8 bytes of each 16-byte value as an integer (their order is the values' byte order)."""
+    return values.view(">u8")[::2].astype(np.uint64)
+
+
+def _ties(ranked: np.ndarray) -> bool:
+    return bool(ranked.size) and bool((ranked[1:] == ranked[:-1]).any())
+
+
 def value_order(values: np.ndarray) -> np.ndarray:
     """The stable sort order of 16-byte values by value (memcmp order), sorting their first 8 bytes as integers; only
     when two of those are equal (odds 2^-64 per pair of distinct values) all 16 bytes as strings."""
-    first = values.view(">u8")[::2].astype(np.uint64)
+    first = _prefixes(values)
     order = np.argsort(first)
-    ranked = first[order]
-    if ranked.size and (ranked[1:] == ranked[:-1]).any():
-        return np.argsort(values, kind="stable")
-    return order
+    return np.argsort(values, kind="stable") if _ties(first[order]) else order
 
 
 def intersect(own: np.ndarray, peer_double: np.ndarray) -> np.ndarray:
     """Step 4: match doubly-blinded values; return the indices into `own` of the shared ones, in the canonical shared
     order (by value, the same on both sides). Vectorised over fixed-width values, 16 bytes per own and per peer ID;
-    the peer's are sorted in place."""
+    the peer's are sorted in place. Ours are looked up in order among the peer's by their first 8 bytes (by all 16
+    if two of the peer's share those), then compared whole."""
+    if not peer_double.size:
+        return np.empty(0, dtype=np.int64)
     theirs = peer_double
     theirs[:] = theirs[value_order(theirs)]
     by_value = value_order(own)
     ranked = own[by_value]
-    at = np.minimum(np.searchsorted(theirs, ranked), max(theirs.size - 1, 0))  # fast: both sorted
-    return by_value[theirs[at] == ranked] if theirs.size else np.empty(0, dtype=np.int64)
+    keys = _prefixes(theirs)
+    at = np.searchsorted(theirs, ranked) if _ties(keys) else np.searchsorted(keys, _prefixes(ranked))
+    return by_value[theirs[np.minimum(at, theirs.size - 1)] == ranked]
 
 
 def run_psi(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool, settings: PsiSettings) -> PsiResult:

@@ -38,6 +38,16 @@ def test_intersect_finds_the_shared_values_in_value_order() -> None:
     assert intersect(own, np.empty(0, dtype="S16")).size == 0
 
 
+def test_intersect_when_the_peer_has_values_with_the_same_first_8_bytes() -> None:
+    own, peer = random_values(50, 5), random_values(60, 6)
+    for values in (own, peer):
+        values.view(np.uint8).reshape(-1, 16)[::2, :8] = 9  # half of each side share one prefix
+    peer[:30:3] = own[::5]  # 10 shared, some of them among the tied
+    shared = intersect(own, peer.copy())
+    assert sorted(shared.tolist()) == [i for i, v in enumerate(own) if v in set(peer.tolist())]
+    assert (own[shared][1:] > own[shared][:-1]).all()
+
+
 def test_aligned_rows_are_what_savetxt_wrote(tmp_path) -> None:
     """The file format training and older readers know: a header and "position,row" per line."""
     from psi.align import _write_aligned_rows
