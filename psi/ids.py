@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from protocol.data.tables import read_text_arrays, row_label
+from protocol.data.tables import NotPlainCsv, read_text_arrays, read_text_column, row_label
 from protocol.errors import DataError
 from protocol.runtime.config import Table
 from protocol.runtime.workers import WorkerPool
@@ -274,12 +274,22 @@ def stream_ids(path: Path, column: str, normalizer: Normalizer, chunk_rows: int 
     Its files are written to a temporary directory (TMPDIR) and deleted once mapped: the mapping keeps them
     readable, and nothing is left behind however the run ends."""
     cpu_started = time.process_time()
+    try:
+        store = _store(read_text_arrays(path, column, chunk_rows), normalizer, path, column)
+    except NotPlainCsv:
+        store = _store(read_text_column(path, column, chunk_rows), normalizer, path, column)
+    store.cpu_seconds = time.process_time() - cpu_started
+    return store
+
+
+def _store(chunks: Iterable[pa.Array | list[str]], normalizer: Normalizer, path: Path, column: str) -> IdStore:
+    """`stream_ids` from the column's raw chunks."""
     with tempfile.TemporaryDirectory(prefix="vfrec-ids-") as tmp:
         directory = Path(tmp)
         checks = _Checks(path, column)
         offsets, end = [np.zeros(1, dtype=np.int64)], 0
         with open(directory / "ids.bin", "wb") as blob:
-            for raw in read_text_arrays(path, column, chunk_rows):
+            for raw in chunks:
                 ids = normalize_many(raw, normalizer)
                 checks.add(ids)
                 ends, data = _offsets_and_bytes(ids)
@@ -289,5 +299,4 @@ def stream_ids(path: Path, column: str, normalizer: Normalizer, chunk_rows: int 
         np.save(directory / "offsets.npy", np.concatenate(offsets))
         store = IdStore(directory)
         checks.finish(store.values)
-        store.cpu_seconds = time.process_time() - cpu_started
         return store

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from psi.ids import ASCII_SPACE, Normalizer, normalize_many, stream_ids
+from protocol.data.tables import read_text_column
+from protocol.errors import DataError
+from psi.ids import ASCII_SPACE, Normalizer, normalize_ids, normalize_many, stream_ids
 
 # ASCII letters, digits, phone punctuation, every ASCII whitespace, and characters a Unicode form, casefold or \s
 # treat differently from ASCII: full-width and Arabic-Indic digits, ß, ligatures, dotted I, combining marks,
@@ -61,3 +65,21 @@ def test_streamed_store_is_each_value_normalised(tmp_path) -> None:
     store = stream_ids(path, "email", Normalizer(kind="email"), chunk_rows=8)
     assert list(store) == [Normalizer(kind="email")(v) for v in values]
     assert pc.count(store.values).as_py() == 50
+
+
+@pytest.mark.parametrize("text", ["id,x\na,1\n   \nb,2\n", "id\na\n \nb\n", "id,x\na,1\nb,2,3\n",
+                                  b"id\n\xe9t\xe9\n", "id,x\n\"a\nb\",1\n\"\",2\n"])
+def test_streamed_store_reads_the_rows_pandas_reads(tmp_path, text: str | bytes) -> None:
+    """Lines of blanks (pandas skips them), lines Arrow cannot parse, other encodings: the same IDs or message."""
+    path = tmp_path / "users.csv"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+
+    def outcome(read: Callable[[], list[str]]) -> list[str] | str:
+        try:
+            return read()
+        except DataError as exc:
+            return str(exc)
+
+    by_pandas = outcome(lambda: normalize_ids([v for c in read_text_column(path, "id", 2) for v in c], Normalizer(),
+                                              path, "id"))
+    assert outcome(lambda: list(stream_ids(path, "id", Normalizer(), chunk_rows=2))) == by_pandas
