@@ -82,18 +82,21 @@ def run_ours(root: Path, n: int, workers: int, compute: dict | None = None) -> d
             "mb_a_to_b": sa["bytes_sent"] / 1e6, "mb_b_to_a": sb["bytes_sent"] / 1e6,
             "intersection": sa["intersection_size"], "peak_rss_mb_a": peaks["party_a"] / 2**20,
             "peak_rss_mb_b": peaks["party_b"] / 2**20,
-            "serial": {party: serial_part(summary["serial_cpu_seconds"], pool_cpu[party], n)
-                       for party, summary in (("party_a", sa), ("party_b", sb))}}
+            "serial": {party: serial_part(summary, pool_cpu[party], n) for party, summary in (("party_a", sa),
+                                                                                                ("party_b", sb))}}
 
 
-def serial_part(serial_s: float, pool_s: float, n: int, cores: int = 32) -> dict:
-    """PSI's serial part at one party: its own process's CPU seconds (reading, normalising and checking its IDs and
-    all of the PSI phase that is not on its pool) against the single-core time (those plus its workers' CPU
-    seconds), and the efficiency on `cores` cores that this serial fraction allows (Amdahl)."""
-    single = serial_s + pool_s
+def serial_part(summary: dict, pool_s: float, n: int, cores: int = 32) -> dict:
+    """PSI's serial part at one party (its summary's serial_cpu_seconds: reading, normalising and checking its IDs,
+    and the PSI threads of its own process) against its single-core time (its process's CPU seconds, which add the
+    transport's threads, plus its workers'), and the efficiency on `cores` cores this serial fraction allows
+    (Amdahl)."""
+    serial_s, process_s = summary["serial_cpu_seconds"], summary["process_cpu_seconds"]
+    single = process_s + pool_s
     fraction = serial_s / single
-    return {"serial_s": serial_s, "pool_s": pool_s, "single_core_s": single, "serial_us_per_id": serial_s / n * 1e6,
-            "fraction": fraction, "cores": cores, "efficiency": 1 / (fraction + (1 - fraction) / cores) / cores}
+    return {"serial_s": serial_s, "process_s": process_s, "pool_s": pool_s, "single_core_s": single,
+            "serial_us_per_id": serial_s / n * 1e6, "fraction": fraction, "process_fraction": process_s / single,
+            "cores": cores, "efficiency": 1 / (fraction + (1 - fraction) / cores) / cores}
 
 
 def _process_tree(pid: int) -> dict[int, tuple[int, float]]:
@@ -247,13 +250,16 @@ def run_delta_bench(root: Path, n: int, workers: int) -> dict:
 
 def print_serial(ours: list[dict]) -> None:
     cores = ours[0]["serial"]["party_a"]["cores"]
-    print("\nserial part: each party's own process (CPU s) against its single-core time (that + its workers' CPU s)")
+    print("\nserial part: CPU s of each party's reading and checking of its IDs and its PSI threads, against its "
+          "single-core time\n(its process's CPU s, with the transport's threads, + its workers'); process: "
+          "all of its process's CPU s")
     print(f"{'set sizes':>21} | {'party':>7} | {'serial s':>8} | {'µs/ID':>6} | {'1-core s':>8} | {'serial':>6} | "
-          f"{f'{cores}-core efficiency':>18}")
+          f"{'process':>7} | {f'{cores}-core efficiency':>18}")
     for r in ours:
         for party, f in r["serial"].items():
             print(f"{r['n']:>9,} x {r['n']:>9,} | {party:>7} | {f['serial_s']:8.2f} | {f['serial_us_per_id']:6.2f} | "
-                  f"{f['single_core_s']:8.1f} | {f['fraction']:6.2%} | {f['efficiency']:18.3f}")
+                  f"{f['single_core_s']:8.1f} | {f['fraction']:6.2%} | {f['process_fraction']:7.2%} | "
+                  f"{f['efficiency']:18.3f}")
 
 
 def print_delta(r: dict) -> None:

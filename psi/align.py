@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,7 @@ def run_phase(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPoo
               workdir: Path, passphrase: Passphrase, wish: Wish = Wish()) -> PsiOutcome:
     """PSI with `peer`, full or delta as both parties agree (psi/mode.py), and its files; the state's secret is sealed
     under `passphrase`. A full run stops on an empty intersection."""
-    role, loading, cpu_started = endpoint.cfg.role, time.perf_counter(), time.process_time()
+    role, loading, cpu = endpoint.cfg.role, time.perf_counter(), _Cpu()
     state, state_id, blocked = None, b"", ""
     if wish.want == DELTA:
         try:
@@ -66,18 +66,29 @@ def run_phase(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPoo
     if reasons:
         log.warning("a full PSI instead of a delta (a fresh secret: every ID blinded again): %s", "; ".join(reasons))
     if mode == FULL:
-        return _full(endpoint, peer, ids, pool, settings, workdir, passphrase, started, cpu_started)
-    return _delta(endpoint, peer, ids, state, pool, settings, workdir, passphrase, started, cpu_started)
+        return _full(endpoint, peer, ids, pool, settings, workdir, passphrase, started, cpu)
+    return _delta(endpoint, peer, ids, state, pool, settings, workdir, passphrase, started, cpu)
 
 
-def _serial_cpu(ids: Sequence[str], cpu_started: float) -> float:
-    """CPU seconds of this party's own process (all its threads; the pool's workers are not in it) since
-    `cpu_started`, and on reading and checking `ids` when `stream_ids` read them: PSI's serial part."""
-    return (ids.cpu_seconds if isinstance(ids, IdStore) else 0.0) + time.process_time() - cpu_started
+@dataclass(frozen=True)
+class _Cpu:
+    """This thread's and this process's CPU clocks when a phase began, for its summary."""
+
+    thread: float = field(default_factory=time.thread_time)
+    process: float = field(default_factory=time.process_time)
+
+    def figures(self, ids: Sequence[str], sender_cpu_seconds: float) -> dict[str, float]:
+        """PSI's serial part so far: the CPU seconds of reading, normalising and checking `ids` (when `stream_ids`
+        read them, before any transport ran) plus those of this thread and of the PSI's sending thread in the phase;
+        and the process's CPU seconds, which add the transport's threads (receiving, heartbeats, polling). The pool's
+        workers are in neither."""
+        load = ids.cpu_seconds if isinstance(ids, IdStore) else 0.0
+        return {"serial_cpu_seconds": round(load + time.thread_time() - self.thread + sender_cpu_seconds, 3),
+                "process_cpu_seconds": round(load + time.process_time() - self.process, 3)}
 
 
 def _full(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool, settings: PsiSettings,
-          workdir: Path, passphrase: Passphrase, started: float, cpu_started: float) -> PsiOutcome:
+          workdir: Path, passphrase: Passphrase, started: float, cpu: _Cpu) -> PsiOutcome:
     created = time.time()
     result = run_psi(endpoint, peer, ids, pool, settings)
     shared = result.positions
@@ -97,7 +108,7 @@ def _full(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool, s
                "peer_size": result.peer_size, "seconds": round(result.seconds, 3),
                "bytes_sent": result.bytes_sent, "bytes_received": result.bytes_received,
                "phase_seconds": round(time.perf_counter() - started, 3),
-               "serial_cpu_seconds": round(_serial_cpu(ids, cpu_started), 3)}
+               **cpu.figures(ids, result.sender_cpu_seconds)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("PSI with %s: %d shared of %d here and %d there, %.1fs, %.1f MB sent, %.1f MB received", peer,
              shared.size, result.own_size, result.peer_size, result.seconds,
@@ -106,8 +117,7 @@ def _full(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool, s
 
 
 def _delta(endpoint: Endpoint, peer: str, ids: Sequence[str], state: PsiState, pool: WorkerPool,
-           settings: PsiSettings, workdir: Path, passphrase: Passphrase, started: float, cpu_started: float
-           ) -> PsiOutcome:
+           settings: PsiSettings, workdir: Path, passphrase: Passphrase, started: float, cpu: _Cpu) -> PsiOutcome:
     result = run_delta(endpoint, peer, ids, state, pool, settings)
     change = result.change
     frame = read_shared(workdir)
@@ -123,7 +133,7 @@ def _delta(endpoint: Endpoint, peer: str, ids: Sequence[str], state: PsiState, p
                "peer_size": len(change.state.peer_values), "seconds": round(result.seconds, 3),
                "bytes_sent": result.bytes_sent, "bytes_received": result.bytes_received,
                "phase_seconds": round(time.perf_counter() - started, 3),
-               "serial_cpu_seconds": round(_serial_cpu(ids, cpu_started), 3)}
+               **cpu.figures(ids, result.sender_cpu_seconds)}
     (workdir / "psi" / "delta_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("delta PSI with %s: %d joined, %d left, %d shared now; %.1fs, %.2f MB sent, %.2f MB received", peer,
              len(change.joined), len(change.left), summary["shared_active"], result.seconds, result.bytes_sent / 1e6,

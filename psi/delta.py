@@ -80,6 +80,7 @@ class DeltaResult:
     seconds: float
     bytes_sent: int
     bytes_received: int
+    sender_cpu_seconds: float = 0.0  # CPU time of the thread that streamed our blinded added IDs
 
 
 def _member(sorted_values: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -210,4 +211,5 @@ def run_delta(endpoint: Endpoint, peer: str, ids: Sequence[str], state: PsiState
     added_values[order] = own
     change = apply_delta(state, diff.removed, digests[diff.added], added_values, dropped, peer_added_values, peer)
     return DeltaResult(change, diff, peer_added, peer_removed, time.perf_counter() - start,
-                       endpoint.bytes_sent[peer] - sent0, endpoint.bytes_received[peer] - received0)
+                       endpoint.bytes_sent[peer] - sent0, endpoint.bytes_received[peer] - received0,
+                       sum(s.sender_cpu))

@@ -109,6 +109,7 @@ class PsiResult:
     secret: bytes = field(repr=False)
     own_values: np.ndarray = field(repr=False)
     peer_values: np.ndarray = field(repr=False)
+    sender_cpu_seconds: float = 0.0  # CPU time of the thread that streamed our blinded IDs
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class Session:
     peer_size: int
     peer_chunk: int
     progress: tqdm
+    sender_cpu: list[float] = field(default_factory=list)  # `stream_own_blinded`'s thread CPU seconds, per call
 
 
 def chunks(n: int, size: int) -> list[range]:
@@ -169,6 +171,8 @@ def exchange_hello(endpoint: Endpoint, peer: str, size: int, chunk: int, setting
 
 def stream_own_blinded(s: Session, ids: Sequence[str], order: np.ndarray) -> None:
     """Step 2: blind our IDs in the shuffled `order` and stream them to the peer."""
+    cpu_started = time.thread_time()
+
     def send(index: int, points: bytes) -> None:
         messages.send(s.endpoint, s.peer, PsiBlinded(points))
         s.progress.update(len(points) // POINT_BYTES)
@@ -176,6 +180,7 @@ def stream_own_blinded(s: Session, ids: Sequence[str], order: np.ndarray) -> Non
     values = as_arrow(ids)
     tasks = ((*pack(pc.take(values, order[c.start : c.stop])), s.salt, s.secret) for c in chunks(len(ids), s.chunk))
     _pipeline(s.pool, tasks, _BLIND, send, window=2 * max(1, s.pool.size))
+    s.sender_cpu.append(time.thread_time() - cpu_started)
 
 
 def reblind_peer_stream(s: Session) -> np.ndarray:
@@ -293,4 +298,4 @@ def run_psi(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool,
     own_values[order] = own
     return PsiResult(positions, len(ids), peer_size, time.perf_counter() - start,
                      endpoint.bytes_sent[peer] - sent0, endpoint.bytes_received[peer] - received0, salt, s.secret,
-                     own_values, peer_double)
+                     own_values, peer_double, sum(s.sender_cpu))

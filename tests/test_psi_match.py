@@ -11,7 +11,7 @@ from protocol.crypto.keyfiles import Passphrase
 from protocol.runtime.workers import WorkerPool
 from psi.align import read_aligned_rows, run_phase
 from psi.ids import Normalizer, stream_ids
-from psi.session import PsiSettings, intersect, value_order
+from psi.session import PsiSettings, intersect, run_psi, value_order
 from tests.fakes import MemoryNetwork, run_roles
 
 
@@ -74,3 +74,12 @@ def test_summary_names_the_serial_cpu_seconds(tmp_path) -> None:
                         settings, tmp_path / "b", key))
     assert out.summary["intersection_size"] == 20
     assert 1000 < out.summary["serial_cpu_seconds"] < 1000 + os.times().user + os.times().system + 1
+    assert 1000 < out.summary["process_cpu_seconds"] < 1000 + os.times().user + os.times().system + 1
+
+
+def test_the_sending_thread_counts_its_cpu_seconds() -> None:
+    """With the curve work inline (a pool of 0 workers) the thread that streams our blinded IDs does some of it."""
+    net, pool, settings = MemoryNetwork(), WorkerPool(0), PsiSettings(8, False)
+    ra, _ = run_roles((run_psi, net.endpoint("party_a"), "party_b", [f"u{i}" for i in range(200)], pool, settings),
+                      (run_psi, net.endpoint("party_b"), "party_a", [f"u{i}" for i in range(100, 300)], pool, settings))
+    assert ra.positions.size == 100 and 0 < ra.sender_cpu_seconds < ra.seconds * 2
