@@ -32,7 +32,7 @@ from protocol.runtime.workers import WorkerPool
 from psi.delta import run_delta
 from psi.ids import IdStore, Normalizer, id_digests, normalize_ids, pack, stream_ids, take_ids
 from psi.mode import DELTA, FULL, Wish, agree, confirm, key_too_old
-from psi.session import PsiSettings, run_psi, value_order
+from psi.session import ExchangeCpu, PsiSettings, run_psi, value_order
 from psi.shared import read_shared
 from psi.state import PsiState, load_state, save_state
 
@@ -77,13 +77,14 @@ class _Cpu:
     thread: float = field(default_factory=time.thread_time)
     process: float = field(default_factory=time.process_time)
 
-    def figures(self, ids: Sequence[str], sender_cpu_seconds: float) -> dict[str, float]:
-        """PSI's serial part so far: the CPU seconds of reading, normalising and checking `ids` (when `stream_ids`
-        read them, before any transport ran) plus those of this thread and of the PSI's sending thread in the phase;
-        and the process's CPU seconds, which add the transport's threads (receiving, heartbeats, polling). The pool's
-        workers are in neither."""
+    def figures(self, ids: Sequence[str], exchange: ExchangeCpu) -> dict[str, float]:
+        """CPU seconds of the phase so far. Serial: reading, normalising and checking `ids` (when `stream_ids` read
+        them, before any transport ran) and this thread's work outside the exchange of blinded points, which nothing
+        overlaps. Overlapped: this party's threads during the exchange, beside the pool's work. Process: all of this
+        process, with the transport's threads (receiving, heartbeats, polling). The pool's workers are in none."""
         load = ids.cpu_seconds if isinstance(ids, IdStore) else 0.0
-        return {"serial_cpu_seconds": round(load + time.thread_time() - self.thread + sender_cpu_seconds, 3),
+        return {"serial_cpu_seconds": round(load + time.thread_time() - self.thread - exchange.caller, 3),
+                "overlapped_cpu_seconds": round(exchange.caller + exchange.sender, 3),
                 "process_cpu_seconds": round(load + time.process_time() - self.process, 3)}
 
 
@@ -108,7 +109,7 @@ def _full(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool, s
                "peer_size": result.peer_size, "seconds": round(result.seconds, 3),
                "bytes_sent": result.bytes_sent, "bytes_received": result.bytes_received,
                "phase_seconds": round(time.perf_counter() - started, 3),
-               **cpu.figures(ids, result.sender_cpu_seconds)}
+               **cpu.figures(ids, result.exchange_cpu)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("PSI with %s: %d shared of %d here and %d there, %.1fs, %.1f MB sent, %.1f MB received", peer,
              shared.size, result.own_size, result.peer_size, result.seconds,
@@ -133,7 +134,7 @@ def _delta(endpoint: Endpoint, peer: str, ids: Sequence[str], state: PsiState, p
                "peer_size": len(change.state.peer_values), "seconds": round(result.seconds, 3),
                "bytes_sent": result.bytes_sent, "bytes_received": result.bytes_received,
                "phase_seconds": round(time.perf_counter() - started, 3),
-               **cpu.figures(ids, result.sender_cpu_seconds)}
+               **cpu.figures(ids, result.exchange_cpu)}
     (workdir / "psi" / "delta_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("delta PSI with %s: %d joined, %d left, %d shared now; %.1fs, %.2f MB sent, %.2f MB received", peer,
              len(change.joined), len(change.left), summary["shared_active"], result.seconds, result.bytes_sent / 1e6,

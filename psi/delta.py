@@ -28,7 +28,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from protocol.runtime.progress import progress_bar
 from protocol.runtime.workers import WorkerPool
 from psi.ecdh import MATCH_BYTES
 from psi.ids import id_digests, take_ids
-from psi.session import MAX_CHUNK, PsiSettings, Session, both_ways, chunks, swap_blinded
+from psi.session import MAX_CHUNK, ExchangeCpu, PsiSettings, Session, both_ways, chunks, swap_blinded
 from psi.state import VALUE, PsiState
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class DeltaResult:
     seconds: float
     bytes_sent: int
     bytes_received: int
-    sender_cpu_seconds: float = 0.0  # CPU time of the thread that streamed our blinded added IDs
+    exchange_cpu: ExchangeCpu = field(default_factory=ExchangeCpu)
 
 
 def _member(sorted_values: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -212,4 +212,4 @@ def run_delta(endpoint: Endpoint, peer: str, ids: Sequence[str], state: PsiState
     change = apply_delta(state, diff.removed, digests[diff.added], added_values, dropped, peer_added_values, peer)
     return DeltaResult(change, diff, peer_added, peer_removed, time.perf_counter() - start,
                        endpoint.bytes_sent[peer] - sent0, endpoint.bytes_received[peer] - received0,
-                       sum(s.sender_cpu))
+                       s.cpu)

@@ -93,6 +93,15 @@ class PsiSettings:
                 f"at most [psi] max_peer_ids {self.max_peer_ids}")
 
 
+@dataclass
+class ExchangeCpu:
+    """CPU seconds of this party's own threads while blinded points are exchanged, which overlap with the pool's work:
+    the thread that runs the exchange (and receives) and the one that streams our blinded IDs."""
+
+    caller: float = 0.0
+    sender: float = 0.0
+
+
 @dataclass(frozen=True)
 class PsiResult:
     """Where the shared IDs sit in this party's own list, in the order both parties agree on, and what a delta needs
@@ -109,7 +118,7 @@ class PsiResult:
     secret: bytes = field(repr=False)
     own_values: np.ndarray = field(repr=False)
     peer_values: np.ndarray = field(repr=False)
-    sender_cpu_seconds: float = 0.0  # CPU time of the thread that streamed our blinded IDs
+    exchange_cpu: ExchangeCpu = field(default_factory=ExchangeCpu)
 
 
 @dataclass(frozen=True)
@@ -126,7 +135,7 @@ class Session:
     peer_size: int
     peer_chunk: int
     progress: tqdm
-    sender_cpu: list[float] = field(default_factory=list)  # `stream_own_blinded`'s thread CPU seconds, per call
+    cpu: ExchangeCpu = field(default_factory=ExchangeCpu)
 
 
 def chunks(n: int, size: int) -> list[range]:
@@ -180,7 +189,7 @@ def stream_own_blinded(s: Session, ids: Sequence[str], order: np.ndarray) -> Non
     values = as_arrow(ids)
     tasks = ((*pack(pc.take(values, order[c.start : c.stop])), s.salt, s.secret) for c in chunks(len(ids), s.chunk))
     _pipeline(s.pool, tasks, _BLIND, send, window=2 * max(1, s.pool.size))
-    s.sender_cpu.append(time.thread_time() - cpu_started)
+    s.cpu.sender += time.thread_time() - cpu_started
 
 
 def reblind_peer_stream(s: Session) -> np.ndarray:
@@ -225,9 +234,12 @@ def receive_doubled(s: Session, own_size: int) -> np.ndarray:
 def swap_blinded(s: Session, ids: Sequence[str], order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Steps 2 and 3 both ways at once: stream our IDs blinded (in `order`) while blinding the peer's again. Returns
     the doubly-blinded values of our IDs (in `order`) and of the peer's (in the order received)."""
+    cpu_started = time.thread_time()
     peer_double = both_ways(lambda: stream_own_blinded(s, ids, order), lambda: reblind_peer_stream(s))
     s.progress.update(len(ids))
-    return receive_doubled(s, len(ids)), peer_double
+    own = receive_doubled(s, len(ids))
+    s.cpu.caller += time.thread_time() - cpu_started
+    return own, peer_double
 
 
 def both_ways(send: Callable[[], None], receive: Callable[[], np.ndarray]) -> np.ndarray:
@@ -298,4 +310,4 @@ def run_psi(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool,
     own_values[order] = own
     return PsiResult(positions, len(ids), peer_size, time.perf_counter() - start,
                      endpoint.bytes_sent[peer] - sent0, endpoint.bytes_received[peer] - received0, salt, s.secret,
-                     own_values, peer_double, sum(s.sender_cpu))
+                     own_values, peer_double, s.cpu)

@@ -11,7 +11,7 @@ from protocol.crypto.keyfiles import Passphrase
 from protocol.runtime.workers import WorkerPool
 from psi.align import read_aligned_rows, run_phase
 from psi.ids import Normalizer, stream_ids
-from psi.session import PsiSettings, intersect, run_psi, value_order
+from psi.session import ExchangeCpu, PsiSettings, intersect, run_psi, value_order
 from tests.fakes import MemoryNetwork, run_roles
 
 
@@ -61,7 +61,7 @@ def test_aligned_rows_are_what_savetxt_wrote(tmp_path) -> None:
     assert read_aligned_rows(tmp_path).tolist() == rows.tolist()
 
 
-def test_summary_names_the_serial_cpu_seconds(tmp_path) -> None:
+def test_summary_names_the_serial_and_overlapped_cpu_seconds(tmp_path) -> None:
     path = tmp_path / "a.csv"
     pd.DataFrame({"id": [f"u{i}" for i in range(40)]}).to_csv(path, index=False)
     store = stream_ids(path, "id", Normalizer())
@@ -75,11 +75,19 @@ def test_summary_names_the_serial_cpu_seconds(tmp_path) -> None:
     assert out.summary["intersection_size"] == 20
     assert 1000 < out.summary["serial_cpu_seconds"] < 1000 + os.times().user + os.times().system + 1
     assert 1000 < out.summary["process_cpu_seconds"] < 1000 + os.times().user + os.times().system + 1
+    assert 0 < out.summary["overlapped_cpu_seconds"] < out.summary["process_cpu_seconds"] - 1000
 
 
-def test_the_sending_thread_counts_its_cpu_seconds() -> None:
-    """With the curve work inline (a pool of 0 workers) the thread that streams our blinded IDs does some of it."""
+def test_the_exchange_counts_both_threads_cpu_seconds() -> None:
+    """With the curve work inline (a pool of 0 workers) both threads of the exchange do some of it."""
     net, pool, settings = MemoryNetwork(), WorkerPool(0), PsiSettings(8, False)
     ra, _ = run_roles((run_psi, net.endpoint("party_a"), "party_b", [f"u{i}" for i in range(200)], pool, settings),
                       (run_psi, net.endpoint("party_b"), "party_a", [f"u{i}" for i in range(100, 300)], pool, settings))
-    assert ra.positions.size == 100 and 0 < ra.sender_cpu_seconds < ra.seconds * 2
+    assert ra.positions.size == 100 and 0 < ra.exchange_cpu.sender < ra.seconds and 0 < ra.exchange_cpu.caller
+
+
+def test_the_exchange_is_not_serial() -> None:
+    from psi.align import _Cpu
+
+    figures = _Cpu().figures([], ExchangeCpu(caller=5.0, sender=2.0))
+    assert figures["serial_cpu_seconds"] < -4.9 and figures["overlapped_cpu_seconds"] == 7.0
