@@ -87,16 +87,18 @@ def run_ours(root: Path, n: int, workers: int, compute: dict | None = None) -> d
 
 
 def serial_part(summary: dict, pool_s: float, n: int, cores: int = 32) -> dict:
-    """PSI's serial part at one party (its summary's serial_cpu_seconds: reading, normalising and checking its IDs,
-    and the PSI threads of its own process) against its single-core time (its process's CPU seconds, which add the
-    transport's threads, plus its workers'), and the efficiency on `cores` cores this serial fraction allows
-    (Amdahl)."""
-    serial_s, process_s = summary["serial_cpu_seconds"], summary["process_cpu_seconds"]
+    """PSI's serial part at one party (its summary's serial_cpu_seconds: reading, normalising and checking its IDs and
+    its own work outside the exchange of blinded points) against its single-core time (its process's CPU seconds,
+    which add the transport's threads, plus its workers'), the efficiency on `cores` cores this serial fraction
+    allows (Amdahl), and how many workers its own threads during the exchange (overlapped_cpu_seconds, beside the
+    pool's work and bound to one core by the GIL) can keep busy."""
+    serial_s, overlapped_s, process_s = (summary[f"{k}_cpu_seconds"] for k in ("serial", "overlapped", "process"))
     single = process_s + pool_s
     fraction = serial_s / single
-    return {"serial_s": serial_s, "process_s": process_s, "pool_s": pool_s, "single_core_s": single,
-            "serial_us_per_id": serial_s / n * 1e6, "fraction": fraction, "process_fraction": process_s / single,
-            "cores": cores, "efficiency": 1 / (fraction + (1 - fraction) / cores) / cores}
+    return {"serial_s": serial_s, "overlapped_s": overlapped_s, "process_s": process_s, "pool_s": pool_s,
+            "single_core_s": single, "serial_us_per_id": serial_s / n * 1e6, "fraction": fraction,
+            "process_fraction": process_s / single, "cores": cores,
+            "efficiency": 1 / (fraction + (1 - fraction) / cores) / cores, "workers_fed": pool_s / overlapped_s}
 
 
 def _process_tree(pid: int) -> dict[int, tuple[int, float]]:
@@ -250,16 +252,17 @@ def run_delta_bench(root: Path, n: int, workers: int) -> dict:
 
 def print_serial(ours: list[dict]) -> None:
     cores = ours[0]["serial"]["party_a"]["cores"]
-    print("\nserial part: CPU s of each party's reading and checking of its IDs and its PSI threads, against its "
-          "single-core time\n(its process's CPU s, with the transport's threads, + its workers'); process: "
-          "all of its process's CPU s")
+    print("\nserial part: CPU s of a party's reading and checking of its IDs and its own work outside the exchange of "
+          "blinded points,\nagainst its single-core time (its process's CPU s, with the transport's threads, + its "
+          "workers'); process: all of its\nprocess's CPU s; workers fed: its workers' CPU s / its threads' during the "
+          "exchange (the pool size at which those would\nbe the bottleneck)")
     print(f"{'set sizes':>21} | {'party':>7} | {'serial s':>8} | {'µs/ID':>6} | {'1-core s':>8} | {'serial':>6} | "
-          f"{'process':>7} | {f'{cores}-core efficiency':>18}")
+          f"{'process':>7} | {f'{cores}-core efficiency':>18} | {'workers fed':>11}")
     for r in ours:
         for party, f in r["serial"].items():
             print(f"{r['n']:>9,} x {r['n']:>9,} | {party:>7} | {f['serial_s']:8.2f} | {f['serial_us_per_id']:6.2f} | "
                   f"{f['single_core_s']:8.1f} | {f['fraction']:6.2%} | {f['process_fraction']:7.2%} | "
-                  f"{f['efficiency']:18.3f}")
+                  f"{f['efficiency']:18.3f} | {f['workers_fed']:11.0f}")
 
 
 def print_delta(r: dict) -> None:
