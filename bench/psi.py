@@ -7,9 +7,10 @@
 For each size it writes two generated tables (the same customers' e-mails written
 differently on each side), runs coordinator + party A + party B as processes over
 mutual TLS and reports wall time (process start to exit), the PSI phase time, IDs
-per second per party and bytes each way. In the same run it times openmined-psi
-(C++ ECDH-PSI on P-256, one thread, in process, no network) on the 100k x 100k sets,
-and the curve libraries we chose between. Results also go to runs/bench/psi.json.
+per second per party and bytes each way, and each party's serial part against its
+single-core time (`serial_part`; --workers 1 for the README's figure). In the same
+run it times openmined-psi (C++ ECDH-PSI on P-256, one thread, in process, no
+network) on the 100k x 100k sets, and the curve libraries we chose between. Results also go to runs/bench/psi.json.
 
 With --delta it runs `python -m party_a psi` and `python -m party_b psi` (two processes,
 no coordinator): a full PSI of N x N IDs (N/2 shared); then each side gains 1 % new IDs
@@ -68,7 +69,7 @@ def run_ours(root: Path, n: int, workers: int, compute: dict | None = None) -> d
     set_compute(sections, compute=compute)
     run = write_local_run(root / "run", sections, run_id=f"bench-psi-{n}")
     start = time.perf_counter()
-    out, peaks = run_watched(run, timeout=24 * 3600)
+    out, peaks, pool_cpu = run_watched(run, timeout=24 * 3600)
     wall = time.perf_counter() - start
     failed = {r: o.output[-3000:] for r, o in out.items() if o.returncode != 0}
     if failed:
@@ -81,37 +82,63 @@ def run_ours(root: Path, n: int, workers: int, compute: dict | None = None) -> d
             "ids_per_s_b": (sb["own_size"] + sb["peer_size"]) / sb["seconds"],
             "mb_a_to_b": sa["bytes_sent"] / 1e6, "mb_b_to_a": sb["bytes_sent"] / 1e6,
             "intersection": sa["intersection_size"], "peak_rss_mb_a": peaks["party_a"] / 2**20,
-            "peak_rss_mb_b": peaks["party_b"] / 2**20}
+            "peak_rss_mb_b": peaks["party_b"] / 2**20,
+            "serial": {party: serial_part(summary, pool_cpu[party], n) for party, summary in (("party_a", sa),
+                                                                                                ("party_b", sb))}}
 
 
-def _rss_tree(pid: int) -> int:
-    """Resident bytes of a process and all its descendants now (0 once it has gone)."""
+def serial_part(summary: dict, pool_s: float, n: int, cores: int = 32) -> dict:
+    """PSI's serial part at one party (its summary's serial_cpu_seconds: reading, normalising and checking its IDs and
+    its own work outside the exchange of blinded points) against its single-core time (its process's CPU seconds,
+    which add the transport's threads, plus its workers'), the efficiency on `cores` cores this serial fraction
+    allows (Amdahl), and how many workers its own threads during the exchange (overlapped_cpu_seconds, beside the
+    pool's work and bound to one core by the GIL) can keep busy."""
+    serial_s, overlapped_s, process_s = (summary[f"{k}_cpu_seconds"] for k in ("serial", "overlapped", "process"))
+    single = process_s + pool_s
+    fraction = serial_s / single
+    return {"serial_s": serial_s, "overlapped_s": overlapped_s, "process_s": process_s, "pool_s": pool_s,
+            "single_core_s": single, "serial_us_per_id": serial_s / n * 1e6, "fraction": fraction,
+            "process_fraction": process_s / single, "cores": cores,
+            "efficiency": 1 / (fraction + (1 - fraction) / cores) / cores, "workers_fed": pool_s / overlapped_s}
+
+
+def _process_tree(pid: int) -> dict[int, tuple[int, float]]:
+    """Resident bytes and CPU seconds (user and system) of a process and each of its descendants now, by process ID
+    (none once it has gone)."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
         rss = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) * 1024
+        ticks = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[11:13]  # utime, stime
         children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
                     for c in (task / "children").read_text().split()]
     except (OSError, StopIteration, ValueError):
-        return 0
-    return rss + sum(_rss_tree(c) for c in children)
+        return {}
+    tree = {pid: (rss, sum(map(int, ticks)) / os.sysconf("SC_CLK_TCK"))}
+    for c in children:
+        tree.update(_process_tree(c))
+    return tree
 
 
-def run_watched(run: LocalRun, timeout: float) -> tuple[dict[str, Outcome], dict[str, int]]:
-    """`run_all`, sampling each role's resident memory (its process and its worker processes) every 0.2 s;
-    returns the outcomes and each role's peak in bytes."""
+def run_watched(run: LocalRun, timeout: float) -> tuple[dict[str, Outcome], dict[str, int], dict[str, float]]:
+    """`run_all`, sampling each role's resident memory and CPU time (its process and its worker processes) every
+    0.2 s; returns the outcomes, each role's peak memory in bytes and its workers' CPU seconds (as last sampled: up
+    to 0.2 s of each worker's last work may be missing)."""
     procs = {role: start(run, role) for role in Role}
     peaks = dict.fromkeys(procs, 0)
+    cpu: dict[str, dict[int, float]] = {role: {} for role in procs}
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.2):
             for role, proc in procs.items():
-                peaks[role] = max(peaks[role], _rss_tree(proc.pid))
+                tree = _process_tree(proc.pid)
+                peaks[role] = max(peaks[role], sum(rss for rss, _ in tree.values()))
+                cpu[role].update({pid: seconds for pid, (_, seconds) in tree.items() if pid != proc.pid})
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        return wait_all(run, procs, timeout), peaks
+        return wait_all(run, procs, timeout), peaks, {role: sum(cpu[role].values()) for role in procs}
     finally:
         done.set()
         sampler.join()
@@ -224,6 +251,21 @@ def run_delta_bench(root: Path, n: int, workers: int) -> dict:
             "ratio": {k: delta[k] / full[k] for k in ("phase_s", "wall_s", "mb")}}
 
 
+def print_serial(ours: list[dict]) -> None:
+    cores = ours[0]["serial"]["party_a"]["cores"]
+    print("\nserial part: CPU s of a party's reading and checking of its IDs and its own work outside the exchange of "
+          "blinded points,\nagainst its single-core time (its process's CPU s, with the transport's threads, + its "
+          "workers'); process: all of its\nprocess's CPU s; workers fed: its workers' CPU s / its threads' during the "
+          "exchange (the pool size at which those would\nbe the bottleneck)")
+    print(f"{'set sizes':>21} | {'party':>7} | {'serial s':>8} | {'µs/ID':>6} | {'1-core s':>8} | {'serial':>6} | "
+          f"{'process':>7} | {f'{cores}-core efficiency':>18} | {'workers fed':>11}")
+    for r in ours:
+        for party, f in r["serial"].items():
+            print(f"{r['n']:>9,} x {r['n']:>9,} | {party:>7} | {f['serial_s']:8.2f} | {f['serial_us_per_id']:6.2f} | "
+                  f"{f['single_core_s']:8.1f} | {f['fraction']:6.2%} | {f['process_fraction']:7.2%} | "
+                  f"{f['efficiency']:18.3f} | {f['workers_fed']:11.0f}")
+
+
 def print_delta(r: dict) -> None:
     c = r["changes"]
     print(f"\n{r['n']:,} x {r['n']:,} IDs, {r['workers']} workers per party; A +{c['own_added']:,} "
@@ -273,6 +315,7 @@ def main() -> None:
     for r in results["ours"]:
         print(f"{r['n']:>9,} x {r['n']:>9,} | {r['wall_s']:7.1f} | {r['psi_s']:7.1f} | {r['ids_per_s_a']:9,.0f} | "
               f"{r['ids_per_s_b']:9,.0f} | {r['mb_a_to_b']:8.1f} | {r['mb_b_to_a']:8.1f}")
+    print_serial(results["ours"])
     if "openmined" in results:
         om = results["openmined"]
         ours = next(r for r in results["ours"] if r["n"] == 100_000)

@@ -15,11 +15,13 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from protocol.crypto.keyfiles import Passphrase
 from protocol.data.tables import TableSpec, read_table
@@ -28,9 +30,9 @@ from protocol.net.transport import Endpoint
 from protocol.runtime.config import Table
 from protocol.runtime.workers import WorkerPool
 from psi.delta import run_delta
-from psi.ids import IdStore, Normalizer, id_digests, normalize_ids, stream_ids
+from psi.ids import IdStore, Normalizer, id_digests, normalize_ids, pack, stream_ids, take_ids
 from psi.mode import DELTA, FULL, Wish, agree, confirm, key_too_old
-from psi.session import PsiSettings, run_psi
+from psi.session import ExchangeCpu, PsiSettings, run_psi, value_order
 from psi.shared import read_shared
 from psi.state import PsiState, load_state, save_state
 
@@ -50,7 +52,7 @@ def run_phase(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPoo
               workdir: Path, passphrase: Passphrase, wish: Wish = Wish()) -> PsiOutcome:
     """PSI with `peer`, full or delta as both parties agree (psi/mode.py), and its files; the state's secret is sealed
     under `passphrase`. A full run stops on an empty intersection."""
-    role, loading = endpoint.cfg.role, time.perf_counter()
+    role, loading, cpu = endpoint.cfg.role, time.perf_counter(), _Cpu()
     state, state_id, blocked = None, b"", ""
     if wish.want == DELTA:
         try:
@@ -64,12 +66,30 @@ def run_phase(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPoo
     if reasons:
         log.warning("a full PSI instead of a delta (a fresh secret: every ID blinded again): %s", "; ".join(reasons))
     if mode == FULL:
-        return _full(endpoint, peer, ids, pool, settings, workdir, passphrase, started)
-    return _delta(endpoint, peer, ids, state, pool, settings, workdir, passphrase, started)
+        return _full(endpoint, peer, ids, pool, settings, workdir, passphrase, started, cpu)
+    return _delta(endpoint, peer, ids, state, pool, settings, workdir, passphrase, started, cpu)
+
+
+@dataclass(frozen=True)
+class _Cpu:
+    """This thread's and this process's CPU clocks when a phase began, for its summary."""
+
+    thread: float = field(default_factory=time.thread_time)
+    process: float = field(default_factory=time.process_time)
+
+    def figures(self, ids: Sequence[str], exchange: ExchangeCpu) -> dict[str, float]:
+        """CPU seconds of the phase so far. Serial: reading, normalising and checking `ids` (when `stream_ids` read
+        them, before any transport ran) and this thread's work outside the exchange of blinded points, which nothing
+        overlaps. Overlapped: this party's threads during the exchange, beside the pool's work. Process: all of this
+        process, with the transport's threads (receiving, heartbeats, polling). The pool's workers are in none."""
+        load = ids.cpu_seconds if isinstance(ids, IdStore) else 0.0
+        return {"serial_cpu_seconds": round(load + time.thread_time() - self.thread - exchange.caller, 3),
+                "overlapped_cpu_seconds": round(exchange.caller + exchange.sender, 3),
+                "process_cpu_seconds": round(load + time.process_time() - self.process, 3)}
 
 
 def _full(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool, settings: PsiSettings,
-          workdir: Path, passphrase: Passphrase, started: float) -> PsiOutcome:
+          workdir: Path, passphrase: Passphrase, started: float, cpu: _Cpu) -> PsiOutcome:
     created = time.time()
     result = run_psi(endpoint, peer, ids, pool, settings)
     shared = result.positions
@@ -77,19 +97,19 @@ def _full(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool, s
         raise ProtocolError(f"PSI with {peer} found no shared customers ({result.own_size} IDs here, "
                             f"{result.peer_size} at {peer}); check that both sides normalise IDs the same way "
                             f"([users.ids] kind, country_code)")
-    by_value = np.argsort(result.own_values, kind="stable")
-    state = PsiState(result.secret, result.salt, created, id_digests(ids)[by_value], result.own_values[by_value],
+    by_value = value_order(result.own_values)
+    state = PsiState(result.secret, result.salt, created, id_digests(ids, pool)[by_value], result.own_values[by_value],
                      result.peer_values, result.own_values[shared], np.ones(shared.size, dtype=bool))
     frame = pd.DataFrame({"position": np.arange(shared.size, dtype=np.int64),
-                          "user_id": [ids[int(r)] for r in shared], "active": np.ones(shared.size, dtype=bool)})
+                          "user_id": take_ids(ids, shared), "active": np.ones(shared.size, dtype=bool)})
     _finish(endpoint, peer, state, frame, workdir, passphrase)
     out = workdir / "psi"
-    rows = np.column_stack([np.arange(shared.size), shared])
-    np.savetxt(out / "aligned_rows.csv", rows, fmt="%d", delimiter=",", header="position,row", comments="")
+    _write_aligned_rows(out / "aligned_rows.csv", shared)
     summary = {"intersection_size": int(shared.size), "own_size": result.own_size,
                "peer_size": result.peer_size, "seconds": round(result.seconds, 3),
                "bytes_sent": result.bytes_sent, "bytes_received": result.bytes_received,
-               "phase_seconds": round(time.perf_counter() - started, 3)}
+               "phase_seconds": round(time.perf_counter() - started, 3),
+               **cpu.figures(ids, result.exchange_cpu)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("PSI with %s: %d shared of %d here and %d there, %.1fs, %.1f MB sent, %.1f MB received", peer,
              shared.size, result.own_size, result.peer_size, result.seconds,
@@ -98,13 +118,13 @@ def _full(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool, s
 
 
 def _delta(endpoint: Endpoint, peer: str, ids: Sequence[str], state: PsiState, pool: WorkerPool,
-           settings: PsiSettings, workdir: Path, passphrase: Passphrase, started: float) -> PsiOutcome:
+           settings: PsiSettings, workdir: Path, passphrase: Passphrase, started: float, cpu: _Cpu) -> PsiOutcome:
     result = run_delta(endpoint, peer, ids, state, pool, settings)
     change = result.change
     frame = read_shared(workdir)
     frame.loc[change.left, "active"] = False
     joined = pd.DataFrame({"position": np.arange(len(frame), len(frame) + len(change.joined), dtype=np.int64),
-                           "user_id": [ids[int(r)] for r in result.diff.rows_of(change.joined)],
+                           "user_id": take_ids(ids, result.diff.rows_of(change.joined)),
                            "active": np.ones(len(change.joined), dtype=bool)})
     frame = pd.concat([frame, joined], ignore_index=True)
     _finish(endpoint, peer, change.state, frame, workdir, passphrase)
@@ -113,7 +133,8 @@ def _delta(endpoint: Endpoint, peer: str, ids: Sequence[str], state: PsiState, p
                "left": len(change.left), "shared_active": int(change.state.active.sum()), "own_size": len(ids),
                "peer_size": len(change.state.peer_values), "seconds": round(result.seconds, 3),
                "bytes_sent": result.bytes_sent, "bytes_received": result.bytes_received,
-               "phase_seconds": round(time.perf_counter() - started, 3)}
+               "phase_seconds": round(time.perf_counter() - started, 3),
+               **cpu.figures(ids, result.exchange_cpu)}
     (workdir / "psi" / "delta_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("delta PSI with %s: %d joined, %d left, %d shared now; %.1fs, %.2f MB sent, %.2f MB received", peer,
              len(change.joined), len(change.left), summary["shared_active"], result.seconds, result.bytes_sent / 1e6,
@@ -134,6 +155,18 @@ def align(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool, s
           workdir: Path, passphrase: Passphrase) -> PsiOutcome:
     """A training run's PSI: a full run with `peer`; stop on an empty intersection; write the aligned row order."""
     return run_phase(endpoint, peer, ids, pool, settings, workdir, passphrase)
+
+
+def _write_aligned_rows(path: Path, rows: np.ndarray) -> None:
+    """Write "position,row" and a line "p,r" for each position p and the row r there (what np.savetxt wrote with
+    fmt "%d", as Arrow strings: a Python call per row costs 2 µs)."""
+    text = pa.large_string()
+    line = pc.binary_join_element_wise(pc.cast(pa.array(np.arange(rows.size)), text), pa.scalar(",", text),
+                                       pc.cast(pa.array(rows, pa.int64()), text), pa.scalar("\n", text),
+                                       pa.scalar("", text))
+    with open(path, "wb") as f:
+        f.write(b"position,row\n")
+        f.write(pack(line)[0])
 
 
 def read_aligned_rows(workdir: Path) -> np.ndarray:

@@ -28,7 +28,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -39,8 +39,8 @@ from protocol.net.transport import Endpoint
 from protocol.runtime.progress import progress_bar
 from protocol.runtime.workers import WorkerPool
 from psi.ecdh import MATCH_BYTES
-from psi.ids import id_digests
-from psi.session import MAX_CHUNK, PsiSettings, Session, both_ways, chunks, swap_blinded
+from psi.ids import id_digests, take_ids
+from psi.session import MAX_CHUNK, ExchangeCpu, PsiSettings, Session, both_ways, chunks, swap_blinded
 from psi.state import VALUE, PsiState
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class DeltaResult:
     seconds: float
     bytes_sent: int
     bytes_received: int
+    exchange_cpu: ExchangeCpu = field(default_factory=ExchangeCpu)
 
 
 def _member(sorted_values: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -191,12 +192,12 @@ def run_delta(endpoint: Endpoint, peer: str, ids: Sequence[str], state: PsiState
     """Both roles call this with their current normalised IDs and the state both kept (their IDs equal)."""
     start = time.perf_counter()
     sent0, received0 = endpoint.bytes_sent[peer], endpoint.bytes_received[peer]
-    digests = id_digests(ids)
+    digests = id_digests(ids, pool)
     diff = diff_ids(state, digests)
     peer_added, peer_removed, peer_chunk = exchange_delta_hello(endpoint, peer, diff, state, len(ids), settings)
     log.info("delta PSI with %s: %d added and %d removed here, %d added and %d removed there", peer,
              len(diff.added), len(diff.removed), peer_added, peer_removed)
-    added = [ids[int(r)] for r in diff.added]
+    added = take_ids(ids, diff.added)
     order = np.random.default_rng(int.from_bytes(os.urandom(8), "little")).permutation(len(added))
     with progress_bar(total=2 * len(added) + peer_added, task="psi", desc="PSI delta", unit="id",
                       enabled=settings.show_progress, mininterval=0.5, leave=False) as progress:
@@ -210,4 +211,5 @@ def run_delta(endpoint: Endpoint, peer: str, ids: Sequence[str], state: PsiState
     added_values[order] = own
     change = apply_delta(state, diff.removed, digests[diff.added], added_values, dropped, peer_added_values, peer)
     return DeltaResult(change, diff, peer_added, peer_removed, time.perf_counter() - start,
-                       endpoint.bytes_sent[peer] - sent0, endpoint.bytes_received[peer] - received0)
+                       endpoint.bytes_sent[peer] - sent0, endpoint.bytes_received[peer] - received0,
+                       s.cpu)

@@ -20,8 +20,10 @@ import os
 import gmpy2
 import nacl.bindings
 import nacl.exceptions
+import numpy as np
 
 from protocol.errors import ProtocolError
+from psi.ids import unpack
 
 DOMAIN = b"vfrec/psi/x25519/v1"
 POINT_BYTES = 32
@@ -58,8 +60,17 @@ def hash_to_point(salt: bytes, ident: bytes) -> bytes:
 
 def blind_ids(ids: list[str], salt: bytes, secret: bytes) -> bytes:
     """secret·H(id) for every ID, concatenated (a worker task)."""
+    return _blind([i.encode("utf-8") for i in ids], salt, secret)
+
+
+def blind_packed(data: bytes, ends: np.ndarray, salt: bytes, secret: bytes) -> bytes:
+    """`blind_ids` of a chunk of IDs as psi/ids.py `pack` sends them (a worker task)."""
+    return _blind(unpack(data, ends), salt, secret)
+
+
+def _blind(encoded: list[bytes], salt: bytes, secret: bytes) -> bytes:
     mult = nacl.bindings.crypto_scalarmult
-    return b"".join(mult(secret, hash_to_point(salt, i.encode("utf-8"))) for i in ids)
+    return b"".join(mult(secret, hash_to_point(salt, i)) for i in encoded)
 
 
 def reblind(points: bytes, secret: bytes) -> bytes:

@@ -36,6 +36,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow.compute as pc
 from tqdm import tqdm
 
 from protocol import messages
@@ -46,13 +47,14 @@ from protocol.runtime.config import Table
 from protocol.runtime.progress import progress_bar
 from protocol.runtime.workers import WorkerPool
 from psi.ecdh import MATCH_BYTES, POINT_BYTES, new_secret, session_salt
+from psi.ids import as_arrow, pack
 
 log = logging.getLogger(__name__)
 
 MAX_CHUNK = 1 << 20  # IDs per chunk a peer may announce: a chunk is at most 32 MiB of points
 MIN_PEER_LIMIT = 1000  # a peer may always announce this many IDs, however small this party's set (demos, tests)
 VERSION = 3
-_BLIND = "psi.ecdh:blind_ids"
+_BLIND = "psi.ecdh:blind_packed"
 _REBLIND = "psi.ecdh:reblind"
 _MATCH = f"S{MATCH_BYTES}"  # numpy compares these as byte strings: sorting is memcmp order, equality exact
 
@@ -91,6 +93,15 @@ class PsiSettings:
                 f"at most [psi] max_peer_ids {self.max_peer_ids}")
 
 
+@dataclass
+class ExchangeCpu:
+    """CPU seconds of this party's own threads while blinded points are exchanged, which overlap with the pool's work:
+    the thread that runs the exchange (and receives) and the one that streams our blinded IDs."""
+
+    caller: float = 0.0
+    sender: float = 0.0
+
+
 @dataclass(frozen=True)
 class PsiResult:
     """Where the shared IDs sit in this party's own list, in the order both parties agree on, and what a delta needs
@@ -107,6 +118,7 @@ class PsiResult:
     secret: bytes = field(repr=False)
     own_values: np.ndarray = field(repr=False)
     peer_values: np.ndarray = field(repr=False)
+    exchange_cpu: ExchangeCpu = field(default_factory=ExchangeCpu)
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,7 @@ class Session:
     peer_size: int
     peer_chunk: int
     progress: tqdm
+    cpu: ExchangeCpu = field(default_factory=ExchangeCpu)
 
 
 def chunks(n: int, size: int) -> list[range]:
@@ -167,12 +180,16 @@ def exchange_hello(endpoint: Endpoint, peer: str, size: int, chunk: int, setting
 
 def stream_own_blinded(s: Session, ids: Sequence[str], order: np.ndarray) -> None:
     """Step 2: blind our IDs in the shuffled `order` and stream them to the peer."""
+    cpu_started = time.thread_time()
+
     def send(index: int, points: bytes) -> None:
         messages.send(s.endpoint, s.peer, PsiBlinded(points))
         s.progress.update(len(points) // POINT_BYTES)
 
-    tasks = (([ids[j] for j in order[c.start : c.stop]], s.salt, s.secret) for c in chunks(len(ids), s.chunk))
+    values = as_arrow(ids)
+    tasks = ((*pack(pc.take(values, order[c.start : c.stop])), s.salt, s.secret) for c in chunks(len(ids), s.chunk))
     _pipeline(s.pool, tasks, _BLIND, send, window=2 * max(1, s.pool.size))
+    s.cpu.sender += time.thread_time() - cpu_started
 
 
 def reblind_peer_stream(s: Session) -> np.ndarray:
@@ -217,9 +234,12 @@ def receive_doubled(s: Session, own_size: int) -> np.ndarray:
 def swap_blinded(s: Session, ids: Sequence[str], order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Steps 2 and 3 both ways at once: stream our IDs blinded (in `order`) while blinding the peer's again. Returns
     the doubly-blinded values of our IDs (in `order`) and of the peer's (in the order received)."""
+    cpu_started = time.thread_time()
     peer_double = both_ways(lambda: stream_own_blinded(s, ids, order), lambda: reblind_peer_stream(s))
     s.progress.update(len(ids))
-    return receive_doubled(s, len(ids)), peer_double
+    own = receive_doubled(s, len(ids))
+    s.cpu.caller += time.thread_time() - cpu_started
+    return own, peer_double
 
 
 def both_ways(send: Callable[[], None], receive: Callable[[], np.ndarray]) -> np.ndarray:
@@ -241,15 +261,37 @@ def both_ways(send: Callable[[], None], receive: Callable[[], np.ndarray]) -> np
     return received
 
 
+def _prefixes(values: np.ndarray) -> np.ndarray:
+    """The first 8 bytes of each 16-byte value as an integer (their order is the values' byte order)."""
+    return values.view(">u8")[::2].astype(np.uint64)
+
+
+def _ties(ranked: np.ndarray) -> bool:
+    return bool(ranked.size) and bool((ranked[1:] == ranked[:-1]).any())
+
+
+def value_order(values: np.ndarray) -> np.ndarray:
+    """The stable sort order of 16-byte values by value (memcmp order), sorting their first 8 bytes as integers; only
+    when two of those are equal (odds 2^-64 per pair of distinct values) all 16 bytes as strings."""
+    first = _prefixes(values)
+    order = np.argsort(first)
+    return np.argsort(values, kind="stable") if _ties(first[order]) else order
+
+
 def intersect(own: np.ndarray, peer_double: np.ndarray) -> np.ndarray:
     """Step 4: match doubly-blinded values; return the indices into `own` of the shared ones, in the canonical shared
-    order. Vectorised over fixed-width values, 16 bytes per own and per peer ID; the peer's are sorted in place."""
+    order (by value, the same on both sides). Vectorised over fixed-width values, 16 bytes per own and per peer ID;
+    the peer's are sorted in place. Ours are looked up in order among the peer's by their first 8 bytes (by all 16
+    if two of the peer's share those), then compared whole."""
+    if not peer_double.size:
+        return np.empty(0, dtype=np.int64)
     theirs = peer_double
-    theirs.sort()
-    at = np.minimum(np.searchsorted(theirs, own), max(theirs.size - 1, 0))
-    shared = np.flatnonzero(theirs[at] == own) if theirs.size else np.empty(0, dtype=np.int64)
-    canonical = np.argsort(own[shared], kind="stable")  # by value: the same order on both sides
-    return shared[canonical]
+    theirs[:] = theirs[value_order(theirs)]
+    by_value = value_order(own)
+    ranked = own[by_value]
+    keys = _prefixes(theirs)
+    at = np.searchsorted(theirs, ranked) if _ties(keys) else np.searchsorted(keys, _prefixes(ranked))
+    return by_value[theirs[np.minimum(at, theirs.size - 1)] == ranked]
 
 
 def run_psi(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool, settings: PsiSettings) -> PsiResult:
@@ -268,4 +310,4 @@ def run_psi(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool,
     own_values[order] = own
     return PsiResult(positions, len(ids), peer_size, time.perf_counter() - start,
                      endpoint.bytes_sent[peer] - sent0, endpoint.bytes_received[peer] - received0, salt, s.secret,
-                     own_values, peer_double)
+                     own_values, peer_double, s.cpu)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from protocol.data.sql import SqlSource
@@ -141,6 +142,37 @@ def read_text_column(path: Path | SqlSource, column: str, rows: int) -> Iterator
     batch at a time), never the whole table in memory."""
     for frame in read_table_chunks(path, [column], [column], rows):
         yield frame[column].tolist()
+
+
+class NotPlainCsv(Exception):
+    """A CSV file that Arrow's reader may read otherwise than pandas' (whose rows are the ones messages name): a line
+    of blanks (pandas skips it, Arrow reads a value) or one Arrow cannot parse. `read_text_column` reads it."""
+
+
+def read_text_arrays(path: Path, column: str, rows: int) -> Iterator[pa.Array]:
+    """`read_text_column` as Arrow strings (a missing value is ""), at most `rows` at a time: the same values, read
+    without a Python string per cell. A CSV file where that may not hold raises NotPlainCsv, possibly after some
+    chunks: read it with `read_text_column` from the start."""
+    _check_columns(path, [column])
+    parquet = path.suffix.lower() in (".parquet", ".pq")
+    try:
+        if parquet:
+            batches = pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=rows, columns=[column])
+        else:
+            convert = pacsv.ConvertOptions(include_columns=[column], column_types={column: pa.string()},
+                                           strings_can_be_null=False, quoted_strings_can_be_null=False)
+            batches = pacsv.open_csv(path, read_options=pacsv.ReadOptions(use_threads=False),
+                                     convert_options=convert)
+        for batch in batches:
+            values = pa.compute.fill_null(batch.column(column).cast(pa.string()), "")
+            if not parquet and pa.compute.any(pa.compute.match_substring_regex(values, r"^[\s\x0b]+$")).as_py():
+                raise NotPlainCsv(path)
+            for start in range(0, len(values), rows):
+                yield values.slice(start, rows)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        if not parquet and isinstance(exc, pa.ArrowException):
+            raise NotPlainCsv(path) from None
+        raise DataError(f"table {path} cannot be read: {exc}") from None
 
 
 def row_label(index: int) -> str:
