@@ -85,30 +85,69 @@ def _item_table(spec: TableSpec, encoding: Encoding | None) -> tuple[list[str], 
     return ids.tolist(), *encode(frame, spec, encoding)
 
 
-def _user_rows(frame: pd.DataFrame, spec: InteractionsSpec, row_of: dict[str, int], normalizer: Normalizer,
-               users_spec: TableSpec) -> np.ndarray:
-    out = np.empty(len(frame), dtype=np.int64)
-    for i, raw in enumerate(frame[spec.user_column]):
-        r = row_of.get(normalizer(raw))
-        if r is None:
-            raise DataError(f"{spec.path}: column {spec.user_column!r} {row_label(frame.index[i])} names a user that "
-                            f"is not in {users_spec.path} (column {users_spec.id_column!r})")
-        out[i] = r
+class UserRows:
+    """Rows of A's user table by an event's raw user ID: each distinct raw ID is normalised (`Normalizer`) and
+    looked up once for the whole table, then found again by a hash lookup per chunk."""
+
+    def __init__(self, user_ids: Sequence[str], normalizer: Normalizer):
+        self.user_ids, self.normalizer = user_ids, normalizer
+        self.row_of: dict[str, int] | None = None  # normalised ID to row, built when a raw ID is first new
+        self.known, self.known_rows = pd.Index([], dtype=object), np.empty(0, dtype=np.int64)
+        self.pending: dict[str, int] = {}  # raw IDs not yet in `known`, merged into it once there are many
+
+    def rows(self, raw: list[str]) -> np.ndarray:
+        """The row of each raw ID, -1 where its normalised form is not in A's user table."""
+        out = self.known.get_indexer(raw)
+        hit = out >= 0
+        out[hit] = self.known_rows[out[hit]]
+        if self.row_of is None and not hit.all():
+            self.row_of = {uid: i for i, uid in enumerate(self.user_ids)}
+        for k in np.flatnonzero(~hit):
+            value = raw[k]
+            r = self.pending.get(value)
+            if r is None:
+                r = self.pending[value] = self.row_of.get(self.normalizer(value), -1)
+            out[k] = r
+        if len(self.pending) > max(len(self.known), 1 << 16) // 2:
+            self.known = self.known.append(pd.Index(list(self.pending), dtype=object))
+            self.known_rows = np.concatenate([self.known_rows, np.fromiter(self.pending.values(), dtype=np.int64)])
+            self.pending = {}
+        return out
+
+
+def _distinct(column: pd.Series) -> tuple[np.ndarray, list]:
+    """Per row the index of its value among the column's distinct values, and those values in order of first
+    appearance (so per-value work runs once per distinct value, in the order the rows would have met them)."""
+    codes, uniques = pd.factorize(column, use_na_sentinel=False)
+    return codes, uniques.tolist()
+
+
+def _user_rows(frame: pd.DataFrame, spec: InteractionsSpec, users: UserRows, users_spec: TableSpec) -> np.ndarray:
+    codes, raw = _distinct(frame[spec.user_column])
+    out = users.rows(raw)[codes]
+    bad = np.flatnonzero(out < 0)
+    if bad.size:
+        raise DataError(f"{spec.path}: column {spec.user_column!r} {row_label(frame.index[bad[0]])} names a user that "
+                        f"is not in {users_spec.path} (column {users_spec.id_column!r})")
     return out
 
 
 def _item_codes(frame: pd.DataFrame, spec: InteractionsSpec, item_of: dict[str, int],
                 items_spec: TableSpec | None) -> np.ndarray:
     """Item indices; without an items table every new item is given the next code (`item_of` grows)."""
-    out = np.empty(len(frame), dtype=np.int64)
-    for i, raw in enumerate(frame[spec.item_column].str.strip()):
-        j = item_of.get(raw)
+    codes, raw = _distinct(frame[spec.item_column])
+    known = np.empty(len(raw), dtype=np.int64)
+    for k, value in enumerate(raw):
+        name = value.strip()
+        j = item_of.get(name)
         if j is None:
-            if items_spec is not None:
-                raise DataError(f"{spec.path}: column {spec.item_column!r} {row_label(frame.index[i])} names an item "
-                                f"that is not in {items_spec.path}")
-            j = item_of[raw] = len(item_of)
-        out[i] = j
+            j = -1 if items_spec is not None else item_of.setdefault(name, len(item_of))
+        known[k] = j
+    out = known[codes]
+    bad = np.flatnonzero(out < 0)
+    if bad.size:
+        raise DataError(f"{spec.path}: column {spec.item_column!r} {row_label(frame.index[bad[0]])} names an item "
+                        f"that is not in {items_spec.path}")
     return out
 
 
@@ -120,7 +159,7 @@ def load_tables(users: pd.DataFrame, user_ids: list[str], users_spec: TableSpec,
     The interactions are read `chunk_rows` rows at a time and A's events kept on disk (`party_a.events`). The user
     and item columns are encoded with `encodings` (a stored model's, by "users" and "items"), else fitted here."""
     columns = [spec.user_column, spec.item_column] + [c for c in (spec.label_column, spec.timestamp_column) if c]
-    row_of = {uid: i for i, uid in enumerate(user_ids)}
+    users_rows = UserRows(user_ids, normalizer)
     given = encodings or {}
     fitted: dict[str, Encoding] = {}
     item_names, item_features = [], None
@@ -131,7 +170,7 @@ def load_tables(users: pd.DataFrame, user_ids: list[str], users_spec: TableSpec,
         spill, rows = Spill(Path(tmp) / "events.bin"), 0
         for frame in read_table_chunks(spec.path, columns, [spec.user_column, spec.item_column], chunk_rows):
             rows += len(frame)
-            user_rows = _user_rows(frame, spec, row_of, normalizer, users_spec)
+            user_rows = _user_rows(frame, spec, users_rows, users_spec)
             items = _item_codes(frame, spec, item_of, items_spec)
             positive = np.ones(len(frame), dtype=bool)
             if spec.label_column:
@@ -155,18 +194,21 @@ def load_tables(users: pd.DataFrame, user_ids: list[str], users_spec: TableSpec,
 
 
 def _timestamps(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
-    """Seconds (a number as given, a date since 1970): only their order matters."""
+    """Seconds (a number as given, a date since 1970): only their order matters. Text is parsed once per distinct
+    value of the chunk."""
     raw = frame[column]
-    numbers = pd.to_numeric(raw, errors="coerce")
+    codes, values = (np.arange(len(raw)), raw) if pd.api.types.is_numeric_dtype(raw) else _distinct(raw)
+    values = pd.Series(values, dtype=raw.dtype)
+    numbers = pd.to_numeric(values, errors="coerce")
     if numbers.notna().all():
-        return numbers.to_numpy(dtype=np.float64)
-    parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed")
-    bad = np.flatnonzero(parsed.isna().to_numpy())
+        return numbers.to_numpy(dtype=np.float64)[codes]
+    parsed = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
+    bad = np.flatnonzero(parsed.isna().to_numpy()[codes])
     if bad.size:
         i = int(bad[0])
         raise DataError(f"{path}: column {column!r} {row_label(frame.index[i])} holds {plain(raw.iloc[i])!r}, neither "
                         f"a number nor a date ({bad.size} such rows)")
-    return (parsed - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds().to_numpy()
+    return (parsed - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds().to_numpy()[codes]
 
 
 @dataclass(frozen=True)
