@@ -86,13 +86,16 @@ def _item_table(spec: TableSpec, encoding: Encoding | None) -> tuple[list[str], 
 
 
 class UserRows:
-    """Rows of A's user table by an event's raw user ID: each distinct raw ID is normalised (`Normalizer`) and
-    looked up once for the whole table, then found again by a hash lookup per chunk."""
+    """Rows of A's user table by an event's raw user ID: a raw ID spelt as in the user table's own ID column
+    (`raw_ids`, when given: row i's raw ID, whose normalised form is `user_ids[i]`) is that row; any other is
+    normalised (`Normalizer`) and looked up once for the whole table, then found again by a hash lookup per chunk."""
 
-    def __init__(self, user_ids: Sequence[str], normalizer: Normalizer):
+    def __init__(self, user_ids: Sequence[str], normalizer: Normalizer, raw_ids: pd.Series | None = None):
         self.user_ids, self.normalizer = user_ids, normalizer
         self.row_of: dict[str, int] | None = None  # normalised ID to row, built when a raw ID is first new
         self.known, self.known_rows = pd.Index([], dtype=object), np.empty(0, dtype=np.int64)
+        if raw_ids is not None and len(raw_ids) == len(user_ids) and raw_ids.is_unique:
+            self.known, self.known_rows = pd.Index(raw_ids), np.arange(len(raw_ids), dtype=np.int64)
         self.pending: dict[str, int] = {}  # raw IDs not yet in `known`, merged into it once there are many
 
     def rows(self, raw: list[str]) -> np.ndarray:
@@ -100,19 +103,22 @@ class UserRows:
         out = self.known.get_indexer(raw)
         hit = out >= 0
         out[hit] = self.known_rows[out[hit]]
-        if self.row_of is None and not hit.all():
-            self.row_of = {uid: i for i, uid in enumerate(self.user_ids)}
-        for k in np.flatnonzero(~hit):
-            value = raw[k]
-            r = self.pending.get(value)
-            if r is None:
-                r = self.pending[value] = self.row_of.get(self.normalizer(value), -1)
-            out[k] = r
+        missed = np.flatnonzero(~hit)
+        if missed.size:
+            out[missed] = [self._row(raw[k]) for k in missed]
         if len(self.pending) > max(len(self.known), 1 << 16) // 2:
             self.known = self.known.append(pd.Index(list(self.pending), dtype=object))
             self.known_rows = np.concatenate([self.known_rows, np.fromiter(self.pending.values(), dtype=np.int64)])
             self.pending = {}
         return out
+
+    def _row(self, raw: str) -> int:
+        row = self.pending.get(raw)
+        if row is None:
+            if self.row_of is None:
+                self.row_of = {uid: i for i, uid in enumerate(self.user_ids)}
+            row = self.pending[raw] = self.row_of.get(self.normalizer(raw), -1)
+        return row
 
 
 def _distinct(column: pd.Series) -> tuple[np.ndarray, list]:
@@ -156,10 +162,12 @@ def load_tables(users: pd.DataFrame, user_ids: list[str], users_spec: TableSpec,
                 encodings: dict[str, Encoding] | None = None) -> ActiveTables:
     """Read and check interactions and items against A's user table; every problem names file, column, row.
 
+    `user_ids` are the normalised IDs of `users`' rows (which may hold the raw ID column too, see `UserRows`).
     The interactions are read `chunk_rows` rows at a time and A's events kept on disk (`party_a.events`). The user
     and item columns are encoded with `encodings` (a stored model's, by "users" and "items"), else fitted here."""
     columns = [spec.user_column, spec.item_column] + [c for c in (spec.label_column, spec.timestamp_column) if c]
-    users_rows = UserRows(user_ids, normalizer)
+    raw_ids = users[users_spec.id_column] if users_spec.id_column in users.columns else None
+    users_rows = UserRows(user_ids, normalizer, raw_ids)
     given = encodings or {}
     fitted: dict[str, Encoding] = {}
     item_names, item_features = [], None
