@@ -18,14 +18,17 @@ when asked, so A's events need not fit in memory.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from party_a.events import Histories, Spill, build_histories, spill_directory
+from party_a.raw_codes import RawCodes
 from protocol.data.tables import (Encoding, Features, TableSpec, fit_encoding, numeric_column, plain, read_table,
                                   read_table_chunks, row_label)
 from protocol.errors import DataError
@@ -85,75 +88,41 @@ def _item_table(spec: TableSpec, encoding: Encoding | None) -> tuple[list[str], 
     return ids.tolist(), *encode(frame, spec, encoding)
 
 
-class UserRows:
-    """Rows of A's user table by an event's raw user ID: a raw ID spelt as in the user table's own ID column
-    (`raw_ids`, when given: row i's raw ID, whose normalised form is `user_ids[i]`) is that row; any other is
-    normalised (`Normalizer`) and looked up once for the whole table, then found again by a hash lookup per chunk."""
-
-    def __init__(self, user_ids: Sequence[str], normalizer: Normalizer, raw_ids: pd.Series | None = None):
-        self.user_ids, self.normalizer = user_ids, normalizer
-        self.row_of: dict[str, int] | None = None  # normalised ID to row, built when a raw ID is first new
-        self.known, self.known_rows = pd.Index([], dtype=object), np.empty(0, dtype=np.int64)
-        if raw_ids is not None and len(raw_ids) == len(user_ids) and raw_ids.is_unique:
-            self.known, self.known_rows = pd.Index(raw_ids), np.arange(len(raw_ids), dtype=np.int64)
-        self.pending: dict[str, int] = {}  # raw IDs not yet in `known`, merged into it once there are many
-
-    def rows(self, raw: list[str]) -> np.ndarray:
-        """The row of each raw ID, -1 where its normalised form is not in A's user table."""
-        out = self.known.get_indexer(raw)
-        hit = out >= 0
-        out[hit] = self.known_rows[out[hit]]
-        missed = np.flatnonzero(~hit)
-        if missed.size:
-            out[missed] = [self._row(raw[k]) for k in missed]
-        if len(self.pending) > max(len(self.known), 1 << 16) // 2:
-            self.known = self.known.append(pd.Index(list(self.pending), dtype=object))
-            self.known_rows = np.concatenate([self.known_rows, np.fromiter(self.pending.values(), dtype=np.int64)])
-            self.pending = {}
-        return out
-
-    def _row(self, raw: str) -> int:
-        row = self.pending.get(raw)
-        if row is None:
-            if self.row_of is None:
-                self.row_of = {uid: i for i, uid in enumerate(self.user_ids)}
-            row = self.pending[raw] = self.row_of.get(self.normalizer(raw), -1)
-        return row
-
-
 def _distinct(column: pd.Series) -> tuple[np.ndarray, list]:
     """Per row the index of its value among the column's distinct values, and those values in order of first
-    appearance (so per-value work runs once per distinct value, in the order the rows would have met them)."""
+    appearance (so per-value work runs once per distinct value)."""
     codes, uniques = pd.factorize(column, use_na_sentinel=False)
     return codes, uniques.tolist()
 
 
-def _user_rows(frame: pd.DataFrame, spec: InteractionsSpec, users: UserRows, users_spec: TableSpec) -> np.ndarray:
-    codes, raw = _distinct(frame[spec.user_column])
-    out = users.rows(raw)[codes]
-    bad = np.flatnonzero(out < 0)
-    if bad.size:
-        raise DataError(f"{spec.path}: column {spec.user_column!r} {row_label(frame.index[bad[0]])} names a user that "
-                        f"is not in {users_spec.path} (column {users_spec.id_column!r})")
-    return out
+def _user_codes(users: pd.DataFrame, user_ids: Sequence[str], users_spec: TableSpec,
+                normalizer: Normalizer) -> RawCodes:
+    """Rows of A's user table by an event's raw user ID: a raw ID spelt as in `users`' own ID column (row i's,
+    whose normalised form is `user_ids[i]`) is that row; any other is normalised once and looked up."""
+    row_of = functools.cache(lambda: {uid: i for i, uid in enumerate(user_ids)})
+    raw = users[users_spec.id_column] if users_spec.id_column in users.columns else None
+    known = raw if raw is not None and len(raw) == len(user_ids) and raw.is_unique else None
+    return RawCodes(lambda value: row_of().get(normalizer(value), -1), known)
 
 
-def _item_codes(frame: pd.DataFrame, spec: InteractionsSpec, item_of: dict[str, int],
-                items_spec: TableSpec | None) -> np.ndarray:
-    """Item indices; without an items table every new item is given the next code (`item_of` grows)."""
-    codes, raw = _distinct(frame[spec.item_column])
-    known = np.empty(len(raw), dtype=np.int64)
-    for k, value in enumerate(raw):
+def _item_codes(item_of: dict[str, int], items_spec: TableSpec | None) -> RawCodes:
+    """Item indices by raw name (stripped); without an items table every new item is given the next index
+    (`item_of` grows), in the order the rows first name them."""
+    def code(value: str) -> int:
         name = value.strip()
         j = item_of.get(name)
         if j is None:
             j = -1 if items_spec is not None else item_of.setdefault(name, len(item_of))
-        known[k] = j
-    out = known[codes]
+        return j
+    return RawCodes(code)
+
+
+def _coded(frame: pd.DataFrame, column: str, codes: RawCodes, path: Path, unknown: str) -> np.ndarray:
+    """The column's codes; a value coded -1 stops the run naming its row ("... names `unknown`")."""
+    out = codes(frame[column])
     bad = np.flatnonzero(out < 0)
     if bad.size:
-        raise DataError(f"{spec.path}: column {spec.item_column!r} {row_label(frame.index[bad[0]])} names an item "
-                        f"that is not in {items_spec.path}")
+        raise DataError(f"{path}: column {column!r} {row_label(frame.index[bad[0]])} names {unknown}")
     return out
 
 
@@ -162,24 +131,26 @@ def load_tables(users: pd.DataFrame, user_ids: list[str], users_spec: TableSpec,
                 encodings: dict[str, Encoding] | None = None) -> ActiveTables:
     """Read and check interactions and items against A's user table; every problem names file, column, row.
 
-    `user_ids` are the normalised IDs of `users`' rows (which may hold the raw ID column too, see `UserRows`).
+    `user_ids` are the normalised IDs of `users`' rows (which may hold the raw ID column too, see `_user_codes`).
     The interactions are read `chunk_rows` rows at a time and A's events kept on disk (`party_a.events`). The user
     and item columns are encoded with `encodings` (a stored model's, by "users" and "items"), else fitted here."""
     columns = [spec.user_column, spec.item_column] + [c for c in (spec.label_column, spec.timestamp_column) if c]
-    raw_ids = users[users_spec.id_column] if users_spec.id_column in users.columns else None
-    users_rows = UserRows(user_ids, normalizer, raw_ids)
+    user_codes = _user_codes(users, user_ids, users_spec, normalizer)
     given = encodings or {}
     fitted: dict[str, Encoding] = {}
     item_names, item_features = [], None
     if items_spec:
         item_names, item_features, fitted["items"] = _item_table(items_spec, given.get("items"))
     item_of = {name: j for j, name in enumerate(item_names)}
+    item_codes = _item_codes(item_of, items_spec)
     with spill_directory() as tmp:
         spill, rows = Spill(Path(tmp) / "events.bin"), 0
         for frame in read_table_chunks(spec.path, columns, [spec.user_column, spec.item_column], chunk_rows):
             rows += len(frame)
-            user_rows = _user_rows(frame, spec, users_rows, users_spec)
-            items = _item_codes(frame, spec, item_of, items_spec)
+            user_rows = _coded(frame, spec.user_column, user_codes, spec.path,
+                               f"a user that is not in {users_spec.path} (column {users_spec.id_column!r})")
+            items = _coded(frame, spec.item_column, item_codes, spec.path,
+                           f"an item that is not in {items_spec.path if items_spec else ''}")
             positive = np.ones(len(frame), dtype=bool)
             if spec.label_column:
                 positive = numeric_column(frame, spec.label_column, spec.path) >= spec.threshold
@@ -188,6 +159,7 @@ def load_tables(users: pd.DataFrame, user_ids: list[str], users_spec: TableSpec,
             keep = np.flatnonzero(positive)
             spill.add(users=user_rows[keep], items=items[keep], stamps=stamps[keep],
                       rows=frame.index.to_numpy()[keep])
+            pa.default_memory_pool().release_unused()  # else Arrow's allocator keeps the chunk's pages
         if rows == 0:
             raise DataError(f"{spec.path}: no interactions")
         recode = None

@@ -148,9 +148,9 @@ def test_histories_order_by_time_then_row_with_ties_signed_zeros_and_infinities(
         mine = np.flatnonzero(users == r)
         ordered = items[mine[np.lexsort((mine, stamps[mine]))]].tolist()
         expected.append(list(dict.fromkeys(ordered[::-1]))[::-1])
-    for packed in (True, False):  # the packed int64 sort, and numpy's stable sort when keys could overflow
+    for packed in (True, False):  # the packed int64 sorts, and numpy's stable sorts when keys could overflow
         if not packed:
-            monkeypatch.setattr(events, "_stable_order", lambda keys, bound: np.argsort(keys, kind="stable"))
+            monkeypatch.setattr(events, "PACKED_LIMIT", 0)
         with events.spill_directory() as tmp:
             spill = events.Spill(Path(tmp) / "events.bin")
             spill.add(users=users, items=items, stamps=stamps, rows=np.arange(n))
@@ -159,7 +159,10 @@ def test_histories_order_by_time_then_row_with_ties_signed_zeros_and_infinities(
             assert counts.tolist() == np.bincount(items, minlength=n_items).tolist()
 
 
-def test_stable_order_packs_keys_and_positions_or_falls_back_when_they_would_overflow() -> None:
-    keys = np.random.default_rng(7).integers(0, 40, 5000)
+def test_packed_sorts_equal_numpy_stable_sorts_and_fall_back_to_them_when_keys_would_overflow() -> None:
+    rng = np.random.default_rng(7)
+    keys, users, stamps = rng.integers(0, 40, 5000), rng.integers(0, 30, 5000), rng.integers(0, 9, 5000) * 0.5
     assert np.array_equal(events._stable_order(keys, 40), np.argsort(keys, kind="stable"))
     assert np.array_equal(events._stable_order(keys, 1 << 62), np.argsort(keys, kind="stable"))
+    assert np.array_equal(events._by_user_then_time(users, stamps, 30), np.lexsort((stamps, users)))
+    assert np.array_equal(events._by_user_then_time(users, stamps, 1 << 50), np.lexsort((stamps, users)))
