@@ -166,3 +166,13 @@ def test_packed_sorts_equal_numpy_stable_sorts_and_fall_back_to_them_when_keys_w
     assert np.array_equal(events._stable_order(keys, 1 << 62), np.argsort(keys, kind="stable"))
     assert np.array_equal(events._by_user_then_time(users, stamps, 30), np.lexsort((stamps, users)))
     assert np.array_equal(events._by_user_then_time(users, stamps, 1 << 50), np.lexsort((stamps, users)))
+
+
+def test_dates_given_as_text_order_events_as_their_times_do(tmp_path: Path) -> None:
+    frame = random_events(8)
+    dated = frame.assign(ts=(pd.Timestamp("2025-01-01") + pd.to_timedelta(frame["ts"], unit="h")).dt.strftime(
+        "%Y-%m-%dT%H:%M:%S"))  # the same order, repeated values in every chunk
+    path = tmp_path / "events.csv"
+    dated.to_csv(path, index=False)
+    tables = load(path, 64)
+    assert [[tables.items[j] for j in tables.histories[r]] for r in range(USERS)] == expected_histories(frame)
