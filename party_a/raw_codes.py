@@ -23,25 +23,23 @@ class RawCodes:
         """`known`: raw values (unique) whose codes are their positions, found without calling `code`."""
         self.code = code
         self.known = pa.array([], pa.string()) if known is None else _arrow(known)
-        self.codes = np.arange(len(self.known), dtype=np.int64)
+        self.codes = np.append(np.arange(len(self.known), dtype=np.int64), -1)  # per known value, then -1: unseen
 
     def __call__(self, column: pd.Series) -> np.ndarray:
         """The code of each row of `column` (strings), in row order."""
         values = _arrow(column)
         if self.known.type != values.type:
             self.known = self.known.cast(values.type)
-        at = pc.fill_null(pc.index_in(values, value_set=self.known), -1).to_numpy()
-        hit = at >= 0
-        out = np.full(len(at), -1, dtype=np.int64)
-        out[hit] = self.codes[at[hit]]
-        missed = np.flatnonzero(~hit)
+        at = pc.fill_null(pc.index_in(values, value_set=self.known), len(self.known)).to_numpy()
+        out = self.codes[at]
+        missed = np.flatnonzero(at == len(self.known))
         if missed.size:
             rest = values.take(missed)
             new = pc.unique(rest)  # in the order of first appearance, as the rows would have met them
             codes = np.fromiter(map(self.code, new.to_pylist()), dtype=np.int64, count=len(new))
             out[missed] = codes[pc.index_in(rest, value_set=new).to_numpy()]
             self.known = pa.concat_arrays([self.known, new])
-            self.codes = np.concatenate([self.codes, codes])
+            self.codes = np.concatenate([self.codes[:-1], codes, [-1]])
         return out
 
 
