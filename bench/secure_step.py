@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 from phe import paillier as phe_paillier
 
+from bench.against import checkout
 from party_a.config import ModelSettings
 from protocol.crypto.paillier import DEFAULT_BITS
 from protocol.layer.decryption import Step
@@ -128,20 +129,15 @@ def run_at(tree: Path, users: int, batch_users: int) -> dict:
 def compare(rev: str, users: int, batches: list[int], repeat: int) -> list[dict]:
     """This tree against commit `rev`, alternating runs; user-steps/s of each, and the ratio of the means."""
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp) / "rev"
-        subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], check=True, capture_output=True)
-        try:
-            for b in batches:
-                here, there = [], []
-                for k in range(repeat):
-                    print(f"batch {b}, run {k + 1}/{repeat}: {rev}, then this tree ...", flush=True)
-                    there.append(run_at(tree, users, b)["user_steps_per_s"])
-                    here.append(run_ours(Path(tmp) / f"b{b}r{k}", users, b)["user_steps_per_s"])
-                rows.append({"batch_users": b, "rev": rev, "this_tree": here, "at_rev": there,
-                             "ratio": float(np.mean(here) / np.mean(there))})
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], capture_output=True)
+    with checkout(rev) as tree, tempfile.TemporaryDirectory() as tmp:
+        for b in batches:
+            here, there = [], []
+            for k in range(repeat):
+                print(f"batch {b}, run {k + 1}/{repeat}: {rev}, then this tree ...", flush=True)
+                there.append(run_at(tree, users, b)["user_steps_per_s"])
+                here.append(run_ours(Path(tmp) / f"b{b}r{k}", users, b)["user_steps_per_s"])
+            rows.append({"batch_users": b, "rev": rev, "this_tree": here, "at_rev": there,
+                         "ratio": float(np.mean(here) / np.mean(there))})
     print(f"\n{'users/batch':>11} | {'this tree, user-steps/s':>28} | {'at ' + rev + ', user-steps/s':>28} | "
           f"{'ratio':>6}")
     for r in rows:

@@ -18,14 +18,17 @@ when asked, so A's events need not fit in memory.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from party_a.events import Histories, Spill, build_histories, spill_directory
+from party_a.raw_codes import RawCodes
 from protocol.data.sql import SqlSource
 from protocol.data.tables import (Encoding, Features, TableSpec, fit_encoding, numeric_column, plain, read_table,
                                   read_table_chunks, row_label, take_source)
@@ -86,30 +89,41 @@ def _item_table(spec: TableSpec, encoding: Encoding | None) -> tuple[list[str], 
     return ids.tolist(), *encode(frame, spec, encoding)
 
 
-def _user_rows(frame: pd.DataFrame, spec: InteractionsSpec, row_of: dict[str, int], normalizer: Normalizer,
-               users_spec: TableSpec) -> np.ndarray:
-    out = np.empty(len(frame), dtype=np.int64)
-    for i, raw in enumerate(frame[spec.user_column]):
-        r = row_of.get(normalizer(raw))
-        if r is None:
-            raise DataError(f"{spec.path}: column {spec.user_column!r} {row_label(frame.index[i])} names a user that "
-                            f"is not in {users_spec.path} (column {users_spec.id_column!r})")
-        out[i] = r
-    return out
+def _distinct(column: pd.Series) -> tuple[np.ndarray, list]:
+    """Per row the index of its value among the column's distinct values, and those values in order of first
+    appearance (so per-value work runs once per distinct value)."""
+    codes, uniques = pd.factorize(column, use_na_sentinel=False)
+    return codes, uniques.tolist()
 
 
-def _item_codes(frame: pd.DataFrame, spec: InteractionsSpec, item_of: dict[str, int],
-                items_spec: TableSpec | None) -> np.ndarray:
-    """Item indices; without an items table every new item is given the next code (`item_of` grows)."""
-    out = np.empty(len(frame), dtype=np.int64)
-    for i, raw in enumerate(frame[spec.item_column].str.strip()):
-        j = item_of.get(raw)
+def _user_codes(users: pd.DataFrame, user_ids: Sequence[str], users_spec: TableSpec,
+                normalizer: Normalizer) -> RawCodes:
+    """Rows of A's user table by an event's raw user ID: a raw ID spelt as in `users`' own ID column (row i's,
+    whose normalised form is `user_ids[i]`) is that row; any other is normalised once and looked up."""
+    row_of = functools.cache(lambda: {uid: i for i, uid in enumerate(user_ids)})
+    raw = users[users_spec.id_column] if users_spec.id_column in users.columns else None
+    known = raw if raw is not None and len(raw) == len(user_ids) and raw.is_unique else None
+    return RawCodes(lambda value: row_of().get(normalizer(value), -1), known)
+
+
+def _item_codes(item_of: dict[str, int], items_spec: TableSpec | None) -> RawCodes:
+    """Item indices by raw name (stripped); without an items table every new item is given the next index
+    (`item_of` grows), in the order the rows first name them."""
+    def code(value: str) -> int:
+        name = value.strip()
+        j = item_of.get(name)
         if j is None:
-            if items_spec is not None:
-                raise DataError(f"{spec.path}: column {spec.item_column!r} {row_label(frame.index[i])} names an item "
-                                f"that is not in {items_spec.path}")
-            j = item_of[raw] = len(item_of)
-        out[i] = j
+            j = -1 if items_spec is not None else item_of.setdefault(name, len(item_of))
+        return j
+    return RawCodes(code)
+
+
+def _coded(frame: pd.DataFrame, column: str, codes: RawCodes, path: Path | SqlSource, unknown: str) -> np.ndarray:
+    """The column's codes; a value coded -1 stops the run naming its row ("... names `unknown`")."""
+    out = codes(frame[column])
+    bad = np.flatnonzero(out < 0)
+    if bad.size:
+        raise DataError(f"{path}: column {column!r} {row_label(frame.index[bad[0]])} names {unknown}")
     return out
 
 
@@ -118,22 +132,26 @@ def load_tables(users: pd.DataFrame, user_ids: list[str], users_spec: TableSpec,
                 encodings: dict[str, Encoding] | None = None) -> ActiveTables:
     """Read and check interactions and items against A's user table; every problem names file, column, row.
 
+    `user_ids` are the normalised IDs of `users`' rows (which may hold the raw ID column too, see `_user_codes`).
     The interactions are read `chunk_rows` rows at a time and A's events kept on disk (`party_a.events`). The user
     and item columns are encoded with `encodings` (a stored model's, by "users" and "items"), else fitted here."""
     columns = [spec.user_column, spec.item_column] + [c for c in (spec.label_column, spec.timestamp_column) if c]
-    row_of = {uid: i for i, uid in enumerate(user_ids)}
+    user_codes = _user_codes(users, user_ids, users_spec, normalizer)
     given = encodings or {}
     fitted: dict[str, Encoding] = {}
     item_names, item_features = [], None
     if items_spec:
         item_names, item_features, fitted["items"] = _item_table(items_spec, given.get("items"))
     item_of = {name: j for j, name in enumerate(item_names)}
+    item_codes = _item_codes(item_of, items_spec)
     with spill_directory() as tmp:
         spill, rows = Spill(Path(tmp) / "events.bin"), 0
         for frame in read_table_chunks(spec.path, columns, [spec.user_column, spec.item_column], chunk_rows):
             rows += len(frame)
-            user_rows = _user_rows(frame, spec, row_of, normalizer, users_spec)
-            items = _item_codes(frame, spec, item_of, items_spec)
+            user_rows = _coded(frame, spec.user_column, user_codes, spec.path,
+                               f"a user that is not in {users_spec.path} (column {users_spec.id_column!r})")
+            items = _coded(frame, spec.item_column, item_codes, spec.path,
+                           f"an item that is not in {items_spec.path if items_spec else ''}")
             positive = np.ones(len(frame), dtype=bool)
             if spec.label_column:
                 positive = numeric_column(frame, spec.label_column, spec.path) >= spec.threshold
@@ -142,6 +160,7 @@ def load_tables(users: pd.DataFrame, user_ids: list[str], users_spec: TableSpec,
             keep = np.flatnonzero(positive)
             spill.add(users=user_rows[keep], items=items[keep], stamps=stamps[keep],
                       rows=frame.index.to_numpy()[keep])
+            pa.default_memory_pool().release_unused()  # else Arrow's allocator keeps the chunk's pages
         if rows == 0:
             raise DataError(f"{spec.path}: no interactions")
         recode = None
@@ -155,19 +174,22 @@ def load_tables(users: pd.DataFrame, user_ids: list[str], users_spec: TableSpec,
     return ActiveTables(user_features, item_names, item_features, histories, counts, fitted)
 
 
-def _timestamps(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
-    """Seconds (a number as given, a date since 1970): only their order matters."""
+def _timestamps(frame: pd.DataFrame, column: str, path: Path | SqlSource) -> np.ndarray:
+    """Seconds (a number as given, a date since 1970): only their order matters. Text is parsed once per distinct
+    value of the chunk."""
     raw = frame[column]
-    numbers = pd.to_numeric(raw, errors="coerce")
+    codes, values = (np.arange(len(raw)), raw) if pd.api.types.is_numeric_dtype(raw) else _distinct(raw)
+    values = pd.Series(values, dtype=raw.dtype)
+    numbers = pd.to_numeric(values, errors="coerce")
     if numbers.notna().all():
-        return numbers.to_numpy(dtype=np.float64)
-    parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed")
-    bad = np.flatnonzero(parsed.isna().to_numpy())
+        return numbers.to_numpy(dtype=np.float64)[codes]
+    parsed = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
+    bad = np.flatnonzero(parsed.isna().to_numpy()[codes])
     if bad.size:
         i = int(bad[0])
         raise DataError(f"{path}: column {column!r} {row_label(frame.index[i])} holds {plain(raw.iloc[i])!r}, neither "
                         f"a number nor a date ({bad.size} such rows)")
-    return (parsed - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds().to_numpy()
+    return (parsed - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds().to_numpy()[codes]
 
 
 @dataclass(frozen=True)

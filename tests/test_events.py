@@ -91,3 +91,88 @@ def test_a_bad_row_in_a_later_chunk_is_named_by_its_row_in_the_table(tmp_path: P
     frame.to_csv(path, index=False)
     with pytest.raises(DataError, match=r"column 'ts' row 1301 holds 'not a time', neither a number nor a date"):
         load(path, 100)
+
+
+def test_later_chunks_name_an_unknown_item_and_a_bad_label_by_their_row_in_the_table(tmp_path: Path) -> None:
+    frame = random_events(4).astype({"rating": object})
+    frame.loc[987, "item"] = "i99"
+    frame.loc[1111, "rating"] = "five"
+    path, items = tmp_path / "events.csv", tmp_path / "items.csv"
+    frame.to_csv(path, index=False)
+    pd.DataFrame({"item": [f"i{k:02d}" for k in range(ITEMS)]}).to_csv(items, index=False)
+    users = pd.DataFrame({"id": [f"u{k}" for k in range(USERS)]})
+    spec = InteractionsSpec(path, "user", "item", "rating", 4.0, "ts")
+    with pytest.raises(DataError, match=r"column 'item' row 988 names an item that is not in"):
+        load_tables(users, users["id"].tolist(), TableSpec(path, "id"), Normalizer(), spec, TableSpec(items, "item"),
+                    100)
+    with pytest.raises(DataError, match=r"column 'rating' row 1112 holds 'five', not a finite number \(1 such rows\)"):
+        load_tables(users, users["id"].tolist(), TableSpec(path, "id"), Normalizer(), spec, None, 100)
+
+
+class CountingNormalizer(Normalizer):
+    def __call__(self, raw: str) -> str:
+        CALLS.append(raw)
+        return super().__call__(raw)
+
+
+CALLS: list[str] = []
+
+
+def test_a_raw_user_id_is_its_row_as_the_user_table_spells_it_else_normalised_once_for_the_whole_table(
+        tmp_path: Path) -> None:
+    spellings = {"Ann": "ann", " ANN ": "ann", "Bob  Lee": "bob lee", "bob lee": "bob lee"}
+    rng = np.random.default_rng(5)
+    raw = rng.choice(list(spellings), 200)
+    frame = pd.DataFrame({"user": raw, "item": [f"i{k}" for k in rng.integers(0, 9, 200)], "ts": np.arange(200)})
+    path = tmp_path / "events.parquet"
+    frame.to_parquet(path, index=False)
+    users = pd.DataFrame({"id": ["Ann", "Bob Lee"]})  # normalised: "ann", "bob lee"
+    spec = InteractionsSpec(path, "user", "item", None, 1.0, "ts")
+    CALLS.clear()
+    tables = load_tables(users, ["ann", "bob lee"], TableSpec(path, "id"), CountingNormalizer(), spec, None, 16)
+    assert sorted(CALLS) == sorted(set(raw) - {"Ann"})  # each other spelling once, over 13 chunks
+    for row, name in enumerate(["ann", "bob lee"]):
+        mine = frame[[spellings[r] == name for r in frame["user"]]]
+        expected = list(dict.fromkeys(mine["item"][::-1]))[::-1]
+        assert [tables.items[j] for j in tables.histories[row]] == expected
+
+
+def test_histories_order_by_time_then_row_with_ties_signed_zeros_and_infinities(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    rng = np.random.default_rng(6)
+    n, rows, n_items = 3000, 50, 12
+    users, items = rng.integers(0, rows, n), rng.integers(0, n_items, n)
+    stamps = rng.choice([-np.inf, -1.5, -0.0, 0.0, 2.0, 2.5, np.inf, 1e300], n)
+    expected = []
+    for r in range(rows):
+        mine = np.flatnonzero(users == r)
+        ordered = items[mine[np.lexsort((mine, stamps[mine]))]].tolist()
+        expected.append(list(dict.fromkeys(ordered[::-1]))[::-1])
+    for packed in (True, False):  # the packed int64 sorts, and numpy's stable sorts when keys could overflow
+        if not packed:
+            monkeypatch.setattr(events, "PACKED_LIMIT", 0)
+        with events.spill_directory() as tmp:
+            spill = events.Spill(Path(tmp) / "events.bin")
+            spill.add(users=users, items=items, stamps=stamps, rows=np.arange(n))
+            histories, counts = events.build_histories(spill, rows, n_items)
+            assert [histories[r].tolist() for r in range(rows)] == expected
+            assert counts.tolist() == np.bincount(items, minlength=n_items).tolist()
+
+
+def test_packed_sorts_equal_numpy_stable_sorts_and_fall_back_to_them_when_keys_would_overflow() -> None:
+    rng = np.random.default_rng(7)
+    keys, users, stamps = rng.integers(0, 40, 5000), rng.integers(0, 30, 5000), rng.integers(0, 9, 5000) * 0.5
+    assert np.array_equal(events._stable_order(keys, 40), np.argsort(keys, kind="stable"))
+    assert np.array_equal(events._stable_order(keys, 1 << 62), np.argsort(keys, kind="stable"))
+    assert np.array_equal(events._by_user_then_time(users, stamps, 30), np.lexsort((stamps, users)))
+    assert np.array_equal(events._by_user_then_time(users, stamps, 1 << 50), np.lexsort((stamps, users)))
+
+
+def test_dates_given_as_text_order_events_as_their_times_do(tmp_path: Path) -> None:
+    frame = random_events(8)
+    dated = frame.assign(ts=(pd.Timestamp("2025-01-01") + pd.to_timedelta(frame["ts"], unit="h")).dt.strftime(
+        "%Y-%m-%dT%H:%M:%S"))  # the same order, repeated values in every chunk
+    path = tmp_path / "events.csv"
+    dated.to_csv(path, index=False)
+    tables = load(path, 64)
+    assert [[tables.items[j] for j in tables.histories[r]] for r in range(USERS)] == expected_histories(frame)
