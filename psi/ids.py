@@ -22,7 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from protocol.data.tables import NotPlainCsv, read_text_arrays, read_text_column, row_label
+from protocol.data.sql import SqlSource
+from protocol.data.tables import NotPlainText, read_text_arrays, read_text_column, row_label
 from protocol.errors import DataError
 from protocol.runtime.config import Table
 from protocol.runtime.workers import WorkerPool
@@ -205,7 +206,7 @@ def id_digests(ids: Sequence[str], pool: WorkerPool, chunk: int = 1 << 15) -> np
 class _Checks:
     """Empty and duplicated IDs over a stream of chunks; `finish` stops the run naming the first bad rows."""
 
-    def __init__(self, path: Path, column: str):
+    def __init__(self, path: Path | SqlSource, column: str):
         self.path, self.column = path, column
         self.rows = 0
         self.empty: list[int] = []  # the first empty row, then a count stands for the rest
@@ -238,7 +239,7 @@ class _Checks:
                             f"({int(dup_sizes.sum())} rows); first: {examples}")
 
 
-def normalize_ids(raw_ids: list[str], normalizer: Normalizer, path: Path, column: str) -> list[str]:
+def normalize_ids(raw_ids: list[str], normalizer: Normalizer, path: Path | SqlSource, column: str) -> list[str]:
     """Normalised IDs in row order; an empty or duplicated ID stops the run naming its rows."""
     ids = normalize_many(raw_ids, normalizer)
     checks = _Checks(path, column)
@@ -268,7 +269,7 @@ class IdStore(Sequence[str]):
         return self.values[i].as_py()
 
 
-def stream_ids(path: Path, column: str, normalizer: Normalizer, chunk_rows: int = 1 << 18) -> IdStore:
+def stream_ids(path: Path | SqlSource, column: str, normalizer: Normalizer, chunk_rows: int = 1 << 18) -> IdStore:
     """Read, normalise and check a table's ID column at most `chunk_rows` at a time into an `IdStore`.
 
     Its files are written to a temporary directory (TMPDIR) and deleted once mapped: the mapping keeps them
@@ -276,13 +277,14 @@ def stream_ids(path: Path, column: str, normalizer: Normalizer, chunk_rows: int 
     cpu_started = time.process_time()
     try:
         store = _store(read_text_arrays(path, column, chunk_rows), normalizer, path, column)
-    except NotPlainCsv:
+    except NotPlainText:
         store = _store(read_text_column(path, column, chunk_rows), normalizer, path, column)
     store.cpu_seconds = time.process_time() - cpu_started
     return store
 
 
-def _store(chunks: Iterable[pa.Array | list[str]], normalizer: Normalizer, path: Path, column: str) -> IdStore:
+def _store(chunks: Iterable[pa.Array | list[str]], normalizer: Normalizer, path: Path | SqlSource,
+           column: str) -> IdStore:
     """`stream_ids` from the column's raw chunks."""
     with tempfile.TemporaryDirectory(prefix="vfrec-ids-") as tmp:
         directory = Path(tmp)

@@ -22,6 +22,7 @@ from protocol.crypto.keyfiles import write_private
 from protocol.data.tables import Features, TableSpec, encode_features, read_table
 from protocol.errors import ConfigError
 from protocol.runtime.config import Table
+from psi.ids import Normalizer, stream_ids
 from scenarios import ecommerce_bank
 from scenarios.experiment import run_experiment
 from scenarios.launch import free_ports
@@ -161,6 +162,21 @@ def test_a_query_is_read_in_its_order_with_types_as_from_a_file(tmp_path: Path, 
     assert got["kind"].tolist()[1:] == ["a", "NA", "b"] and pd.isna(got["kind"].iloc[0])
     assert got["when"].tolist()[:2] == [86400.0, pd.Timestamp("2025-01-02 10:00", tz="UTC").timestamp()]
     assert np.isnan(got["when"].iloc[2])
+
+
+def test_ids_from_a_query_are_the_files_ids_whether_text_or_not(tmp_path: Path, postgres: Postgres) -> None:
+    """PSI reads a text ID column from the server's Arrow batches, any other type as the file reader does: the
+    same normalised IDs as from the CSV file either way, in the query's order."""
+    frame = pd.DataFrame({"email": [" Ann@Example.com", "bo@x.org", "Ｃy@x.org", "d\u00e9@x.org"],
+                          "number": [5.0, 12.5, 7.0, 300.0]})
+    frame.to_csv(tmp_path / "ids.csv", index=False)
+    load_file(postgres.url, postgres.password_file, tmp_path / "ids.csv", "ids")
+    for column, normalizer in (("email", Normalizer(kind="email")), ("number", Normalizer())):
+        entry = {"url": postgres.url, "password_file": str(postgres.password_file), "name": "ids.ids"}
+        source = TableSpec.from_config(source_table(entry)).path
+        from_sql = list(stream_ids(source, column, normalizer, chunk_rows=3))
+        assert from_sql == list(stream_ids(tmp_path / "ids.csv", column, normalizer, chunk_rows=3)), column
+    assert from_sql == ["5.0", "12.5", "7.0", "300.0"]  # Arrow's cast would give "5", "7", "300"
 
 
 def a_loaded(config: Path) -> tuple:

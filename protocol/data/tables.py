@@ -144,16 +144,20 @@ def read_text_column(path: Path | SqlSource, column: str, rows: int) -> Iterator
         yield frame[column].tolist()
 
 
-class NotPlainCsv(Exception):
-    """A CSV file that Arrow's reader may read otherwise than pandas' (whose rows are the ones messages name): a line
-    of blanks (pandas skips it, Arrow reads a value) or one Arrow cannot parse. `read_text_column` reads it."""
+class NotPlainText(Exception):
+    """A table whose column Arrow may read otherwise than pandas (whose rows and strings are the ones messages name
+    and PSI matches): in a CSV file a line of blanks (pandas skips it, Arrow reads a value) or one Arrow cannot
+    parse; from a SQL source a column that is not text. `read_text_column` reads it."""
 
 
-def read_text_arrays(path: Path, column: str, rows: int) -> Iterator[pa.Array]:
+def read_text_arrays(path: Path | SqlSource, column: str, rows: int) -> Iterator[pa.Array]:
     """`read_text_column` as Arrow strings (a missing value is ""), at most `rows` at a time: the same values, read
-    without a Python string per cell. A CSV file where that may not hold raises NotPlainCsv, possibly after some
+    without a Python string per cell. A table where that may not hold raises NotPlainText, possibly after some
     chunks: read it with `read_text_column` from the start."""
     _check_columns(path, [column])
+    if isinstance(path, SqlSource):
+        yield from _sql_text_arrays(path, column, rows)
+        return
     parquet = path.suffix.lower() in (".parquet", ".pq")
     try:
         if parquet:
@@ -166,13 +170,27 @@ def read_text_arrays(path: Path, column: str, rows: int) -> Iterator[pa.Array]:
         for batch in batches:
             values = pa.compute.fill_null(batch.column(column).cast(pa.string()), "")
             if not parquet and pa.compute.any(pa.compute.match_substring_regex(values, r"^[\s\x0b]+$")).as_py():
-                raise NotPlainCsv(path)
+                raise NotPlainText(path)
             for start in range(0, len(values), rows):
                 yield values.slice(start, rows)
     except (OSError, ValueError, pa.ArrowException) as exc:
         if not parquet and isinstance(exc, pa.ArrowException):
-            raise NotPlainCsv(path) from None
+            raise NotPlainText(path) from None
         raise DataError(f"table {path} cannot be read: {exc}") from None
+
+
+def _sql_text_arrays(source: SqlSource, column: str, rows: int) -> Iterator[pa.Array]:
+    """A text column of a SQL source as the server's batches come, cut to at most `rows`."""
+    try:
+        for batch in source.batches([column]):
+            values = batch.column(0)
+            if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+                raise NotPlainText(source)
+            values = pa.compute.fill_null(values.cast(pa.string()), "")
+            for start in range(0, len(values), rows):
+                yield values.slice(start, rows)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise DataError(f"table {source} cannot be read: {exc}") from None
 
 
 def row_label(index: int) -> str:
