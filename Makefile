@@ -34,8 +34,8 @@ test: $(EXTRAS)
 	# Debian's PostgreSQL server for the SQL-source tests (tests/conftest.py starts a throwaway cluster), where missing
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
-	# one xdist worker per core, each test module whole on one worker (tests/conftest.py)
-	$(BIN)/python -m pytest -n auto --dist loadgroup
+	# one xdist worker per core, each test module whole on one worker, in the order tests/conftest.py gives
+	$(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
 bench: $(EXTRAS)
 	$(BIN)/pip install -e '.[test,ray,bench]'

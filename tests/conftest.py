@@ -1,5 +1,5 @@
-"""What the whole suite shares: how its modules are spread over xdist workers, and a throwaway PostgreSQL cluster
-for the tests that read tables from a database, started once per session."""
+"""What the whole suite shares: the order its modules run in, and a throwaway PostgreSQL cluster for the tests that
+read tables from a database, started once per session."""
 
 from __future__ import annotations
 
@@ -18,20 +18,15 @@ import pytest
 from protocol.crypto.keyfiles import write_private
 from scenarios.launch import free_ports
 
-RAY_MODULES = {"test_ray_pool", "test_integration_ray", "test_integration_serving"}  # each starts a Ray cluster
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under `pytest -n N --dist loadgroup` (`make test`) each module runs whole on one worker, so its module
-    fixtures are built once, and the modules that start a Ray cluster share a worker, so no two clusters run at
-    once. Modules with integration tests are queued first: the long ones start early, the short ones fill in."""
-    integration = set()
-    for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1]
-        item.add_marker(pytest.mark.xdist_group("ray" if module in RAY_MODULES else module))
-        if item.get_closest_marker("integration"):
-            integration.add(module)
-    items.sort(key=lambda item: item.module.__name__.rsplit(".", 1)[-1] not in integration)
+    """Modules marked `long` first, then the other modules with integration tests, then the rest. Under `pytest -n N
+    --dist loadfile --no-loadscope-reorder` (`make test`), where each module runs whole on one worker (its module
+    fixtures built once) in this order, the longest start early and the short ones fill in at the end."""
+    def marked(name: str) -> set[str]:
+        return {item.module.__name__ for item in items if item.get_closest_marker(name)}
+    long, integration = marked("long"), marked("integration")
+    items.sort(key=lambda item: (item.module.__name__ not in long, item.module.__name__ not in integration))
 
 
 @dataclass(frozen=True)

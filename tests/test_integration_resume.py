@@ -26,7 +26,7 @@ from scenarios.launch import LocalRun, start, to_toml, wait_all
 from scenarios.proxy import route_through_proxy
 from tests.test_integration_secure_training import assert_states_agree, decrypt_saved, small_run, twin
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 ROLES = ("coordinator", "party_a", "party_b")
 EPOCHS, STEPS = 3, 9  # 3 steps an epoch (the partition test)
 

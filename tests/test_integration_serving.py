@@ -52,7 +52,7 @@ from scenarios import bank_offers
 from scenarios.launch import LocalRun, free_ports, run_all, start, wait_all
 from scenarios.launch import ROOT, _env
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 K = 10
 TOKEN = "integration-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

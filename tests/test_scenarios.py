@@ -18,7 +18,7 @@ from scenarios.experiment import run_experiment, segment_table, summary_table
 from scenarios.launch import free_ports, run_all
 from scenarios.synth import write_ecommerce_bank
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 FAST = {"progress": False, "batch_users": 16, "lr": 0.01, "tower": {"lr": 0.01}}
 # measured over repeated runs at these sizes (every run draws new PSI keys, hence a new user order, and a new
 # secret W0): story 1 after two epochs +0.047..+0.055 AUC over A alone, story 2 after three +0.037..+0.066 (with the
