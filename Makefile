@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS := $(VENV)/.installed-extras
 
-.PHONY: demo test bench audit real clean
+.PHONY: demo test test-fast test-tools bench audit real clean
 
 # what a run needs; the demo installs no more
 $(STAMP): pyproject.toml
@@ -28,14 +28,20 @@ real: $(STAMP)
 	$(BIN)/python -m scenarios.movielens --dir runs/movielens
 	$(BIN)/python -m scenarios.movielens --cold-cut --dir runs/movielens_cold
 
-test: $(EXTRAS)
-	# Debian's chromium for tests/test_docs_page.py (a headless browser opening A's /docs), where missing
+# the programs some tests start, where missing: Debian's chromium (tests/test_docs_page.py opens A's /docs) and
+# PostgreSQL server (tests/conftest.py starts a throwaway cluster for the SQL-source tests)
+test-tools:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
-	# Debian's PostgreSQL server for the SQL-source tests (tests/conftest.py starts a throwaway cluster), where missing
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
-	# one xdist worker per core, each test module whole on one worker, in the order tests/conftest.py gives
+
+# one xdist worker per core, each test module whole on one worker, in the order tests/conftest.py gives
+test: $(EXTRAS) test-tools
 	$(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder
+
+# the unit and property tests only (no test marked integration): under two minutes on two cores
+test-fast: $(EXTRAS) test-tools
+	$(BIN)/python -m pytest -m "not integration" -n auto --dist loadfile
 
 bench: $(EXTRAS)
 	$(BIN)/pip install -e '.[test,ray,bench]'
