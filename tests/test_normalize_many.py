@@ -6,6 +6,7 @@ import random
 import re
 from collections.abc import Callable
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -83,3 +84,14 @@ def test_streamed_store_reads_the_rows_pandas_reads(tmp_path, text: str | bytes)
     by_pandas = outcome(lambda: normalize_ids([v for c in read_text_column(path, "id", 2) for v in c], Normalizer(),
                                               path, "id"))
     assert outcome(lambda: list(stream_ids(path, "id", Normalizer(), chunk_rows=2))) == by_pandas
+
+
+@pytest.mark.parametrize("column", [pd.Series([5.0, 12.5, 7.0, 300.0]), pd.Series([3, 1, 2, 4]),
+                                    pd.Series(["b", "a", "d", "c"], dtype="category"),
+                                    pd.Series(["b", " a", "d", "C"])])
+def test_streamed_store_reads_a_parquet_column_as_pandas_writes_it(tmp_path, column: pd.Series) -> None:
+    """Numbers, categories and text in Parquet: the strings pandas gives (5.0 is "5.0", not Arrow's "5")."""
+    path = tmp_path / "users.parquet"
+    pd.DataFrame({"id": column}).to_parquet(path, index=False)
+    by_pandas = [v for c in read_text_column(path, "id", 3) for v in c]
+    assert list(stream_ids(path, "id", Normalizer(), chunk_rows=3)) == [Normalizer()(v) for v in by_pandas]

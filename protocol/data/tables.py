@@ -147,7 +147,8 @@ def read_text_column(path: Path | SqlSource, column: str, rows: int) -> Iterator
 class NotPlainText(Exception):
     """A table whose column Arrow may read otherwise than pandas (whose rows and strings are the ones messages name
     and PSI matches): in a CSV file a line of blanks (pandas skips it, Arrow reads a value) or one Arrow cannot
-    parse; from a SQL source a column that is not text. `read_text_column` reads it."""
+    parse; in a Parquet file or from a SQL source a column that is not text (Arrow writes 5.0 as "5", pandas as
+    "5.0"). `read_text_column` reads it."""
 
 
 def read_text_arrays(path: Path | SqlSource, column: str, rows: int) -> Iterator[pa.Array]:
@@ -155,12 +156,11 @@ def read_text_arrays(path: Path | SqlSource, column: str, rows: int) -> Iterator
     without a Python string per cell. A table where that may not hold raises NotPlainText, possibly after some
     chunks: read it with `read_text_column` from the start."""
     _check_columns(path, [column])
-    if isinstance(path, SqlSource):
-        yield from _sql_text_arrays(path, column, rows)
-        return
-    parquet = path.suffix.lower() in (".parquet", ".pq")
+    csv = isinstance(path, Path) and path.suffix.lower() not in (".parquet", ".pq")
     try:
-        if parquet:
+        if isinstance(path, SqlSource):
+            batches = path.batches([column])
+        elif not csv:
             batches = pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=rows, columns=[column])
         else:
             convert = pacsv.ConvertOptions(include_columns=[column], column_types={column: pa.string()},
@@ -168,29 +168,24 @@ def read_text_arrays(path: Path | SqlSource, column: str, rows: int) -> Iterator
             batches = pacsv.open_csv(path, read_options=pacsv.ReadOptions(use_threads=False),
                                      convert_options=convert)
         for batch in batches:
-            values = pa.compute.fill_null(batch.column(column).cast(pa.string()), "")
-            if not parquet and pa.compute.any(pa.compute.match_substring_regex(values, r"^[\s\x0b]+$")).as_py():
+            values = batch.column(0)
+            if not _is_text(values.type):
+                raise NotPlainText(path)
+            values = pa.compute.fill_null(values.cast(pa.string()), "")
+            if csv and pa.compute.any(pa.compute.match_substring_regex(values, r"^[\s\x0b]+$")).as_py():
                 raise NotPlainText(path)
             for start in range(0, len(values), rows):
                 yield values.slice(start, rows)
     except (OSError, ValueError, pa.ArrowException) as exc:
-        if not parquet and isinstance(exc, pa.ArrowException):
+        if csv and isinstance(exc, pa.ArrowException):
             raise NotPlainText(path) from None
         raise DataError(f"table {path} cannot be read: {exc}") from None
 
 
-def _sql_text_arrays(source: SqlSource, column: str, rows: int) -> Iterator[pa.Array]:
-    """A text column of a SQL source as the server's batches come, cut to at most `rows`."""
-    try:
-        for batch in source.batches([column]):
-            values = batch.column(0)
-            if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
-                raise NotPlainText(source)
-            values = pa.compute.fill_null(values.cast(pa.string()), "")
-            for start in range(0, len(values), rows):
-                yield values.slice(start, rows)
-    except (OSError, ValueError, pa.ArrowException) as exc:
-        raise DataError(f"table {source} cannot be read: {exc}") from None
+def _is_text(kind: pa.DataType) -> bool:
+    """Strings, or a dictionary of them: what Arrow and pandas turn into the same Python strings."""
+    kind = kind.value_type if pa.types.is_dictionary(kind) else kind
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
 
 def row_label(index: int) -> str:
