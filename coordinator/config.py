@@ -36,6 +36,7 @@ class CoordinatorConfig:
     compute: Compute
     checkpoint: CheckpointSettings = CheckpointSettings()
     observe: tuple[str, int] | None = None  # [observe] listen: where /metrics and /healthz are served
+    w0_seed: int | None = None  # seeds the draw of W0 (a reproducible run); None: the OS's randomness
 
 
 def load(path: Path) -> CoordinatorConfig:
@@ -55,6 +56,7 @@ def load(path: Path) -> CoordinatorConfig:
     compute = config.read_compute(root)
     checkpoint = read_settings(root)
     observe = config.read_observe(root)
+    w0_seed = root.take("w0_seed", int, None)
     root.finish()
     return CoordinatorConfig(network, workdir, bits, key_file, key_passphrase, audit_log, compute, checkpoint,
-                             observe)
+                             observe, w0_seed)

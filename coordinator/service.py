@@ -95,9 +95,10 @@ def handle_register(service: Service, peer: str, registration: Registration) -> 
 def send_initial_weights(service: Service, plan: LayerPlan) -> None:
     """Init: draw W0 and send [W0] by columns to A and by rows to B, fresh encryptions of one matrix. Drawn here, each
     party's layout holds W0 whatever the other party does; the coordinator knows W0, a draw independent of any data,
-    and never sees a later W."""
+    and never sees a later W. With `w0_seed` in its config the draw is that seed's, for a run that can be repeated."""
     public = service.decryptor.key.public
-    w0 = draw_initial_weights(plan, np.random.default_rng(secrets.randbits(128)))
+    seed = secrets.randbits(128) if service.cfg.w0_seed is None else service.cfg.w0_seed
+    w0 = draw_initial_weights(plan, np.random.default_rng(seed))
     rows, cols = plan.layouts(public)
     enc = Encryptor(public, "full")
     for party, layout, values in ((A, cols, np.ascontiguousarray(w0.T)), (B, rows, w0)):

@@ -41,7 +41,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PsiOutcome:
-    """What a PSI phase ran and found: a full run's shared rows in the canonical order (empty after a delta)."""
+    """What a PSI phase ran and found: a full run's shared rows in the canonical order (empty after a delta): by
+    the 16-byte digest of each normalised ID (`digests_of`), which both parties compute alike. The order depends on
+    the shared IDs alone, not on the run's random secrets, so two runs over the same tables align the same users at
+    the same positions (and, with the coordinator's `w0_seed`, train the same model)."""
 
     mode: str
     positions: np.ndarray
@@ -92,13 +95,14 @@ def _full(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool, s
           workdir: Path, passphrase: Passphrase, started: float, cpu: _Cpu) -> PsiOutcome:
     created = time.time()
     result = run_psi(endpoint, peer, ids, pool, settings)
-    shared = result.positions
-    if shared.size == 0:
+    if result.positions.size == 0:
         raise ProtocolError(f"PSI with {peer} found no shared customers ({result.own_size} IDs here, "
                             f"{result.peer_size} at {peer}); check that both sides normalise IDs the same way "
                             f"([users.ids] kind, country_code)")
+    digests = id_digests(ids, pool)
+    shared = result.positions[np.argsort(digests[result.positions], kind="stable")]
     by_value = value_order(result.own_values)
-    state = PsiState(result.secret, result.salt, created, id_digests(ids, pool)[by_value], result.own_values[by_value],
+    state = PsiState(result.secret, result.salt, created, digests[by_value], result.own_values[by_value],
                      result.peer_values, result.own_values[shared], np.ones(shared.size, dtype=bool))
     frame = pd.DataFrame({"position": np.arange(shared.size, dtype=np.int64),
                           "user_id": take_ids(ids, shared), "active": np.ones(shared.size, dtype=bool)})

@@ -7,8 +7,9 @@
 3. reblind_peer_stream: each side blinds the peer's chunks a second time and sends
    them back in the order received.
 4. intersect: each side now holds the doubly-blinded values of its own IDs (from
-   the peer) and of the peer's IDs (its own work). Shared IDs are the equal values;
-   sorting them by value gives both sides the same canonical order.
+   the peer) and of the peer's IDs (its own work). Shared IDs are the equal values.
+   The caller puts them in the canonical order (psi/align.py: by each ID's digest,
+   the same at both sides and on every run over the same IDs).
 
 The result carries what a later delta PSI needs (psi/state.py): the secret, the salt
 and both sets of doubly-blinded values.
@@ -108,7 +109,7 @@ class PsiResult:
     later: the session's salt and secret, the doubly-blinded values of the party's own IDs (in its list's order) and
     those of the peer's (sorted)."""
 
-    positions: np.ndarray  # indices into the party's ID list, canonical shared order
+    positions: np.ndarray  # indices into the party's ID list of the shared IDs, by doubly-blinded value
     own_size: int
     peer_size: int
     seconds: float
@@ -279,8 +280,8 @@ def value_order(values: np.ndarray) -> np.ndarray:
 
 
 def intersect(own: np.ndarray, peer_double: np.ndarray) -> np.ndarray:
-    """Step 4: match doubly-blinded values; return the indices into `own` of the shared ones, in the canonical shared
-    order (by value, the same on both sides). Vectorised over fixed-width values, 16 bytes per own and per peer ID;
+    """Step 4: match doubly-blinded values; return the indices into `own` of the shared ones, by value (the same
+    order on both sides). Vectorised over fixed-width values, 16 bytes per own and per peer ID;
     the peer's are sorted in place. Ours are looked up in order among the peer's by their first 8 bytes (by all 16
     if two of the peer's share those), then compared whole."""
     if not peer_double.size:

@@ -12,7 +12,8 @@ baseline on the same split, and prints the result table. report.json and curves.
 end up in the run directory. --users is the number of shop users; 60 % of them are
 also bank customers, and the bank has three times as many customers. With
 --from-postgres the tables are copied into that database (schemas shop and bank) and
-both parties read them from there.
+both parties read them from there. The coordinator draws W0 from --seed (its
+`w0_seed`), so the same --seed gives the same report, from files or from PostgreSQL.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def prepare(root: Path, users: int, epochs: int, seed: int, from_postgres: str |
         password = postgres_password_file.resolve() if postgres_password_file else None
         shop, bank = (to_postgres(sections, lambda key: tables[key[1:-1]], from_postgres, password, schema)
                       for sections, schema in ((SHOP, "shop"), (BANK, "bank")))
-    return build_run(root, tables, shop, bank, f"ecommerce-bank-{seed}", epochs, **settings)
+    return build_run(root, tables, shop, bank, f"ecommerce-bank-{seed}", epochs, w0_seed=seed, **settings)
 
 
 def postgres_options(parser: argparse.ArgumentParser) -> None:

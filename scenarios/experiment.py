@@ -263,20 +263,21 @@ def spread_table(per_seed: list[dict[str, dict]], k: int) -> str:
 def build_run(root: Path, tables: dict[str, Path], a: dict, b: dict, run_id: str, epochs: int,
               key_bits: int = DEFAULT_BITS, progress: bool = True, tower: dict | None = None, record: bool = False,
               peer_timeout: float | None = None, a_extra: dict | None = None, b_extra: dict | None = None,
-              workers: int | None = None, compute: dict | None = None, **train: object) -> LocalRun:
+              workers: int | None = None, compute: dict | None = None, w0_seed: int | None = None,
+              **train: object) -> LocalRun:
     """Configs and certificates for a scenario in `root`: A's and B's table sections plus the shared settings.
 
     `tables` are the scenario's files, each in its owner's directory (`root/<role>/...`); `a` and `b` name
     them by key as "{key}" in "table". `a_extra`, `b_extra`: more sections of A's and B's configs (e.g.
     {"privacy": {...}, "audit": {"record": True}}). `workers`, `compute`: every role's
-    `workers` and [compute] section."""
+    `workers` and [compute] section. `w0_seed`: the coordinator's, for a run that repeats exactly."""
 
     def resolve(section: dict, role: str) -> dict:
         return {k: resolve(v, role) if isinstance(v, dict) else
                 (os.path.relpath(tables[v[1:-1]], root / role) if k == "table" else v) for k, v in section.items()}
 
     sections = {
-        "coordinator": {"key": {"bits": key_bits}},
+        "coordinator": {"key": {"bits": key_bits}, **({} if w0_seed is None else {"w0_seed": w0_seed})},
         "party_a": {**resolve(a, "party_a"), "train": {"epochs": epochs, "progress": progress, **train},
                     "psi": {"progress": progress}, **(a_extra or {})},
         "party_b": {**resolve(b, "party_b"), **({"model": tower} if tower else {}), "psi": {"progress": progress},

@@ -197,11 +197,12 @@ def b_loaded(config: Path) -> tuple:
 
 
 @pytest.mark.integration
-def test_story_1_from_postgres_reads_what_the_files_hold_and_runs(tmp_path: Path, postgres: Postgres) -> None:
-    """Both parties read every table from PostgreSQL. Two runs from the same files differ in their metrics (each
-    draws new PSI keys, hence a new user order, and a new secret W0), so what is compared is what is deterministic:
-    each party's loaded tables and encoded columns, equal to those read from the files, and the run's counts."""
-    files = ecommerce_bank.prepare(tmp_path / "files", users=200, epochs=1, seed=0, progress=False)
+def test_story_1_from_postgres_gives_the_report_it_gives_from_files(tmp_path: Path, postgres: Postgres) -> None:
+    """Both parties read every table from PostgreSQL, then from the files: the loaded tables and encoded columns are
+    equal bit for bit, and so is the report, but for the federated model's last digits. The shared order depends
+    on the IDs alone and the coordinator draws W0 from the scenario's seed; what stays random is the rounding of W'
+    at every refresh (its low bits masked from A by M''), so the federated numbers may differ by rounding."""
+    files = ecommerce_bank.prepare(tmp_path / "files", users=200, epochs=1, seed=0, **FAST)
     sql = ecommerce_bank.prepare(tmp_path / "sql", users=200, epochs=1, seed=0, from_postgres=postgres.url,
                                  postgres_password_file=postgres.password_file, **FAST)
     assert all("postgresql://" in sql.configs[role].read_text() for role in ("party_a", "party_b"))
@@ -211,7 +212,35 @@ def test_story_1_from_postgres_reads_what_the_files_hold_and_runs(tmp_path: Path
     assert_same(bank_files, bank_sql)
     report = run_experiment(sql, 300, stream=False)
     assert report["shared_users"] == len(set(from_files[0]) & set(bank_files[0])) == 120
-    assert report["items"] == len(from_files[1]) and report["epochs"][0]["epoch"] == 1
+    assert_same_report(run_experiment(files, 300, stream=False), report)
+
+
+RUN_SPECIFIC = ("timing", "wall_seconds", "model.id", "plan.key_fingerprint")  # and every "...seconds"
+
+
+def assert_same_report(files: dict, sql: dict) -> None:
+    """Every entry of two reports equal, leaving out times and the run's own names; the federated model's numbers
+    within rounding: its loss to 1e-4, a metric by at most one validation user's hit."""
+    flat_files, flat_sql = flatten(files), flatten(sql)
+    assert flat_files.keys() == flat_sql.keys()
+    close = 1 / files["validation_users"]
+    for path, value in flat_files.items():
+        if path.startswith(RUN_SPECIFIC) or path.endswith("seconds"):
+            continue
+        other = flat_sql[path]
+        if ".federated" in path and isinstance(value, float):
+            limit = 1e-4 * abs(value) if ".loss." in path else close
+            assert abs(value - other) <= limit, (path, value, other)
+        else:
+            assert value == other, (path, value, other)
+
+
+def flatten(tree: object, path: str = "") -> dict[str, object]:
+    """A nested report as {dotted path: leaf}, list items by index."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else None
+    if items is None:
+        return {path: tree}
+    return {k: v for key, sub in items for k, v in flatten(sub, f"{path}.{key}" if path else str(key)).items()}
 
 
 def assert_same(a: object, b: object) -> None:
