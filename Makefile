@@ -23,7 +23,7 @@ $(EXTRAS): $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m scenarios.ecommerce_bank
 
-# MovieLens-100K with and without the cold cut (downloads the data set once; README, "Scenarios that can show a failure")
+# MovieLens-100K with and without the cold cut (downloads the data set once; docs/scenarios.md, "Scenarios that can show a failure")
 real: $(STAMP)
 	$(BIN)/python -m scenarios.movielens --dir runs/movielens
 	$(BIN)/python -m scenarios.movielens --cold-cut --dir runs/movielens_cold

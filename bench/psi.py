@@ -8,7 +8,7 @@ For each size it writes two generated tables (the same customers' e-mails writte
 differently on each side), runs coordinator + party A + party B as processes over
 mutual TLS and reports wall time (process start to exit), the PSI phase time, IDs
 per second per party and bytes each way, and each party's serial part against its
-single-core time (`serial_part`; --workers 1 for the README's figure). In the same
+single-core time (`serial_part`; --workers 1 for the figure in docs/benchmarks.md). In the same
 run it times openmined-psi (C++ ECDH-PSI on P-256, one thread, in process, no
 network) on the 100k x 100k sets, and the curve libraries we chose between. Results also go to runs/bench/psi.json.
 

@@ -1,7 +1,7 @@
 """Party A's HTTP service: recommendations from the trained model, answered by A alone (B is not on the request path).
 
-`python -m party_a serve --config a.toml` runs it; the README's "Serving" lists the endpoints, the [serve] keys and
-the metrics.
+`python -m party_a serve --config a.toml` runs it; docs/serving.md lists the endpoints, the errors and
+the metrics, docs/configuration.md the [serve] keys.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Gaussian mechanism on per-user rows, and its accountant (README, "What each party learns").
+"""The Gaussian mechanism on per-user rows, and its accountant (docs/security.md).
 
 A party that switches its defence on ([privacy] in its config) releases, per user
 and step, one row through `gaussian_rows`: the row bounded to norm `clip`, plus

@@ -1,6 +1,6 @@
 """A Ray cluster on this host, on loopback, for tests and benchmarks: a head and optional worker nodes.
 
-In a deployment each organisation starts its own cluster (README, "Compute backends");
+In a deployment each organisation starts its own cluster (docs/operations.md, "Compute backends");
 this stands in for one of them. Each node is its own set of Ray processes.
 """
 

@@ -1,49 +1,24 @@
-"""The secure interactive layer (docs/design.md): u = e_B·W with W only ever encrypted.
+"""The secure interactive layer: u = e_B·W with W only ever encrypted.
 
-B keeps [W] packed by rows ([W_k,:], d ciphertexts), A by columns ([W_:,j], h
-ciphertexts). Each function below is one numbered step for one role, and the
-sequences at the end (`INIT`, `TRAINING_STEP`, `FORWARD_ONLY`) put them in the one
-order both roles run them in (`run`):
+One function per numbered step and role, and at the end the sequences (`INIT`, `TRAINING_STEP`,
+`FORWARD_ONLY`) that put them in the one order both roles run them in (`run`). B keeps [W] packed by
+rows, A by columns.
 
-  init    both: [W0] from the coordinator, which draws it and encrypts it in each party's layout
-  step 1   B: [u_i] = Σ_k e_B[i,k]·[W_k,:]; B has the coordinator decrypt [u + R]
-           for A and sends A the mask R                               b_forward_contribution
-  step 2-3 A: u = (u + R) - R                                          a_receive_contribution
-  step 4   A: [g_i] = Σ_j δ[i,j]·[W_:,j]; A has the coordinator decrypt [g + R'] for B
-           and sends B R' and [δ_i] by rows                           a_send_gradients
-  step 5   B: g = (g + R') - R'                                        b_receive_gradient
-  step 6   B: [W'] = 2^s·[W] - L·Σ_i e_B[i,:]ᵀ·[δ_i]                    b_update_weights
-  step 7   refresh: B has the coordinator decrypt [W' + M] for A, M = M'·2^s + M'',
-           and sends A [M'] by columns (b_send_masked_update); A takes
-           Q = floor((W' + M)/2^s), sends [Q] by rows and removes [M'] from [Q] by
-           columns (a_refresh_weights); B has the coordinator check that [Q] by rows is
-           floor((W' + M)/2^s) of the refresh it decrypted, then removes M' (b_finish_refresh).
+  init     both: [W0] from the coordinator, in each party's layout     init_receive_weights
+  step 1   B: [u] = e_B·[W]; [u + R] decrypted for A, R sent to A       b_forward_contribution
+  step 2-3 A: u = (u + R) - R; A's model learns                         a_receive_contribution, a_top_model
+  step 4   A: [g] = δ·[W]ᵀ; [g + R'] decrypted for B; R', [δ] to B      a_send_gradients
+  step 5   B: g = (g + R') - R'; tower B backward                       b_receive_gradient, b_tower_backward
+  step 6   B: [W'] = 2^s·[W] - L·Σ_i e_B[i,:]ᵀ·[δ_i]                     b_update_weights
+  step 7   refresh: [W' + M] decrypted for A, [M'] to A                 b_send_masked_update
+           A: [Q] by rows and columns                                   a_refresh_weights
+           B: the coordinator checks [Q] by rows; B removes M'          b_finish_refresh
 
-Every decryption is submitted by the party that computed the ciphertext and goes
-to the other party (protocol/layer/decryption.py ROUTE): no party ever chooses what
-is decrypted for itself, and neither ever holds a ciphertext the other computed
-from its secrets except [δ] and [Q], both fresh encryptions.
-
-Each layout of [W] holds the one W (docs/design.md, "Both layouts hold one W"): W0
-comes from the coordinator in both layouts, and B's rows after step 7 are checked
-against the coordinator's decryption of B's own [W' + M]. A's columns depend on
-what B computes in steps 6 and 7, which no check short of a proof of B's computation
-can bind; that is stated as assumed, with the noise on δ as A's bound.
-
-Fixed point: e_B at 2^e_bits (|e_B| ≤ 1, tanh), W at 2^w_bits, δ at 2^delta_bits.
-A sends δ̃ = δ·batch_users (per-user scale, clipped to ±delta_max) so its digits
-are not wasted; B divides g by batch_users and the W step size is L = lr_w /
-batch_users at 2^lr_bits. s = e_bits + delta_bits + lr_bits - w_bits brings W' back
-to its scale.
-
-Departure from the original design's step 7 (docs/design.md explains it): the mask
-also has a low part M'' uniform on [0, 2^s). With M = M'·2^s alone, A and the
-coordinator would read W' mod 2^s, which is -L·∇W mod 2^s: low digits of the
-gradient, hence of e_B. With M'' the division becomes unbiased stochastic rounding
-of W'/2^s (error below one unit 2^-w_bits).
-
-What nobody can check is that |W| stays within w_max: no role ever sees W. The
-slot widths leave room for that bound, and the plan states it.
+The protocol itself, told once, is in docs/design.md: "The secure interactive layer" (the steps,
+who submits each decryption, evaluation, fixed point and the plan), "Both layouts hold one W" (W0
+from the coordinator, B's check of A's [Q], what is assumed of B), "Numerics of the packed
+ciphertexts" (masks, slots, bounds) and "Departures from the original contract" (step 7's low mask
+M'', δ at the per-user scale).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ written here.) A key encrypted more weakly (an organisation's own, made with
 OpenSSL's defaults) still loads, with a warning saying how to re-encrypt it. The
 command writes a fresh passphrase to `<out>/passphrase` (mode 0600) unless
 `--passphrase-file` names an existing one. In production each organisation uses its
-own CA instead (see the README).
+own CA instead (docs/operations.md, "Running each party on its own host").
 """
 
 from __future__ import annotations

@@ -279,7 +279,7 @@ class PartyBasics:
 
 
 def read_compute(root: Table) -> Compute:
-    """`workers` and [compute]: the size of the role's pool and what runs it (README, "Compute backends")."""
+    """`workers` and [compute]: the role's pool size and what runs it (docs/operations.md, "Compute backends")."""
     workers = root.take("workers", int, None)
     if workers is not None and workers < 0:
         raise root.error("workers", "must be 0 (work inline) or more")
