@@ -17,8 +17,11 @@ the mappings keep them readable, and nothing is left behind however the run ends
 
 from __future__ import annotations
 
+import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +33,12 @@ EVENT = np.dtype([("users", "<i8"), ("items", "<i4"), ("stamps", "<f8"), ("rows"
 
 class Spill:
     """Events (records of `EVENT`) appended chunk by chunk to one raw file and read back a slice at a time with
-    plain reads: never mapped, so pages read once stay in the kernel's cache, not in this process."""
+    plain reads: never mapped, so pages read once stay in the kernel's cache, not in this process. Events that
+    come through `add` are also counted per user and per item code, so nothing reads the file to count them."""
 
     def __init__(self, path: Path):
         self.path, self.size = path, 0
+        self.per_user, self.per_item = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         path.write_bytes(b"")
 
     def add(self, **columns: np.ndarray) -> None:
@@ -42,6 +47,8 @@ class Spill:
         for name in EVENT.names:
             records[name] = columns[name]
         self.write(records)
+        self.per_user = _count(self.per_user, records["users"])
+        self.per_item = _count(self.per_item, records["items"])
 
     def write(self, records: np.ndarray) -> None:
         with open(self.path, "ab") as f:
@@ -82,49 +89,87 @@ class Histories(Sequence[np.ndarray]):
         return out
 
 
-def build_histories(spill: Spill, n_rows: int, n_items: int,
-                    recode: np.ndarray | None = None) -> tuple[Histories, np.ndarray]:
+def build_histories(spill: Spill, n_rows: int, n_items: int, recode: np.ndarray | None = None,
+                    threads: int | None = None) -> tuple[Histories, np.ndarray]:
     """Histories of `n_rows` users from the events in `spill`, and the events per item (repeats included).
 
     `recode` maps the spilled item codes to item indices when they differ. Within a user, events are ordered by
     timestamp, then by table row; an item bought again counts at its last occurrence only. Two passes over the
     spill: one counts events per user and per item, one distributes the events to buckets of consecutive users
-    of at most BLOCK_EVENTS events (unless one user alone has more); each bucket is then sorted in memory."""
-    per_user, per_item = np.zeros(n_rows, dtype=np.int64), np.zeros(n_items, dtype=np.int64)
-    for part in spill.chunks(BLOCK_EVENTS):
-        per_user += np.bincount(part["users"], minlength=n_rows)
-        per_item += np.bincount(part["items"] if recode is None else recode[part["items"]], minlength=n_items)
-    blocks = list(_blocks(np.concatenate([[0], np.cumsum(per_user)])))
-    starts = np.array([a for a, _ in blocks], dtype=np.int64)
-    with tempfile.TemporaryDirectory(prefix="vfrec-events-") as tmp:
+    of at most BLOCK_EVENTS / `threads` events (unless one user alone has more). `threads` buckets (default: one
+    per core) are then sorted in memory at once, numpy's sorts running outside the GIL, so the events held in
+    memory stay about BLOCK_EVENTS whatever the number of cores."""
+    threads = threads or os.cpu_count() or 1
+    per_user = np.zeros(n_rows, dtype=np.int64)
+    per_user[: len(spill.per_user)] = spill.per_user
+    codes = np.arange(len(spill.per_item)) if recode is None else recode[: len(spill.per_item)]
+    per_item = np.bincount(codes, weights=spill.per_item, minlength=n_items)
+    blocks = list(_blocks(np.concatenate([[0], np.cumsum(per_user)]), max(1, BLOCK_EVENTS // threads)))
+    bucket_of = np.repeat(_narrow(np.arange(len(blocks)), len(blocks)), [b - a for a, b in blocks])
+    with tempfile.TemporaryDirectory(prefix="vfrec-events-") as tmp, ThreadPoolExecutor(threads) as sorting:
         directory = Path(tmp)
         buckets = [Spill(directory / f"bucket{k}.bin") for k in range(len(blocks))]
         for part in spill.chunks(BLOCK_EVENTS):
-            which = np.searchsorted(starts, part["users"], side="right") - 1
-            order = _stable_order(which, len(blocks))
-            part, cuts = part[order], np.searchsorted(which[order], np.arange(len(blocks) + 1))
+            which = bucket_of[part["users"]]
+            part = part[np.argsort(which, kind="stable")]  # a radix sort of narrow keys
+            cuts = np.concatenate([[0], np.cumsum(np.bincount(which, minlength=len(blocks)))])
             for k in np.flatnonzero(np.diff(cuts)):
                 buckets[k].write(part[cuts[k] : cuts[k + 1]])
         kept = np.zeros(n_rows, dtype=np.int64)
         with open(directory / "items.bin", "wb") as out:
-            for (a, b), bucket in zip(blocks, buckets):
-                if bucket.size == 0:
-                    continue
-                events = next(bucket.chunks(bucket.size))
-                if (np.diff(events["rows"]) < 0).any():  # the loader spills in row order; sorting by row is then moot
-                    events = events[np.argsort(events["rows"], kind="stable")]
-                users = events["users"] - a
-                order = _by_user_then_time(users, events["stamps"], b - a)
-                items, users = events["items"][order], users[order]
-                del events  # the bucket's records: only the sorted users and items from here on
-                items = items if recode is None else recode[items]
-                by_pair = _stable_order(users * n_items + items, (b - a) * n_items)
-                pairs = (users * n_items + items)[by_pair]
-                last = np.sort(by_pair[np.r_[pairs[1:] != pairs[:-1], True]])  # each (user, item) at its last
-                out.write(items[last].astype(np.int32).tobytes())
-                kept[a:b] = np.bincount(users[last], minlength=b - a)
+            sorted_buckets = _bounded_map(sorting, threads, lambda job: _last_items(*job, n_items, recode),
+                                          ((bucket, a, b) for (a, b), bucket in zip(blocks, buckets)))
+            for (a, b), (items, counts) in zip(blocks, sorted_buckets):
+                out.write(items.tobytes())
+                kept[a:b] = counts
         ends = np.concatenate([[0], np.cumsum(kept)])
-        return Histories(ends, _mapped(directory / "items.bin", int(ends[-1]))), per_item.astype(np.float64)
+        return Histories(ends, _mapped(directory / "items.bin", int(ends[-1]))), per_item
+
+
+def _last_items(bucket: Spill, a: int, b: int, n_items: int,
+                recode: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The histories of users [a, b) from their bucket: every (user, item) at its last event, ordered by user, then
+    time, then table row (int32 items), and how many each user keeps."""
+    if bucket.size == 0:
+        return np.empty(0, dtype=np.int32), np.zeros(b - a, dtype=np.int64)
+    events = next(bucket.chunks(bucket.size))
+    if (np.diff(events["rows"]) < 0).any():  # the loader spills in row order; sorting by row is then moot
+        events = events[np.argsort(events["rows"], kind="stable")]
+    users = events["users"] - a
+    order = _by_user_then_time(users, events["stamps"], b - a)
+    items, users = events["items"][order], users[order]
+    del events  # the bucket's records: only the sorted users and items from here on
+    items = items if recode is None else recode[items]
+    by_pair = _stable_order(users * n_items + items, (b - a) * n_items)
+    pairs = (users * n_items + items)[by_pair]
+    last = np.sort(by_pair[np.r_[pairs[1:] != pairs[:-1], True]])  # each (user, item) at its last
+    return items[last].astype(np.int32), np.bincount(users[last], minlength=b - a)
+
+
+def _bounded_map(executor: ThreadPoolExecutor, window: int, fn: Callable, jobs: Iterator) -> Iterator:
+    """`fn` of each job on `executor`, results in order, at most `window` jobs submitted and not yet taken."""
+    pending: deque[Future] = deque()
+    for job in jobs:
+        if len(pending) == window:
+            yield pending.popleft().result()
+        pending.append(executor.submit(fn, job))
+    while pending:
+        yield pending.popleft().result()
+
+
+def _count(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """`counts` (by value) with `values` (non-negative integers) counted too, grown as far as they need."""
+    more = np.bincount(values)
+    if len(more) > len(counts):
+        more[: len(counts)] += counts
+        return more
+    counts[: len(more)] += more
+    return counts
+
+
+def _narrow(values: np.ndarray, bound: int) -> np.ndarray:
+    """Values in [0, bound) as the narrowest unsigned type, for which numpy's stable sort is a radix sort."""
+    return values.astype(np.uint8 if bound <= 1 << 8 else np.uint16 if bound <= 1 << 16 else np.int64)
 
 
 def _by_user_then_time(users: np.ndarray, stamps: np.ndarray, n_users: int) -> np.ndarray:
@@ -132,7 +177,7 @@ def _by_user_then_time(users: np.ndarray, stamps: np.ndarray, n_users: int) -> n
     `np.lexsort((stamps, users))` gives, from one sort by time and one of (user, rank in time, position) packed into
     an int64 when they fit. Equal timestamps (-0.0 and 0.0 too) share one rank."""
     n = len(users)
-    by_time = np.argsort(stamps)
+    by_time = np.argsort(_float_order(stamps))
     ordered = stamps[by_time]
     ranks = np.cumsum(np.r_[False, ordered[1:] != ordered[:-1]])  # in time order
     del ordered
@@ -146,6 +191,12 @@ def _by_user_then_time(users: np.ndarray, stamps: np.ndarray, n_users: int) -> n
     packed.sort()
     packed %= n
     return packed
+
+
+def _float_order(values: np.ndarray) -> np.ndarray:
+    """Int64 keys that sort as the float64 `values` do (-0.0 with 0.0; no NaN): numpy sorts these faster."""
+    bits = (values + 0.0).view(np.int64)  # + 0.0 makes -0.0 0.0
+    return bits ^ ((bits >> 63) & np.int64(0x7FFFFFFFFFFFFFFF))
 
 
 def _stable_order(keys: np.ndarray, bound: int) -> np.ndarray:
@@ -168,11 +219,11 @@ def _mapped(path: Path, size: int) -> np.ndarray:
     return np.memmap(path, dtype=np.int32, mode="r", shape=(size,))
 
 
-def _blocks(offsets: np.ndarray) -> Iterator[tuple[int, int]]:
-    """Consecutive user ranges [a, b) of at most BLOCK_EVENTS events each (or one user, if it alone has more)."""
+def _blocks(offsets: np.ndarray, size: int) -> Iterator[tuple[int, int]]:
+    """Consecutive user ranges [a, b) of at most `size` events each (or one user, if it alone has more)."""
     n, a = len(offsets) - 1, 0
     while a < n:
-        b = int(np.searchsorted(offsets, offsets[a] + BLOCK_EVENTS, side="right")) - 1
+        b = int(np.searchsorted(offsets, offsets[a] + size, side="right")) - 1
         b = min(max(b, a + 1), n)
         yield a, b
         a = b
