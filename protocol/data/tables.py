@@ -11,8 +11,10 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -24,6 +26,8 @@ import pyarrow.parquet as pq
 from protocol.data.sql import SqlSource
 from protocol.errors import DataError
 from protocol.runtime.config import Table
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +118,7 @@ def read_table_chunks(path: Path | SqlSource, columns: list[str], text_columns: 
             frames = pd.read_csv(path, usecols=wanted, dtype={c: str for c in text_columns}, keep_default_na=False,
                                  na_values=[""], low_memory=False, chunksize=rows)
             frames = iter([frames]) if rows is None else frames
-        for frame in frames:
+        for frame in _read_ahead(frames) if rows else frames:
             frame = frame[wanted].copy()
             for c in text_columns:
                 frame[c] = frame[c].astype("string").fillna("").astype(str)
@@ -123,6 +127,17 @@ def read_table_chunks(path: Path | SqlSource, columns: list[str], text_columns: 
             yield frame
     except (OSError, ValueError, pd.errors.ParserError, pa.ArrowException) as exc:
         raise DataError(f"table {path} cannot be read: {exc}") from None
+
+
+def _read_ahead(items: Iterator[T]) -> Iterator[T]:
+    """`items` in order, the next one read on a thread while the caller works on this one: Arrow decodes Parquet and
+    CSV, and the server's batches arrive, outside the GIL. One item ahead at most."""
+    end = object()
+    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as reader:
+        coming = reader.submit(next, items, end)
+        while (item := coming.result()) is not end:
+            coming = reader.submit(next, items, end)
+            yield item
 
 
 def _to_frame(data: pa.RecordBatch | pa.Table) -> pd.DataFrame:
