@@ -11,6 +11,7 @@ import numpy as np
 
 from party_b.config import PartyBConfig, load
 from protocol import messages
+from protocol.compute.workers import WorkerPool
 from protocol.crypto.paillier import PublicKey
 from protocol.data.tables import fit_encoding
 from protocol.layer.decryption import receive_public_key
@@ -20,7 +21,6 @@ from protocol.roles import A, B
 from protocol.runtime.cli import setup_logging
 from protocol.runtime.party import resuming, run_party
 from protocol.runtime.resume import Agreed, Holding, resumable
-from protocol.runtime.workers import WorkerPool
 from psi.align import align, read_aligned_rows
 
 log = logging.getLogger(__name__)

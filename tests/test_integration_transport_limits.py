@@ -20,9 +20,9 @@ import pytest
 from protocol import messages
 from protocol.errors import PeerLost, ProtocolError
 from protocol.messages import DecryptRequest, MaskShare, Resume
-from protocol.net import codec
 from protocol.net.transport import _AHEAD, _INBOX_LIMIT, Endpoint
 from protocol.roles import A, B
+from protocol.wire import codec
 from scenarios.launch import write_local_run
 
 pytestmark = pytest.mark.integration

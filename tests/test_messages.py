@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from protocol import messages
 from protocol.crypto.packing import EncryptedMatrix, Layout
 from protocol.errors import ProtocolError
-from protocol.layer.plan import LayerPlan
 from protocol.messages import (
     ROUTES,
     Checkpoint,
@@ -55,8 +54,9 @@ from protocol.messages import (
     Starting,
     TrainStep,
 )
-from protocol.net import codec
-from protocol.net.message import Message
+from protocol.messages.plan import LayerPlan
+from protocol.wire import codec
+from protocol.wire.message import Message
 
 MATRIX = EncryptedMatrix(Layout(3, 64, 3), 16, 2**20, 1, [12345])
 EXAMPLES: list[Message] = [

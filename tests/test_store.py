@@ -17,9 +17,9 @@ from protocol.data.tables import Encoding, TableSpec, encode_features, fit_encod
 from protocol.errors import DataError, ProtocolError, StoreError
 from protocol.messages import Finish, RefreshDone, RefreshRequest, RunDone, Starting, command_from_message
 from protocol.names import is_safe_name
-from protocol.net.message import Message
 from protocol.runtime.checkpoint import write_checkpoint
-from protocol.runtime.store import current_model, new_model_id, read_manifest, write_model
+from protocol.store.models import current_model, new_model_id, read_manifest, write_model
+from protocol.wire.message import Message
 
 
 def stored(tmp_path: Path, model_id: str = "run-1-x") -> Path:

@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 
 from protocol import messages
-from protocol.crypto.keyfiles import Passphrase
 from protocol.errors import ConfigError, PeerError, PeerLost
+from protocol.keys.certs import fingerprint, make_ca, make_role_cert
+from protocol.keys.keyfiles import Passphrase
 from protocol.messages import DecryptRequest, PsiHello, PublicKeyAnnouncement
-from protocol.net.certs import fingerprint, make_ca, make_role_cert
 from protocol.net.transport import Endpoint
 from protocol.roles import PEERS
-from protocol.runtime import config
-from protocol.runtime.config import NetworkConfig, PeerConfig
+from protocol.settings import config
+from protocol.settings.config import NetworkConfig, PeerConfig
 from scenarios.launch import free_ports, to_toml
 
 SECRET = Passphrase(b"test passphrase", "the test")

@@ -17,7 +17,7 @@ while, so it is given that long), or at once, after `_REFUSED_GRACE`, one that w
 now refuses connections (nothing listens on its port any more: its process is gone).
 
 The inbox is bounded. Each role names, per sender, the tags it accepts
-(protocol/messages.py `inbox_tags`); any other tag is refused at the door, by the
+(protocol/messages/__init__.py `inbox_tags`); any other tag is refused at the door, by the
 envelope alone (`codec.split_map`): the body is decoded only once the run, the tag,
 the generation and the sequence number are accepted. A message `_AHEAD` or more
 sequence numbers ahead of the next expected one, one that would take a sender's
@@ -67,9 +67,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from protocol.errors import ConfigError, PeerError, PeerLost, ProtocolError
-from protocol.net import codec
-from protocol.net.certs import ca_certificates, cert_fingerprint, key_pem, load_private_key
-from protocol.runtime.config import NetworkConfig
+from protocol.keys.certs import ca_certificates, cert_fingerprint, key_pem, load_private_key
+from protocol.settings.config import NetworkConfig
+from protocol.wire import codec
 
 log = logging.getLogger(__name__)
 

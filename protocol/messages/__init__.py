@@ -18,10 +18,10 @@ from typing import Any, ClassVar, TypeVar
 
 from protocol.crypto.packing import EncryptedMatrix
 from protocol.errors import ProtocolError
-from protocol.layer.plan import LayerPlan
+from protocol.messages.plan import LayerPlan
 from protocol.names import check_name
-from protocol.net.message import WHILE_UP, BigIntList, IntVector, Message
 from protocol.roles import A, B, C, Role
+from protocol.wire.message import WHILE_UP, BigIntList, IntVector, Message
 
 M = TypeVar("M", bound=Message)
 
