@@ -27,7 +27,8 @@ from protocol import messages
 from protocol import observe
 from protocol.errors import StoreError, VfrecError
 from protocol.layer.timing import StepClock
-from protocol.messages import PublicKeyAnnouncement, RefreshRequest
+from protocol.messages.coordinator import PublicKeyAnnouncement
+from protocol.messages.serving import RefreshRequest
 from protocol.net.transport import Endpoint
 from protocol.roles import PEERS, B, C
 from protocol.runtime.cli import setup_logging

@@ -41,10 +41,10 @@ from protocol.errors import ConfigError, ProtocolError, VfrecError
 from protocol.layer.decryption import ROUTE, Step, refresh_check
 from protocol.layer.steps import draw_initial_weights
 from protocol.layer.timing import StepClock
-from protocol.messages import (CheckpointDone, CoordinatorCheckpoint, DecryptReply, DecryptRequest, InitialWeights,
-                               PublicKeyAnnouncement, RefreshCheck, RefreshChecked, Registration, RunDone,
-                               Starting)
+from protocol.messages.coordinator import (DecryptReply, DecryptRequest, InitialWeights, PublicKeyAnnouncement,
+                                           RefreshCheck, RefreshChecked, Registration)
 from protocol.messages.plan import LayerPlan
+from protocol.messages.run import CheckpointDone, CoordinatorCheckpoint, RunDone, Starting
 from protocol.net.transport import Endpoint
 from protocol.roles import PEERS, A, B, C
 from protocol.runtime.checkpoint import held, remove_all

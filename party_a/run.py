@@ -15,7 +15,8 @@ from protocol.compute.workers import WorkerPool
 from protocol.data.tables import encode_features
 from protocol.errors import ConfigError, StoreError
 from protocol.layer.decryption import receive_public_key
-from protocol.messages import Finish, RunDone, Starting
+from protocol.messages.commands import Finish
+from protocol.messages.run import RunDone, Starting
 from protocol.net.transport import Endpoint
 from protocol.roles import A, B, C
 from protocol.runtime.checkpoint import remove_all

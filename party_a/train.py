@@ -66,7 +66,8 @@ from protocol.layer import steps
 from protocol.layer.decryption import Step, eval_label, register_layer, train_label
 from protocol.layer.steps import FORWARD_ONLY, INIT, TRAINING_STEP, Side, Turn
 from protocol.layer.timing import StepClock
-from protocol.messages import Checkpoint, CheckpointDone, CoordinatorCheckpoint, Forward, Init, Keep, TrainStep
+from protocol.messages.commands import Checkpoint, Forward, Init, Keep, TrainStep
+from protocol.messages.run import CheckpointDone, CoordinatorCheckpoint
 from protocol.net.transport import Endpoint
 from protocol.privacy import RowNoise, RowPrivacy, release_key, spent
 from protocol.roles import B, C

@@ -41,8 +41,9 @@ from protocol.layer import steps
 from protocol.layer.decryption import Label, Step, register_layer
 from protocol.layer.steps import FORWARD_ONLY, INIT, TRAINING_STEP, Side, Turn
 from protocol.layer.timing import StepClock
-from protocol.messages import Checkpoint, CheckpointDone, Command, Finish, Forward, Init, Keep, TrainStep
+from protocol.messages.commands import Checkpoint, Command, Finish, Forward, Init, Keep, TrainStep
 from protocol.messages.plan import LayerPlan
+from protocol.messages.run import CheckpointDone
 from protocol.net.transport import Endpoint
 from protocol.privacy import RowNoise, RowPrivacy, release_key, spent
 from protocol.roles import A

@@ -54,8 +54,8 @@ from protocol.errors import DataError, ProtocolError, StoreError
 from protocol.layer import steps
 from protocol.layer.decryption import Step, receive_public_key, refresh_batches, register_layer
 from protocol.layer.steps import FORWARD_ONLY, Side, Turn
-from protocol.messages import RefreshDone, RefreshRequest
 from protocol.messages.plan import LayerPlan
+from protocol.messages.serving import RefreshDone, RefreshRequest
 from protocol.net.transport import Endpoint
 from protocol.privacy import RowNoise, RowPrivacy, spent
 from protocol.roles import A, B, C

@@ -15,7 +15,8 @@ from protocol.compute.workers import WorkerPool
 from protocol.crypto.paillier import PublicKey
 from protocol.data.tables import fit_encoding
 from protocol.layer.decryption import receive_public_key
-from protocol.messages import Finish, Starting
+from protocol.messages.commands import Finish
+from protocol.messages.run import Starting
 from protocol.net.transport import Endpoint
 from protocol.roles import A, B
 from protocol.runtime.cli import setup_logging

@@ -35,7 +35,7 @@ import numpy as np
 from protocol import messages
 from protocol.compute.workers import WorkerPool
 from protocol.errors import ProtocolError
-from protocol.messages import PsiDeltaHello, PsiRemoved
+from protocol.messages.psi import PsiDeltaHello, PsiRemoved
 from protocol.net.transport import Endpoint
 from protocol.runtime.progress import progress_bar
 from psi.ecdh import MATCH_BYTES

@@ -43,7 +43,7 @@ from tqdm import tqdm
 from protocol import messages
 from protocol.compute.workers import WorkerPool
 from protocol.errors import ProtocolError
-from protocol.messages import PsiBlinded, PsiDoubled, PsiHello
+from protocol.messages.psi import PsiBlinded, PsiDoubled, PsiHello
 from protocol.net.transport import Endpoint
 from protocol.runtime.progress import progress_bar
 from protocol.settings.config import Table

@@ -17,8 +17,9 @@ from protocol.errors import PeerError, ProtocolError
 from protocol.keys.certs import make_role_cert, new_ca
 from protocol.layer.decryption import (Step, check_refresh, eval_label, receive_plaintexts, receive_public_key,
                                        receive_unmasked, register_layer, send_masked, submit, train_label)
-from protocol.messages import DecryptReply, DecryptRequest, RunDone
+from protocol.messages.coordinator import DecryptReply, DecryptRequest
 from protocol.messages.plan import LayerPlan
+from protocol.messages.run import RunDone
 from protocol.net.transport import Endpoint
 from protocol.settings import config
 from protocol.settings.config import PeerConfig

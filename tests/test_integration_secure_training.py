@@ -36,7 +36,7 @@ from party_b.store import read_users
 from protocol.crypto import fixedpoint, packing
 from protocol.data.stored import load_state
 from protocol.messages.plan import LayerPlan
-from protocol.net.transport import read_recording
+from protocol.net.recording import read_recording
 from protocol.roles import B
 from protocol.store.models import current_model
 from protocol.wire.codec import decode

@@ -40,7 +40,8 @@ from protocol.errors import ProtocolError
 from protocol.layer.decryption import (Step, check_refresh, receive_plaintexts, receive_unmasked, send_masked,
                                        submit)
 from protocol.layer.timing import StepClock
-from protocol.messages import EncryptedDelta, InitialWeights, RefreshedRows, RefreshMask
+from protocol.messages.coordinator import InitialWeights
+from protocol.messages.layer import EncryptedDelta, RefreshMask, RefreshedRows
 from protocol.messages.plan import LayerPlan
 from protocol.net.transport import Endpoint
 from protocol.roles import A, B, C, other_party

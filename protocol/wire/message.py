@@ -7,7 +7,7 @@ Unknown fields are refused too. Field annotations may be str, int, float, bool,
 bytes, `IntVector` (a 1-D integer numpy array), `BigIntList` (non-negative big
 integers, sent as one fixed-width block), another Message (nested), or `X | None`.
 
-Every concrete message of the protocol is in protocol/messages/__init__.py; this module only
+Every concrete message of the protocol is in protocol/messages/; this module only
 knows how to check and convert them.
 """
 
@@ -53,7 +53,7 @@ _CHECKS: dict[Any, tuple[str, typing.Callable[[Any], bool]]] = {
 
 @dataclasses.dataclass(frozen=True)
 class Message:
-    """Base of every message; subclasses are frozen dataclasses and may set TAG (see protocol/messages/__init__.py)."""
+    """Base of every message; subclasses are frozen dataclasses and may set TAG (see protocol/messages/)."""
 
     TAG: ClassVar[str] = ""
 
