@@ -30,10 +30,10 @@ import numpy as np
 from phe import paillier as phe_paillier
 
 from party_a.config import ModelSettings, SecureSettings, TrainSettings, layer_plan
+from protocol.compute.workers import WorkerPool
 from protocol.crypto import packing
 from protocol.crypto.multiexp import plan
 from protocol.crypto.paillier import Encryptor, PrivateKey, PublicKey
-from protocol.runtime.workers import WorkerPool
 
 PLAN = layer_plan(ModelSettings(), TrainSettings(), SecureSettings())  # the default run's layer
 D, H = PLAN.d, PLAN.h

@@ -41,9 +41,9 @@ from pathlib import Path
 from bench import psi as psi_bench
 from bench import secure_step
 from coordinator.decrypt import Decryptor
+from protocol.compute.pool import open_pool
 from protocol.crypto.paillier import DEFAULT_BITS, Encryptor, generate_keypair
-from protocol.runtime.compute import open_pool
-from protocol.runtime.config import Compute
+from protocol.settings.config import Compute
 from psi.ecdh import new_secret
 from psi.session import PsiSettings
 from scenarios.ray_cluster import local_cluster

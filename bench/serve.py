@@ -60,7 +60,7 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
-from protocol.crypto.keyfiles import write_private
+from protocol.keys.keyfiles import write_private
 from scenarios.launch import ROOT, LocalRun, _env, free_ports, run_all, start, write_local_run
 
 TOKEN = "bench-token"  # the servers' bearer token (the service requires one), in <party_a>/serve.token

@@ -14,7 +14,7 @@ from pathlib import Path
 from coordinator.ledger import Ledger
 from protocol.crypto.paillier import PublicKey
 from protocol.errors import StoreError
-from protocol.layer.plan import LayerPlan
+from protocol.messages.plan import LayerPlan
 from protocol.roles import C
 from protocol.runtime.checkpoint import checkpoint_json, plan_digest, read_checkpoint, write_checkpoint
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocol.crypto.keyfiles import Passphrase
 from protocol.crypto.paillier import DEFAULT_BITS, DEPLOYABLE_BITS
+from protocol.keys.keyfiles import Passphrase
 from protocol.names import as_name
 from protocol.roles import C
-from protocol.runtime import config
 from protocol.runtime.checkpoint import CheckpointSettings, read_settings
-from protocol.runtime.config import Compute, NetworkConfig
+from protocol.settings import config
+from protocol.settings.config import Compute, NetworkConfig
 
 
 def key_path(directory: Path, run_id: str) -> Path:

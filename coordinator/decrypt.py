@@ -19,12 +19,12 @@ import logging
 
 import numpy as np
 
+from protocol.compute.pool import open_pool
+from protocol.compute.workers import WorkerPool
 from protocol.crypto.paillier import PrivateKey
 from protocol.errors import ConfigError
-from protocol.net.codec import BigInts
-from protocol.runtime.compute import open_pool
-from protocol.runtime.config import Compute
-from protocol.runtime.workers import WorkerPool
+from protocol.settings.config import Compute
+from protocol.wire.codec import BigInts
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from coordinator.config import CoordinatorConfig
 from protocol.crypto.paillier import PrivateKey, load_or_create_private_key, read_private_key
 from protocol.errors import ConfigError, StoreError
 from protocol.roles import C
-from protocol.runtime.store import current_model
+from protocol.store.models import current_model
 
 log = logging.getLogger(__name__)
 

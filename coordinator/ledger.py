@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from protocol.crypto.paillier import PublicKey
 from protocol.layer.decryption import TRAINING, Label, Step, batch_users, expected_count
-from protocol.layer.plan import LayerPlan
+from protocol.messages.plan import LayerPlan
 
 
 class Refusal(str):

@@ -24,14 +24,15 @@ from coordinator.decrypt import Decryptor, decryption_pool
 from coordinator.keys import model_key
 from coordinator.service import Service, serve_one
 from protocol import messages
+from protocol import observe
 from protocol.errors import StoreError, VfrecError
-from protocol.messages import PublicKeyAnnouncement, RefreshRequest
+from protocol.layer.timing import StepClock
+from protocol.messages.coordinator import PublicKeyAnnouncement
+from protocol.messages.serving import RefreshRequest
 from protocol.net.transport import Endpoint
 from protocol.roles import PEERS, B, C
-from protocol.runtime import observe
 from protocol.runtime.cli import setup_logging
-from protocol.runtime.store import refresh_run_id
-from protocol.runtime.timing import StepClock
+from protocol.store.models import refresh_run_id
 
 log = logging.getLogger(__name__)
 

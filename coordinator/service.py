@@ -34,24 +34,24 @@ from coordinator.decrypt import Decryptor, decryption_pool
 from coordinator.keys import run_key
 from coordinator.ledger import Ledger, Refusal
 from protocol import messages
-from protocol.errors import ConfigError, ProtocolError, VfrecError
+from protocol import observe
 from protocol.crypto import packing
 from protocol.crypto.paillier import Encryptor
+from protocol.errors import ConfigError, ProtocolError, VfrecError
 from protocol.layer.decryption import ROUTE, Step, refresh_check
-from protocol.layer.plan import LayerPlan
 from protocol.layer.steps import draw_initial_weights
-from protocol.messages import (CheckpointDone, CoordinatorCheckpoint, DecryptReply, DecryptRequest, InitialWeights,
-                               PublicKeyAnnouncement, RefreshCheck, RefreshChecked, Registration, RunDone,
-                               Starting)
-from protocol.net.message import WHILE_UP, Message
+from protocol.layer.timing import StepClock
+from protocol.messages.coordinator import (DecryptReply, DecryptRequest, InitialWeights, PublicKeyAnnouncement,
+                                           RefreshCheck, RefreshChecked, Registration)
+from protocol.messages.plan import LayerPlan
+from protocol.messages.run import CheckpointDone, CoordinatorCheckpoint, RunDone, Starting
 from protocol.net.transport import Endpoint
 from protocol.roles import PEERS, A, B, C
-from protocol.runtime import observe
 from protocol.runtime.checkpoint import held, remove_all
 from protocol.runtime.cli import setup_logging
 from protocol.runtime.resume import Agreed, Holding, resumable
-from protocol.runtime.store import write_model
-from protocol.runtime.timing import StepClock
+from protocol.store.models import write_model
+from protocol.wire.message import WHILE_UP, Message
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from protocol.crypto.packing import Packed
 from protocol.crypto.paillier import PublicKey
 from protocol.data.stored import load_state, state_bytes
 from protocol.errors import StoreError
-from protocol.layer.plan import LayerPlan
-from protocol.net.codec import decode, encode
+from protocol.messages.plan import LayerPlan
 from protocol.roles import A
 from protocol.runtime.checkpoint import checkpoint_json, plan_digest, read_checkpoint, write_checkpoint
-from protocol.runtime.store import model_file
+from protocol.store.models import model_file
+from protocol.wire.codec import decode, encode
 
 STATE = "state.json"
 CHOSEN_W = "chosen_w_cols.msgpack"

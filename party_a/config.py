@@ -11,12 +11,12 @@ from pathlib import Path
 from party_a.data import InteractionsSpec
 from protocol.crypto.paillier import ENCRYPTION_MODES
 from protocol.data.tables import TableSpec
-from protocol.layer.plan import LayerPlan
+from protocol.messages.plan import LayerPlan
 from protocol.privacy import RowPrivacy, epsilon, read_privacy
 from protocol.roles import A
-from protocol.runtime import config
 from protocol.runtime.checkpoint import CheckpointSettings, read_settings
-from protocol.runtime.config import PartyBasics, Table, read_record
+from protocol.settings import config
+from protocol.settings.config import PartyBasics, Table, read_record
 from psi.align import UserIds, read_users_and_psi
 from psi.session import PsiSettings
 

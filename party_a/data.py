@@ -33,7 +33,7 @@ from protocol.data.sql import SqlSource
 from protocol.data.tables import (Encoding, Features, TableSpec, fit_encoding, numeric_column, plain, read_table,
                                   read_table_chunks, row_label, take_source)
 from protocol.errors import DataError
-from protocol.runtime.config import Table
+from protocol.settings.config import Table
 from psi.ids import Normalizer
 
 CHUNK_ROWS = 1 << 20  # interaction rows read at a time

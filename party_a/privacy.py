@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from protocol.privacy import RowNoise, RowPrivacy
-from protocol.runtime.releases import open_ledger
+from protocol.store.releases import open_ledger
 
 
 def delta_noise(settings: RowPrivacy, batch_users: int, delta_max: float, workdir: Path | None = None,

@@ -24,12 +24,12 @@ import torch
 
 from party_a.config import load
 from party_a.serving import Query, Recommender
+from protocol.compute.pool import open_pool
+from protocol.compute.workers import WorkerPool
 from protocol.errors import ConfigError
 from protocol.roles import A
 from protocol.runtime.cli import setup_logging
-from protocol.runtime.compute import open_pool
 from protocol.runtime.progress import progress_bar
-from protocol.runtime.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 CHUNK = 64  # users per task sent to A's workers

@@ -31,12 +31,12 @@ from protocol.crypto.paillier import Encryptor
 from protocol.errors import ProtocolError, StoreError, VfrecError
 from protocol.layer import steps
 from protocol.layer.decryption import Step, receive_public_key, refresh_batches, register_layer
-from protocol.layer.plan import LayerPlan
 from protocol.layer.steps import FORWARD_ONLY, Side, Turn
-from protocol.messages import RefreshDone, RefreshRequest
+from protocol.messages.plan import LayerPlan
+from protocol.messages.serving import RefreshDone, RefreshRequest
 from protocol.net.transport import Endpoint
 from protocol.roles import A, B
-from protocol.runtime.store import current_model, refresh_run_id
+from protocol.store.models import current_model, refresh_run_id
 from psi.membership import membership_since, roster_digest
 
 log = logging.getLogger(__name__)

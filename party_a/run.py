@@ -11,18 +11,19 @@ from pathlib import Path
 from party_a.config import PartyAConfig, load
 from party_a.data import align, load_tables
 from protocol import messages
+from protocol.compute.workers import WorkerPool
 from protocol.data.tables import encode_features
-from protocol.layer.decryption import receive_public_key
 from protocol.errors import ConfigError, StoreError
-from protocol.messages import Finish, RunDone, Starting
+from protocol.layer.decryption import receive_public_key
+from protocol.messages.commands import Finish
+from protocol.messages.run import RunDone, Starting
 from protocol.net.transport import Endpoint
 from protocol.roles import A, B, C
 from protocol.runtime.checkpoint import remove_all
-from protocol.runtime.releases import remove_ledgers
 from protocol.runtime.cli import setup_logging
 from protocol.runtime.party import resuming, run_party
 from protocol.runtime.resume import Agreed, Holding, resumable
-from protocol.runtime.workers import WorkerPool
+from protocol.store.releases import remove_ledgers
 from psi.align import align as align_ids
 from psi.align import read_aligned_rows
 

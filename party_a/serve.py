@@ -34,8 +34,8 @@ from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from party_a.config import ServeSettings, load
-from protocol.crypto.keyfiles import new_passphrase, read_private, write_private
 from protocol.errors import ConfigError, VfrecError
+from protocol.keys.keyfiles import new_passphrase, read_private, write_private
 
 from party_a.live import LiveModel
 from party_a.refresh import RefreshListener

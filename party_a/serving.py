@@ -48,7 +48,7 @@ from protocol.data.stored import load_state, read_frame
 from protocol.data.tables import read_table
 from protocol.errors import ConfigError, StoreError
 from protocol.roles import A
-from protocol.runtime.store import CURRENT, current_model
+from protocol.store.models import CURRENT, current_model
 from psi.shared import read_shared, shared_path
 
 log = logging.getLogger(__name__)

@@ -29,10 +29,10 @@ from protocol.crypto.packing import Packed
 from protocol.data.stored import frame_bytes, read_frame, state_bytes
 from protocol.data.tables import Encoding
 from protocol.errors import StoreError
-from protocol.net.codec import encode
 from protocol.roles import A
 from protocol.runtime.registry import epsilon_text, figure, table_rows
-from protocol.runtime.store import atomic_write, write_model
+from protocol.store.models import atomic_write, write_model
+from protocol.wire.codec import encode
 
 U_STORE = "u.parquet"
 W_COLS = "w_cols.msgpack"

@@ -54,28 +54,29 @@ from party_a.selection import EarlyStopping
 from party_a.store import save_active_model
 from party_a.warm import Start
 from protocol import messages
+from protocol import observe
+from protocol.compute.workers import WorkerPool
 from protocol.crypto import fixedpoint
 from protocol.crypto.packing import Packed
 from protocol.crypto.paillier import Encryptor, PublicKey
 from protocol.data.stored import state_bytes
 from protocol.data.tables import Encoding
-from protocol.layer import steps
 from protocol.errors import ConfigError, ProtocolError
+from protocol.layer import steps
 from protocol.layer.decryption import Step, eval_label, register_layer, train_label
 from protocol.layer.steps import FORWARD_ONLY, INIT, TRAINING_STEP, Side, Turn
-from protocol.messages import Checkpoint, CheckpointDone, CoordinatorCheckpoint, Forward, Init, Keep, TrainStep
-from protocol.net.codec import encode
+from protocol.layer.timing import StepClock
+from protocol.messages.commands import Checkpoint, Forward, Init, Keep, TrainStep
+from protocol.messages.run import CheckpointDone, CoordinatorCheckpoint
 from protocol.net.transport import Endpoint
 from protocol.privacy import RowNoise, RowPrivacy, release_key, spent
 from protocol.roles import B, C
-from protocol.runtime import observe
 from protocol.runtime.checkpoint import CheckpointSettings
 from protocol.runtime.progress import progress_bar
-from protocol.runtime.resume import Agreed
-from protocol.runtime.store import atomic_write, new_model_id, private_dir
 from protocol.runtime.received import Received
-from protocol.runtime.timing import StepClock
-from protocol.runtime.workers import WorkerPool
+from protocol.runtime.resume import Agreed
+from protocol.store.models import atomic_write, new_model_id, private_dir
+from protocol.wire.codec import encode
 
 log = logging.getLogger(__name__)
 

@@ -34,9 +34,9 @@ from protocol.crypto.paillier import PublicKey
 from protocol.data.stored import load_state, read_frame
 from protocol.data.tables import Encoding
 from protocol.errors import ConfigError, StoreError
-from protocol.net.codec import decode
 from protocol.roles import A
-from protocol.runtime.store import current_model, model_file
+from protocol.store.models import current_model, model_file
+from protocol.wire.codec import decode
 
 ITEM_ROWS = ("item_part.id_embedding.weight", "partner_items.id_embedding.weight", "history_embedding.weight",
              "item_bias")  # one row per item, in the catalogue's order (the history embedding's last: padding)

@@ -1,6 +1,6 @@
 """B's checkpoint: tower B and its optimiser, [W] by rows, the torch RNG, the number of steps it took, the state it
 keeps for the model to store (A's Keep), the releases per user of its noise on e_B when the defence is on (a floor
-for the release ledger's counts, protocol/runtime/releases.py: the ledger, not the checkpoint, holds the released
+for the release ledger's counts, protocol/store/releases.py: the ledger, not the checkpoint, holds the released
 rows and the generator, so that no restore rewinds them), and the plan and key all of it belongs to."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import torch
 from protocol.crypto.packing import Packed
 from protocol.crypto.paillier import PublicKey
 from protocol.data.stored import load_state, state_bytes
-from protocol.layer.plan import LayerPlan
-from protocol.net.codec import decode, encode
+from protocol.messages.plan import LayerPlan
 from protocol.roles import B
 from protocol.runtime.checkpoint import checkpoint_json, plan_digest, read_checkpoint, write_checkpoint
-from protocol.runtime.store import model_file
+from protocol.store.models import model_file
+from protocol.wire.codec import decode, encode
 
 STATE = "state.json"
 NOISE = "noise.json"

@@ -12,9 +12,9 @@ from pathlib import Path
 from protocol.crypto.paillier import ENCRYPTION_MODES
 from protocol.privacy import RowPrivacy, read_privacy
 from protocol.roles import B
-from protocol.runtime import config
 from protocol.runtime.checkpoint import CheckpointSettings, read_settings
-from protocol.runtime.config import PartyBasics, read_record
+from protocol.settings import config
+from protocol.settings.config import PartyBasics, read_record
 from psi.align import UserIds, read_users_and_psi
 from psi.session import PsiSettings
 

@@ -30,6 +30,8 @@ from party_b.store import save_passive_model
 from party_b.tower import TowerB, passive_step
 from party_b.warm import Start
 from protocol import messages
+from protocol import observe
+from protocol.compute.workers import WorkerPool
 from protocol.crypto.packing import Packed
 from protocol.crypto.paillier import Encryptor, PublicKey
 from protocol.data.stored import state_bytes
@@ -37,20 +39,19 @@ from protocol.data.tables import Encoding, Features
 from protocol.errors import ProtocolError
 from protocol.layer import steps
 from protocol.layer.decryption import Label, Step, register_layer
-from protocol.layer.plan import LayerPlan
 from protocol.layer.steps import FORWARD_ONLY, INIT, TRAINING_STEP, Side, Turn
-from protocol.messages import Checkpoint, CheckpointDone, Command, Finish, Forward, Init, Keep, TrainStep
-from protocol.net.codec import encode
+from protocol.layer.timing import StepClock
+from protocol.messages.commands import Checkpoint, Command, Finish, Forward, Init, Keep, TrainStep
+from protocol.messages.plan import LayerPlan
+from protocol.messages.run import CheckpointDone
 from protocol.net.transport import Endpoint
 from protocol.privacy import RowNoise, RowPrivacy, release_key, spent
 from protocol.roles import A
-from protocol.runtime import observe
 from protocol.runtime.checkpoint import remove_all
 from protocol.runtime.received import Received
-from protocol.runtime.releases import remove_ledgers
-from protocol.runtime.store import atomic_write, private_dir
-from protocol.runtime.timing import StepClock
-from protocol.runtime.workers import WorkerPool
+from protocol.store.models import atomic_write, private_dir
+from protocol.store.releases import remove_ledgers
+from protocol.wire.codec import encode
 
 log = logging.getLogger(__name__)
 

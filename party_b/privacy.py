@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from protocol.privacy import RowNoise, RowPrivacy
-from protocol.runtime.releases import open_ledger
+from protocol.store.releases import open_ledger
 
 
 def embedding_noise(settings: RowPrivacy, workdir: Path | None = None, run_id: str = "") -> RowNoise:

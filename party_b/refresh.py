@@ -45,23 +45,23 @@ from party_b.privacy import embedding_noise
 from party_b.store import load_w_rows, read_users, row_digests, write_users
 from party_b.tower import TowerB
 from protocol import messages
+from protocol.compute.pool import open_pool
+from protocol.compute.workers import WorkerPool
 from protocol.crypto.paillier import Encryptor
 from protocol.data.stored import load_state
 from protocol.data.tables import Encoding, Features
 from protocol.errors import DataError, ProtocolError, StoreError
 from protocol.layer import steps
 from protocol.layer.decryption import Step, receive_public_key, refresh_batches, register_layer
-from protocol.layer.plan import LayerPlan
 from protocol.layer.steps import FORWARD_ONLY, Side, Turn
-from protocol.messages import RefreshDone, RefreshRequest
+from protocol.messages.plan import LayerPlan
+from protocol.messages.serving import RefreshDone, RefreshRequest
 from protocol.net.transport import Endpoint
 from protocol.privacy import RowNoise, RowPrivacy, spent
 from protocol.roles import A, B, C
 from protocol.runtime.cli import setup_logging
-from protocol.runtime.compute import open_pool
 from protocol.runtime.progress import progress_bar
-from protocol.runtime.store import current_model, refresh_run_id
-from protocol.runtime.workers import WorkerPool
+from protocol.store.models import current_model, refresh_run_id
 from psi.membership import Membership, membership_since, roster_digest
 
 log = logging.getLogger(__name__)

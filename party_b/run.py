@@ -11,16 +11,17 @@ import numpy as np
 
 from party_b.config import PartyBConfig, load
 from protocol import messages
+from protocol.compute.workers import WorkerPool
 from protocol.crypto.paillier import PublicKey
 from protocol.data.tables import fit_encoding
 from protocol.layer.decryption import receive_public_key
-from protocol.messages import Finish, Starting
+from protocol.messages.commands import Finish
+from protocol.messages.run import Starting
 from protocol.net.transport import Endpoint
 from protocol.roles import A, B
 from protocol.runtime.cli import setup_logging
 from protocol.runtime.party import resuming, run_party
 from protocol.runtime.resume import Agreed, Holding, resumable
-from protocol.runtime.workers import WorkerPool
 from psi.align import align, read_aligned_rows
 
 log = logging.getLogger(__name__)

@@ -24,11 +24,11 @@ from protocol.crypto.paillier import PublicKey
 from protocol.data.stored import frame_bytes, read_frame, state_bytes
 from protocol.data.tables import Features
 from protocol.errors import ProtocolError, StoreError
-from protocol.net.codec import decode, encode
-from protocol.roles import B
 from protocol.privacy import RowPrivacy, spent
+from protocol.roles import B
 from protocol.runtime.registry import epsilon_text, table_rows
-from protocol.runtime.store import atomic_write, model_file, write_model
+from protocol.store.models import atomic_write, model_file, write_model
+from protocol.wire.codec import decode, encode
 
 FILES = ("tower_b.pt", "w_rows.msgpack", "users.parquet")
 USERS = "users.parquet"

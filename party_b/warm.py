@@ -21,9 +21,9 @@ from protocol.crypto.paillier import PublicKey
 from protocol.data.stored import load_state
 from protocol.data.tables import Encoding
 from protocol.errors import ConfigError, ProtocolError, StoreError
-from protocol.layer.plan import LayerPlan
+from protocol.messages.plan import LayerPlan
 from protocol.roles import A, B
-from protocol.runtime.store import current_model
+from protocol.store.models import current_model
 
 
 @dataclass(frozen=True)

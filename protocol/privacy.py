@@ -17,7 +17,7 @@ model trains on clean gradients, tower B on its clean columns), and so the rows 
 other users released later; that path is not covered (it would take DP-SGD on the
 models themselves).
 
-No noise is drawn twice: with a release ledger (protocol/runtime/releases.py) each
+No noise is drawn twice: with a release ledger (protocol/store/releases.py) each
 release is on disk before its rows leave, a resume never rewinds the counts or the
 generator, and a step redone after a resume re-sends the rows it released. A user
 whose next release would pass `max_epsilon` is refused it.
@@ -32,10 +32,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from protocol import observe
 from protocol.errors import ProtocolError
-from protocol.runtime import observe
-from protocol.runtime.config import Table
-from protocol.runtime.releases import ReleaseLedger, Released, apply_record, release_record
+from protocol.settings.config import Table
+from protocol.store.releases import ReleaseLedger, Released, apply_record, release_record
 
 REPLACE_SENSITIVITY = 2.0  # replacing a user's data moves its bounded row by at most 2·clip
 
@@ -105,7 +105,7 @@ class RowNoise:
     `scale` takes a row to the scale at which it is clipped (and back after); `normalise` sets every row to
     norm `clip` instead of at most `clip`; `bound` is the clamp the fixed-point encoding applies anyway.
 
-    Noise is never drawn twice. With a `ledger` (protocol/runtime/releases.py) each release is on disk before
+    Noise is never drawn twice. With a `ledger` (protocol/store/releases.py) each release is on disk before
     its rows are returned, and a RowNoise built on the same file goes on from it: its counts, each user's last row
     (to send `again`, or to re-send for a step redone under the same `key`) and, for a seeded run only, the
     generator's state. A user's row for a `key` it was last released under is the released row itself, whatever

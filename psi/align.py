@@ -23,12 +23,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from protocol.crypto.keyfiles import Passphrase
+from protocol.compute.workers import WorkerPool
 from protocol.data.tables import TableSpec, read_table
 from protocol.errors import ProtocolError, StateError
+from protocol.keys.keyfiles import Passphrase
 from protocol.net.transport import Endpoint
-from protocol.runtime.config import Table
-from protocol.runtime.workers import WorkerPool
+from protocol.settings.config import Table
 from psi.delta import run_delta
 from psi.ids import IdStore, Normalizer, id_digests, normalize_ids, pack, stream_ids, take_ids
 from psi.mode import DELTA, FULL, Wish, agree, confirm, key_too_old

@@ -16,8 +16,8 @@ import argparse
 
 from protocol.errors import ConfigError
 from protocol.runtime.cli import setup_logging
-from protocol.runtime.config import PartyBasics
 from protocol.runtime.party import run_party
+from protocol.settings.config import PartyBasics
 from psi.align import UserIds, run_phase
 from psi.mode import DELTA, FULL, Wish
 from psi.session import PsiSettings

@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from protocol import messages
+from protocol.compute.workers import WorkerPool
 from protocol.errors import ProtocolError
-from protocol.messages import PsiDeltaHello, PsiRemoved
+from protocol.messages.psi import PsiDeltaHello, PsiRemoved
 from protocol.net.transport import Endpoint
 from protocol.runtime.progress import progress_bar
-from protocol.runtime.workers import WorkerPool
 from psi.ecdh import MATCH_BYTES
 from psi.ids import id_digests, take_ids
 from psi.session import MAX_CHUNK, ExchangeCpu, PsiSettings, Session, both_ways, chunks, swap_blinded

@@ -22,11 +22,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from protocol.compute.workers import WorkerPool
 from protocol.data.sql import SqlSource
 from protocol.data.tables import NotPlainText, read_text_arrays, read_text_column, row_label
 from protocol.errors import DataError
-from protocol.runtime.config import Table
-from protocol.runtime.workers import WorkerPool
+from protocol.settings.config import Table
 
 _SPACES = re.compile(r"\s+")
 _NON_DIGITS = re.compile(r"\D")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from protocol import messages
 from protocol.errors import ProtocolError, StateError
-from protocol.messages import PsiDone, PsiOpen
+from protocol.messages.psi import PsiDone, PsiOpen
 from protocol.net.transport import Endpoint
 from psi.session import VERSION, PsiSettings
 from psi.state import PsiState

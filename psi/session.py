@@ -41,12 +41,12 @@ import pyarrow.compute as pc
 from tqdm import tqdm
 
 from protocol import messages
+from protocol.compute.workers import WorkerPool
 from protocol.errors import ProtocolError
-from protocol.messages import PsiBlinded, PsiDoubled, PsiHello
+from protocol.messages.psi import PsiBlinded, PsiDoubled, PsiHello
 from protocol.net.transport import Endpoint
-from protocol.runtime.config import Table
 from protocol.runtime.progress import progress_bar
-from protocol.runtime.workers import WorkerPool
+from protocol.settings.config import Table
 from psi.ecdh import MATCH_BYTES, POINT_BYTES, new_secret, session_salt
 from psi.ids import as_arrow, pack
 

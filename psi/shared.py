@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from protocol.errors import DataError
-from protocol.runtime.store import atomic_write, private_dir
+from protocol.store.models import atomic_write, private_dir
 
 COLUMNS = ("position", "user_id", "active")
 

@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from protocol.crypto.keyfiles import Passphrase, seal, unseal
 from protocol.errors import ConfigError, StateError
-from protocol.runtime.store import atomic_write, private_dir
+from protocol.keys.keyfiles import Passphrase, seal, unseal
+from protocol.store.models import atomic_write, private_dir
 from psi.ecdh import MATCH_BYTES
 from psi.ids import DIGEST
 from psi.shared import shared_path, write_shared

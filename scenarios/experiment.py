@@ -27,8 +27,8 @@ import numpy as np
 from coordinator import config as coordinator_config
 from protocol.crypto import fixedpoint, packing
 from protocol.crypto.paillier import DEFAULT_BITS, PrivateKey, read_private_key
-from protocol.layer.plan import LayerPlan
-from protocol.net.codec import decode
+from protocol.messages.plan import LayerPlan
+from protocol.wire.codec import decode
 from party_a.evaluate import evaluation_lists
 from scenarios.anchors import fit_anchors
 from scenarios.centralised import PlainLayer, load_joined, train

@@ -27,11 +27,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client.parser import text_string_to_metric_families
 
 from protocol import messages
-from protocol.crypto.keyfiles import Passphrase, read_passphrase_file
-from protocol.net.certs import make_role_cert, new_ca, passphrase_for
+from protocol.keys.certs import make_role_cert, new_ca, passphrase_for
+from protocol.keys.keyfiles import Passphrase, read_passphrase_file
 from protocol.net.transport import Endpoint
 from protocol.roles import PEERS, C, Role
-from protocol.runtime import config
+from protocol.settings import config
 
 ROOT = Path(__file__).resolve().parent.parent
 

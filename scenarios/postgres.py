@@ -14,8 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from protocol.crypto.keyfiles import read_passphrase_file
 from protocol.data.sql import libpq_url, quote_name
+from protocol.keys.keyfiles import read_passphrase_file
 
 
 def load_file(url: str, password_file: Path | None, path: Path, schema: str) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from protocol.crypto.keyfiles import write_private
+from protocol.keys.keyfiles import write_private
 from scenarios.launch import free_ports
 
 

@@ -8,7 +8,7 @@ from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
-from protocol.net import codec
+from protocol.wire import codec
 
 
 class MemoryNetwork:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from protocol.crypto.keyfiles import Passphrase, seal, write_private
+from protocol.keys.keyfiles import Passphrase, seal, write_private
 from scenarios.ecommerce_bank import BANK, SHOP
 from scenarios.experiment import build_run
 from scenarios.launch import ROOT, LocalRun, to_toml

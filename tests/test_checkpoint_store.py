@@ -10,7 +10,7 @@ import pytest
 from protocol.errors import ConfigError, StoreError
 from protocol.runtime import checkpoint
 from protocol.runtime.checkpoint import CheckpointSettings, held, newest_common, read_checkpoint, write_checkpoint
-from protocol.runtime.config import Table
+from protocol.settings.config import Table
 
 
 def write(workdir: Path, step: int, keep: int = 3, data: bytes = b"x") -> Path:

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from protocol.net.codec import BigInts, CodecError, budget, decode, decode_bounded, encode, split_map
+from protocol.wire.codec import BigInts, CodecError, budget, decode, decode_bounded, encode, split_map
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(), st.binary())
 payloads = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from protocol.crypto.keyfiles import write_private
+from protocol.keys.keyfiles import write_private
 from scenarios import ecommerce_bank
 from scenarios.launch import ROOT, LocalRun, free_ports, run_all, start
 from tests.test_integration_serving import TOKEN, wait_healthy

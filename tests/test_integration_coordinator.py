@@ -14,14 +14,15 @@ from protocol import messages
 from protocol.crypto import packing
 from protocol.crypto.paillier import Encryptor, PublicKey
 from protocol.errors import PeerError, ProtocolError
+from protocol.keys.certs import make_role_cert, new_ca
 from protocol.layer.decryption import (Step, check_refresh, eval_label, receive_plaintexts, receive_public_key,
                                        receive_unmasked, register_layer, send_masked, submit, train_label)
-from protocol.layer.plan import LayerPlan
-from protocol.messages import DecryptReply, DecryptRequest, RunDone
-from protocol.net.certs import make_role_cert, new_ca
+from protocol.messages.coordinator import DecryptReply, DecryptRequest
+from protocol.messages.plan import LayerPlan
+from protocol.messages.run import RunDone
 from protocol.net.transport import Endpoint
-from protocol.runtime import config
-from protocol.runtime.config import PeerConfig
+from protocol.settings import config
+from protocol.settings.config import PeerConfig
 from scenarios.launch import free_ports, observe_all, start, wait_all, write_local_run
 
 pytestmark = pytest.mark.integration

@@ -17,9 +17,10 @@ from protocol import messages
 from protocol.crypto.paillier import Encryptor
 from protocol.layer import steps
 from protocol.layer.decryption import receive_public_key, register_layer, train_label
-from protocol.layer.plan import LayerPlan
 from protocol.layer.steps import INIT, TRAINING_STEP, Sequence, Side, Turn
-from protocol.messages import Finish, Init, RunDone, TrainStep
+from protocol.messages.commands import Finish, Init, TrainStep
+from protocol.messages.plan import LayerPlan
+from protocol.messages.run import RunDone
 from protocol.roles import A, B, C
 from scenarios.launch import start, wait_all
 from tests.test_integration_messages import IDS, play_psi, small_run

@@ -18,16 +18,18 @@ import pandas as pd
 import pytest
 
 from protocol import messages
+from protocol.compute.workers import WorkerPool
 from protocol.crypto import packing
 from protocol.crypto.paillier import Encryptor, PublicKey, generate_keypair
 from protocol.errors import ProtocolError
 from protocol.layer.decryption import (Step, receive_public_key, receive_unmasked, register_layer, send_masked,
                                        train_label)
-from protocol.layer.plan import LayerPlan
-from protocol.messages import DecryptReply, Init, PublicKeyAnnouncement, Registration, RunDone, Starting
+from protocol.messages.commands import Init
+from protocol.messages.coordinator import DecryptReply, PublicKeyAnnouncement, Registration
+from protocol.messages.plan import LayerPlan
+from protocol.messages.run import RunDone, Starting
 from protocol.net.transport import Endpoint
 from protocol.roles import PEERS, A, B, C
-from protocol.runtime.workers import WorkerPool
 from psi.align import run_phase
 from psi.session import PsiSettings
 from scenarios.launch import LocalRun, Outcome, passphrase, start, wait_all, write_local_run

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from protocol.crypto.keyfiles import read_passphrase_file
 from protocol.crypto.paillier import read_private_key
+from protocol.keys.keyfiles import read_passphrase_file
 from protocol.roles import Role
 from scenarios import ecommerce_bank
 from scenarios.experiment import build_run, run_experiment

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from coordinator import config as coordinator_config
-from protocol.net.certs import make_dev_pki
-from protocol.net.transport import read_recording
+from protocol.keys.certs import make_dev_pki
+from protocol.net.recording import read_recording
 from psi.ids import Normalizer
 from psi.shared import read_shared
 from psi.state import load_state

@@ -21,7 +21,7 @@ import pytest
 from party_b.store import read_users
 from protocol.data.stored import load_state
 from protocol.roles import B
-from protocol.runtime.store import current_model
+from protocol.store.models import current_model
 from scenarios.launch import LocalRun, start, to_toml, wait_all
 from scenarios.proxy import route_through_proxy
 from tests.test_integration_secure_training import assert_states_agree, decrypt_saved, small_run, twin

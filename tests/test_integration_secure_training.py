@@ -35,11 +35,11 @@ from party_b.privacy import embedding_noise
 from party_b.store import read_users
 from protocol.crypto import fixedpoint, packing
 from protocol.data.stored import load_state
-from protocol.layer.plan import LayerPlan
-from protocol.net.codec import decode
-from protocol.net.transport import read_recording
+from protocol.messages.plan import LayerPlan
+from protocol.net.recording import read_recording
 from protocol.roles import B
-from protocol.runtime.store import current_model
+from protocol.store.models import current_model
+from protocol.wire.codec import decode
 from scenarios.centralised import DefendedLayer, load_joined, train
 from scenarios.ecommerce_bank import BANK, SHOP
 from scenarios.experiment import build_run, coordinator_key, decrypt_saved

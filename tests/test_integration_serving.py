@@ -42,11 +42,11 @@ from party_a.serve import create_app
 from party_a.serving import Recommender
 from party_a.store import U_STORE, write_u_store
 from party_b import config as party_b_config
-from protocol.crypto.keyfiles import write_private
-from protocol.runtime.compute import open_pool
-from protocol.runtime.config import Compute
+from protocol.compute.pool import open_pool
+from protocol.keys.keyfiles import write_private
 from protocol.runtime.registry import promote, rollback
-from protocol.runtime.store import current_model, refresh_run_id
+from protocol.settings.config import Compute
+from protocol.store.models import current_model, refresh_run_id
 from psi.shared import shared_path, write_shared
 from scenarios import bank_offers
 from scenarios.launch import LocalRun, free_ports, run_all, start, wait_all

@@ -19,10 +19,13 @@ import pytest
 
 from protocol import messages
 from protocol.errors import PeerLost, ProtocolError
-from protocol.messages import DecryptRequest, MaskShare, Resume
-from protocol.net import codec
-from protocol.net.transport import _AHEAD, _INBOX_LIMIT, Endpoint
+from protocol.messages.coordinator import DecryptRequest
+from protocol.messages.layer import MaskShare
+from protocol.messages.run import Resume
+from protocol.net.inbox import AHEAD, INBOX_LIMIT
+from protocol.net.transport import Endpoint
 from protocol.roles import A, B
+from protocol.wire import codec
 from scenarios.launch import write_local_run
 
 pytestmark = pytest.mark.integration
@@ -54,17 +57,17 @@ def with_body(envelope: dict, body: bytes) -> bytes:
 
 def kept(endpoint: Endpoint, peer: str) -> tuple[int, int]:
     """(messages, bytes) waiting in `endpoint`'s inbox from `peer`."""
-    return sum(len(q) for key, q in endpoint._pending.items() if key[0] == peer), endpoint._inbox_bytes[peer]
+    return sum(len(q) for key, q in endpoint._inbox.pending.items() if key[0] == peer), endpoint._inbox.bytes[peer]
 
 
 def test_a_flood_of_far_future_messages_is_refused(tmp_path: Path) -> None:
     run = write_local_run(tmp_path, {})
     with run.endpoint(A) as a, run.endpoint(B) as b:
         assert raw_deliver(b, A, 10**9, {}) == grpc.StatusCode.RESOURCE_EXHAUSTED
-        codes = [raw_deliver(b, A, seq, {}) for seq in range(1, _AHEAD + 50)]  # seq 0 never comes
-        assert codes[: _AHEAD - 1] == [None] * (_AHEAD - 1)
-        assert set(codes[_AHEAD - 1:]) == {grpc.StatusCode.RESOURCE_EXHAUSTED}
-        assert kept(a, B)[0] == _AHEAD - 1
+        codes = [raw_deliver(b, A, seq, {}) for seq in range(1, AHEAD + 50)]  # seq 0 never comes
+        assert codes[: AHEAD - 1] == [None] * (AHEAD - 1)
+        assert set(codes[AHEAD - 1:]) == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+        assert kept(a, B)[0] == AHEAD - 1
 
 
 def test_the_inbox_holds_a_bounded_number_of_bytes(tmp_path: Path) -> None:
@@ -74,10 +77,10 @@ def test_the_inbox_holds_a_bounded_number_of_bytes(tmp_path: Path) -> None:
         path.write_text(path.read_text().replace("[network]\n", "[network]\nmax_message_mb = 1\n"))
     with run.endpoint(A) as a, run.endpoint(B) as b:
         chunk = b"x" * 900_000
-        codes = [raw_deliver(b, A, seq, {"pad": chunk}) for seq in range(1, 2 * _INBOX_LIMIT)]
-        assert codes[: _INBOX_LIMIT] == [None] * _INBOX_LIMIT
-        assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes[_INBOX_LIMIT:]
-        assert kept(a, B)[1] <= _INBOX_LIMIT * a.cfg.max_message_bytes
+        codes = [raw_deliver(b, A, seq, {"pad": chunk}) for seq in range(1, 2 * INBOX_LIMIT)]
+        assert codes[: INBOX_LIMIT] == [None] * INBOX_LIMIT
+        assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes[INBOX_LIMIT:]
+        assert kept(a, B)[1] <= INBOX_LIMIT * a.cfg.max_message_bytes
 
 
 def test_generations_keep_a_resumed_peers_streams_apart(tmp_path: Path) -> None:
@@ -153,4 +156,4 @@ def test_what_a_senders_kept_messages_decode_into_is_bounded(tmp_path: Path) -> 
         assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes, "all 399 kept"
         first = codes.index(grpc.StatusCode.RESOURCE_EXHAUSTED)
         assert 200 < first < 300 and codes[:first] == [None] * first and kept(a, B)[0] == first
-        assert a._inbox_decoded[B] <= _INBOX_LIMIT * codec.budget(2**20)
+        assert a._inbox.decoded[B] <= INBOX_LIMIT * codec.budget(2**20)

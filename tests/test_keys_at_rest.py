@@ -14,12 +14,12 @@ from cryptography.hazmat.primitives import serialization
 
 from coordinator import config as coordinator_config
 from coordinator.decrypt import Decryptor, decryption_pool
-from protocol.crypto.keyfiles import Passphrase, seal, write_private
+from protocol.compute.workers import WorkerPool
 from protocol.crypto.paillier import Encryptor, generate_keypair, load_or_create_private_key, read_private_key
 from protocol.errors import ConfigError
-from protocol.net.certs import key_kdf, load_private_key, make_ca, strong_kdf
-from protocol.runtime.config import Compute
-from protocol.runtime.workers import WorkerPool
+from protocol.keys.certs import key_kdf, load_private_key, make_ca, strong_kdf
+from protocol.keys.keyfiles import Passphrase, seal, write_private
+from protocol.settings.config import Compute
 from scenarios.launch import ROOT, write_local_run
 
 RIGHT = Passphrase(b"right passphrase", "the test")

@@ -18,10 +18,11 @@ from protocol.crypto.paillier import Encryptor, generate_keypair
 from protocol.errors import ProtocolError
 from protocol.layer import steps
 from protocol.layer.decryption import ROUTE, Step, send_masked
-from protocol.layer.plan import LayerPlan
 from protocol.layer.steps import Side, Turn
-from protocol.messages import DecryptReply, DecryptRequest, EncryptedDelta
-from protocol.net import codec
+from protocol.messages.coordinator import DecryptReply, DecryptRequest
+from protocol.messages.layer import EncryptedDelta
+from protocol.messages.plan import LayerPlan
+from protocol.wire import codec
 from tests.fakes import MemoryNetwork, run_roles
 
 KEY = generate_keypair(1024)

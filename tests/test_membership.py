@@ -11,7 +11,7 @@ import pytest
 from party_a.refresh import with_joined
 from party_a.store import u_frame
 from protocol.errors import ProtocolError
-from protocol.messages import RefreshRequest
+from protocol.messages.serving import RefreshRequest
 from psi.membership import membership_since, roster_digest
 from psi.shared import write_shared
 

@@ -17,46 +17,17 @@ from hypothesis import strategies as st
 from protocol import messages
 from protocol.crypto.packing import EncryptedMatrix, Layout
 from protocol.errors import ProtocolError
-from protocol.layer.plan import LayerPlan
-from protocol.messages import (
-    ROUTES,
-    Checkpoint,
-    CheckpointDone,
-    Command,
-    CoordinatorCheckpoint,
-    DecryptReply,
-    DecryptRequest,
-    EncryptedDelta,
-    Finish,
-    Forward,
-    Init,
-    InitialWeights,
-    Keep,
-    MaskShare,
-    PsiBlinded,
-    PsiDeltaHello,
-    PsiDone,
-    PsiDoubled,
-    PsiHello,
-    PsiOpen,
-    PsiRemoved,
-    PublicKeyAnnouncement,
-    RefreshCheck,
-    RefreshChecked,
-    RefreshDone,
-    RefreshedRows,
-    RefreshRequest,
-    RefreshMask,
-    Registration,
-    Resume,
-    ResumeCall,
-    Resumed,
-    RunDone,
-    Starting,
-    TrainStep,
-)
-from protocol.net import codec
-from protocol.net.message import Message
+from protocol.messages import ROUTES, commands
+from protocol.messages.commands import Checkpoint, Command, Finish, Forward, Init, Keep, TrainStep
+from protocol.messages.coordinator import (DecryptReply, DecryptRequest, InitialWeights, PublicKeyAnnouncement,
+                                           RefreshCheck, RefreshChecked, Registration)
+from protocol.messages.layer import EncryptedDelta, MaskShare, RefreshMask, RefreshedRows
+from protocol.messages.plan import LayerPlan
+from protocol.messages.psi import PsiBlinded, PsiDeltaHello, PsiDone, PsiDoubled, PsiHello, PsiOpen, PsiRemoved
+from protocol.messages.run import CheckpointDone, CoordinatorCheckpoint, Resume, ResumeCall, Resumed, RunDone, Starting
+from protocol.messages.serving import RefreshDone, RefreshRequest
+from protocol.wire import codec
+from protocol.wire.message import Message
 
 MATRIX = EncryptedMatrix(Layout(3, 64, 3), 16, 2**20, 1, [12345])
 EXAMPLES: list[Message] = [
@@ -100,7 +71,7 @@ WRONG = {str: 5, int: "5", float: "0.1", bytes: "text", bool: 1}
 def parse(kind: type[Message], body: object, peer: str) -> Message:
     """What the receiving role does with a body under `kind`'s tag."""
     if issubclass(kind, Command):
-        return messages.command_from_message(body, peer)
+        return commands.command_from_message(body, peer)
     return kind.from_message(body, peer)
 
 
@@ -151,7 +122,7 @@ def cases() -> list[tuple[Message, str, str]]:
 def test_every_message_type_has_an_example() -> None:
     kinds = {type(e) for e in EXAMPLES}
     assert set(ROUTES) - {Command} <= kinds
-    assert set(messages.COMMANDS.values()) <= kinds
+    assert set(commands.COMMANDS.values()) <= kinds
 
 
 @pytest.mark.parametrize("example, sender, receiver", cases(), ids=lambda v: getattr(v, "__name__", str(v)))
@@ -189,9 +160,9 @@ def _get(body: dict, path: tuple) -> object:
 
 def test_commands_need_a_known_op() -> None:
     with pytest.raises(ProtocolError, match="party_a sent a command with op 'launch'"):
-        messages.command_from_message({"op": "launch"}, "party_a")
+        commands.command_from_message({"op": "launch"}, "party_a")
     with pytest.raises(ProtocolError, match="party_a sent a command with no field 'op'"):
-        messages.command_from_message({"label": "x"}, "party_a")
+        commands.command_from_message({"label": "x"}, "party_a")
 
 
 def test_a_step_message_for_another_step_is_refused() -> None:

@@ -17,9 +17,9 @@ from party_b.refresh import Changes, refresh_users
 from party_b.store import read_users, write_users
 from protocol.errors import ConfigError, PeerError, ProtocolError
 from protocol.privacy import RowPrivacy, epsilon, read_privacy, release_key
-from protocol.runtime import releases as ledger_module
-from protocol.runtime.config import Table
-from protocol.runtime.releases import ReleaseLedger, ledger_path
+from protocol.settings.config import Table
+from protocol.store import releases as ledger_module
+from protocol.store.releases import ReleaseLedger, ledger_path
 from psi.membership import Membership
 
 SIGMA = 0.5

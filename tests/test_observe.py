@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from protocol import observe
 from protocol.errors import ConfigError
 from protocol.privacy import RowNoise, RowPrivacy
-from protocol.runtime import observe
 from protocol.runtime.cli import JsonLines
-from protocol.runtime.config import Table, read_observe
+from protocol.settings.config import Table, read_observe
 from scenarios.launch import free_ports
 
 

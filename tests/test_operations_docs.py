@@ -1,6 +1,6 @@
 """docs/operations.md and docs/grafana/vfrec.json hold against the code.
 
-The metrics table names exactly what the roles (protocol/runtime/observe.py's registry) and A's service
+The metrics table names exactly what the roles (protocol/observe.py's registry) and A's service
 (party_a/serve.py's `Metrics`) export. Every metric that a dashboard panel or an alert rule queries is in the table.
 Every systemd unit parses, runs a real role and subcommand that accepts its arguments, and has the sections and
 settings its kind needs. So do the cron lines. With `systemd-analyze` installed, the units also pass
@@ -185,10 +185,10 @@ def exported_name(family) -> str:
 
 @pytest.fixture
 def watched_role(monkeypatch: pytest.MonkeyPatch):
-    """protocol.runtime.observe as in a running role: an endpoint watched, a checkpoint written, ε being spent.
+    """protocol.observe as in a running role: an endpoint watched, a checkpoint written, ε being spent.
     The families read at scrape time (peers, generation, checkpoint age, ε) appear only then. The module's state
     is put back afterwards."""
-    from protocol.runtime import observe  # ImportError until protocol/runtime/observe.py exists
+    from protocol import observe  # ImportError until protocol/observe.py exists
 
     monkeypatch.setattr(observe, "_watched", copy.copy(observe._watched))
     monkeypatch.setattr(observe, "context", dict(observe.context))

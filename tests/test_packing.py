@@ -14,12 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from party_a.config import ModelSettings, SecureSettings, TrainSettings, layer_plan
+from protocol.compute.workers import WorkerPool
 from protocol.crypto import fixedpoint, packing
 from protocol.crypto.multiexp import plan, power_products
 from protocol.crypto.paillier import Encryptor, PrivateKey, generate_keypair
 from protocol.errors import ProtocolError
-from protocol.net.codec import decode, encode
-from protocol.runtime.workers import WorkerPool
+from protocol.wire.codec import decode, encode
 
 KEY_1024: PrivateKey = generate_keypair(1024)
 ENC_1024 = Encryptor(KEY_1024.public)

@@ -6,8 +6,8 @@ import io
 
 import pytest
 
+from protocol.observe import REGISTRY
 from protocol.runtime import progress
-from protocol.runtime.observe import REGISTRY
 
 
 class Clock:

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol import messages
+from protocol.compute.workers import WorkerPool
 from protocol.errors import DataError, ProtocolError
-from protocol.messages import PsiBlinded, PsiHello
-from protocol.runtime.config import load
-from protocol.runtime.workers import WorkerPool
+from protocol.messages.psi import PsiBlinded, PsiHello
+from protocol.settings.config import load
 from psi.ecdh import MATCH_BYTES, POINT_BYTES, blind_ids, hash_to_point, new_secret, reblind, session_salt
 from psi.ids import Normalizer, normalize_ids, stream_ids
 from psi.session import MIN_PEER_LIMIT, VERSION, PsiSettings, run_psi

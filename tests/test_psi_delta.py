@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol import messages
-from protocol.crypto.keyfiles import Passphrase
+from protocol.compute.workers import WorkerPool
 from protocol.errors import DataError, ProtocolError, StateError
-from protocol.messages import PsiDeltaHello, PsiOpen, PsiRemoved
-from protocol.runtime.workers import WorkerPool
+from protocol.keys.keyfiles import Passphrase
+from protocol.messages.psi import PsiDeltaHello, PsiOpen, PsiRemoved
 from psi.align import run_phase
 from psi.delta import apply_delta, diff_ids, exchange_delta_hello, receive_removed
 from psi.ids import digests_of

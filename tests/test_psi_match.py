@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pandas as pd
 
-from protocol.crypto.keyfiles import Passphrase
-from protocol.runtime.workers import WorkerPool
+from protocol.compute.workers import WorkerPool
+from protocol.keys.keyfiles import Passphrase
 from psi.align import read_aligned_rows, run_phase
 from psi.ids import Normalizer, stream_ids
 from psi.session import ExchangeCpu, PsiSettings, intersect, run_psi, value_order

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from coordinator.decrypt import Decryptor
+from protocol.compute.pool import open_pool
+from protocol.compute.workers import WorkerPool
 from protocol.crypto.paillier import generate_keypair
 from protocol.errors import ConfigError, ProtocolError
-from protocol.runtime import config
-from protocol.runtime.compute import open_pool
-from protocol.runtime.config import Compute
-from protocol.runtime.workers import WorkerPool
+from protocol.settings import config
+from protocol.settings.config import Compute
 from psi.ecdh import blind_ids, new_secret, reblind
 from scenarios.ray_cluster import local_cluster
 

@@ -20,7 +20,7 @@ from party_b.store import model_facts as b_facts
 from protocol.errors import StoreError
 from protocol.runtime.registry import (current_id, history, model_table, previous_id, promote, prune, rollback,
                                        stored_models)
-from protocol.runtime.store import write_model
+from protocol.store.models import write_model
 from scenarios.launch import write_local_run
 
 VFREC = Path(sys.executable).parent / "vfrec"

@@ -11,8 +11,8 @@ import pytest
 from protocol.errors import ConfigError, PeerError, PeerLost
 from protocol.runtime import checkpoint, resume
 from protocol.runtime.checkpoint import CheckpointSettings
-from protocol.runtime.config import Table
 from protocol.runtime.resume import Agreed, Holding, resumable
+from protocol.settings.config import Table
 
 
 def test_a_peer_that_keeps_resuming_stops_the_run_after_max_rollbacks(monkeypatch: pytest.MonkeyPatch) -> None:

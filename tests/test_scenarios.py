@@ -202,7 +202,7 @@ passphrase_file = "certs/key_passphrase"
 
 def test_hand_written_config_for_other_tables(tmp_path: Path) -> None:
     """Other file names, column names and formats: only the configs know them."""
-    from protocol.net.certs import make_dev_pki, passphrase_for
+    from protocol.keys.certs import make_dev_pki, passphrase_for
     from scenarios.launch import LocalRun
 
     src = write_ecommerce_bank(tmp_path / "generated", tmp_path / "generated", 150, 40, seed=3)

@@ -26,7 +26,7 @@ from party_a.serve import body_limit, create_app, read_token, shared_socket
 from party_a.serving import Answer, Recommendation
 from protocol.errors import ConfigError, DataError, StoreError
 from protocol.runtime import cli
-from protocol.runtime.config import Table
+from protocol.settings.config import Table
 from scenarios.launch import ROOT, write_local_run
 
 ONE = "/v1/users/{}/recommendations"

@@ -18,10 +18,10 @@ import pytest
 import party_a.config as party_a_config
 import party_b.config as party_b_config
 from party_a.data import load_tables
-from protocol.crypto.keyfiles import write_private
 from protocol.data.tables import Features, TableSpec, encode_features, read_table
 from protocol.errors import ConfigError
-from protocol.runtime.config import Table
+from protocol.keys.keyfiles import write_private
+from protocol.settings.config import Table
 from psi.ids import Normalizer, stream_ids
 from scenarios import ecommerce_bank
 from scenarios.experiment import run_experiment

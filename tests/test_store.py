@@ -15,11 +15,13 @@ from party_a.store import write_u_store
 from party_b.store import row_digests
 from protocol.data.tables import Encoding, TableSpec, encode_features, fit_encoding
 from protocol.errors import DataError, ProtocolError, StoreError
-from protocol.messages import Finish, RefreshDone, RefreshRequest, RunDone, Starting, command_from_message
+from protocol.messages.commands import Finish, command_from_message
+from protocol.messages.run import RunDone, Starting
+from protocol.messages.serving import RefreshDone, RefreshRequest
 from protocol.names import is_safe_name
-from protocol.net.message import Message
 from protocol.runtime.checkpoint import write_checkpoint
-from protocol.runtime.store import current_model, new_model_id, read_manifest, write_model
+from protocol.store.models import current_model, new_model_id, read_manifest, write_model
+from protocol.wire.message import Message
 
 
 def stored(tmp_path: Path, model_id: str = "run-1-x") -> Path:

@@ -17,14 +17,15 @@ from pathlib import Path
 import pytest
 
 from protocol import messages
-from protocol.crypto.keyfiles import Passphrase
 from protocol.errors import ConfigError, PeerError, PeerLost
-from protocol.messages import DecryptRequest, PsiHello, PublicKeyAnnouncement
-from protocol.net.certs import fingerprint, make_ca, make_role_cert
+from protocol.keys.certs import fingerprint, make_ca, make_role_cert
+from protocol.keys.keyfiles import Passphrase
+from protocol.messages.coordinator import DecryptRequest, PublicKeyAnnouncement
+from protocol.messages.psi import PsiHello
 from protocol.net.transport import Endpoint
 from protocol.roles import PEERS
-from protocol.runtime import config
-from protocol.runtime.config import NetworkConfig, PeerConfig
+from protocol.settings import config
+from protocol.settings.config import NetworkConfig, PeerConfig
 from scenarios.launch import free_ports, to_toml
 
 SECRET = Passphrase(b"test passphrase", "the test")
@@ -158,7 +159,7 @@ def test_with_a_ca_bundle_a_client_sends_nothing_to_a_wrong_cas_certificate(pki:
                 messages.send(a, "coordinator", request)
             with pytest.raises(PeerError, match="does not match the pinned fingerprint"):
                 a.recv("coordinator", HELLO, timeout=5)  # every wait on that peer stops with the same reason
-        assert not any(forged._pending.values()), "the request reached B"
+        assert not any(forged._inbox.pending.values()), "the request reached B"
     cfg = dataclasses.replace(network(pki, "party_a", "a", ports, real_pins(pki), bundle=True), peer_timeout=1.5)
     with Endpoint(cfg, messages.inbox_tags("party_a")) as a:
         with endpoint(pki, "coordinator", "c", ports) as real:
@@ -167,4 +168,4 @@ def test_with_a_ca_bundle_a_client_sends_nothing_to_a_wrong_cas_certificate(pki:
         with endpoint(pki, "coordinator", "b", ports) as forged:  # B takes over the address once A trusts C
             with pytest.raises(PeerLost, match="coordinator at .* stopped answering"):
                 messages.send(a, "coordinator", request)  # its channel's handshakes accept only C's CA
-            assert not any(forged._pending.values())
+            assert not any(forged._inbox.pending.values())

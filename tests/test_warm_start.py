@@ -27,9 +27,9 @@ from protocol.data.stored import frame_bytes, state_bytes
 from protocol.data.tables import Features
 from protocol.errors import ConfigError, StoreError
 from protocol.layer.decryption import Label, Step, eval_label
-from protocol.layer.plan import LayerPlan
+from protocol.messages.plan import LayerPlan
 from protocol.runtime import cli
-from protocol.runtime.store import write_model
+from protocol.store.models import write_model
 from scenarios.launch import write_local_run
 
 SETTINGS = ModelSettings(d=4, h=4, id_dim=3, feature_dim=2, tower_hidden=(8,), history=4)

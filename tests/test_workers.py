@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from protocol.compute.pool import open_pool
+from protocol.compute.workers import WorkerPool, resolve
 from protocol.errors import ProtocolError
-from protocol.runtime.compute import open_pool
-from protocol.runtime.config import Compute
-from protocol.runtime.workers import WorkerPool, resolve
+from protocol.settings.config import Compute
 
 SHARED_ONLY = "not a function of protocol/ or psi/"
 WITH_A = "not a function of protocol/, psi/ or party_a/"
@@ -17,7 +17,7 @@ WITH_A = "not a function of protocol/, psi/ or party_a/"
 @pytest.mark.parametrize("workers", [0, 1])
 def test_a_pool_runs_no_role_task_unless_it_allows_that_role(workers: int) -> None:
     with WorkerPool(workers) as pool:
-        assert pool.submit("protocol.runtime.workers:ready").result() is True
+        assert pool.submit("protocol.compute.workers:ready").result() is True
         for op in ("party_a.scoring:top_k", "os:system", "party_b.refresh:main"):
             with pytest.raises(ProtocolError, match=SHARED_ONLY):
                 pool.submit(op, "true").result()

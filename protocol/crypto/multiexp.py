@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import gmpy2
 import numpy as np
 
-from protocol.net.codec import BigInts
-from protocol.runtime.workers import WorkerPool
+from protocol.compute.workers import WorkerPool
+from protocol.wire.codec import BigInts
 
 mpz = gmpy2.mpz
 _MAX_WINDOW = 10

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 import gmpy2
 import numpy as np
 
+from protocol.compute.workers import WorkerPool
 from protocol.crypto.multiexp import parallel_power_products
 from protocol.crypto.paillier import Encryptor, PrivateKey, PublicKey
 from protocol.errors import ProtocolError
-from protocol.net.codec import BigInts
-from protocol.net.message import BigIntList, Message
-from protocol.runtime.workers import WorkerPool
+from protocol.wire.codec import BigInts
+from protocol.wire.message import BigIntList, Message
 
 mpz = gmpy2.mpz
 SIGMA = 60  # statistical distance 2^-60 per masked slot; a run that decrypts 10^9 slots stays below 2^-30

@@ -27,9 +27,9 @@ from pathlib import Path
 import gmpy2
 from phe import paillier as phe_paillier
 
-from protocol.crypto.keyfiles import Passphrase, read_private, seal, unseal, write_private
 from protocol.errors import ConfigError, ProtocolError
-from protocol.net.codec import BigInts
+from protocol.keys.keyfiles import Passphrase, read_private, seal, unseal, write_private
+from protocol.wire.codec import BigInts
 
 mpz = gmpy2.mpz
 DEFAULT_BITS = 2048

@@ -15,9 +15,9 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 import pyarrow as pa
 
-from protocol.crypto.keyfiles import Passphrase
 from protocol.errors import ConfigError, DataError
-from protocol.runtime.config import Table, read_passphrase
+from protocol.keys.keyfiles import Passphrase
+from protocol.settings.config import Table, read_passphrase
 
 SCHEMES = ("postgresql", "postgres")
 SHOWN_QUERY = 60  # characters of a query shown in messages

@@ -5,7 +5,7 @@ tensors, numbers, strings) is written as a NumPy .npz: every tensor an array, th
 structure around them JSON, read back with allow_pickle=False. torch.save would use
 pickle underneath, even where torch.load with weights_only=True restricts it.
 
-Each reader names the file when it is missing or corrupt (protocol/runtime/store.py
+Each reader names the file when it is missing or corrupt (protocol/store/models.py
 keeps the versions and manifests these files live in).
 """
 
@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from protocol.errors import StoreError
-from protocol.runtime.store import model_file
+from protocol.store.models import model_file
 
 
 SKELETON = "__structure__"

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from protocol.data.sql import SqlSource
 from protocol.errors import DataError
-from protocol.runtime.config import Table
+from protocol.settings.config import Table
 
 T = TypeVar("T")
 

@@ -29,15 +29,16 @@ import gmpy2
 import numpy as np
 
 from protocol import messages
+from protocol.compute.workers import WorkerPool
 from protocol.crypto import packing
 from protocol.crypto.paillier import Encryptor, PublicKey
 from protocol.errors import ProtocolError
-from protocol.layer.plan import LayerPlan
-from protocol.messages import (DecryptReply, DecryptRequest, MaskShare, PublicKeyAnnouncement, RefreshCheck,
-                               RefreshChecked, Registration)
+from protocol.messages.coordinator import (DecryptReply, DecryptRequest, PublicKeyAnnouncement, RefreshCheck,
+                                           RefreshChecked, Registration)
+from protocol.messages.layer import MaskShare
+from protocol.messages.plan import LayerPlan
 from protocol.net.transport import Endpoint
 from protocol.roles import A, B, C, Role
-from protocol.runtime.workers import WorkerPool
 
 
 class Step(StrEnum):

@@ -32,19 +32,20 @@ from typing import Protocol
 import numpy as np
 
 from protocol import messages
+from protocol.compute.workers import WorkerPool
 from protocol.crypto import fixedpoint, packing
 from protocol.crypto.packing import Layout, Packed
 from protocol.crypto.paillier import Encryptor, PublicKey
 from protocol.errors import ProtocolError
 from protocol.layer.decryption import (Step, check_refresh, receive_plaintexts, receive_unmasked, send_masked,
                                        submit)
-from protocol.layer.plan import LayerPlan
-from protocol.messages import EncryptedDelta, InitialWeights, RefreshedRows, RefreshMask
-from protocol.net.message import Message
+from protocol.layer.timing import StepClock
+from protocol.messages.coordinator import InitialWeights
+from protocol.messages.layer import EncryptedDelta, RefreshMask, RefreshedRows
+from protocol.messages.plan import LayerPlan
 from protocol.net.transport import Endpoint
 from protocol.roles import A, B, C, other_party
-from protocol.runtime.timing import StepClock
-from protocol.runtime.workers import WorkerPool
+from protocol.wire.message import Message
 
 
 class TopModel(Protocol):

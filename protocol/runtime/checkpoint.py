@@ -10,7 +10,7 @@ when all three hold it: at a resume the roles agree on the newest step all hold
 (`newest_common`). A proposes the next checkpoint only once both others confirmed the
 last, so each role's newest-but-one checkpoint is one all three hold; `keep` ≥ 2 always
 leaves one. A directory appears whole or not at all: its files are written and fsynced
-in a temporary directory, which is renamed (protocol/runtime/store.py does the same for
+in a temporary directory, which is renamed (protocol/store/models.py does the same for
 models).
 """
 
@@ -23,11 +23,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from protocol import observe
 from protocol.errors import StoreError
 from protocol.names import as_name
-from protocol.runtime import observe
-from protocol.runtime.config import Table
-from protocol.runtime.store import MANIFEST, model_file, private_dir, read_json, sync_dir, write_files
+from protocol.settings.config import Table
+from protocol.store.models import MANIFEST, model_file, private_dir, read_json, sync_dir, write_files
 
 
 @dataclass(frozen=True)

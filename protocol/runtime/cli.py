@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from protocol import observe
 from protocol.errors import VfrecError
-from protocol.runtime import observe, progress
+from protocol.runtime import progress
 
 log = logging.getLogger("vfrec")
 
@@ -25,7 +26,7 @@ _prog: str | None = None  # the name usage lines show, when the `vfrec` console 
 
 class JsonLines(logging.Formatter):
     """One JSON object per line, for a log aggregator: time (UTC), level, role, and the run ID, generation, epoch and
-    step where the process knows them (protocol/runtime/observe.py), the logger and the message."""
+    step where the process knows them (protocol/observe.py), the logger and the message."""
 
     def __init__(self, role: str):
         super().__init__()

@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from protocol import messages
+from protocol import observe
+from protocol.compute.pool import open_pool
+from protocol.compute.workers import WorkerPool
 from protocol.errors import ConfigError
 from protocol.net.transport import Endpoint
-from protocol.runtime import observe
 from protocol.runtime.checkpoint import held
-from protocol.runtime.compute import open_pool
-from protocol.runtime.config import PartyBasics
-from protocol.runtime.workers import WorkerPool
+from protocol.settings.config import PartyBasics
 
 
 def resuming(basics: PartyBasics, resume: bool) -> bool:

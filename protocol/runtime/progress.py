@@ -6,7 +6,7 @@ minute). Off a terminal `progress_bar` writes one plain line when the work start
 then at most one every `LINE_SECONDS` (the environment's `VFREC_PROGRESS_SECONDS`,
 default 30: done, total, rate, time elapsed and left), and a last one when it ends.
 Shown or not, every step is reported to the role's metrics as `vfrec_progress_done{task}`
-(protocol/runtime/observe.py).
+(protocol/observe.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import IO
 
 from tqdm import tqdm
 
-from protocol.runtime import observe
+from protocol import observe
 
 LINE_SECONDS = float(os.environ.get("VFREC_PROGRESS_SECONDS", "30"))
 LINE_FORMAT = ("{desc}: {n_fmt}/{total_fmt} {unit} ({percentage:.0f} %), {rate_fmt}, {elapsed} elapsed, "

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from protocol.runtime.store import private_dir
+from protocol.store.models import private_dir
 
 
 class Received:

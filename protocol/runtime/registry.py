@@ -1,7 +1,7 @@
 """A role's model registry: list its stored models, promote one, roll back, prune old ones.
 
 `python -m <role> models list|promote MODEL_ID|rollback|prune --keep N --config FILE`
-works on `<workdir>/models/` (protocol/runtime/store.py). Each organisation runs it on
+works on `<workdir>/models/` (protocol/store/models.py). Each organisation runs it on
 its own host, for the same model ID at all three roles: A, B and the coordinator must
 serve the same model, and a refresh session between them refuses otherwise.
 
@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from protocol.errors import StoreError
 from protocol.names import check_name
 from protocol.runtime.cli import Command, common_arguments
-from protocol.runtime.store import CURRENT, HISTORY, make_current, models_lock, read_manifest, record
+from protocol.store.models import CURRENT, HISTORY, make_current, models_lock, read_manifest, record
 
 # a role's columns of `models list` for one model: column name -> text (its directory and manifest given)
 Facts = Callable[[Path, dict], dict[str, str]]

@@ -30,7 +30,7 @@ import numpy as np
 
 from protocol import messages
 from protocol.errors import PeerError, PeerLost, ProtocolError
-from protocol.messages import Resume, ResumeCall, Resumed
+from protocol.messages.run import Resume, ResumeCall, Resumed
 from protocol.net.transport import Endpoint
 from protocol.roles import A, PEERS
 from protocol.runtime.checkpoint import CheckpointSettings, held, newest_common, newest_plan

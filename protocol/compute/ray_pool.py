@@ -1,7 +1,7 @@
 """The worker pool on a Ray cluster of the role's own organisation.
 
 Each worker is a Ray actor of one CPU that runs the same "module:function" tasks as
-the local worker processes (`protocol.runtime.workers.handle`: only functions of
+the local worker processes (`protocol.compute.workers.handle`: only functions of
 protocol/ and psi/, and of the role's own package when its pool allows it: A's
 `recommend`). Ray pickles what it moves; here that is only `bytes`: request and
 answer frames of our own codec, and the names of those packages, so no object of
@@ -19,9 +19,9 @@ import logging
 
 import ray
 
+from protocol.compute.workers import ROOT, WorkerPool, checked_packages, handle, request
 from protocol.errors import ConfigError
-from protocol.runtime.config import Compute
-from protocol.runtime.workers import ROOT, WorkerPool, checked_packages, handle, request
+from protocol.settings.config import Compute
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def ray_pool(compute: Compute, packages: tuple[str, ...] = ()) -> WorkerPool:
         names = " ".join(checked_packages(packages)).encode("ascii")  # bytes, as everything Ray moves for us
         actors = [remote.remote(names) for _ in range(size)]
         try:
-            ray.get([a.run.remote(request("protocol.runtime.workers:ready", ())) for a in actors],
+            ray.get([a.run.remote(request("protocol.compute.workers:ready", ())) for a in actors],
                     timeout=START_TIMEOUT)
         except ray.exceptions.GetTimeoutError:
             raise ConfigError(f"the Ray cluster at {compute.address} did not start {size} workers of one CPU each "

@@ -8,7 +8,7 @@ per-key caches (fixed-base tables, keys) between tasks. Requests and answers are
 
 The pool is the same whatever carries the frames: here, child processes of the role
 speaking over their stdin/stdout pipes (length-prefixed frames); in
-`protocol/runtime/ray_pool.py`, Ray actors in the role's own Ray cluster.
+`protocol/compute/ray_pool.py`, Ray actors in the role's own Ray cluster.
 `WorkerPool(0)` runs every task inline in the calling process, which is what small
 inputs and unit tests want.
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
 from protocol.errors import ProtocolError
-from protocol.net import codec
+from protocol.wire import codec
 
 _ALLOWED_PACKAGES = ("protocol.", "psi.")
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,7 +109,7 @@ class ProcessWorker:
 
     def __init__(self, packages: tuple[str, ...] = ()) -> None:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-        self.proc = subprocess.Popen([sys.executable, "-m", "protocol.runtime.workers", *checked_packages(packages)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "protocol.compute.workers", *checked_packages(packages)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=str(ROOT))
         self.name = f"worker process {self.proc.pid}"
 

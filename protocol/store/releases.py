@@ -27,7 +27,7 @@ import numpy as np
 
 from protocol.errors import StoreError
 from protocol.names import as_name
-from protocol.runtime.store import atomic_write, private_dir, sync_dir
+from protocol.store.models import atomic_write, private_dir, sync_dir
 
 COMPACT_AT = 1 << 20  # bytes: below this the file is never compacted
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protocol.crypto.keyfiles import Passphrase, read_passphrase_file
 from protocol.errors import ConfigError
-from protocol.net.certs import ca_certificates, cert_fingerprint
+from protocol.keys.certs import ca_certificates, cert_fingerprint
+from protocol.keys.keyfiles import Passphrase, read_passphrase_file
 from protocol.roles import PEERS, Role
 
 _MISSING = object()
@@ -313,7 +313,7 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 def read_observe(root: Table) -> tuple[str, int] | None:
-    """[observe] listen: the local address of the role's /metrics and /healthz (protocol/runtime/observe.py), or None
+    """[observe] listen: the local address of the role's /metrics and /healthz (protocol/observe.py), or None
     (absent or empty: not served)."""
     t = root.sub("observe")
     listen = t.take("listen", str, "")

@@ -1,7 +1,7 @@
 """A role's worker pool as its config's `workers` and [compute] ask for.
 
 `local` (the default) is the role's own child processes; `ray` is actors in the
-role's own organisation's Ray cluster (`protocol/runtime/ray_pool.py`, which alone
+role's own organisation's Ray cluster (`protocol/compute/ray_pool.py`, which alone
 imports Ray, so a role that does not ask for it never needs it installed). Either
 way the pool has the same interface and the same tasks (protocol/ and psi/, plus the
 role's own package where it asks: A's `recommend`), and roles still talk to
@@ -10,8 +10,8 @@ each other only over gRPC with mutual TLS.
 
 from __future__ import annotations
 
-from protocol.runtime.config import Compute
-from protocol.runtime.workers import WorkerPool
+from protocol.compute.workers import WorkerPool
+from protocol.settings.config import Compute
 
 
 def open_pool(compute: Compute, own: str | None = None) -> WorkerPool:
@@ -19,7 +19,7 @@ def open_pool(compute: Compute, own: str | None = None) -> WorkerPool:
     functions its tasks may also name (only A's `recommend` asks, for "party_a")."""
     packages = () if own is None else (own,)
     if compute.backend == "ray" and compute.workers != 0:
-        from protocol.runtime.ray_pool import ray_pool
+        from protocol.compute.ray_pool import ray_pool
 
         return ray_pool(compute, packages)
     return WorkerPool(compute.workers, max_in_flight=compute.max_in_flight, packages=packages)

@@ -7,7 +7,7 @@ Unknown fields are refused too. Field annotations may be str, int, float, bool,
 bytes, `IntVector` (a 1-D integer numpy array), `BigIntList` (non-negative big
 integers, sent as one fixed-width block), another Message (nested), or `X | None`.
 
-Every concrete message of the protocol is in protocol/messages.py; this module only
+Every concrete message of the protocol is in protocol/messages/; this module only
 knows how to check and convert them.
 """
 
@@ -24,7 +24,7 @@ import gmpy2
 import numpy as np
 
 from protocol.errors import ProtocolError
-from protocol.net.codec import BigInts
+from protocol.wire.codec import BigInts
 
 WHILE_UP = math.inf  # a receive timeout: wait as long as the peer is up (answers the heartbeat), however long
 
@@ -53,7 +53,7 @@ _CHECKS: dict[Any, tuple[str, typing.Callable[[Any], bool]]] = {
 
 @dataclasses.dataclass(frozen=True)
 class Message:
-    """Base of every message; subclasses are frozen dataclasses and may set TAG (see protocol/messages.py)."""
+    """Base of every message; subclasses are frozen dataclasses and may set TAG (see protocol/messages/)."""
 
     TAG: ClassVar[str] = ""
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from protocol.crypto.packing import SIGMA, Layout
 from protocol.crypto.paillier import PublicKey
 from protocol.errors import ProtocolError
-from protocol.net.message import Message
+from protocol.wire.message import Message
 
 LIMITS: dict[str, tuple[float, float]] = {  # (low, high] for each number of the plan
     "d": (0, 1024), "h": (0, 1024), "batch_users": (0, 65536),

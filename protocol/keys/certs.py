@@ -1,7 +1,7 @@
 """A development CA and one certificate per role, so everything runs on one machine.
 
-    python -m protocol.net.certs --out certs/            # ca.pem + coordinator/party_a/party_b
-    python -m protocol.net.certs --out other/ --ca-name "Other CA" --roles party_b
+    python -m protocol.keys.certs --out certs/            # ca.pem + coordinator/party_a/party_b
+    python -m protocol.keys.certs --out other/ --ca-name "Other CA" --roles party_b
 
 Each certificate carries its role name as CN and as a DNS name, plus localhost and
 127.0.0.1, so a peer can verify it both by name and on loopback. Private keys are
@@ -37,8 +37,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from protocol.crypto.keyfiles import Passphrase, new_passphrase, read_passphrase_file, read_private, write_private
 from protocol.errors import ConfigError
+from protocol.keys.keyfiles import Passphrase, new_passphrase, read_passphrase_file, read_private, write_private
 from protocol.roles import Role
 
 log = logging.getLogger(__name__)
