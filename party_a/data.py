@@ -158,8 +158,7 @@ def load_tables(users: pd.DataFrame, user_ids: list[str], users_spec: TableSpec,
             stamps = _timestamps(frame, spec.timestamp_column, spec.path) if spec.timestamp_column else \
                 np.zeros(len(frame))
             keep = np.flatnonzero(positive)
-            spill.add(users=user_rows[keep], items=items[keep], stamps=stamps[keep],
-                      rows=frame.index.to_numpy()[keep])
+            spill.add(users=user_rows[keep], items=items[keep], stamps=stamps[keep])
             pa.default_memory_pool().release_unused()  # else Arrow's allocator keeps the chunk's pages
         if rows == 0:
             raise DataError(f"{spec.path}: no interactions")

@@ -1,13 +1,14 @@
 """A's positive events as per-user histories on disk, so that A's events need not fit in memory.
 
 `party_a.data.load_tables` reads the interactions table a chunk at a time and appends
-each chunk's positives to a `Spill` (user row, item, timestamp, table row: 28 bytes an
-event, on disk). `build_histories` then distributes them to buckets of consecutive
-users (a bucket sort on disk), orders each bucket's events by (user, timestamp, row)
-in memory and keeps each item at its last occurrence, leaving `Histories`: per row of
+each chunk's positives to a `Spill` (user row, item, timestamp: 16 bytes an event, on
+disk, in the table's row order). `build_histories` then distributes them to buckets of
+consecutive users (a stable bucket sort on disk, so each bucket keeps that order),
+orders each bucket's events by (user, timestamp, row) in memory, several buckets at
+once on threads, and keeps each item at its last occurrence, leaving `Histories`: per row of
 A's user table its distinct positive items, oldest first, as an int32 file mapped
 into memory and an int64 array of offsets. What stays in memory is 16 bytes per user
-(the offsets and the counts) and one bucket of events at a time (`BLOCK_EVENTS`);
+(the offsets and the counts) and about `BLOCK_EVENTS` events at a time;
 training reads the histories of one batch's users at a time, and the kernel pages
 the mapped file in and out as it needs.
 
@@ -26,13 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-BLOCK_EVENTS = 1 << 20  # events sorted in memory at once (a block of users): about 30 MB, and a few times that to sort
+BLOCK_EVENTS = 1 << 20  # events sorted in memory at once (over all threads): 16 MB, and a few times that to sort
 PACKED_LIMIT = 1 << 63  # sort keys packed into an int64 stay below this
-EVENT = np.dtype([("users", "<i8"), ("items", "<i4"), ("stamps", "<f8"), ("rows", "<i8")])  # 28 bytes
+EVENT = np.dtype([("users", "<i4"), ("items", "<i4"), ("stamps", "<f8")])  # 16 bytes; a spill keeps table order
 
 
 class Spill:
-    """Events (records of `EVENT`) appended chunk by chunk to one raw file and read back a slice at a time with
+    """Events (records of `EVENT`) appended chunk by chunk to one raw file, in the table's row order (which orders
+    events of one user at one time), and read back a slice at a time with
     plain reads: never mapped, so pages read once stay in the kernel's cache, not in this process. Events that
     come through `add` are also counted per user and per item code, so nothing reads the file to count them."""
 
@@ -133,9 +135,7 @@ def _last_items(bucket: Spill, a: int, b: int, n_items: int,
     if bucket.size == 0:
         return np.empty(0, dtype=np.int32), np.zeros(b - a, dtype=np.int64)
     events = next(bucket.chunks(bucket.size))
-    if (np.diff(events["rows"]) < 0).any():  # the loader spills in row order; sorting by row is then moot
-        events = events[np.argsort(events["rows"], kind="stable")]
-    users = events["users"] - a
+    users = events["users"] - np.int64(a)  # int64 from here: packed sort keys
     order = _by_user_then_time(users, events["stamps"], b - a)
     items, users = events["items"][order], users[order]
     del events  # the bucket's records: only the sorted users and items from here on

@@ -153,7 +153,7 @@ def test_histories_order_by_time_then_row_with_ties_signed_zeros_and_infinities(
             monkeypatch.setattr(events, "PACKED_LIMIT", 0)
         with events.spill_directory() as tmp:
             spill = events.Spill(Path(tmp) / "events.bin")
-            spill.add(users=users, items=items, stamps=stamps, rows=np.arange(n))
+            spill.add(users=users, items=items, stamps=stamps)
             histories, counts = events.build_histories(spill, rows, n_items)
             assert [histories[r].tolist() for r in range(rows)] == expected
             assert counts.tolist() == np.bincount(items, minlength=n_items).tolist()

@@ -21,7 +21,7 @@ def test_split_holds_out_validation_and_test_items(tmp_path: Path) -> None:
               (3, 0, 1), (3, 1, 2)]
     users, items, stamps = (np.array(c, dtype=np.int64) for c in zip(*events))
     spill = Spill(tmp_path / "events.bin")
-    spill.add(users=users, items=items, stamps=stamps, rows=np.arange(len(users)))
+    spill.add(users=users, items=items, stamps=stamps)
     tables = ActiveTables(features(4), [str(j) for j in range(9)], features(9), *build_histories(spill, 4, 9))
     data = align(tables, np.array([2, 0, 1]))  # shared users in PSI order: rows 2, 0, 1; row 3 is not shared
     assert [t.tolist() for t in data.train] == [[3], [6, 7], [1]]
