@@ -10,13 +10,13 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from protocol.crypto.keyfiles import write_private
 from scenarios.launch import free_ports
+from tests.support.postgres import Postgres
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -27,12 +27,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return {item.module.__name__ for item in items if item.get_closest_marker(name)}
     long, integration = marked("long"), marked("integration")
     items.sort(key=lambda item: (item.module.__name__ not in long, item.module.__name__ not in integration))
-
-
-@dataclass(frozen=True)
-class Postgres:
-    url: str  # postgresql://vfrec@127.0.0.1:<port>/postgres: the test user, a superuser, with a password
-    password_file: Path  # mode 0600
 
 
 @pytest.fixture(scope="session")

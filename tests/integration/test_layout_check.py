@@ -22,7 +22,7 @@ from protocol.layer.steps import INIT, TRAINING_STEP, Sequence, Side, Turn
 from protocol.messages import Finish, Init, RunDone, TrainStep
 from protocol.roles import A, B, C
 from scenarios.launch import start, wait_all
-from tests.test_integration_messages import IDS, play_psi, small_run
+from tests.support.played_roles import IDS, play_psi, small_run
 
 pytestmark = pytest.mark.integration
 

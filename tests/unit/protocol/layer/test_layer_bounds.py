@@ -22,7 +22,7 @@ from protocol.layer.plan import LayerPlan
 from protocol.layer.steps import Side, Turn
 from protocol.messages import DecryptReply, DecryptRequest, EncryptedDelta
 from protocol.net import codec
-from tests.fakes import MemoryNetwork, run_roles
+from tests.support.fakes import MemoryNetwork, run_roles
 
 KEY = generate_keypair(1024)
 ENC = Encryptor(KEY.public)
