@@ -45,6 +45,7 @@ def cell(path: str, row: int, column: str, value: str) -> Callable[[Path, dict],
 
 
 def table(path: str, edit: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path, dict], None]:
+    """Rewrite a CSV table in the role's directory with `edit` (all cells read as text)."""
     def breaks(d: Path, cfg: dict) -> None:
         edit(pd.read_csv(d / path, dtype=str, keep_default_na=False)).to_csv(d / path, index=False)
     return breaks
@@ -64,6 +65,7 @@ def setting(section: str, key: str, value: object) -> Callable[[Path, dict], Non
 
 
 def file_text(path: str, text: str, mode: int = 0o600) -> Callable[[Path, dict], None]:
+    """Replace a file in the role's directory with `text`, then set its mode."""
     def breaks(d: Path, cfg: dict) -> None:
         (d / path).unlink(missing_ok=True)
         write_private(d / path, text.encode())
@@ -72,10 +74,12 @@ def file_text(path: str, text: str, mode: int = 0o600) -> Callable[[Path, dict],
 
 
 def chmod(path: str, mode: int) -> Callable[[Path, dict], None]:
+    """Set the mode of a file in the role's directory."""
     return lambda d, cfg: os.chmod(d / path, mode)
 
 
 def both(*steps: Callable[[Path, dict], None]) -> Callable[[Path, dict], None]:
+    """The steps one after the other."""
     def breaks(d: Path, cfg: dict) -> None:
         for step in steps:
             step(d, cfg)
@@ -180,10 +184,12 @@ class Result:
 
 
 def files(directory: Path) -> set[str]:
+    """Every file under `directory`, relative to it (none when it does not exist)."""
     return {str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file()} if directory.exists() else set()
 
 
 def run_case(base: LocalRun, case: Case, root: Path) -> Result:
+    """The case's role run on a broken copy of its directory in `base`, made under `root`."""
     d = root / case.name / case.role
     shutil.copytree(base.dir(case.role), d)
     config = d / f"{case.role}.toml"
