@@ -28,7 +28,7 @@ real: $(STAMP)
 	$(BIN)/python -m scenarios.movielens --dir runs/movielens
 	$(BIN)/python -m scenarios.movielens --cold-cut --dir runs/movielens_cold
 
-# the programs some tests start, where missing: Debian's chromium (tests/test_docs_page.py opens A's /docs) and
+# the programs some tests start, where missing: Debian's chromium (tests/integration/test_docs_page.py opens A's /docs) and
 # PostgreSQL server (tests/conftest.py starts a throwaway cluster for the SQL-source tests)
 test-tools:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
@@ -39,9 +39,9 @@ test-tools:
 test: $(EXTRAS) test-tools
 	$(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
-# the unit and property tests only (no test marked integration): under two minutes on two cores
+# the unit and property tests only (tests/unit: no test there is marked integration): under two minutes on two cores
 test-fast: $(EXTRAS) test-tools
-	$(BIN)/python -m pytest -m "not integration" -n auto --dist loadfile
+	$(BIN)/python -m pytest tests/unit -n auto --dist loadfile
 
 bench: $(EXTRAS)
 	$(BIN)/pip install -e '.[test,ray,bench]'

@@ -23,7 +23,7 @@ audit log's forward decryptions of training labels, less the distinct steps). Th
 then holds the final test metrics of both runs (their W0, keys and masks differ, so
 they differ as two seeds do) and, as "nothing lost, nothing applied twice": the steps
 B took in the final line of checkpoints against the schedule's, and each run's
-distance from the plaintext twin of its steps (tests/test_integration_secure_training.py).
+distance from the plaintext twin of its steps (tests/support/twin.py).
 Over hundreds of steps the stochastic rounding of W makes any run drift from its twin,
 so the undisturbed run's distance is the yardstick for the disturbed one's.
 """
@@ -47,7 +47,8 @@ from protocol.runtime.checkpoint import CheckpointSettings
 from scenarios.ecommerce_bank import prepare
 from scenarios.launch import LocalRun, run_all, start, wait_all
 from scenarios.proxy import Proxy, route_through_proxy
-from tests.test_integration_secure_training import decrypt_saved, twin
+from scenarios.experiment import decrypt_saved
+from tests.support.twin import twin
 
 ROLES = ("coordinator", "party_a", "party_b")
 FAULTS = ("kill party_a", "kill party_b", "kill coordinator", "partition", "long partition", "delay")

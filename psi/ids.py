@@ -33,7 +33,8 @@ _NON_DIGITS = re.compile(r"\D")
 DIGEST = "S16"  # numpy compares these as byte strings; all are 16 bytes long, so equality is exact
 _DIGESTS = "psi.ids:digest_packed"
 _STRINGS = pa.large_string()
-# What str.strip() and re's \s take among ASCII characters (tests/test_psi.py checks both against Python)
+# What str.strip() and re's \s take among ASCII characters (tests/unit/psi/test_normalize_many.py checks both
+# against Python)
 ASCII_SPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f "
 _SPACE_RUNS = r"[\x09-\x0d\x1c-\x1f\x20]+"  # ASCII_SPACE as an RE2 class
 _IS_SPACE = np.zeros(256, dtype=bool)

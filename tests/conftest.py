@@ -10,29 +10,31 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from protocol.keys.keyfiles import write_private
 from scenarios.launch import free_ports
+from tests.support.postgres import Postgres
+
+
+# the unit modules that take longest (each several times the others; tests/unit/test_bad_inputs.py and the
+# PostgreSQL cases run role processes, tests/unit/scenarios/test_plain_quality.py trains both stories)
+SLOW_UNIT = {"tests.unit.test_bad_inputs", "tests.unit.protocol.data.test_sql_tables",
+             "tests.unit.scenarios.test_plain_quality"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Modules marked `long` first, then the other modules with integration tests, then the rest. Under `pytest -n N
-    --dist loadfile --no-loadscope-reorder` (`make test`), where each module runs whole on one worker (its module
-    fixtures built once) in this order, the longest start early and the short ones fill in at the end."""
+    """Modules marked `long` first, then the other modules with integration tests, then the slowest unit modules
+    (SLOW_UNIT), then the rest. Under `pytest -n N --dist loadfile --no-loadscope-reorder` (`make test`), where each
+    module runs whole on one worker (its module fixtures built once) in this order, the longest start early and the
+    short ones fill in at the end."""
     def marked(name: str) -> set[str]:
         return {item.module.__name__ for item in items if item.get_closest_marker(name)}
     long, integration = marked("long"), marked("integration")
-    items.sort(key=lambda item: (item.module.__name__ not in long, item.module.__name__ not in integration))
-
-
-@dataclass(frozen=True)
-class Postgres:
-    url: str  # postgresql://vfrec@127.0.0.1:<port>/postgres: the test user, a superuser, with a password
-    password_file: Path  # mode 0600
+    items.sort(key=lambda item: (item.module.__name__ not in long, item.module.__name__ not in integration,
+                                 item.module.__name__ not in SLOW_UNIT))
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ messages hold no plain lists and maps of at most a dozen fields), which keeps wh
 exists uncounted within half the budget (or 1.1 MiB: 1024 nested lists of 128
 slots). Decoding S bytes of anything from a peer thus allocates at most 1.5 ×
 `budget(S)` (4·S + 64 KiB), or `budget(S)` + 1.1 MiB if more, plus the input and
-msgpack's copy of one extension, whatever the shape (tests/test_codec.py measures
+msgpack's copy of one extension, whatever the shape (tests/unit/protocol/net/test_codec.py measures
 it): 3.8 MiB of empty lists, which decode into 276 MiB, are refused at once by
 their list's length, and nested ones after about 16 MiB.
 `split_map` reads a message's envelope without touching its body, so a receiver

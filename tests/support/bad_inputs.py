@@ -1,10 +1,6 @@
-"""Bad configs, tables and keys stop each role's real entry point with exit code 2 and one line naming what is wrong.
-
-One valid run (story 1, tiny) is built per module. Each case copies the role's directory, breaks one thing in its
-config, a table or a key file, and runs `python -m <role> --config ...` as a subprocess (all cases at once, in
-parallel). Each must exit with code 2, print one error line without a traceback that names the file and the key,
-column or row at fault, and write nothing to its work directory but its log file. None of them starts a peer.
-"""
+"""Broken copies of one valid run (story 1, tiny), each role's entry point run on each, and the check that it stopped
+naming what is wrong: the cases of tests/unit/test_bad_inputs.py, which tests/unit/protocol/data/test_sql_tables.py
+runs again through PostgreSQL."""
 
 from __future__ import annotations
 
@@ -19,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from protocol.keys.keyfiles import Passphrase, seal, write_private
 from scenarios.ecommerce_bank import BANK, SHOP
@@ -50,6 +45,7 @@ def cell(path: str, row: int, column: str, value: str) -> Callable[[Path, dict],
 
 
 def table(path: str, edit: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path, dict], None]:
+    """Rewrite a CSV table in the role's directory with `edit` (all cells read as text)."""
     def breaks(d: Path, cfg: dict) -> None:
         edit(pd.read_csv(d / path, dtype=str, keep_default_na=False)).to_csv(d / path, index=False)
     return breaks
@@ -69,6 +65,7 @@ def setting(section: str, key: str, value: object) -> Callable[[Path, dict], Non
 
 
 def file_text(path: str, text: str, mode: int = 0o600) -> Callable[[Path, dict], None]:
+    """Replace a file in the role's directory with `text`, then set its mode."""
     def breaks(d: Path, cfg: dict) -> None:
         (d / path).unlink(missing_ok=True)
         write_private(d / path, text.encode())
@@ -77,10 +74,12 @@ def file_text(path: str, text: str, mode: int = 0o600) -> Callable[[Path, dict],
 
 
 def chmod(path: str, mode: int) -> Callable[[Path, dict], None]:
+    """Set the mode of a file in the role's directory."""
     return lambda d, cfg: os.chmod(d / path, mode)
 
 
 def both(*steps: Callable[[Path, dict], None]) -> Callable[[Path, dict], None]:
+    """The steps one after the other."""
     def breaks(d: Path, cfg: dict) -> None:
         for step in steps:
             step(d, cfg)
@@ -185,10 +184,12 @@ class Result:
 
 
 def files(directory: Path) -> set[str]:
+    """Every file under `directory`, relative to it (none when it does not exist)."""
     return {str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file()} if directory.exists() else set()
 
 
 def run_case(base: LocalRun, case: Case, root: Path) -> Result:
+    """The case's role run on a broken copy of its directory in `base`, made under `root`."""
     d = root / case.name / case.role
     shutil.copytree(base.dir(case.role), d)
     config = d / f"{case.role}.toml"
@@ -215,11 +216,6 @@ def run_cases(root: Path, cases: list[Case]) -> dict[str, Result]:
         return {case.name: result for case, result in zip(cases, done)}
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
-    return run_cases(tmp_path_factory.mktemp("bad_inputs"), CASES)
-
-
 def check_stopped(result: Result, case: Case) -> None:
     """The role exited with code 2 and one error line holding `case.expected`, and wrote nothing but its log."""
     assert result.returncode == 2, result.stderr[-3000:]
@@ -231,9 +227,3 @@ def check_stopped(result: Result, case: Case) -> None:
         assert text.replace("{config}", str(result.config)) in errors[0], errors[0]
     assert result.written <= {f"{case.role}.log"}, f"{case.name} wrote {sorted(result.written)}"
     assert "listening" not in result.stderr  # it stopped before opening its endpoint
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input_stops_the_role_naming_it(results: dict[str, Result], case: Case) -> None:
-    check_stopped(results[case.name], case)
-

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 DOC = ROOT / "docs" / "operations.md"
 DASHBOARD = ROOT / "docs" / "grafana" / "vfrec.json"
 ROLES = ("party_a", "party_b", "coordinator")

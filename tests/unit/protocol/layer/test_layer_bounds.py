@@ -23,7 +23,7 @@ from protocol.messages.coordinator import DecryptReply, DecryptRequest
 from protocol.messages.layer import EncryptedDelta
 from protocol.messages.plan import LayerPlan
 from protocol.wire import codec
-from tests.fakes import MemoryNetwork, run_roles
+from tests.support.fakes import MemoryNetwork, run_roles
 
 KEY = generate_keypair(1024)
 ENC = Encryptor(KEY.public)

@@ -20,8 +20,6 @@ import shutil
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -51,11 +49,10 @@ from psi.shared import shared_path, write_shared
 from scenarios import bank_offers
 from scenarios.launch import LocalRun, free_ports, run_all, start, wait_all
 from scenarios.launch import ROOT, _env
+from tests.support.service_client import AUTH, TOKEN, get, post, wait_healthy
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 K = 10
-TOKEN = "integration-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
@@ -73,28 +70,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalRun, str]:
     with open(run.configs["party_a"], "a") as f:
         f.write(f'\n[serve]\nlisten = "127.0.0.1:{port}"\ntoken_file = "serve.token"\n')
     return run, f"http://127.0.0.1:{port}"
-
-
-def get(url: str) -> dict:
-    with urllib.request.urlopen(urllib.request.Request(url, headers=AUTH), timeout=10) as response:
-        return json.loads(response.read())
-
-
-def post(url: str, body: dict) -> dict:
-    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json", **AUTH})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
-
-
-def wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the service stopped while starting"
-        try:
-            return get(f"{base}/healthz")
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.3)
-    raise AssertionError(f"no answer from {base}/healthz within {timeout}s")
 
 
 def command(run: LocalRun, role: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -1,6 +1,6 @@
 """Tables read from PostgreSQL (the cluster tests/conftest.py starts): the same checks and messages as for files.
 
-Every case of tests/test_bad_inputs.py that breaks a table's contents runs again with the role's tables copied
+Every case of tests/unit/test_bad_inputs.py that breaks a table's contents runs again with the role's tables copied
 into the database and its config reading them from there; the message is the file case's with the file named as
 the SQL source. A row of a query is its row in the query's result.
 """
@@ -15,20 +15,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import party_a.config as party_a_config
-import party_b.config as party_b_config
-from party_a.data import load_tables
-from protocol.data.tables import Features, TableSpec, encode_features, read_table
+from protocol.data.tables import TableSpec, read_table
 from protocol.errors import ConfigError
 from protocol.keys.keyfiles import write_private
 from protocol.settings.config import Table
 from psi.ids import Normalizer, stream_ids
-from scenarios import ecommerce_bank
-from scenarios.experiment import run_experiment
 from scenarios.launch import free_ports
 from scenarios.postgres import load_file, to_postgres
-from tests.conftest import Postgres
-from tests.test_bad_inputs import CASES, ORDERS, Case, Result, both, cell, check_stopped, run_cases
+from tests.support.bad_inputs import CASES, ORDERS, Case, Result, both, cell, check_stopped, run_cases
+from tests.support.postgres import Postgres
 
 CONTENT = ["numeric_column_missing", "empty_id", "duplicated_id", "non_numeric_cell", "infinite_cell",
            "empty_numeric_cell", "negative_in_log_column", "empty_category", "empty_item_category", "duplicated_item",
@@ -36,7 +31,6 @@ CONTENT = ["numeric_column_missing", "empty_id", "duplicated_id", "non_numeric_c
 SOURCE = ["wrong_password", "unreachable_server", "missing_table", "bad_timestamp_in_query"]
 STEMS = ("shop_users", "orders", "catalogue", "bank_customers")
 WRONG_PASSWORD = "not-the-password-4711"
-FAST = {"progress": False, "batch_users": 16, "lr": 0.01, "tower": {"lr": 0.01}}
 
 
 def in_postgres(pg: Postgres, schema: str, url: str | None = None) -> Callable[[Path, dict], None]:
@@ -61,7 +55,7 @@ def table_entry(section: str, **entry: str) -> Callable[[Path, dict], None]:
 
 
 def sql_cases(pg: Postgres) -> dict[str, Case]:
-    """The content cases of tests/test_bad_inputs.py through PostgreSQL, and failures of the source itself."""
+    """The content cases of tests/unit/test_bad_inputs.py through PostgreSQL, and failures of the source itself."""
     cases = {}
     for name in CONTENT:
         case = next(c for c in CASES if c.name == name)
@@ -177,82 +171,3 @@ def test_ids_from_a_query_are_the_files_ids_whether_text_or_not(tmp_path: Path, 
         from_sql = list(stream_ids(source, column, normalizer, chunk_rows=3))
         assert from_sql == list(stream_ids(tmp_path / "ids.csv", column, normalizer, chunk_rows=3)), column
     assert from_sql == ["5.0", "12.5", "7.0", "300.0"]  # Arrow's cast would give "5", "7", "300"
-
-
-def a_loaded(config: Path) -> tuple:
-    """What party A reads from its tables before PSI: its users' IDs and everything `load_tables` builds."""
-    cfg = party_a_config.load(config)
-    frame, ids = cfg.users.stream()
-    tables = load_tables(frame, ids, cfg.users.table, cfg.users.normalizer, cfg.training.interactions,
-                         cfg.training.items)
-    histories = [tables.histories[u].tolist() for u in range(len(ids))]
-    return list(ids), tables.items, tables.user_features, tables.item_features, histories, tables.item_counts.tolist()
-
-
-def b_loaded(config: Path) -> tuple:
-    """What party B reads: its users' IDs and their encoded columns."""
-    cfg = party_b_config.load(config)
-    frame, ids = cfg.users.stream()
-    return list(ids), encode_features(frame, cfg.users.table)
-
-
-@pytest.mark.integration
-def test_story_1_from_postgres_gives_the_report_it_gives_from_files(tmp_path: Path, postgres: Postgres) -> None:
-    """Both parties read every table from PostgreSQL, then from the files: the loaded tables and encoded columns are
-    equal bit for bit, and so is the report, but for the federated model's last digits. The shared order depends
-    on the IDs alone and the coordinator draws W0 from the scenario's seed; what stays random is the rounding of W'
-    at every refresh (its low bits masked from A by M''), so the federated numbers may differ by rounding."""
-    files = ecommerce_bank.prepare(tmp_path / "files", users=200, epochs=1, seed=0, **FAST)
-    sql = ecommerce_bank.prepare(tmp_path / "sql", users=200, epochs=1, seed=0, from_postgres=postgres.url,
-                                 postgres_password_file=postgres.password_file, **FAST)
-    assert all("postgresql://" in sql.configs[role].read_text() for role in ("party_a", "party_b"))
-    from_files, from_sql = a_loaded(files.configs["party_a"]), a_loaded(sql.configs["party_a"])
-    assert_same(from_files, from_sql)
-    bank_files, bank_sql = b_loaded(files.configs["party_b"]), b_loaded(sql.configs["party_b"])
-    assert_same(bank_files, bank_sql)
-    report = run_experiment(sql, 300, stream=False)
-    assert report["shared_users"] == len(set(from_files[0]) & set(bank_files[0])) == 120
-    assert_same_report(run_experiment(files, 300, stream=False), report)
-
-
-RUN_SPECIFIC = ("timing", "wall_seconds", "model.id", "plan.key_fingerprint")  # and every "...seconds"
-
-
-def assert_same_report(files: dict, sql: dict) -> None:
-    """Every entry of two reports equal, leaving out times and the run's own names; the federated model's numbers
-    within rounding: its loss to 1e-4, a metric by at most one validation user's hit."""
-    flat_files, flat_sql = flatten(files), flatten(sql)
-    assert flat_files.keys() == flat_sql.keys()
-    close = 1 / files["validation_users"]
-    for path, value in flat_files.items():
-        if path.startswith(RUN_SPECIFIC) or path.endswith("seconds"):
-            continue
-        other = flat_sql[path]
-        if ".federated" in path and isinstance(value, float):
-            limit = 1e-4 * abs(value) if ".loss." in path else close
-            assert abs(value - other) <= limit, (path, value, other)
-        else:
-            assert value == other, (path, value, other)
-
-
-def flatten(tree: object, path: str = "") -> dict[str, object]:
-    """A nested report as {dotted path: leaf}, list items by index."""
-    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else None
-    if items is None:
-        return {path: tree}
-    return {k: v for key, sub in items for k, v in flatten(sub, f"{path}.{key}" if path else str(key)).items()}
-
-
-def assert_same(a: object, b: object) -> None:
-    """Equal, arrays and `Features` compared element by element (bit for bit)."""
-    if isinstance(a, (tuple, list)):
-        assert type(a) is type(b) and len(a) == len(b)
-        for x, y in zip(a, b):
-            assert_same(x, y)
-    elif isinstance(a, Features):
-        for field in dataclasses.fields(Features):
-            assert_same(getattr(a, field.name), getattr(b, field.name))
-    elif isinstance(a, np.ndarray):
-        assert a.dtype == b.dtype and np.array_equal(a, b)
-    else:
-        assert a == b

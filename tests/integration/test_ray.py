@@ -18,7 +18,7 @@ import pytest
 from psi.align import read_aligned_rows
 from scenarios.launch import LocalRun, run_all
 from scenarios.ray_cluster import local_cluster
-from tests.test_integration_secure_training import assert_matches_twin, assert_first_steps_exact, small_run
+from tests.support.twin import assert_first_steps_exact, assert_matches_twin, small_run
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="the ray extra is not installed")]

@@ -23,7 +23,7 @@ import pytest
 from protocol.keys.keyfiles import write_private
 from scenarios import ecommerce_bank
 from scenarios.launch import ROOT, LocalRun, free_ports, run_all, start
-from tests.test_integration_serving import TOKEN, wait_healthy
+from tests.support.service_client import TOKEN, wait_healthy
 
 pytestmark = pytest.mark.integration
 CHROMIUM = "/usr/bin/chromium"

@@ -14,11 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from protocol import messages
-from protocol.compute.workers import WorkerPool
 from protocol.crypto import packing
 from protocol.crypto.paillier import Encryptor, PublicKey, generate_keypair
 from protocol.errors import ProtocolError
@@ -30,35 +28,10 @@ from protocol.messages.plan import LayerPlan
 from protocol.messages.run import RunDone, Starting
 from protocol.net.transport import Endpoint
 from protocol.roles import PEERS, A, B, C
-from psi.align import run_phase
-from psi.session import PsiSettings
-from scenarios.launch import LocalRun, Outcome, passphrase, start, wait_all, write_local_run
+from scenarios.launch import LocalRun, Outcome, start, wait_all
+from tests.support.played_roles import play_psi, small_run
 
 pytestmark = pytest.mark.integration
-IDS = [f"customer{i}@example.com" for i in range(30)]
-
-
-def small_run(root: Path, train: bool = False) -> LocalRun:
-    root.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"email": IDS}).to_csv(root / "a.csv", index=False)
-    pd.DataFrame({"email": IDS, "x": np.arange(len(IDS), dtype=float)}).to_csv(root / "b.csv", index=False)
-    pd.DataFrame({"email": IDS * 3, "item": [f"i{k % 7}" for k in range(3 * len(IDS))]}).to_csv(root / "orders.csv",
-                                                                                              index=False)
-    users = {"id_column": "email", "ids": {"kind": "email"}}
-    a = {"users": {"table": str(root / "a.csv"), **users}, "psi": {"progress": False}, "workers": 0}
-    if train:
-        a["interactions"] = {"table": str(root / "orders.csv"), "user_column": "email", "item_column": "item"}
-        a["train"] = {"progress": False}
-    b = {"users": {"table": str(root / "b.csv"), "numeric": ["x"], **users}, "psi": {"progress": False},
-         "workers": 0}
-    return write_local_run(root / "run", {A: a, B: b}, peer_timeout=20)
-
-
-def play_psi(run: LocalRun, endpoint: Endpoint, peer: str) -> None:
-    """Play the PSI phase of the role of `endpoint` in this process (its files go to that role's work directory)."""
-    role = endpoint.cfg.role
-    run_phase(endpoint, peer, IDS, WorkerPool(0), PsiSettings(show_progress=False), run.workdir(role),
-              passphrase(run, role))
 
 
 def announce_key(coordinator: Endpoint, parties: tuple[str, ...]) -> PublicKey:

@@ -12,7 +12,7 @@ from protocol.keys.keyfiles import Passphrase
 from psi.align import read_aligned_rows, run_phase
 from psi.ids import Normalizer, stream_ids
 from psi.session import ExchangeCpu, PsiSettings, intersect, run_psi, value_order
-from tests.fakes import MemoryNetwork, run_roles
+from tests.support.fakes import MemoryNetwork, run_roles
 
 
 def random_values(n: int, seed: int) -> np.ndarray:

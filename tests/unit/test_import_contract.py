@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("protocol", "psi", "party_a", "party_b", "coordinator")
 LINT = str(Path(sys.executable).with_name("lint-imports"))
 LAYERS = "protocol's layers import only downward"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 README_MAX_LINES = 250
 TOP_FOLDERS = ("party_a", "party_b", "psi", "coordinator", "protocol", "audit", "bench", "scenarios", "tests",
                "docs")

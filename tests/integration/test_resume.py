@@ -2,7 +2,7 @@
 
 Story 1 at a tiny size (60 shared users in batches of 20: 3 steps an epoch) with a checkpoint after every step. The
 test plays every role afterwards: it decrypts A's [W] by columns and B's [W] by rows with the coordinator's key, and
-replays the run's steps in a plaintext twin (tests/test_integration_secure_training.py): a step applied twice, or one
+replays the run's steps in a plaintext twin (tests/support/twin.py): a step applied twice, or one
 skipped, moves the models away from the twin by a whole Adam step.
 """
 
@@ -22,9 +22,10 @@ from party_b.store import read_users
 from protocol.data.stored import load_state
 from protocol.roles import B
 from protocol.store.models import current_model
+from scenarios.experiment import decrypt_saved
 from scenarios.launch import LocalRun, start, to_toml, wait_all
 from scenarios.proxy import route_through_proxy
-from tests.test_integration_secure_training import assert_states_agree, decrypt_saved, small_run, twin
+from tests.support.twin import assert_states_agree, small_run, twin
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 ROLES = ("coordinator", "party_a", "party_b")

@@ -28,7 +28,7 @@ from psi.mode import DELTA, FULL, Wish, choose, confirm
 from psi.session import VERSION, PsiSettings
 from psi.shared import read_shared
 from psi.state import PsiState, load_state, state_dir
-from tests.fakes import MemoryNetwork, run_roles
+from tests.support.fakes import MemoryNetwork, run_roles
 
 POOL = WorkerPool(0)
 KEY = Passphrase(b"correct horse battery staple", "test")

@@ -19,7 +19,7 @@ from protocol.settings.config import load
 from psi.ecdh import MATCH_BYTES, POINT_BYTES, blind_ids, hash_to_point, new_secret, reblind, session_salt
 from psi.ids import Normalizer, normalize_ids, stream_ids
 from psi.session import MIN_PEER_LIMIT, VERSION, PsiSettings, run_psi
-from tests.fakes import MemoryNetwork, run_roles
+from tests.support.fakes import MemoryNetwork, run_roles
 
 POOL = WorkerPool(0)
 TEXT = Normalizer(kind="text")

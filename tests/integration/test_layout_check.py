@@ -23,7 +23,7 @@ from protocol.messages.plan import LayerPlan
 from protocol.messages.run import RunDone
 from protocol.roles import A, B, C
 from scenarios.launch import start, wait_all
-from tests.test_integration_messages import IDS, play_psi, small_run
+from tests.support.played_roles import IDS, play_psi, small_run
 
 pytestmark = pytest.mark.integration
 
