@@ -18,6 +18,7 @@ the mappings keep them readable, and nothing is left behind however the run ends
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections import deque
@@ -177,7 +178,7 @@ def _by_user_then_time(users: np.ndarray, stamps: np.ndarray, n_users: int) -> n
     `np.lexsort((stamps, users))` gives, from one sort by time and one of (user, rank in time, position) packed into
     an int64 when they fit. Equal timestamps (-0.0 and 0.0 too) share one rank."""
     n = len(users)
-    by_time = np.argsort(_float_order(stamps))
+    by_time = _time_order(stamps)
     ordered = stamps[by_time]
     ranks = np.cumsum(np.r_[False, ordered[1:] != ordered[:-1]])  # in time order
     del ordered
@@ -191,6 +192,17 @@ def _by_user_then_time(users: np.ndarray, stamps: np.ndarray, n_users: int) -> n
     packed.sort()
     packed %= n
     return packed
+
+
+def _time_order(stamps: np.ndarray) -> np.ndarray:
+    """Positions ordering `stamps` by value, equal ones by position. Whole numbers whose span packs with a position
+    into an int64 (seconds or milliseconds since 1970 do) take one plain sort; others an argsort of int64 keys."""
+    n = len(stamps)
+    if n:
+        lo, hi = float(stamps.min()), float(stamps.max())
+        if math.isfinite(hi - lo) and (hi - lo + 1) * n < PACKED_LIMIT and not np.modf(stamps)[0].any():
+            return _stable_order((stamps - lo).astype(np.int64), int(hi - lo) + 1)
+    return np.argsort(_float_order(stamps))
 
 
 def _float_order(values: np.ndarray) -> np.ndarray:

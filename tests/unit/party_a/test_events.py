@@ -166,6 +166,8 @@ def test_packed_sorts_equal_numpy_stable_sorts_and_fall_back_to_them_when_keys_w
     assert np.array_equal(events._stable_order(keys, 1 << 62), np.argsort(keys, kind="stable"))
     assert np.array_equal(events._by_user_then_time(users, stamps, 30), np.lexsort((stamps, users)))
     assert np.array_equal(events._by_user_then_time(users, stamps, 1 << 50), np.lexsort((stamps, users)))
+    for whole in (rng.integers(-5, 5, 5000) * 1.0, rng.integers(0, 2, 5000) * 1e18):  # one sort; a span too wide
+        assert np.array_equal(events._by_user_then_time(users, whole, 30), np.lexsort((whole, users)))
 
 
 def test_dates_given_as_text_order_events_as_their_times_do(tmp_path: Path) -> None:
