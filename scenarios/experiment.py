@@ -208,8 +208,9 @@ def scenario_main(doc: str, prepare: Callable[..., LocalRun], default_dir: str, 
     parser.add_argument("--users", type=int, default=default_users, help=users_help)
     parser.add_argument("--epochs", type=int, default=default_epochs)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
-                        help="seeds of the synthetic data (and of each run's secrets); with several, one run "
-                             "directory per seed under --dir and a table of mean ± standard deviation at the end")
+                        help="seeds of the synthetic data (story 1: and of the coordinator's W0, so that a run "
+                             "repeats); with several, one run directory per seed under --dir and a table of mean ± "
+                             "standard deviation at the end")
     if options:
         options(parser)
     args = parser.parse_args()
