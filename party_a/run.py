@@ -1,6 +1,7 @@
 """Party A's run: it drives. Align customers with B, train if configured, end the run for everyone; or resume
 training from the newest checkpoint all three roles hold (protocol/runtime/resume.py). With `--from current` the
-run starts from the model in service (party_a/warm.py), and B and the coordinator must start from the same one."""
+run starts from the model in service (party_a/training/warm.py), and B and the coordinator must start from the same
+one."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import logging
 from pathlib import Path
 
 from party_a.config import PartyAConfig, load
-from party_a.data import align, load_tables
+from party_a.data.tables import align, load_tables
 from protocol import messages
 from protocol.data.tables import encode_features
 from protocol.layer.decryption import receive_public_key
@@ -53,7 +54,7 @@ def main(config_path: Path, resume: bool = False, warm: bool = False) -> None:
         raise ConfigError(f"{config_path}: --from current starts training from the model in service, but this "
                           f"config has no [interactions] to train on")
     if warm:
-        from party_a.warm import model_in_service  # torch loads only when there is training to do
+        from party_a.training.warm import model_in_service  # torch loads only when there is training to do
 
         start = model_in_service(workdir, training, config_path)
         log.info("warm start from model %s (%s)", start.model_id, start.directory)
@@ -86,7 +87,7 @@ def main(config_path: Path, resume: bool = False, warm: bool = False) -> None:
             psi = align_ids(endpoint, B, ids, pool, cfg.psi, workdir, cfg.basics.network.key_passphrase)
             report = None
             if training is not None:
-                from party_a.train import Names, run_training  # torch loads only when there is training to do
+                from party_a.training.loop import Names, run_training  # torch loads only when there is training to do
 
                 names = Names([ids[r] for r in psi.positions], tables.items, tables.encodings)
                 report = run_training(endpoint, public, pool, align(tables, psi.positions), training, workdir, names,
@@ -94,7 +95,7 @@ def main(config_path: Path, resume: bool = False, warm: bool = False) -> None:
             finish(endpoint, report)
 
         def resumed(agreed: Agreed) -> None:
-            from party_a.train import Names, resume_training
+            from party_a.training.loop import Names, resume_training
 
             positions = read_aligned_rows(workdir)
             names = Names([ids[r] for r in positions], tables.items, tables.encodings)

@@ -12,7 +12,7 @@ import torch
 from dp_accounting.rdp import RdpAccountant
 
 from audit.attacks import Columns, Labels, auxiliary, column_attacks, label_attacks
-from party_a.privacy import delta_noise
+from party_a.training.privacy import delta_noise
 from party_b.privacy import embedding_noise
 from protocol.privacy import RowNoise, RowPrivacy, epsilon, noise_for_epsilon
 from protocol.runtime.received import Received, load_received
@@ -143,7 +143,7 @@ class _Batch:
 
 
 def _a_turn(monkeypatch: pytest.MonkeyPatch, noise: RowNoise | None):
-    from party_a import train as party_a_train
+    from party_a.training import loop as party_a_train
 
     delta = torch.from_numpy(np.random.default_rng(5).standard_normal((4, 16)).astype(np.float32))
     monkeypatch.setattr(party_a_train, "active_step", lambda model, opt, batch, u: (0.5, delta.clone()))

@@ -28,8 +28,8 @@ import pytest
 import torch
 from scipy.stats import kstest
 
-from party_a.privacy import delta_noise
-from party_a.sampler import Sampler
+from party_a.training.privacy import delta_noise
+from party_a.data.sampler import Sampler
 from party_b import config as party_b_config
 from party_b.privacy import embedding_noise
 from party_b.store import read_users

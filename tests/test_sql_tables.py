@@ -17,7 +17,7 @@ import pytest
 
 import party_a.config as party_a_config
 import party_b.config as party_b_config
-from party_a.data import load_tables
+from party_a.data.tables import load_tables
 from protocol.crypto.keyfiles import write_private
 from protocol.data.tables import Features, TableSpec, encode_features, read_table
 from protocol.errors import ConfigError

@@ -37,9 +37,9 @@ from party_a.config import ServeSettings, load
 from protocol.crypto.keyfiles import new_passphrase, read_private, write_private
 from protocol.errors import ConfigError, VfrecError
 
-from party_a.live import LiveModel
-from party_a.refresh import RefreshListener
-from party_a.serving import Answer, Recommender, Source
+from party_a.serving.live import LiveModel
+from party_a.serving.refresh import RefreshListener
+from party_a.serving.recommender import Answer, Recommender, Source
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class Metrics:
 
 class Refresher:
     """Calls `live.check()` at most once per `every` seconds, so that a rewritten u store, and a new model in
-    service (party_a/live.py), are picked up without a restart and without a file check per request. A failed
+    service (party_a/serving/live.py), are picked up without a restart and without a file check per request. A failed
     reload keeps the previous store."""
 
     def __init__(self, live: LiveModel, every: float, reloads: Counter):

@@ -3,24 +3,24 @@
 Before training A fits its single-party baselines (popularity, item-kNN, EASE with
 λ chosen on validation) on its own events and scores them on the validation and
 test lists, then trains A alone in plaintext to its epoch chosen on validation
-(party_a/alone.py). The federated model starts as that model with B's contribution
-at zero (party_a/model.py) and is offered as it starts (epoch 0). Per epoch it
+(party_a/training/alone.py). The federated model starts as that model with B's contribution
+at zero (party_a/models/model.py) and is offered as it starts (epoch 0). Per epoch it
 trains batch by batch through the secure layer (protocol/layer/steps.py
 TRAINING_STEP), learning only how much of B's u enters (A's own part stays A
 alone's) while B's tower and W learn from δ; then u is computed for every shared
 user (FORWARD_ONLY, so B learns nothing about who is evaluated) and the model is
 scored on the validation lists. Its epoch is chosen by early stopping on validation
-NDCG@k (party_a/selection.py); the test lists are scored for an epoch only while it
+NDCG@k (party_a/models/selection.py); the test lists are scored for an epoch only while it
 is the best so far, so only the chosen epoch's test metrics are ever reported. The
 report (JSON) holds all of it.
 
-Checkpoints (party_a/checkpoint.py): right after [W0], every [checkpoint] every_steps
+Checkpoints (party_a/training/checkpoint.py): right after [W0], every [checkpoint] every_steps
 steps inside an epoch and after each epoch's evaluation, A proposes one to B and the
 coordinator, writes its own and waits for both (`checkpoint`). `resume_training` goes
 on from one: the batches come from the sampler's (seed, epoch), so a resumed run
 trains on the batches an uninterrupted one would have.
 
-A warm start (`--from current`, party_a/warm.py) takes the model in service instead
+A warm start (`--from current`, party_a/training/warm.py) takes the model in service instead
 of starting afresh: A alone trains on from the stored one, the federated model starts
 as the stored one with the stored [W], and its epoch 0 is that model validated on this
 run's lists through the secure layer; both train for at most [train] warm_epochs. The
@@ -40,19 +40,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from party_a import checkpoint as a_checkpoint
+from party_a.training import checkpoint as a_checkpoint
 from party_a.config import Training
-from party_a.data import ActiveData
-from party_a.alone import Alone, train_alone
-from party_a.baselines import Baseline, chosen_ease_lambda, fit_baselines
-from party_a.evaluate import SPLITS, EvalSet, evaluation_lists, metrics, model_scores, per_user
-from party_a.model import ActiveModel, active_step, federated_start
-from party_a.privacy import delta_noise
-from party_a.sampler import Batch, Sampler
-from party_a.segments import CANDIDATES, by_segment, choose, combined
-from party_a.selection import EarlyStopping
-from party_a.store import save_active_model
-from party_a.warm import Start
+from party_a.data.tables import ActiveData
+from party_a.training.alone import Alone, train_alone
+from party_a.models.baselines import Baseline, chosen_ease_lambda, fit_baselines
+from party_a.models.evaluate import SPLITS, EvalSet, evaluation_lists, metrics, model_scores, per_user
+from party_a.models.model import ActiveModel, active_step, federated_start
+from party_a.training.privacy import delta_noise
+from party_a.data.sampler import Batch, Sampler
+from party_a.data.segments import CANDIDATES, by_segment, choose, combined
+from party_a.models.selection import EarlyStopping
+from party_a.serving.store import save_active_model
+from party_a.training.warm import Start
 from protocol import messages
 from protocol.crypto import fixedpoint
 from protocol.crypto.packing import Packed
@@ -83,7 +83,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Audit:
     """A's defence and record, both off by default: the noise δ passes through before it is encrypted
-    (party_a/privacy.py), and the u A receives, kept per user for the leakage audit ([audit] record)."""
+    (party_a/training/privacy.py), and the u A receives, kept per user for the leakage audit ([audit] record)."""
 
     noise: RowNoise | None = None
     received: Received | None = None
@@ -189,7 +189,7 @@ def new_report(data: ActiveData, lists: dict[str, EvalSet], baselines: list[Base
 @dataclass
 class Models:
     """A's two models: A alone at its chosen epoch (trained before the federated run, fixed from then on) and
-    the federated model, which starts as A alone and learns only P, how much of B's u enters (party_a/model.py),
+    the federated model, which starts as A alone and learns only P, how much of B's u enters (party_a/models/model.py),
     with its epoch choice."""
 
     federated: ActiveModel
@@ -515,7 +515,7 @@ def promoted(report: dict) -> bool:
 
 
 def segment_report(models: Models, baselines: list[Baseline], lists: dict[str, EvalSet], k: int) -> dict:
-    """Every scorer's validation and test metrics per activity segment (party_a/segments.py), the scorer each
+    """Every scorer's validation and test metrics per activity segment (party_a/data/segments.py), the scorer each
     segment chooses on validation among the federated model, A alone, item-kNN and popularity (the federated
     model unless another is significantly better), and the test metrics of every user scored by its segment's
     choice."""

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from party_a.data import ActiveData
+from party_a.data.tables import ActiveData
 
 if TYPE_CHECKING:  # the model imports the baselines, which import this module; the config imports this module
     from party_a.config import Training
-    from party_a.model import ActiveModel
+    from party_a.models.model import ActiveModel
 
 
 SPLITS = ("valid", "test")
@@ -39,7 +39,7 @@ class EvalSet:
     items: np.ndarray  # (users, 1 + negatives): held-out item first
     histories: Sequence[np.ndarray]  # per evaluated user: what A knows before the held-out item, oldest first
     cold: np.ndarray  # bool per evaluated user
-    activity: np.ndarray  # per evaluated user: its number of training events at A (party_a/segments.py)
+    activity: np.ndarray  # per evaluated user: its number of training events at A (party_a/data/segments.py)
 
 
 class SplitHistories(Sequence[np.ndarray]):

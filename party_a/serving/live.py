@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from party_a.serving import Recommender
+from party_a.serving.recommender import Recommender
 from protocol.errors import VfrecError
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from party_a.config import PartyAConfig
-from party_a.store import read_u_store, u_frame, write_u_store
+from party_a.serving.store import read_u_store, u_frame, write_u_store
 from protocol import messages
 from protocol.crypto import fixedpoint
 from protocol.crypto.paillier import Encryptor

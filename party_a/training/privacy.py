@@ -1,6 +1,6 @@
 """A's defence of its labels: noise on δ before it is encrypted ([privacy] in A's config; off by default).
 
-The only place noise enters: `BatchTurn.learn` (party_a/train.py) passes δ = ∂L/∂u
+The only place noise enters: `BatchTurn.learn` (party_a/training/loop.py) passes δ = ∂L/∂u
 through `delta_noise` after A's model has taken its step on the clean gradient, and
 before step 4 encrypts it. So [g] = δ̃·[W]ᵀ, which B decrypts, and [δ̃], from which B
 updates [W], both carry the noise; A's own model does not. Each row, at the per-user
