@@ -42,16 +42,17 @@ def main(config_path: Path, resume: bool = False, warm: bool = False) -> None:
     resume = resuming(cfg.basics, resume)
 
     def body(endpoint: Endpoint, pool: WorkerPool) -> None:
-        from party_b.follow import Audit, Follower, SharedUsers  # torch loads only when A asks for training
+        from party_b.follow import Follower, SharedUsers  # torch loads only when A asks for training
         from party_b.privacy import embedding_noise
+        from protocol.layer.defence import Defence
         from protocol.runtime.received import Received
 
         def follower(positions: np.ndarray, public: PublicKey) -> Follower:
             shared = SharedUsers([ids[r] for r in positions], features.take(positions), encoding)
             noise = embedding_noise(cfg.privacy, workdir, run_id) if cfg.privacy.on else None
-            audit = Audit(noise, Received() if cfg.record else None)
+            defence = Defence(noise, Received() if cfg.record else None)
             return Follower(endpoint, public, pool, shared, cfg.tower, cfg.encryption, workdir, cfg.checkpoint.keep,
-                            audit, start)
+                            defence, start)
 
         def fresh() -> None:
             messages.send(endpoint, A, Starting(None if start is None else start.model_id))

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from party_a.data.tables import events
+from party_a.data import events
 from party_a.data.tables import InteractionsSpec, align, load_tables
 from party_a.data.sampler import Sampler
 from protocol.data.tables import TableSpec

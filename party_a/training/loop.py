@@ -45,234 +45,35 @@ from party_a.config import Training
 from party_a.data.tables import ActiveData
 from party_a.training.alone import Alone, train_alone
 from party_a.models.baselines import Baseline, chosen_ease_lambda, fit_baselines
-from party_a.models.evaluate import SPLITS, EvalSet, evaluation_lists, metrics, model_scores, per_user
-from party_a.models.model import ActiveModel, active_step, federated_start
-from party_a.training.privacy import delta_noise
-from party_a.data.sampler import Batch, Sampler
-from party_a.data.segments import CANDIDATES, by_segment, choose, combined
-from party_a.models.selection import EarlyStopping
+from party_a.models.evaluate import EvalSet, evaluation_lists, metrics, model_scores, per_user
+from party_a.models.model import ActiveModel
+from party_a.data.sampler import Sampler
 from party_a.serving.store import save_active_model
 from party_a.training.warm import Start
+from party_a.training.choice import Models
+from party_a.training.layer import forward_all, secure_step, start_layer
+from party_a.training.report import metrics_line, new_report, segment_report
 from protocol import messages
-from protocol.crypto import fixedpoint
 from protocol.crypto.packing import Packed
 from protocol.crypto.paillier import Encryptor, PublicKey
 from protocol.data.stored import state_bytes
 from protocol.data.tables import Encoding
-from protocol.layer import steps
 from protocol.errors import ConfigError, ProtocolError
-from protocol.layer.decryption import Step, eval_label, register_layer, train_label
-from protocol.layer.steps import FORWARD_ONLY, INIT, TRAINING_STEP, Side, Turn
-from protocol.messages import Checkpoint, CheckpointDone, CoordinatorCheckpoint, Forward, Init, Keep, TrainStep
+from protocol.layer.decryption import train_label
+from protocol.layer.steps import Side
+from protocol.messages import Checkpoint, CheckpointDone, CoordinatorCheckpoint, Keep
 from protocol.net.codec import encode
 from protocol.net.transport import Endpoint
-from protocol.privacy import RowNoise, RowPrivacy, release_key, spent
 from protocol.roles import B, C
 from protocol.runtime import observe
 from protocol.runtime.checkpoint import CheckpointSettings
 from protocol.runtime.progress import progress_bar
 from protocol.runtime.resume import Agreed
 from protocol.runtime.store import atomic_write, new_model_id, private_dir
-from protocol.runtime.received import Received
 from protocol.runtime.timing import StepClock
 from protocol.runtime.workers import WorkerPool
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Audit:
-    """A's defence and record, both off by default: the noise δ passes through before it is encrypted
-    (party_a/training/privacy.py), and the u A receives, kept per user for the leakage audit ([audit] record)."""
-
-    noise: RowNoise | None = None
-    received: Received | None = None
-
-    @classmethod
-    def build(cls, cfg: Training, workdir: Path | None = None, run_id: str = "") -> "Audit":
-        """The defence (on the run's ledger in `workdir`, if given) and record the config asks for."""
-        p = cfg.plan()
-        noise = delta_noise(cfg.privacy, p.batch_users, p.delta_max, workdir, run_id) if cfg.privacy.on else None
-        return cls(noise, Received() if cfg.record else None)
-
-    def spent(self) -> dict:
-        """The defence's settings and ε for the report (ε null: no defence, no bound)."""
-        return self.noise.spent() if self.noise is not None else spent(RowPrivacy(), 0)
-
-
-@dataclass
-class BatchTurn:
-    """A's model for one secure step: learns from u on the batch and returns δ = ∂L/∂u (through the
-    defence, when it is on)."""
-
-    model: ActiveModel
-    optimizer: torch.optim.Optimizer
-    batch: Batch
-    audit: Audit = Audit()
-    epoch: int = 0
-    step: int = 0
-    loss: float = float("nan")
-    key: str | None = None  # the step's release key: a redone step re-sends the δ rows released for it
-
-    def learn(self, u: np.ndarray) -> np.ndarray:
-        if self.audit.received is not None:
-            self.audit.received.add("u_train", self.epoch, self.step, self.batch.users, u)
-        self.loss, delta = active_step(self.model, self.optimizer, self.batch, torch.from_numpy(u).float())
-        if self.audit.noise is not None:
-            return self.audit.noise(self.batch.users, delta.numpy(), self.key)
-        return delta.numpy()
-
-
-def start_layer(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, cfg: Training, shared_users: int,
-                w: Packed | None = None) -> Side:
-    """Send B the plan (for the coordinator's key A received), register it with the coordinator, and receive [W0]
-    by columns from it; or, for a warm start, take the stored model's [W] by columns `w` (B takes its rows).
-    Returns A's side of the layer."""
-    plan = dataclasses.replace(cfg.plan(), key_fingerprint=public.fingerprint)
-    side = Side(endpoint, public, Encryptor(public, cfg.secure.encryption), pool, plan, w)
-    log.info("%s", plan.describe(public))
-    messages.send(endpoint, B, Init(plan))
-    register_layer(endpoint, plan, shared_users, init=w is None)
-    if w is None:
-        steps.run(INIT, side, Turn("init", np.empty(0, np.int64)))
-    return side
-
-
-def secure_step(side: Side, label: str, batch: Batch, model: ActiveModel, optimizer: torch.optim.Optimizer,
-                clock: StepClock, audit: Audit = Audit(), epoch: int = 0, step: int = 0) -> float:
-    """One training step of the federated model: B is told the users, then both run TRAINING_STEP."""
-    messages.send(side.endpoint, B, TrainStep(label, batch.users))
-    clock.lap("train: command to B")
-    observe.at(epoch, step)
-    turn = BatchTurn(model, optimizer, batch, audit, epoch, step, key=release_key(label))
-    steps.run(TRAINING_STEP, side, Turn(label, batch.users, turn), clock)
-    observe.secure_step(len(batch.users))
-    return turn.loss
-
-
-def forward_all(side: Side, epoch: int, n_users: int, clock: StepClock, generation: int = 0) -> np.ndarray:
-    """u for every shared user (steps 1-3), in batches; used for evaluation after `epoch`."""
-    plan = side.plan
-    out = np.zeros((n_users, plan.h), dtype=np.float32)
-    for k, start in enumerate(range(0, n_users, plan.batch_users)):
-        users = np.arange(start, min(start + plan.batch_users, n_users))
-        label = eval_label(epoch, k, generation)
-        messages.send(side.endpoint, B, Forward(label, users))
-        turn = steps.run(FORWARD_ONLY, side, Turn(label, users, decrypt_as=Step.EVALUATE), clock)
-        out[users] = fixedpoint.decode(turn.u, plan.e_bits + plan.w_bits)
-    return out
-
-
-def _line(name: str, m: dict, k: int) -> str:
-    o, c = m["overall"], m["cold"]
-    cold = f"cold AUC {c['auc']:.4f}" if c["users"] else "no cold users"
-    return f"{name}: AUC {o['auc']:.4f} HR@{k} {o['hr']:.4f} NDCG@{k} {o['ndcg']:.4f}, {cold}"
-
-
-def new_report(data: ActiveData, lists: dict[str, EvalSet], baselines: list[Baseline], cfg: Training,
-               side: Side) -> dict:
-    """The report's header: sizes, plan, evaluation settings and A's single-party baselines."""
-    k = cfg.eval.k
-    valid, test = lists["valid"], lists["test"]
-    return {
-        "shared_users": data.n_users, "items": data.n_items, "evaluated_users": int(test.users.size),
-        "cold_users": int(test.cold.sum()), "validation_users": int(valid.users.size),
-        "plan": side.plan.to_message(), "key_bits": side.public.bits,
-        "eval": {"k": k, "negatives": cfg.eval.negatives, "cold_max_train": cfg.eval.cold_max_train},
-        "baselines": {b.name: {"setting": b.setting, "chosen": b.chosen,
-                               "valid": metrics(b.scores(valid), valid.cold, k),
-                               "test": metrics(b.scores(test), test.cold, k)} for b in baselines},
-        "epochs": [],
-    }
-
-
-@dataclass
-class Models:
-    """A's two models: A alone at its chosen epoch (trained before the federated run, fixed from then on) and
-    the federated model, which starts as A alone and learns only P, how much of B's u enters (party_a/models/model.py),
-    with its epoch choice."""
-
-    federated: ActiveModel
-    alone: ActiveModel
-    optimizer: torch.optim.Optimizer
-    selected: "Selected"
-    audit: Audit = Audit()
-
-    @classmethod
-    def build(cls, data: ActiveData, cfg: Training, ease_lambda: float, prior_weight: float, test: EvalSet,
-              alone: ActiveModel | None = None, workdir: Path | None = None, run_id: str = "",
-              federated: ActiveModel | None = None) -> "Models":
-        """The federated model as a copy of `federated` (a warm start's) or else of `alone` (a fresh model with A
-        alone's `prior_weight` to restore into, if None); the noise on δ keeps its ledger in `workdir` (if given)
-        for run `run_id`."""
-        if alone is None:
-            alone = ActiveModel(data, cfg.model, ease_lambda, prior_weight)
-        federated = federated_start(alone if federated is None else federated)
-        t = cfg.train
-        return cls(federated, alone, torch.optim.Adam(federated.partner_parameters(), lr=t.lr,
-                                                      weight_decay=t.weight_decay),
-                   Selected(t.patience, cfg.eval.k, test, first=0), Audit.build(cfg, workdir, run_id))
-
-    def state(self) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
-        """For A's checkpoint: both models, the optimiser, the torch RNG and the epoch choice's kept state (torch),
-        and the u it keeps (numpy)."""
-        torch_states = {"federated": self.federated.state_dict(), "alone": self.alone.state_dict(),
-                        "optimizer": self.optimizer.state_dict(), "rng": {"torch": torch.get_rng_state()}}
-        if self.selected.state is not None:
-            torch_states["chosen_federated"] = self.selected.state
-        arrays = {} if self.selected.u is None else {"u_federated": self.selected.u}
-        start = self.selected.stopper.start
-        return torch_states, arrays if start is None else {**arrays, "valid_start": start}
-
-    def choice(self) -> dict:
-        """For A's checkpoint: the epoch choice's validation history and which epochs may be chosen (its best
-        epoch follows) and test metrics (JSON)."""
-        c = self.selected
-        return {"history": c.stopper.history, "eligible": c.stopper.eligible, "test": c.test}
-
-    def restore(self, saved: a_checkpoint.Saved) -> None:
-        """The models, optimiser, RNG and epoch choice as A's checkpoint holds them; the noise on δ keeps its
-        ledger's releases, rows and generator, only raising a count the checkpoint holds higher."""
-        t, c = saved.torch, self.selected
-        c.w = saved.chosen_w_cols
-        self.federated.load_state_dict(t["federated"])
-        self.alone.load_state_dict(t["alone"])
-        self.optimizer.load_state_dict(t["optimizer"])
-        torch.set_rng_state(t["rng"]["torch"])
-        if self.audit.noise is not None and saved.info.get("noise") is not None:
-            self.audit.noise.restore(saved.info["noise"])
-        choice = saved.info["chosen"]
-        c.stopper.history, c.stopper.eligible, c.test = choice["history"], choice["eligible"], choice["test"]
-        c.stopper.start = saved.arrays.get("valid_start")
-        c.state, c.u = t.get("chosen_federated"), saved.arrays.get("u_federated")
-
-
-class Selected:
-    """One model's epoch choice: early stopping on validation; while an epoch is the best so far its test
-    metrics are scored and its state (and the u it was validated with, and [W] by columns) is kept, to be saved
-    and served."""
-
-    def __init__(self, patience: int, k: int, test: EvalSet, first: int = 1):
-        self.stopper = EarlyStopping(patience, metric=f"validation NDCG@{k}", first=first)
-        self.k, self.test_set, self.test = k, test, None
-        self.state: dict[str, torch.Tensor] | None = None
-        self.u: np.ndarray | None = None
-        self.w: Packed | None = None
-
-    def update(self, ndcg: np.ndarray, model: ActiveModel, u: np.ndarray, w: Packed) -> bool:
-        """Record an epoch's per-user validation NDCG@k; True (and the test lists scored, the state kept) if it is
-        the best epoch so far."""
-        if not self.stopper.update(ndcg):
-            return False
-        self.test = metrics(model_scores(model, self.test_set, u), self.test_set.cold, self.k)
-        self.state = {name: t.detach().clone() for name, t in model.state_dict().items()}
-        self.u, self.w = u, w
-        return True
-
-    def summary(self) -> dict:
-        choice = self.stopper.choice()
-        return {"epoch": choice.epoch, "reason": choice.reason, "test": self.test}
-
 
 def evaluate_epoch(side: Side, models: Models, data: ActiveData, lists: dict[str, EvalSet], entry: dict, k: int,
                    clock: StepClock, generation: int = 0) -> None:
@@ -281,8 +82,8 @@ def evaluate_epoch(side: Side, models: Models, data: ActiveData, lists: dict[str
     and serve)."""
     valid = lists["valid"]
     u_all = forward_all(side, entry["epoch"], data.n_users, clock, generation)
-    if models.audit.received is not None:
-        models.audit.received.add("u_eval", entry["epoch"], 0, np.arange(data.n_users), u_all)
+    if models.defence.received is not None:
+        models.defence.received.add("u_eval", entry["epoch"], 0, np.arange(data.n_users), u_all)
     scores = model_scores(models.federated, valid, u_all)
     entry["federated"] = metrics(scores, valid.cold, k)
     if models.selected.update(per_user(scores, k)[2], models.federated, u_all, side.w):
@@ -305,7 +106,7 @@ def offer_model_in_service(run: "Run", start: Start) -> dict:
     run.clock.restart()
     evaluate_epoch(run.side, run.models, run.data, run.lists, entry, run.cfg.eval.k, run.clock)
     log.info("epoch 0 (model %s as in service), validation: %s", start.model_id,
-             _line("federated", entry["federated"], run.cfg.eval.k))
+             metrics_line("federated", entry["federated"], run.cfg.eval.k))
     return {"from": start.model_id, "valid": entry["federated"]}
 
 
@@ -362,7 +163,7 @@ def run_training(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, data: 
     lam = chosen_ease_lambda(baselines) if start is None else start.ease_lambda
     report = {**new_report(data, lists, baselines, cfg, side), "ease_lambda": lam}
     for b in baselines:
-        log.info("%s (%s): %s", b.name, b.setting, _line("test", report["baselines"][b.name]["test"], e.k))
+        log.info("%s (%s): %s", b.name, b.setting, metrics_line("test", report["baselines"][b.name]["test"], e.k))
     log.info("training on %d shared users, %d items; validating on %d users, testing %d users (%d cold)",
              data.n_users, data.n_items, lists["valid"].users.size, lists["test"].users.size,
              lists["test"].cold.sum())
@@ -372,7 +173,8 @@ def run_training(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, data: 
     if start is None:
         log.info("A alone's popularity prior: weight %g, chosen on validation (NDCG@%d %s)", alone.prior_weight, e.k,
                  ", ".join(f"{w:g}: {v:.4f}" for w, v in alone.tried.items()))
-    log.info("A alone, trained in plaintext: %s; %s", alone.stopper.choice().reason, _line("test", alone.test, e.k))
+    log.info("A alone, trained in plaintext: %s; %s", alone.stopper.choice().reason,
+             metrics_line("test", alone.test, e.k))
     models = Models.build(data, cfg, lam, alone.prior_weight, lists["test"], alone.model, workdir,
                           endpoint.cfg.run_id, None if start is None else start.federated(alone.model, names.items))
     run = Run(side, models, data, lists, baselines, _sampler(data, cfg), report, Progress(), cfg, workdir,
@@ -380,7 +182,7 @@ def run_training(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, data: 
     if start is None:
         offer_start(side, models, alone, data.n_users)
         log.info("epoch 0 (the federated model as it starts: A alone), validation: %s",
-                 _line("federated", alone.valid, e.k))
+                 metrics_line("federated", alone.valid, e.k))
     else:
         report["warm_start"] = offer_model_in_service(run, start)
     checkpoint(run)
@@ -419,7 +221,7 @@ def checkpoint(run: Run) -> None:
     messages.send(endpoint, B, Checkpoint(p.step))
     messages.send(endpoint, C, CoordinatorCheckpoint(p.step))
     torch_states, arrays = run.models.state()
-    noise = run.models.audit.noise
+    noise = run.models.defence.noise
     info = {"progress": dataclasses.asdict(p), "report": run.report, "chosen": run.models.choice(),
             "noise": None if noise is None else noise.state()}
     a_checkpoint.save(run.workdir, endpoint.cfg.run_id, p.step, run.checkpoints.keep,
@@ -449,7 +251,7 @@ def train_epochs(run: Run) -> None:
             if b < p.batch:  # done before the checkpoint this run resumed from
                 continue
             p.losses.append(secure_step(run.side, train_label(epoch, b, run.generation), batch, models.federated,
-                                        models.optimizer, run.clock, models.audit, epoch,
+                                        models.optimizer, run.clock, models.defence, epoch,
                                         (epoch - 1) * n_batches + b))
             p.step, p.batch = p.step + 1, b + 1
             bar.update()
@@ -467,7 +269,7 @@ def train_epochs(run: Run) -> None:
         entry["seconds"] = round(time.perf_counter() - started, 2)
         run.report["epochs"].append(entry)
         log.info("epoch %d/%d (%.0fs), validation: %s", epoch, run.epochs, entry["seconds"],
-                 _line("federated", entry["federated"], k))
+                 metrics_line("federated", entry["federated"], k))
         observe.validated({name if name == "auc" else f"{name}@{k}": value
                            for name, value in entry["federated"]["overall"].items() if name != "users"})
         p.epoch, p.batch, p.losses = epoch + 1, 0, []
@@ -482,20 +284,20 @@ def train_and_store(run: Run, names: Names) -> dict:
     report["chosen"] = {"federated": models.selected.summary(),
                         "a_alone": {"epoch": alone["epoch"], "reason": alone["reason"], "test": alone["test"]}}
     for name, c in report["chosen"].items():
-        log.info("%s: %s; %s", name, c["reason"], _line("test", c["test"], k))
+        log.info("%s: %s; %s", name, c["reason"], metrics_line("test", c["test"], k))
     report["segments"] = segment_report(models, run.baselines, run.lists, k)
     log.info("per segment, chosen on validation: %s; %s", ", ".join(
         f"{name}: {source}" for name, source in report["segments"]["choice"].items()),
-        _line("test", report["segments"]["combined"], k))
+        metrics_line("test", report["segments"]["combined"], k))
     report["timing"] = {"secure_training_seconds": round(p.secure_seconds, 2), "user_steps": p.user_steps,
                         "user_steps_per_second": round(p.user_steps / p.secure_seconds, 2) if p.secure_seconds
                         else None, "checkpoints": p.checkpoints, "checkpoint_seconds": round(p.checkpoint_seconds, 3),
                         "phases": run.clock.summary()}
-    report["privacy"] = models.audit.spent()
-    if models.audit.received is not None:
-        log.info("what A received per user written to %s", models.audit.received.write(run.workdir,
+    report["privacy"] = models.defence.spent()
+    if models.defence.received is not None:
+        log.info("what A received per user written to %s", models.defence.received.write(run.workdir,
                                                                                        report["privacy"]))
-    if models.audit.noise is not None:
+    if models.defence.noise is not None:
         log.info("noise on δ: %d releases per user spend ε = %.3f at δ = %g", report["privacy"]["releases_per_user"],
                  report["privacy"]["epsilon"], report["privacy"]["dp_delta"])
     save_last_state(run.workdir, models.federated, run.side.w)
@@ -512,25 +314,6 @@ def promoted(report: dict) -> bool:
     """Whether the run's model goes in service: always from scratch; from a warm start only if its chosen epoch is
     not 0, the model in service, that is, if it validated significantly better on the run's lists."""
     return "warm_start" not in report or report["chosen"]["federated"]["epoch"] != 0
-
-
-def segment_report(models: Models, baselines: list[Baseline], lists: dict[str, EvalSet], k: int) -> dict:
-    """Every scorer's validation and test metrics per activity segment (party_a/data/segments.py), the scorer each
-    segment chooses on validation among the federated model, A alone, item-kNN and popularity (the federated
-    model unless another is significantly better), and the test metrics of every user scored by its segment's
-    choice."""
-    chosen = federated_start(models.alone)
-    chosen.load_state_dict(models.selected.state)
-    u = models.selected.u
-    scorers = {"federated": lambda ev: model_scores(chosen, ev, u),
-               "a_alone": lambda ev: model_scores(models.alone, ev, np.zeros_like(u)),
-               **{b.name: b.scores for b in baselines}}
-    scored = {split: {name: score(lists[split]) for name, score in scorers.items()} for split in SPLITS}
-    per = {split: {name: by_segment(s, lists[split], k) for name, s in scored[split].items()} for split in SPLITS}
-    choice = choose({name: per_user(scored["valid"][name], k)[2] for name in CANDIDATES}, lists["valid"].activity)
-    return {"valid": per["valid"], "test": per["test"], "choice": choice,
-            "combined": combined(scored["test"], choice, lists["test"], k),
-            "combined_valid": combined(scored["valid"], choice, lists["valid"], k)}
 
 
 @dataclass(frozen=True)
