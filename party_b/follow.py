@@ -39,7 +39,7 @@ from protocol.layer import steps
 from protocol.layer.defence import Defence
 from protocol.layer.decryption import Label, Step, register_layer
 from protocol.layer.plan import LayerPlan
-from protocol.layer.steps import FORWARD_ONLY, INIT, TRAINING_STEP, Side, Turn
+from protocol.layer.steps import FORWARD_ONLY, INIT, TRAINING_STEP, Side, BTurn
 from protocol.messages import Checkpoint, CheckpointDone, Command, Finish, Forward, Init, Keep, TrainStep
 from protocol.net.codec import encode
 from protocol.net.transport import Endpoint
@@ -147,7 +147,7 @@ class Follower:
         register_layer(self.endpoint, plan, self.n_users, init=self.start is None)
         self._build(plan)
         if self.start is None:
-            steps.run(INIT, self.side, Turn("init", np.empty(0, np.int64)))
+            steps.run(INIT, self.side, BTurn("init", np.empty(0, np.int64)))
         else:
             self.tower.load_state_dict(self.start.tower)
             self.side.w = self.start.w_rows(self.public)
@@ -182,14 +182,14 @@ class Follower:
         users = self._users(command)
         label = Label.parse(command.label)
         observe.at(None if label is None else label.epoch, self.steps)
-        steps.run(TRAINING_STEP, self.side, Turn(command.label, users,
+        steps.run(TRAINING_STEP, self.side, BTurn(command.label, users,
                                                  TowerTurn(self.tower, self.optimizer, self.defence, command.label,
                                                            self.steps)), self.clock)
         observe.secure_step(users.size)
         self.steps += 1
 
     def forward(self, command: Forward) -> None:
-        turn = Turn(command.label, self._users(command), TowerTurn(self.tower, None, self.defence),
+        turn = BTurn(command.label, self._users(command), TowerTurn(self.tower, None, self.defence),
                     decrypt_as=Step.EVALUATE)
         steps.run(FORWARD_ONLY, self.side, turn, self.clock)
 

@@ -53,7 +53,7 @@ from protocol.errors import DataError, ProtocolError, StoreError
 from protocol.layer import steps
 from protocol.layer.decryption import Step, receive_public_key, refresh_batches, register_layer
 from protocol.layer.plan import LayerPlan
-from protocol.layer.steps import FORWARD_ONLY, Side, Turn
+from protocol.layer.steps import FORWARD_ONLY, Side, BTurn
 from protocol.messages import RefreshDone, RefreshRequest
 from protocol.net.transport import Endpoint
 from protocol.privacy import RowNoise, RowPrivacy, spent
@@ -137,7 +137,7 @@ def push(cfg: PartyBConfig, model_id: str, manifest: dict, directory: Path, chan
         bar = progress_bar(refresh_batches(changes.changed, plan), task="refresh", desc="refresh", unit="batch",
                            enabled=cfg.psi.show_progress)
         for label, users in bar:
-            steps.run(FORWARD_ONLY, side, Turn(label, users, TowerTurn(tower, None, Defence(noise)),
+            steps.run(FORWARD_ONLY, side, BTurn(label, users, TowerTurn(tower, None, Defence(noise)),
                                                decrypt_as=Step.EVALUATE))
         done = messages.receive(endpoint, A, RefreshDone)
         if (done.model_id, done.users) != (model_id, changes.changed.size):
