@@ -25,8 +25,8 @@ from party_a.config import Training
 from party_a.data.tables import ActiveData, align, load_tables
 from party_a.training.alone import Alone, train_alone
 from party_a.models.baselines import chosen_ease_lambda, fit_baselines
-from party_a.models.evaluate import EvalSet, evaluation_lists, metrics, model_scores, per_user
-from party_a.models.model import ActiveModel, active_step, federated_start
+from party_a.models.evaluate import EvalSet, evaluation_lists, metrics, per_user
+from party_a.models.model import ActiveModel, active_step, federated_start, model_scores
 from party_a.data.sampler import Batch, Sampler
 from party_a.models.selection import Choice, EarlyStopping
 from party_b import config as party_b_config

@@ -50,7 +50,7 @@ from torch import nn
 
 from party_a.models.baselines import TrainingRows, ease_weights, gram, popularity
 from party_a.config import ModelSettings
-from party_a.models.evaluate import EvalSet, model_scores, per_user
+from party_a.models.evaluate import EvalSet, per_user
 from party_a.data.tables import ActiveData
 from party_a.data.sampler import PAD, Batch, pad_histories
 from party_a.models.scoring import SCALE_GAIN, Catalogue, catalogue_logits
@@ -187,6 +187,16 @@ def federated_start(alone: ActiveModel) -> ActiveModel:
     for name, parameter in federated.named_parameters():
         parameter.requires_grad_(name.startswith("partner"))
     return federated
+
+
+@torch.no_grad()
+def model_scores(model: ActiveModel, ev: EvalSet, u: np.ndarray) -> np.ndarray:
+    """Scores of the evaluation lists; `u` holds B's contribution per shared user (zeros for A alone)."""
+    model.eval()
+    scores = model.score(ev.histories, torch.from_numpy(ev.users), torch.from_numpy(ev.items),
+                         torch.from_numpy(np.asarray(u, dtype=np.float32)[ev.users]))
+    model.train()
+    return scores.numpy()
 
 
 def chosen_prior_weight(data: ActiveData, s: ModelSettings, ease_lambda: float, valid: EvalSet,

@@ -18,8 +18,8 @@ import torch
 
 from party_a.config import Training
 from party_a.data.tables import ActiveData
-from party_a.models.evaluate import EvalSet, metrics, model_scores, per_user
-from party_a.models.model import ActiveModel, active_step, chosen_prior_weight
+from party_a.models.evaluate import EvalSet, metrics, per_user
+from party_a.models.model import ActiveModel, active_step, chosen_prior_weight, model_scores
 from party_a.data.sampler import Sampler
 from party_a.data.segments import segment_labels
 from party_a.models.selection import EarlyStopping

@@ -12,8 +12,8 @@ import torch
 from party_a.training import checkpoint as a_checkpoint
 from party_a.config import Training
 from party_a.data.tables import ActiveData
-from party_a.models.evaluate import EvalSet, metrics, model_scores
-from party_a.models.model import ActiveModel, federated_start
+from party_a.models.evaluate import EvalSet, metrics
+from party_a.models.model import ActiveModel, federated_start, model_scores
 from party_a.models.selection import EarlyStopping
 from party_a.training.privacy import defence
 from protocol.layer.defence import Defence

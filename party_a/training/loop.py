@@ -45,8 +45,8 @@ from party_a.config import Training
 from party_a.data.tables import ActiveData
 from party_a.training.alone import Alone, train_alone
 from party_a.models.baselines import Baseline, chosen_ease_lambda, fit_baselines
-from party_a.models.evaluate import EvalSet, evaluation_lists, metrics, model_scores, per_user
-from party_a.models.model import ActiveModel
+from party_a.models.evaluate import EvalSet, evaluation_lists, metrics, per_user
+from party_a.models.model import ActiveModel, model_scores
 from party_a.data.sampler import Sampler
 from party_a.serving.store import save_active_model
 from party_a.training.warm import Start

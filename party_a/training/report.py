@@ -9,8 +9,8 @@ import numpy as np
 from party_a.config import Training
 from party_a.data.tables import ActiveData
 from party_a.models.baselines import Baseline
-from party_a.models.evaluate import SPLITS, EvalSet, metrics, model_scores, per_user
-from party_a.models.model import federated_start
+from party_a.models.evaluate import SPLITS, EvalSet, metrics, per_user
+from party_a.models.model import federated_start, model_scores
 from party_a.data.segments import CANDIDATES, by_segment, choose, combined
 from party_a.training.choice import Models
 from protocol.layer.steps import Side
