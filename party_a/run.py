@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from party_a.config import PartyAConfig, load
@@ -21,8 +22,8 @@ from protocol.roles import A, B, C
 from protocol.runtime.checkpoint import remove_all
 from protocol.runtime.releases import remove_ledgers
 from protocol.runtime.cli import setup_logging
-from protocol.runtime.party import resuming, run_party
-from protocol.runtime.resume import Agreed, Holding, resumable
+from protocol.runtime.party import run_resumable
+from protocol.runtime.resume import Agreed
 from protocol.runtime.workers import WorkerPool
 from psi.align import align as align_ids
 from psi.align import read_aligned_rows
@@ -63,7 +64,6 @@ def main(config_path: Path, resume: bool = False, warm: bool = False) -> None:
     else:
         tables = load_tables(frame, ids, cfg.users.table, cfg.users.normalizer, training.interactions, training.items,
                              encodings=None if start is None else start.encodings)
-    resume = resuming(cfg.basics, resume)
 
     def finish(endpoint: Endpoint, report: dict | None) -> None:
         model_id, epoch, promote = None, None, True
@@ -78,7 +78,7 @@ def main(config_path: Path, resume: bool = False, warm: bool = False) -> None:
         remove_ledgers(workdir, run_id)
         log.info("run finished")
 
-    def body(endpoint: Endpoint, pool: WorkerPool) -> None:
+    def work(endpoint: Endpoint, pool: WorkerPool) -> tuple[Callable[[], None], Callable[[Agreed], None]]:
         def fresh() -> None:
             public = receive_public_key(endpoint, cfg.basics.public_key_pin)
             check_starts(endpoint, None if start is None else start.model_id)
@@ -102,6 +102,6 @@ def main(config_path: Path, resume: bool = False, warm: bool = False) -> None:
             finish(endpoint, resume_training(endpoint, pool, align(tables, positions), training, workdir, names,
                                              cfg.checkpoint, agreed, cfg.basics.public_key_pin))
 
-        resumable(endpoint, cfg.checkpoint, lambda: Holding.of(workdir, run_id), fresh, resumed, resume)
+        return fresh, resumed
 
-    run_party(cfg.basics, body, resume)
+    run_resumable(cfg.basics, cfg.checkpoint, resume, work)

@@ -5,6 +5,7 @@ service (party_b/warm.py)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,8 @@ from protocol.messages import Finish, Starting
 from protocol.net.transport import Endpoint
 from protocol.roles import A, B
 from protocol.runtime.cli import setup_logging
-from protocol.runtime.party import resuming, run_party
-from protocol.runtime.resume import Agreed, Holding, resumable
+from protocol.runtime.party import run_resumable
+from protocol.runtime.resume import Agreed
 from protocol.runtime.workers import WorkerPool
 from psi.align import align, read_aligned_rows
 
@@ -39,9 +40,8 @@ def main(config_path: Path, resume: bool = False, warm: bool = False) -> None:
         log.info("warm start from model %s (%s)", start.model_id, start.directory)
     encoding = fit_encoding(frame, cfg.users.table) if start is None else start.encoding
     features = encoding.apply(frame, cfg.users.table)
-    resume = resuming(cfg.basics, resume)
 
-    def body(endpoint: Endpoint, pool: WorkerPool) -> None:
+    def work(endpoint: Endpoint, pool: WorkerPool) -> tuple[Callable[[], None], Callable[[Agreed], None]]:
         from party_b.follow import Follower, SharedUsers  # torch loads only when A asks for training
         from party_b.privacy import embedding_noise
         from protocol.layer.defence import Defence
@@ -74,6 +74,6 @@ def main(config_path: Path, resume: bool = False, warm: bool = False) -> None:
             following.restore(state)
             following.follow(messages.receive_command(endpoint, A))
 
-        resumable(endpoint, cfg.checkpoint, lambda: Holding.of(workdir, run_id), fresh, resumed, resume)
+        return fresh, resumed
 
-    run_party(cfg.basics, body, resume)
+    run_resumable(cfg.basics, cfg.checkpoint, resume, work)
