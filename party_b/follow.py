@@ -147,7 +147,7 @@ class Follower:
         register_layer(self.endpoint, plan, self.n_users, init=self.start is None)
         self._build(plan)
         if self.start is None:
-            steps.run(INIT, self.side, BTurn("init", np.empty(0, np.int64)))
+            steps.walk(INIT, self.side, BTurn("init", np.empty(0, np.int64)))
         else:
             self.tower.load_state_dict(self.start.tower)
             self.side.w = self.start.w_rows(self.public)
@@ -182,7 +182,7 @@ class Follower:
         users = self._users(command)
         label = Label.parse(command.label)
         observe.at(None if label is None else label.epoch, self.steps)
-        steps.run(TRAINING_STEP, self.side, BTurn(command.label, users,
+        steps.walk(TRAINING_STEP, self.side, BTurn(command.label, users,
                                                  TowerTurn(self.tower, self.optimizer, self.defence, command.label,
                                                            self.steps)), self.clock)
         observe.secure_step(users.size)
@@ -191,7 +191,7 @@ class Follower:
     def forward(self, command: Forward) -> None:
         turn = BTurn(command.label, self._users(command), TowerTurn(self.tower, None, self.defence),
                     decrypt_as=Step.EVALUATE)
-        steps.run(FORWARD_ONLY, self.side, turn, self.clock)
+        steps.walk(FORWARD_ONLY, self.side, turn, self.clock)
 
     def keep(self, command: Keep) -> None:
         state = {name: t.detach().clone() for name, t in self.tower.state_dict().items()}

@@ -137,7 +137,7 @@ def push(cfg: PartyBConfig, model_id: str, manifest: dict, directory: Path, chan
         bar = progress_bar(refresh_batches(changes.changed, plan), task="refresh", desc="refresh", unit="batch",
                            enabled=cfg.psi.show_progress)
         for label, users in bar:
-            steps.run(FORWARD_ONLY, side, BTurn(label, users, TowerTurn(tower, None, Defence(noise)),
+            steps.walk(FORWARD_ONLY, side, BTurn(label, users, TowerTurn(tower, None, Defence(noise)),
                                                decrypt_as=Step.EVALUATE))
         done = messages.receive(endpoint, A, RefreshDone)
         if (done.model_id, done.users) != (model_id, changes.changed.size):

@@ -69,12 +69,12 @@ def play_a(tmp_path: Path, poison: bool) -> tuple[str, str]:
         messages.send(a, B, Init(plan))
         register_layer(a, plan, len(IDS), init=True)
         side = PoisoningSide(a, public, Encryptor(public), None, plan)
-        steps.run(INIT, side, ATurn("init", np.empty(0, np.int64)))
+        steps.walk(INIT, side, ATurn("init", np.empty(0, np.int64)))
         users = np.arange(len(IDS))
         for batch, sequence in enumerate((poisoned(TRAINING_STEP) if poison else TRAINING_STEP, TRAINING_STEP)):
             label = train_label(1 + batch, 0)
             messages.send(a, B, TrainStep(label, users))
-            steps.run(sequence, side, ATurn(label, users, RandomTop()))
+            steps.walk(sequence, side, ATurn(label, users, RandomTop()))
         messages.send(a, B, Finish(None, None))
         messages.send(a, C, RunDone(None))
     except Exception as exc:  # the poisoned run must end in B's refusal, which reaches A as B's stop

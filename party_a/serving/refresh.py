@@ -63,7 +63,7 @@ def receive_session(cfg: PartyAConfig, endpoint: Endpoint) -> int:
     side = Side(endpoint, public, Encryptor(public), None, plan)
     u = store[[f"u{j}" for j in range(plan.h)]].to_numpy(dtype=np.float32, copy=True)
     for label, batch in refresh_batches(users, plan):
-        turn = steps.run(FORWARD_ONLY, side, ATurn(label, batch, decrypt_as=Step.EVALUATE))
+        turn = steps.walk(FORWARD_ONLY, side, ATurn(label, batch, decrypt_as=Step.EVALUATE))
         u[batch] = fixedpoint.decode(turn.u, plan.e_bits + plan.w_bits)
     written = store["written"].to_numpy(copy=True)
     written[users] = time.time()

@@ -68,7 +68,7 @@ def start_layer(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, cfg: Tr
     messages.send(endpoint, B, Init(plan))
     register_layer(endpoint, plan, shared_users, init=w is None)
     if w is None:
-        steps.run(INIT, side, ATurn("init", np.empty(0, np.int64)))
+        steps.walk(INIT, side, ATurn("init", np.empty(0, np.int64)))
     return side
 
 
@@ -79,7 +79,7 @@ def secure_step(side: Side, label: str, batch: Batch, model: ActiveModel, optimi
     clock.lap("train: command to B")
     observe.at(epoch, step)
     turn = BatchTurn(model, optimizer, batch, defence, epoch, step, key=release_key(label))
-    steps.run(TRAINING_STEP, side, ATurn(label, batch.users, turn), clock)
+    steps.walk(TRAINING_STEP, side, ATurn(label, batch.users, turn), clock)
     observe.secure_step(len(batch.users))
     return turn.loss
 
@@ -92,6 +92,6 @@ def forward_all(side: Side, epoch: int, n_users: int, clock: StepClock, generati
         users = np.arange(start, min(start + plan.batch_users, n_users))
         label = eval_label(epoch, k, generation)
         messages.send(side.endpoint, B, Forward(label, users))
-        turn = steps.run(FORWARD_ONLY, side, ATurn(label, users, decrypt_as=Step.EVALUATE), clock)
+        turn = steps.walk(FORWARD_ONLY, side, ATurn(label, users, decrypt_as=Step.EVALUATE), clock)
         out[users] = fixedpoint.decode(turn.u, plan.e_bits + plan.w_bits)
     return out

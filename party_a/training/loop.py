@@ -98,15 +98,15 @@ def offer_start(side: Side, models: Models, alone: Alone, n_users: int) -> None:
     messages.send(side.endpoint, B, Keep(0))
 
 
-def offer_model_in_service(run: "Run", start: Start) -> dict:
+def offer_model_in_service(loop: Loop, start: Start) -> dict:
     """A warm start's epoch 0: the federated model as stored, validated on this run's lists with u from B's stored
     tower and [W] (an evaluation forward for every shared user), offered to its epoch choice; B keeps its start for
     it. Returns the report's "warm_start"."""
     entry: dict = {"epoch": 0}
-    run.clock.restart()
-    evaluate_epoch(run.side, run.models, run.data, run.lists, entry, run.cfg.eval.k, run.clock)
+    loop.clock.restart()
+    evaluate_epoch(loop.side, loop.models, loop.data, loop.lists, entry, loop.cfg.eval.k, loop.clock)
     log.info("epoch 0 (model %s as in service), validation: %s", start.model_id,
-             metrics_line("federated", entry["federated"], run.cfg.eval.k))
+             metrics_line("federated", entry["federated"], loop.cfg.eval.k))
     return {"from": start.model_id, "valid": entry["federated"]}
 
 
@@ -126,7 +126,7 @@ class Progress:
 
 
 @dataclass
-class Run:
+class Loop:
     """What A's training loop works with; `generation` goes into every label (protocol/runtime/resume.py)."""
 
     side: Side
@@ -177,16 +177,16 @@ def run_training(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, data: 
              metrics_line("test", alone.test, e.k))
     models = Models.build(data, cfg, lam, alone.prior_weight, lists["test"], alone.model, workdir,
                           endpoint.cfg.run_id, None if start is None else start.federated(alone.model, names.items))
-    run = Run(side, models, data, lists, baselines, _sampler(data, cfg), report, Progress(), cfg, workdir,
+    loop = Loop(side, models, data, lists, baselines, _sampler(data, cfg), report, Progress(), cfg, workdir,
               checkpoints, StepClock(endpoint))
     if start is None:
         offer_start(side, models, alone, data.n_users)
         log.info("epoch 0 (the federated model as it starts: A alone), validation: %s",
                  metrics_line("federated", alone.valid, e.k))
     else:
-        report["warm_start"] = offer_model_in_service(run, start)
-    checkpoint(run)
-    return train_and_store(run, names)
+        report["warm_start"] = offer_model_in_service(loop, start)
+    checkpoint(loop)
+    return train_and_store(loop, names)
 
 
 def resume_training(endpoint: Endpoint, pool: WorkerPool, data: ActiveData, cfg: Training, workdir: Path,
@@ -205,28 +205,28 @@ def resume_training(endpoint: Endpoint, pool: WorkerPool, data: ActiveData, cfg:
                           workdir=workdir, run_id=endpoint.cfg.run_id)
     models.restore(saved)
     baselines = fit_baselines(data, lists["valid"], cfg.eval.k)
-    run = Run(side, models, data, lists, baselines, _sampler(data, cfg), report, Progress(**info["progress"]), cfg,
+    loop = Loop(side, models, data, lists, baselines, _sampler(data, cfg), report, Progress(**info["progress"]), cfg,
               workdir, checkpoints, StepClock(endpoint), agreed.generation)
-    return train_and_store(run, names)
+    return train_and_store(loop, names)
 
 
 def _sampler(data: ActiveData, cfg: Training) -> Sampler:
     return Sampler(data, cfg.train.batch_users, cfg.model.history, cfg.train.targets, cfg.train.seed)
 
 
-def checkpoint(run: Run) -> None:
+def checkpoint(loop: Loop) -> None:
     """Have B and the coordinator write their checkpoints of this step boundary, write A's meanwhile, and wait for
     both to confirm: then all three hold it."""
-    started, p, endpoint = time.perf_counter(), run.progress, run.side.endpoint
+    started, p, endpoint = time.perf_counter(), loop.progress, loop.side.endpoint
     messages.send(endpoint, B, Checkpoint(p.step))
     messages.send(endpoint, C, CoordinatorCheckpoint(p.step))
-    torch_states, arrays = run.models.state()
-    noise = run.models.defence.noise
-    info = {"progress": dataclasses.asdict(p), "report": run.report, "chosen": run.models.choice(),
+    torch_states, arrays = loop.models.state()
+    noise = loop.models.defence.noise
+    info = {"progress": dataclasses.asdict(p), "report": loop.report, "chosen": loop.models.choice(),
             "noise": None if noise is None else noise.state()}
-    a_checkpoint.save(run.workdir, endpoint.cfg.run_id, p.step, run.checkpoints.keep,
-                      a_checkpoint.Saved(run.side.plan, run.side.public, run.side.w, torch_states, arrays, info,
-                                         run.models.selected.w))
+    a_checkpoint.save(loop.workdir, endpoint.cfg.run_id, p.step, loop.checkpoints.keep,
+                      a_checkpoint.Saved(loop.side.plan, loop.side.public, loop.side.w, torch_states, arrays, info,
+                                         loop.models.selected.w))
     for peer in (B, C):
         done = messages.receive(endpoint, peer, CheckpointDone)
         if done.step != p.step:
@@ -236,74 +236,74 @@ def checkpoint(run: Run) -> None:
     log.info("checkpoint at step %d held by all three (%.2fs)", p.step, time.perf_counter() - started)
 
 
-def train_epochs(run: Run) -> None:
-    """Train from where `run.progress` is until the last epoch or early stopping, checkpointing every [checkpoint]
+def train_epochs(loop: Loop) -> None:
+    """Train from where `loop.progress` is until the last epoch or early stopping, checkpointing every [checkpoint]
     every_steps steps inside an epoch and after each epoch's evaluation."""
-    p, cfg, models, k = run.progress, run.cfg, run.models, run.cfg.eval.k
-    every = run.checkpoints.every_steps
-    while p.epoch <= run.epochs and not models.selected.stopper.should_stop():
+    p, cfg, models, k = loop.progress, loop.cfg, loop.models, loop.cfg.eval.k
+    every = loop.checkpoints.every_steps
+    while p.epoch <= loop.epochs and not models.selected.stopper.should_stop():
         epoch, started = p.epoch, time.perf_counter()
-        n_batches = run.sampler.batches_per_epoch
-        run.clock.restart()
-        bar = progress_bar(total=n_batches, initial=p.batch, task="epoch", desc=f"epoch {epoch}/{run.epochs}",
+        n_batches = loop.sampler.batches_per_epoch
+        loop.clock.restart()
+        bar = progress_bar(total=n_batches, initial=p.batch, task="epoch", desc=f"epoch {epoch}/{loop.epochs}",
                            unit="batch", enabled=cfg.train.progress, leave=False)
-        for b, batch in enumerate(run.sampler.epoch(epoch)):
+        for b, batch in enumerate(loop.sampler.epoch(epoch)):
             if b < p.batch:  # done before the checkpoint this run resumed from
                 continue
-            p.losses.append(secure_step(run.side, train_label(epoch, b, run.generation), batch, models.federated,
-                                        models.optimizer, run.clock, models.defence, epoch,
+            p.losses.append(secure_step(loop.side, train_label(epoch, b, loop.generation), batch, models.federated,
+                                        models.optimizer, loop.clock, models.defence, epoch,
                                         (epoch - 1) * n_batches + b))
             p.step, p.batch = p.step + 1, b + 1
             bar.update()
             bar.set_postfix(loss=f"{np.mean(p.losses):.4f}")
             if every and p.step % every == 0 and p.batch < n_batches:
                 p.secure_seconds += time.perf_counter() - started
-                checkpoint(run)
+                checkpoint(loop)
                 started = time.perf_counter()
         bar.close()
         p.secure_seconds += time.perf_counter() - started
-        p.user_steps += run.data.n_users
+        p.user_steps += loop.data.n_users
         entry: dict = {"epoch": epoch, "loss": {"federated": float(np.mean(p.losses))}}
-        run.clock.restart()
-        evaluate_epoch(run.side, models, run.data, run.lists, entry, k, run.clock, run.generation)
+        loop.clock.restart()
+        evaluate_epoch(loop.side, models, loop.data, loop.lists, entry, k, loop.clock, loop.generation)
         entry["seconds"] = round(time.perf_counter() - started, 2)
-        run.report["epochs"].append(entry)
-        log.info("epoch %d/%d (%.0fs), validation: %s", epoch, run.epochs, entry["seconds"],
+        loop.report["epochs"].append(entry)
+        log.info("epoch %d/%d (%.0fs), validation: %s", epoch, loop.epochs, entry["seconds"],
                  metrics_line("federated", entry["federated"], k))
         observe.validated({name if name == "auc" else f"{name}@{k}": value
                            for name, value in entry["federated"]["overall"].items() if name != "users"})
         p.epoch, p.batch, p.losses = epoch + 1, 0, []
-        checkpoint(run)
+        checkpoint(loop)
 
 
-def train_and_store(run: Run, names: Names) -> dict:
+def train_and_store(loop: Loop, names: Names) -> dict:
     """Train to the end (`train_epochs`), then report and store the chosen models."""
-    train_epochs(run)
-    report, p, models, k = run.report, run.progress, run.models, run.cfg.eval.k
+    train_epochs(loop)
+    report, p, models, k = loop.report, loop.progress, loop.models, loop.cfg.eval.k
     alone = report["a_alone"]
     report["chosen"] = {"federated": models.selected.summary(),
                         "a_alone": {"epoch": alone["epoch"], "reason": alone["reason"], "test": alone["test"]}}
     for name, c in report["chosen"].items():
         log.info("%s: %s; %s", name, c["reason"], metrics_line("test", c["test"], k))
-    report["segments"] = segment_report(models, run.baselines, run.lists, k)
+    report["segments"] = segment_report(models, loop.baselines, loop.lists, k)
     log.info("per segment, chosen on validation: %s; %s", ", ".join(
         f"{name}: {source}" for name, source in report["segments"]["choice"].items()),
         metrics_line("test", report["segments"]["combined"], k))
     report["timing"] = {"secure_training_seconds": round(p.secure_seconds, 2), "user_steps": p.user_steps,
                         "user_steps_per_second": round(p.user_steps / p.secure_seconds, 2) if p.secure_seconds
                         else None, "checkpoints": p.checkpoints, "checkpoint_seconds": round(p.checkpoint_seconds, 3),
-                        "phases": run.clock.summary()}
+                        "phases": loop.clock.summary()}
     report["privacy"] = models.defence.spent()
     if models.defence.received is not None:
-        log.info("what A received per user written to %s", models.defence.received.write(run.workdir,
+        log.info("what A received per user written to %s", models.defence.received.write(loop.workdir,
                                                                                        report["privacy"]))
     if models.defence.noise is not None:
         log.info("noise on δ: %d releases per user spend ε = %.3f at δ = %g", report["privacy"]["releases_per_user"],
                  report["privacy"]["epsilon"], report["privacy"]["dp_delta"])
-    save_last_state(run.workdir, models.federated, run.side.w)
+    save_last_state(loop.workdir, models.federated, loop.side.w)
     warm, promote = report.get("warm_start"), promoted(report)
-    report["model"] = store_chosen(run.workdir, run.side.endpoint.cfg.run_id, models, names, report, run.cfg,
-                                   run.side, run.baselines, promote)
+    report["model"] = store_chosen(loop.workdir, loop.side.endpoint.cfg.run_id, models, names, report, loop.cfg,
+                                   loop.side, loop.baselines, promote)
     log.info("model %s stored (federated epoch %d, A alone epoch %d)%s", report["model"]["id"],
              report["chosen"]["federated"]["epoch"], report["chosen"]["a_alone"]["epoch"],
              "" if promote else f"; not put in service: it validated no better than model {warm['from']}, which stays")

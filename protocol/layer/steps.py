@@ -1,7 +1,7 @@
 """The secure interactive layer: u = e_B·W with W only ever encrypted.
 
 One function per numbered step and role, and at the end the sequences (`INIT`, `TRAINING_STEP`,
-`FORWARD_ONLY`) that put them in the one order both roles run them in (`run`). B keeps [W] packed by
+`FORWARD_ONLY`) that put them in the one order both roles run them in (`walk`). B keeps [W] packed by
 rows, A by columns.
 
   init     both: [W0] from the coordinator, in each party's layout     init_receive_weights
@@ -312,7 +312,7 @@ TRAINING_STEP = Sequence("train", (
 FORWARD_ONLY = Sequence("forward", (_STEP_1, _STEPS_2_3))
 
 
-def run(sequence: Sequence, side: Side, turn: Turn, clock: StepClock | None = None) -> Turn:
+def walk(sequence: Sequence, side: Side, turn: Turn, clock: StepClock | None = None) -> Turn:
     """Run this role's part of `sequence`, stage by stage. Both roles walk the same list, so every message
     is received at a stage after the one that sends it, and the two can never wait on each other."""
     for stage in sequence.stages:
