@@ -20,7 +20,7 @@ from audit.report import FRACTIONS, Outcome, attack_run, attack_table, plot_curv
 from audit.sweep import DEFENDERS, STORIES, TARGETS, a_alone, ease_lambda, prepare_story, sweep
 from party_a import config as party_a_config
 from party_b import config as party_b_config
-from protocol.runtime.received import load_received
+from protocol.layer.received import load_received
 
 
 def attack_recorded(root: Path) -> tuple[list[Outcome], dict, int]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from audit.attacks import Columns, Labels
-from party_a.data import ActiveData
+from party_a.data.tables import ActiveData
 from party_b import config as party_b_config
 from protocol.data.tables import Features, read_table
 from scenarios.centralised import Joined, load_joined

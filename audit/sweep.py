@@ -16,14 +16,14 @@ import numpy as np
 
 from audit.parties import Parties, load_parties
 from audit.report import UNDEFENDED, Outcome, attack_run
-from party_a.alone import train_alone
-from party_a.baselines import chosen_ease_lambda, fit_baselines
-from party_a.evaluate import eval_set, evaluation_lists
-from party_a.privacy import delta_noise
-from party_a.sampler import Sampler
+from party_a.training.alone import train_alone
+from party_a.models.baselines import chosen_ease_lambda, fit_baselines
+from party_a.models.evaluate import eval_set, evaluation_lists
+from party_a.training.privacy import delta_noise
+from party_a.data.sampler import Sampler
 from party_b.privacy import embedding_noise
+from protocol.layer.received import Received
 from protocol.privacy import RowPrivacy, noise_for_epsilon
-from protocol.runtime.received import Received
 from scenarios import bank_offers, ecommerce_bank
 from scenarios.centralised import DefendedLayer, PlainLayer, train
 from scenarios.plain_quality import plain_align

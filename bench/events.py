@@ -65,8 +65,8 @@ def make_tables(root: Path, users: int, events: int, seed: int = 0) -> tuple[Pat
 def child(job: str, users_path: Path, events_path: Path) -> dict:
     """One job in this (fresh) process; its time and this process's peak RSS ("load": `load_tables` alone, timed
     from after reading the users table)."""
-    from party_a.data import InteractionsSpec, align, load_tables
-    from party_a.sampler import Sampler
+    from party_a.data.tables import InteractionsSpec, align, load_tables
+    from party_a.data.sampler import Sampler
     from protocol.data.tables import TableSpec, read_table
     from psi.ids import Normalizer
 

@@ -224,9 +224,9 @@ def big_catalogue(root: Path, items: int, users: int, requests: int, rounds: int
     import torch
 
     from party_a.config import load
-    from party_a.data import align, load_tables
-    from party_a.model import ActiveModel
-    from party_a.store import save_active_model
+    from party_a.data.tables import align, load_tables
+    from party_a.models.model import ActiveModel
+    from party_a.serving.store import save_active_model
 
     rng = np.random.default_rng(0)
     data_dir = root / "big" / "party_a" / "data"
@@ -256,7 +256,7 @@ def big_catalogue(root: Path, items: int, users: int, requests: int, rounds: int
     data = align(tables, shared)
     settings = t.model
     model = ActiveModel(data, settings)
-    with torch.no_grad():  # the user side starts at zero (party_a/model.py): untrained, A alone ranks all alike
+    with torch.no_grad():  # the user side starts at zero (party_a/models/model.py): untrained, A alone ranks all alike
         model.mix.weight.normal_(0, 0.3)
     h = model.bias.shape[0]
     manifest = {"run_id": "bench-big", "created": time.time(), "key_fingerprint": "none (bench, not trained)",

@@ -1,8 +1,8 @@
 """The coordinator's checkpoint: what it keeps to serve each step's decryptions once (the ledger and the plan and
-number of shared users both parties registered), the number of requests served and the audit log's position.
+number of shared users both parties registered), the number of requests served and the decryption log's position.
 
 Its key is not in it: the run's sealed key file stays where it is (coordinator/config.py), and a restarted
-coordinator loads it again. Entries of the audit log after the position belong to steps rolled back; they stay.
+coordinator loads it again. Entries of the decryption log after the position belong to steps rolled back; they stay.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ STATE = "coordinator.json"
 class Restored:
     ledger: Ledger
     served: int
-    audit_entries: int
+    log_entries: int
 
 
-def save(workdir: Path, run_id: str, step: int, keep: int, ledger: Ledger, served: int, audit_entries: int) -> None:
+def save(workdir: Path, run_id: str, step: int, keep: int, ledger: Ledger, served: int, log_entries: int) -> None:
     plan = ledger.plan.to_message()
     state = {"plan": plan, "shared_users": ledger.shared_users, "last_train": list(ledger.last[True]),
-             "last_eval": list(ledger.last[False]), "served": served, "audit_entries": audit_entries,
+             "last_eval": list(ledger.last[False]), "served": served, "audit_entries": log_entries,
              "key_fingerprint": ledger.public.fingerprint}
     write_checkpoint(workdir, run_id, step, {"role": str(C), "plan": plan_digest(plan)},
                      {STATE: json.dumps(state).encode()}, keep)

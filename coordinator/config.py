@@ -1,4 +1,4 @@
-"""The coordinator's config: its endpoint, its key and where it keeps its audit log.
+"""The coordinator's config: its endpoint, its key and where it keeps its decryption log (`audit_log`).
 
 The Paillier key is one per run: `<[key] dir>/<run_id>.sealed`, created when a run
 starts and loaded again only by the same run (a restart). A [W] saved by one run is

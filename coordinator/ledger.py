@@ -26,7 +26,7 @@ from protocol.messages.plan import LayerPlan
 
 
 class Refusal(str):
-    """Why a request is refused, as the audit log and the peer get it, with a short `reason` code for the metrics
+    """Why a request is refused, as the decryption log and the peer get it, with a short `reason` code for the metrics
     (`vfrec_decryptions_refused_total{reason}`)."""
 
     reason: str

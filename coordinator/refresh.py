@@ -18,13 +18,12 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from coordinator.audit import AuditLog
+from coordinator.decryption_log import DecryptionLog
 from coordinator.config import CoordinatorConfig, load
 from coordinator.decrypt import Decryptor, decryption_pool
 from coordinator.keys import model_key
 from coordinator.service import Service, serve_one
-from protocol import messages
-from protocol import observe
+from protocol import messages, observe
 from protocol.errors import StoreError, VfrecError
 from protocol.layer.timing import StepClock
 from protocol.messages.coordinator import PublicKeyAnnouncement
@@ -37,7 +36,7 @@ from protocol.store.models import refresh_run_id
 log = logging.getLogger(__name__)
 
 
-def serve_session(cfg: CoordinatorConfig, model_id: str, decryptor: Decryptor, audit: AuditLog) -> int:
+def serve_session(cfg: CoordinatorConfig, model_id: str, decryptor: Decryptor, decryptions: DecryptionLog) -> int:
     """Serve one refresh session from B's request to the last batch; returns the number of users refreshed."""
     session = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, run_id=refresh_run_id(model_id)))
     endpoint = Endpoint(session.network, messages.inbox_tags(C)).start()
@@ -50,7 +49,7 @@ def serve_session(cfg: CoordinatorConfig, model_id: str, decryptor: Decryptor, a
         public = decryptor.key.public
         for party in PEERS[C]:
             messages.send(endpoint, party, PublicKeyAnnouncement(int(public.n), public.fingerprint))
-        service = Service(session, endpoint, decryptor, audit, StepClock(endpoint))
+        service = Service(session, endpoint, decryptor, decryptions, StepClock(endpoint))
         while service.ledger is None or not service.ledger.evaluated_all(1):
             serve_one(service)
         return request.users.size
@@ -68,13 +67,13 @@ def main(config_path: Path) -> None:
     log.info("serving refreshes of model %s (key %s)", model_id, key.public.fingerprint)
     observe.watch(C, refresh_run_id(model_id))
     with observe.serving(cfg.observe), decryption_pool(cfg.compute) as pool:
-        decryptor, audit = Decryptor(key, pool), AuditLog(cfg.audit_log)
+        decryptor, decryptions = Decryptor(key, pool), DecryptionLog(cfg.audit_log)
         try:
             while True:
                 try:
-                    users = serve_session(cfg, model_id, decryptor, audit)
+                    users = serve_session(cfg, model_id, decryptor, decryptions)
                     log.info("refresh session done: %d users' u decrypted for %s", users, PEERS[C][0])
                 except VfrecError as exc:
                     log.warning("refresh session failed: %s", exc)
         finally:
-            audit.close()
+            decryptions.close()

@@ -8,7 +8,7 @@ plan's schedule allows (coordinator/ledger.py), and the plaintext goes to the
 step's other party alone, never to the submitter (protocol/layer/decryption.py
 ROUTE). For a new layer it draws [W0] and sends each party its layout; after each
 refresh it checks, for B, that A's [Q] by rows is the refresh it decrypted. Every
-request, served or refused, is appended to the audit log. A refusal
+request, served or refused, is appended to the decryption log. A refusal
 goes to the party waiting for the step's plaintext (or, for a request naming no
 step, to its sender); it never stops the service. At A's step boundaries it writes
 its checkpoint (coordinator/checkpoint.py); when a party is lost, or when it starts
@@ -28,13 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from coordinator import checkpoint
-from coordinator.audit import AuditLog
+from coordinator.decryption_log import DecryptionLog
 from coordinator.config import CoordinatorConfig, load
 from coordinator.decrypt import Decryptor, decryption_pool
 from coordinator.keys import run_key
 from coordinator.ledger import Ledger, Refusal
-from protocol import messages
-from protocol import observe
+from protocol import messages, observe
 from protocol.crypto import packing
 from protocol.crypto.paillier import Encryptor
 from protocol.errors import ConfigError, ProtocolError, VfrecError
@@ -63,7 +62,7 @@ class Service:
     cfg: CoordinatorConfig
     endpoint: Endpoint
     decryptor: Decryptor
-    audit: AuditLog
+    decryptions: DecryptionLog
     clock: StepClock
     registrations: dict[str, Registration] = field(default_factory=dict)
     ledger: Ledger | None = None
@@ -142,7 +141,7 @@ def handle_check(service: Service, peer: str, request: RefreshCheck) -> None:
             ledger.stopped = f"B's check of {request.label} found A's [Q] by rows differing from the refresh"
             refused = Refusal("check", "its combination differs from the one of the refresh the coordinator "
                                        "decrypted for A")
-    service.audit.record(peer, service.cfg.network.run_id, Step.CHECK, request.label, 1, refused)
+    service.decryptions.record(peer, service.cfg.network.run_id, Step.CHECK, request.label, 1, refused)
     observe.decryption(Step.CHECK, None if refused is None else refused.reason)
     if refused is None:
         ledger.record(Step.CHECK, request.label)
@@ -175,7 +174,7 @@ def refusal(service: Service, peer: str, request: DecryptRequest) -> Refusal | N
 def refuse_or_reply(service: Service, peer: str, receiver: str, step: str, label: str, count: int,
                     refused: Refusal | None, decrypt: Callable[[], list]) -> list | None:
     """Audit `peer`'s request, then send the plaintexts (and return them) or the refusal to `receiver` alone."""
-    service.audit.record(peer, service.cfg.network.run_id, step, label, count, refused)
+    service.decryptions.record(peer, service.cfg.network.run_id, step, label, count, refused)
     observe.decryption(step if step in ROUTE else "other", None if refused is None else refused.reason)
     if refused:
         log.warning("refused a decryption of %s/%s from %s: %s", step[:40], label[:80], peer, refused)
@@ -193,7 +192,7 @@ def handle_checkpoint(service: Service, peer: str, request: CoordinatorCheckpoin
         raise ProtocolError(f"{peer} proposed a checkpoint before both parties registered the layer")
     cfg = service.cfg
     checkpoint.save(cfg.workdir, cfg.network.run_id, request.step, cfg.checkpoint.keep, service.ledger,
-                    service.served, service.audit.entries)
+                    service.served, service.decryptions.entries)
     messages.send(service.endpoint, A, CheckpointDone(request.step))
 
 
@@ -262,7 +261,7 @@ def serve(cfg: CoordinatorConfig, resume: bool = False, warm: bool = False) -> N
     endpoint = Endpoint(cfg.network, messages.inbox_tags(C), None if resuming else 0)
     run = run_key(cfg, warm)
     key = run.key
-    audit = AuditLog(cfg.audit_log)
+    decryptions = DecryptionLog(cfg.audit_log)
     pool = decryption_pool(cfg.compute)
     endpoint.start()
     observe.watch(C, run_id, endpoint)
@@ -276,12 +275,12 @@ def serve(cfg: CoordinatorConfig, resume: bool = False, warm: bool = False) -> N
         for party in PEERS[C]:
             messages.send(endpoint, party, PublicKeyAnnouncement(int(key.public.n), key.public.fingerprint))
         messages.send(endpoint, A, Starting(run.start))
-        until_done(Service(cfg, endpoint, decryptor, audit, StepClock(endpoint), start=run.start))
+        until_done(Service(cfg, endpoint, decryptor, decryptions, StepClock(endpoint), start=run.start))
 
     def resumed(agreed: Agreed) -> None:
         restored = checkpoint.load(cfg.workdir, run_id, agreed.step, key.public, agreed.generation)
-        log.info("audit log entries after %d are of steps rolled back", restored.audit_entries)
-        until_done(Service(cfg, endpoint, decryptor, audit, StepClock(endpoint), ledger=restored.ledger,
+        log.info("audit log entries after %d are of steps rolled back", restored.log_entries)
+        until_done(Service(cfg, endpoint, decryptor, decryptions, StepClock(endpoint), ledger=restored.ledger,
                            served=restored.served, start=run.start))
 
     try:
@@ -293,7 +292,7 @@ def serve(cfg: CoordinatorConfig, resume: bool = False, warm: bool = False) -> N
     finally:
         endpoint.close()
         pool.close()
-        audit.close()
+        decryptions.close()
 
 
 def main(config_path: Path, resume: bool = False, warm: bool = False) -> None:

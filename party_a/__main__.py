@@ -10,7 +10,7 @@ from psi import command as psi_command
 
 
 def serve(args: argparse.Namespace) -> None:
-    from party_a.serve import main as serve_main  # FastAPI and torch load only to serve
+    from party_a.serving.http import main as serve_main  # FastAPI and torch load only to serve
 
     serve_main(args.config, args.alone)
 
@@ -21,7 +21,7 @@ def serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def recommend(args: argparse.Namespace) -> None:
-    from party_a.recommend import main as recommend_main
+    from party_a.serving.recommend import main as recommend_main
 
     recommend_main(args.config, args.k, args.out, args.include_bought)
 
@@ -42,7 +42,7 @@ def workdir(config_path: Path) -> Path:
 
 
 def model_facts(directory: Path, manifest: dict) -> dict[str, str]:
-    from party_a.store import model_facts as facts  # torch loads only for the models' columns
+    from party_a.serving.store import model_facts as facts  # torch loads only for the models' columns
 
     return facts(directory, manifest)
 

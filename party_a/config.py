@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from party_a.data import InteractionsSpec
+from party_a.data.tables import InteractionsSpec
 from protocol.crypto.paillier import ENCRYPTION_MODES
 from protocol.data.tables import TableSpec
 from protocol.messages.plan import LayerPlan
@@ -103,7 +103,8 @@ class ServeSettings:
     max_k: int = 100
     max_batch: int = 1000
     access_log: bool = False
-    refresh: bool = True  # take B's refresh sessions (party_a/refresh.py) in the serving process, on [network] listen
+    # take B's refresh sessions (party_a/serving/refresh.py) in the serving process, on [network] listen
+    refresh: bool = True
     require_token: bool = True
     reuse_port: bool = False  # bind `listen` with SO_REUSEPORT, so that several service processes share the port
 

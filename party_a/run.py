@@ -1,15 +1,17 @@
 """Party A's run: it drives. Align customers with B, train if configured, end the run for everyone; or resume
 training from the newest checkpoint all three roles hold (protocol/runtime/resume.py). With `--from current` the
-run starts from the model in service (party_a/warm.py), and B and the coordinator must start from the same one."""
+run starts from the model in service (party_a/training/warm.py), and B and the coordinator must start from the same
+one."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from party_a.config import PartyAConfig, load
-from party_a.data import align, load_tables
+from party_a.data.tables import align, load_tables
 from protocol import messages
 from protocol.compute.workers import WorkerPool
 from protocol.data.tables import encode_features
@@ -21,8 +23,8 @@ from protocol.net.transport import Endpoint
 from protocol.roles import A, B, C
 from protocol.runtime.checkpoint import remove_all
 from protocol.runtime.cli import setup_logging
-from protocol.runtime.party import resuming, run_party
-from protocol.runtime.resume import Agreed, Holding, resumable
+from protocol.runtime.party import run_resumable
+from protocol.runtime.resume import Agreed
 from protocol.store.releases import remove_ledgers
 from psi.align import align as align_ids
 from psi.align import read_aligned_rows
@@ -54,7 +56,7 @@ def main(config_path: Path, resume: bool = False, warm: bool = False) -> None:
         raise ConfigError(f"{config_path}: --from current starts training from the model in service, but this "
                           f"config has no [interactions] to train on")
     if warm:
-        from party_a.warm import model_in_service  # torch loads only when there is training to do
+        from party_a.training.warm import model_in_service  # torch loads only when there is training to do
 
         start = model_in_service(workdir, training, config_path)
         log.info("warm start from model %s (%s)", start.model_id, start.directory)
@@ -63,7 +65,6 @@ def main(config_path: Path, resume: bool = False, warm: bool = False) -> None:
     else:
         tables = load_tables(frame, ids, cfg.users.table, cfg.users.normalizer, training.interactions, training.items,
                              encodings=None if start is None else start.encodings)
-    resume = resuming(cfg.basics, resume)
 
     def finish(endpoint: Endpoint, report: dict | None) -> None:
         model_id, epoch, promote = None, None, True
@@ -78,7 +79,7 @@ def main(config_path: Path, resume: bool = False, warm: bool = False) -> None:
         remove_ledgers(workdir, run_id)
         log.info("run finished")
 
-    def body(endpoint: Endpoint, pool: WorkerPool) -> None:
+    def work(endpoint: Endpoint, pool: WorkerPool) -> tuple[Callable[[], None], Callable[[Agreed], None]]:
         def fresh() -> None:
             public = receive_public_key(endpoint, cfg.basics.public_key_pin)
             check_starts(endpoint, None if start is None else start.model_id)
@@ -87,7 +88,7 @@ def main(config_path: Path, resume: bool = False, warm: bool = False) -> None:
             psi = align_ids(endpoint, B, ids, pool, cfg.psi, workdir, cfg.basics.network.key_passphrase)
             report = None
             if training is not None:
-                from party_a.train import Names, run_training  # torch loads only when there is training to do
+                from party_a.training.loop import Names, run_training  # torch loads only when there is training to do
 
                 names = Names([ids[r] for r in psi.positions], tables.items, tables.encodings)
                 report = run_training(endpoint, public, pool, align(tables, psi.positions), training, workdir, names,
@@ -95,13 +96,13 @@ def main(config_path: Path, resume: bool = False, warm: bool = False) -> None:
             finish(endpoint, report)
 
         def resumed(agreed: Agreed) -> None:
-            from party_a.train import Names, resume_training
+            from party_a.training.loop import Names, resume_training
 
             positions = read_aligned_rows(workdir)
             names = Names([ids[r] for r in positions], tables.items, tables.encodings)
             finish(endpoint, resume_training(endpoint, pool, align(tables, positions), training, workdir, names,
                                              cfg.checkpoint, agreed, cfg.basics.public_key_pin))
 
-        resumable(endpoint, cfg.checkpoint, lambda: Holding.of(workdir, run_id), fresh, resumed, resume)
+        return fresh, resumed
 
-    run_party(cfg.basics, body, resume)
+    run_resumable(cfg.basics, cfg.checkpoint, resume, work)

@@ -29,8 +29,7 @@ from party_b.config import TowerSettings
 from party_b.store import save_passive_model
 from party_b.tower import TowerB, passive_step
 from party_b.warm import Start
-from protocol import messages
-from protocol import observe
+from protocol import messages, observe
 from protocol.compute.workers import WorkerPool
 from protocol.crypto.packing import Packed
 from protocol.crypto.paillier import Encryptor, PublicKey
@@ -39,47 +38,21 @@ from protocol.data.tables import Encoding, Features
 from protocol.errors import ProtocolError
 from protocol.layer import steps
 from protocol.layer.decryption import Label, Step, register_layer
-from protocol.layer.steps import FORWARD_ONLY, INIT, TRAINING_STEP, Side, Turn
+from protocol.layer.defence import Defence
+from protocol.layer.steps import FORWARD_ONLY, INIT, TRAINING_STEP, Side, BTurn
 from protocol.layer.timing import StepClock
 from protocol.messages.commands import Checkpoint, Command, Finish, Forward, Init, Keep, TrainStep
 from protocol.messages.plan import LayerPlan
 from protocol.messages.run import CheckpointDone
 from protocol.net.transport import Endpoint
-from protocol.privacy import RowNoise, RowPrivacy, release_key, spent
+from protocol.privacy import release_key
 from protocol.roles import A
 from protocol.runtime.checkpoint import remove_all
-from protocol.runtime.received import Received
 from protocol.store.models import atomic_write, private_dir
 from protocol.store.releases import remove_ledgers
 from protocol.wire.codec import encode
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Audit:
-    """B's defence and record, both off by default: the noise e_B passes through before [u] is computed
-    (party_b/privacy.py), and the g B receives, kept per user for the leakage audit ([audit] record)."""
-
-    noise: RowNoise | None = None
-    received: Received | None = None
-
-    def spent(self) -> dict:
-        """The defence's settings and ε (ε null: no defence, no bound)."""
-        return self.noise.spent() if self.noise is not None else spent(RowPrivacy(), 0)
-
-    def privacy(self) -> dict:
-        """The defence's settings as a model's manifest keeps them for its refreshes (never the seed)."""
-        s = self.noise.settings if self.noise is not None else RowPrivacy()
-        return {"clip": s.clip, "noise_multiplier": s.noise_multiplier, "dp_delta": s.dp_delta}
-
-    def releases(self, n_users: int) -> np.ndarray:
-        """How many times each shared user's e_B row went out through the noise (zeros without it)."""
-        counts = np.zeros(n_users, dtype=np.int64)
-        if self.noise is not None:
-            for user, count in self.noise.releases.items():
-                counts[user] = count
-        return counts
 
 
 @dataclass
@@ -89,7 +62,7 @@ class TowerTurn:
 
     tower: TowerB
     optimizer: torch.optim.Optimizer | None  # None: forward only, no gradient kept
-    audit: Audit = Audit()
+    defence: Defence = Defence()
     label: str = ""
     step: int = 0
     e_b: torch.Tensor | None = None
@@ -99,17 +72,17 @@ class TowerTurn:
         self.users = users
         with torch.set_grad_enabled(self.optimizer is not None):
             self.e_b = self.tower(torch.from_numpy(users.astype(np.int64)))
-        if self.audit.noise is None:
+        if self.defence.noise is None:
             return self.e_b.detach().numpy()
         if self.optimizer is not None:  # a training step: the rows released for it, if it is redone
-            return self.audit.noise(users, self.e_b.detach().numpy(), release_key(self.label))
-        released = self.audit.noise.again(users)
-        return released if released is not None else self.audit.noise(users, self.e_b.detach().numpy())
+            return self.defence.noise(users, self.e_b.detach().numpy(), release_key(self.label))
+        released = self.defence.noise.again(users)
+        return released if released is not None else self.defence.noise(users, self.e_b.detach().numpy())
 
     def learn(self, g: np.ndarray) -> None:
-        if self.audit.received is not None:
+        if self.defence.received is not None:
             label = Label.parse(self.label)
-            self.audit.received.add("g", label.epoch if label else 0, self.step, self.users, g)
+            self.defence.received.add("g", label.epoch if label else 0, self.step, self.users, g)
         passive_step(self.optimizer, self.e_b, torch.from_numpy(g).float())
 
 
@@ -133,9 +106,9 @@ class Follower:
     """B's command loop. A decides; B checks each command and runs its part of the named sequence."""
 
     def __init__(self, endpoint: Endpoint, public: PublicKey, pool: WorkerPool, shared: SharedUsers,
-                 settings: TowerSettings, encryption: str, workdir: Path, keep: int, audit: Audit = Audit(),
+                 settings: TowerSettings, encryption: str, workdir: Path, keep: int, defence: Defence = Defence(),
                  start: Start | None = None):
-        self.endpoint, self.public, self.pool, self.audit, self.start = endpoint, public, pool, audit, start
+        self.endpoint, self.public, self.pool, self.defence, self.start = endpoint, public, pool, defence, start
         self.shared, self.settings, self.encryption, self.workdir = shared, settings, encryption, workdir
         self.keep_checkpoints = keep
         self.features = shared.features
@@ -174,7 +147,7 @@ class Follower:
         register_layer(self.endpoint, plan, self.n_users, init=self.start is None)
         self._build(plan)
         if self.start is None:
-            steps.run(INIT, self.side, Turn("init", np.empty(0, np.int64)))
+            steps.walk(INIT, self.side, BTurn("init", np.empty(0, np.int64)))
         else:
             self.tower.load_state_dict(self.start.tower)
             self.side.w = self.start.w_rows(self.public)
@@ -195,11 +168,11 @@ class Follower:
         self.optimizer.load_state_dict(state.optimizer)
         torch.set_rng_state(state.rng)
         self.side.w, self.steps, self.kept = state.w_rows, state.steps, state.kept
-        if self.audit.noise is not None and state.noise is not None:
-            self.audit.noise.restore(state.noise)
+        if self.defence.noise is not None and state.noise is not None:
+            self.defence.noise.restore(state.noise)
 
     def save_checkpoint(self, command: Checkpoint) -> None:
-        noise = None if self.audit.noise is None else self.audit.noise.state()
+        noise = None if self.defence.noise is None else self.defence.noise.state()
         state = checkpoint.State(self.side.plan, self.public, self.tower.state_dict(), self.optimizer.state_dict(),
                                  torch.get_rng_state(), self.side.w, self.steps, self.kept, noise)
         checkpoint.save(self.workdir, self.endpoint.cfg.run_id, command.step, self.keep_checkpoints, state)
@@ -209,16 +182,16 @@ class Follower:
         users = self._users(command)
         label = Label.parse(command.label)
         observe.at(None if label is None else label.epoch, self.steps)
-        steps.run(TRAINING_STEP, self.side, Turn(command.label, users,
-                                                 TowerTurn(self.tower, self.optimizer, self.audit, command.label,
+        steps.walk(TRAINING_STEP, self.side, BTurn(command.label, users,
+                                                 TowerTurn(self.tower, self.optimizer, self.defence, command.label,
                                                            self.steps)), self.clock)
         observe.secure_step(users.size)
         self.steps += 1
 
     def forward(self, command: Forward) -> None:
-        turn = Turn(command.label, self._users(command), TowerTurn(self.tower, None, self.audit),
+        turn = BTurn(command.label, self._users(command), TowerTurn(self.tower, None, self.defence),
                     decrypt_as=Step.EVALUATE)
-        steps.run(FORWARD_ONLY, self.side, turn, self.clock)
+        steps.walk(FORWARD_ONLY, self.side, turn, self.clock)
 
     def keep(self, command: Keep) -> None:
         state = {name: t.detach().clone() for name, t in self.tower.state_dict().items()}
@@ -232,10 +205,10 @@ class Follower:
         self.clock.write(self.workdir / "timing.json")
         remove_all(self.workdir, self.endpoint.cfg.run_id)
         remove_ledgers(self.workdir, self.endpoint.cfg.run_id)
-        spent = self.audit.spent()
-        if self.audit.received is not None:
-            log.info("what B received per user written to %s", self.audit.received.write(self.workdir, spent))
-        if self.audit.noise is not None:
+        spent = self.defence.spent()
+        if self.defence.received is not None:
+            log.info("what B received per user written to %s", self.defence.received.write(self.workdir, spent))
+        if self.defence.noise is not None:
             log.info("noise on e_B: %d releases per user spend ε = %.3f at δ = %g", spent["releases_per_user"],
                      spent["epsilon"], spent["dp_delta"])
         log.info("run finished (announced by %s) after %d training steps", A, self.steps)
@@ -249,10 +222,10 @@ class Follower:
         manifest = {"run_id": self.endpoint.cfg.run_id, "created": time.time(), "epoch": self.kept.epoch,
                     "key_fingerprint": self.public.fingerprint, "plan": plan.to_message(),
                     "tower_settings": dataclasses.asdict(self.settings), "encoding": self.shared.encoding.to_json(),
-                    "privacy": self.audit.privacy(),
+                    "privacy": self.defence.privacy(),
                     "started_from": None if self.start is None else self.start.model_id}
         save_passive_model(self.workdir, command.model_id, manifest, self.kept.tower, self.kept.w_rows,
-                           self.shared.ids, self.shared.features, self.audit.releases(self.n_users), command.promote)
+                           self.shared.ids, self.shared.features, self.defence.releases(self.n_users), command.promote)
         log.info("model %s stored (epoch %d)%s", command.model_id, self.kept.epoch,
                  "" if command.promote else f", not put in service (model {self.start.model_id} stays)")
 

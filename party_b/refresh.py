@@ -40,7 +40,8 @@ import numpy as np
 import torch
 
 from party_b.config import PartyBConfig, load
-from party_b.follow import Audit, TowerTurn
+from party_b.follow import TowerTurn
+from protocol.layer.defence import Defence
 from party_b.privacy import embedding_noise
 from party_b.store import load_w_rows, read_users, row_digests, write_users
 from party_b.tower import TowerB
@@ -53,7 +54,7 @@ from protocol.data.tables import Encoding, Features
 from protocol.errors import DataError, ProtocolError, StoreError
 from protocol.layer import steps
 from protocol.layer.decryption import Step, receive_public_key, refresh_batches, register_layer
-from protocol.layer.steps import FORWARD_ONLY, Side, Turn
+from protocol.layer.steps import FORWARD_ONLY, Side, BTurn
 from protocol.messages.plan import LayerPlan
 from protocol.messages.serving import RefreshDone, RefreshRequest
 from protocol.net.transport import Endpoint
@@ -136,7 +137,7 @@ def push(cfg: PartyBConfig, model_id: str, manifest: dict, directory: Path, chan
         bar = progress_bar(refresh_batches(changes.changed, plan), task="refresh", desc="refresh", unit="batch",
                            enabled=cfg.psi.show_progress)
         for label, users in bar:
-            steps.run(FORWARD_ONLY, side, Turn(label, users, TowerTurn(tower, None, Audit(noise)),
+            steps.walk(FORWARD_ONLY, side, BTurn(label, users, TowerTurn(tower, None, Defence(noise)),
                                                decrypt_as=Step.EVALUATE))
         done = messages.receive(endpoint, A, RefreshDone)
         if (done.model_id, done.users) != (model_id, changes.changed.size):

@@ -5,6 +5,7 @@ service (party_b/warm.py)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,8 @@ from protocol.messages.run import Starting
 from protocol.net.transport import Endpoint
 from protocol.roles import A, B
 from protocol.runtime.cli import setup_logging
-from protocol.runtime.party import resuming, run_party
-from protocol.runtime.resume import Agreed, Holding, resumable
+from protocol.runtime.party import run_resumable
+from protocol.runtime.resume import Agreed
 from psi.align import align, read_aligned_rows
 
 log = logging.getLogger(__name__)
@@ -40,19 +41,19 @@ def main(config_path: Path, resume: bool = False, warm: bool = False) -> None:
         log.info("warm start from model %s (%s)", start.model_id, start.directory)
     encoding = fit_encoding(frame, cfg.users.table) if start is None else start.encoding
     features = encoding.apply(frame, cfg.users.table)
-    resume = resuming(cfg.basics, resume)
 
-    def body(endpoint: Endpoint, pool: WorkerPool) -> None:
-        from party_b.follow import Audit, Follower, SharedUsers  # torch loads only when A asks for training
+    def work(endpoint: Endpoint, pool: WorkerPool) -> tuple[Callable[[], None], Callable[[Agreed], None]]:
+        from party_b.follow import Follower, SharedUsers  # torch loads only when A asks for training
         from party_b.privacy import embedding_noise
-        from protocol.runtime.received import Received
+        from protocol.layer.defence import Defence
+        from protocol.layer.received import Received
 
         def follower(positions: np.ndarray, public: PublicKey) -> Follower:
             shared = SharedUsers([ids[r] for r in positions], features.take(positions), encoding)
             noise = embedding_noise(cfg.privacy, workdir, run_id) if cfg.privacy.on else None
-            audit = Audit(noise, Received() if cfg.record else None)
+            defence = Defence(noise, Received() if cfg.record else None)
             return Follower(endpoint, public, pool, shared, cfg.tower, cfg.encryption, workdir, cfg.checkpoint.keep,
-                            audit, start)
+                            defence, start)
 
         def fresh() -> None:
             messages.send(endpoint, A, Starting(None if start is None else start.model_id))
@@ -74,6 +75,6 @@ def main(config_path: Path, resume: bool = False, warm: bool = False) -> None:
             following.restore(state)
             following.follow(messages.receive_command(endpoint, A))
 
-        resumable(endpoint, cfg.checkpoint, lambda: Holding.of(workdir, run_id), fresh, resumed, resume)
+        return fresh, resumed
 
-    run_party(cfg.basics, body, resume)
+    run_resumable(cfg.basics, cfg.checkpoint, resume, work)

@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from party_a.baselines import LAMBDAS, TrainingRows, ease_weights
-from party_a.data import ActiveData
-from party_a.evaluate import EvalSet, metrics
+from party_a.models.baselines import LAMBDAS, TrainingRows, ease_weights
+from party_a.data.tables import ActiveData
+from party_a.models.evaluate import EvalSet, metrics
 from protocol.data.tables import Features
 
 NEIGHBOURS = (10, 30, 100, 300)
@@ -33,7 +33,7 @@ def one_hot(features: Features) -> np.ndarray:
 
 
 def events(data: ActiveData) -> np.ndarray:
-    """X: A's training events of every row of A's fit, shared users first (as party_a.baselines.TrainingRows)."""
+    """X: A's training events of every row of A's fit, shared users first (as party_a.models.baselines.TrainingRows)."""
     rows = TrainingRows(data)
     x = np.zeros((len(rows), data.n_items))
     for r, items in enumerate(rows):

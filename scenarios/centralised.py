@@ -6,7 +6,7 @@ the same evaluation lists and the same epoch choice (early stopping on validatio
 Only an experiment can run this, since it needs both parties' tables in one place.
 The interactive layer is pluggable, so a test can put the secure layer's integer
 arithmetic in its place. A alone is trained first, as the secure run's A does
-(party_a/alone.py), and the federated model starts from it.
+(party_a/training/alone.py), and the federated model starts from it.
 `DefendedLayer` wraps a layer with the parties' defences ([privacy]) and records
 what each would receive ([audit] record), as a secure run does.
 """
@@ -22,19 +22,19 @@ import torch
 
 from party_a import config as party_a_config
 from party_a.config import Training
-from party_a.data import ActiveData, align, load_tables
-from party_a.alone import Alone, train_alone
-from party_a.baselines import chosen_ease_lambda, fit_baselines
-from party_a.evaluate import EvalSet, evaluation_lists, metrics, model_scores, per_user
-from party_a.model import ActiveModel, active_step, federated_start
-from party_a.sampler import Batch, Sampler
-from party_a.selection import Choice, EarlyStopping
+from party_a.data.tables import ActiveData, align, load_tables
+from party_a.training.alone import Alone, train_alone
+from party_a.models.baselines import chosen_ease_lambda, fit_baselines
+from party_a.models.evaluate import EvalSet, evaluation_lists, metrics, per_user
+from party_a.models.model import ActiveModel, active_step, federated_start, model_scores
+from party_a.data.sampler import Batch, Sampler
+from party_a.models.selection import Choice, EarlyStopping
 from party_b import config as party_b_config
 from party_b.config import TowerSettings
 from party_b.tower import TowerB, passive_step
 from protocol.data.tables import Features, encode_features
+from protocol.layer.received import Received
 from protocol.privacy import RowNoise
-from protocol.runtime.received import Received
 from psi.align import read_aligned_rows
 
 

@@ -29,7 +29,7 @@ from protocol.crypto import fixedpoint, packing
 from protocol.crypto.paillier import DEFAULT_BITS, PrivateKey, read_private_key
 from protocol.messages.plan import LayerPlan
 from protocol.wire.codec import decode
-from party_a.evaluate import evaluation_lists
+from party_a.models.evaluate import evaluation_lists
 from scenarios.anchors import fit_anchors
 from scenarios.centralised import PlainLayer, load_joined, train
 from scenarios.launch import LocalRun, run_all, set_compute, write_local_run

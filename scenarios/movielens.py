@@ -27,7 +27,7 @@ The split, as two organisations would hold it (seeded by --seeds):
 With `--cold-cut`, 35 % of A's users (drawn among those with at least 5 positive
 ratings, so the cut removes something) keep exactly four rows: their two earliest
 positive ratings and their two latest; every other row of theirs (positive or not)
-is dropped. A's split (party_a/data.py) holds out the latest as test and the one
+is dropped. A's split (party_a/data/tables.py) holds out the latest as test and the one
 before as validation, so each cut user trains on exactly its two earliest positives
 and counts as cold (at most `cold_max_train` = 2 training events). Rows are written in
 (user, timestamp) order, stable over the original order, so ties in time are ordered

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from party_a import config as party_a_config
-from party_a.baselines import chosen_ease_lambda, fit_baselines
-from party_a.evaluate import evaluation_lists, metrics
+from party_a.models.baselines import chosen_ease_lambda, fit_baselines
+from party_a.models.evaluate import evaluation_lists, metrics
 from party_b import config as party_b_config
 from scenarios import bank_offers, ecommerce_bank
 from scenarios.centralised import PlainLayer, load_joined, train

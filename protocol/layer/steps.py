@@ -1,7 +1,7 @@
 """The secure interactive layer: u = e_B·W with W only ever encrypted.
 
 One function per numbered step and role, and at the end the sequences (`INIT`, `TRAINING_STEP`,
-`FORWARD_ONLY`) that put them in the one order both roles run them in (`run`). B keeps [W] packed by
+`FORWARD_ONLY`) that put them in the one order both roles run them in (`walk`). B keeps [W] packed by
 rows, A by columns.
 
   init     both: [W0] from the coordinator, in each party's layout     init_receive_weights
@@ -110,21 +110,35 @@ class Side:
 
 
 @dataclass
-class Turn:
-    """One pass of one role through a sequence: the step's label and users, its own model, and what the
-    stages hand each other."""
+class ATurn:
+    """One pass of A through a sequence: the step's label and users, A's model, and what A's stages hand each
+    other."""
 
     label: str
     users: np.ndarray
-    model: TopModel | UserTower | None = None
+    model: TopModel | None = None
     decrypt_as: Step = Step.FORWARD  # steps 1-3 during training, or Step.EVALUATE
-    e_q: np.ndarray | None = None  # B: e_B at 2^e_bits
-    u: np.ndarray | None = None  # A: u at 2^(e_bits + w_bits)
-    delta_q: np.ndarray | None = None  # A: δ·batch_users at 2^delta_bits
-    g: np.ndarray | None = None  # B: g at 2^(delta_bits + w_bits)
-    delta: Packed | None = None  # B: [δ] by rows
-    w_new: Packed | None = None  # B: [W'] before the refresh
-    m_prime: np.ndarray | None = None  # B: the refresh mask's high part
+    u: np.ndarray | None = None  # u at 2^(e_bits + w_bits)
+    delta_q: np.ndarray | None = None  # δ·batch_users at 2^delta_bits
+
+
+@dataclass
+class BTurn:
+    """One pass of B through a sequence: the step's label and users, tower B, and what B's stages hand each
+    other."""
+
+    label: str
+    users: np.ndarray
+    model: UserTower | None = None
+    decrypt_as: Step = Step.FORWARD  # steps 1-3 during training, or Step.EVALUATE
+    e_q: np.ndarray | None = None  # e_B at 2^e_bits
+    g: np.ndarray | None = None  # g at 2^(delta_bits + w_bits)
+    delta: Packed | None = None  # [δ] by rows
+    w_new: Packed | None = None  # [W'] before the refresh
+    m_prime: np.ndarray | None = None  # the refresh mask's high part
+
+
+Turn = ATurn | BTurn
 
 
 def _within(values: np.ndarray, low: int, high: int, what: str, peer: str) -> np.ndarray:
@@ -162,21 +176,21 @@ def init_receive_weights(side: Side, turn: Turn) -> None:
 # ---- forward ------------------------------------------------------------------------------
 
 
-def b_forward_contribution(b: Side, turn: Turn) -> None:
+def b_forward_contribution(b: Side, turn: BTurn) -> None:
     """Step 1 (B): e_B from tower B, [u] = e_B·[W] by rows, decrypted through a mask for A."""
     turn.e_q = fixedpoint.encode(turn.model.embed(turn.users), b.plan.e_bits).astype(np.int64)
     u = packing.lincomb(turn.e_q, b.plan.e_bound, b.plan.e_bits, b.w, b.pool)
     send_masked(b.endpoint, turn.decrypt_as, turn.label, u, b.enc, b.pool)
 
 
-def a_receive_contribution(a: Side, turn: Turn) -> None:
+def a_receive_contribution(a: Side, turn: ATurn) -> None:
     """Steps 2-3 (A): u from the coordinator's decryption of [u + R] and B's mask R, within the plan's bound."""
     p = a.plan
     turn.u = _within(receive_unmasked(a.endpoint, turn.decrypt_as, turn.label, a.rows, turn.users.size, a.public),
                      -p.u_bound, p.u_bound, "u", a.peer)
 
 
-def a_top_model(a: Side, turn: Turn) -> None:
+def a_top_model(a: Side, turn: ATurn) -> None:
     """A's own work between steps 3 and 4: its model learns from u and gives δ = ∂L/∂u, sent at scale
     δ·batch_users (clipped to ±delta_max) so its fixed-point digits are not wasted."""
     p = a.plan
@@ -187,7 +201,7 @@ def a_top_model(a: Side, turn: Turn) -> None:
 # ---- backward -----------------------------------------------------------------------------
 
 
-def a_send_gradients(a: Side, turn: Turn) -> None:
+def a_send_gradients(a: Side, turn: ATurn) -> None:
     """Step 4 (A): [g] = δ·[W]ᵀ by columns, decrypted through a mask for B; [δ] by rows to B."""
     p = a.plan
     g = packing.lincomb(turn.delta_q, p.delta_bound, p.delta_bits, a.w, a.pool)
@@ -196,7 +210,7 @@ def a_send_gradients(a: Side, turn: Turn) -> None:
     messages.send(a.endpoint, B, EncryptedDelta(turn.label, delta.to_wire()))
 
 
-def b_receive_gradient(b: Side, turn: Turn) -> None:
+def b_receive_gradient(b: Side, turn: BTurn) -> None:
     """Step 5 (B): g from the coordinator's decryption of [g + R'] and A's mask R', within the plan's bound;
     keeps [δ] for step 6."""
     p = b.plan
@@ -206,12 +220,12 @@ def b_receive_gradient(b: Side, turn: Turn) -> None:
                      -p.g_bound, p.g_bound, "g", b.peer)
 
 
-def b_tower_backward(b: Side, turn: Turn) -> None:
+def b_tower_backward(b: Side, turn: BTurn) -> None:
     """B's own work after step 5: tower B learns from g (A sent δ·batch_users, so g is divided back)."""
     turn.model.learn(fixedpoint.decode(turn.g, b.plan.delta_bits + b.plan.w_bits) / b.plan.batch_users)
 
 
-def b_update_weights(b: Side, turn: Turn) -> None:
+def b_update_weights(b: Side, turn: BTurn) -> None:
     """Step 6 (B): [W'] = 2^s·[W] - L·[e_Bᵀ δ], at scale 2^(e_bits + delta_bits + lr_bits)."""
     p = b.plan
     grad = packing.lincomb(np.ascontiguousarray(turn.e_q.T), p.e_bound, p.e_bits, turn.delta, b.pool)
@@ -222,7 +236,7 @@ def b_update_weights(b: Side, turn: Turn) -> None:
 # ---- refresh --------------------------------------------------------------------------------
 
 
-def b_send_masked_update(b: Side, turn: Turn) -> None:
+def b_send_masked_update(b: Side, turn: BTurn) -> None:
     """Step 7, B: have the coordinator decrypt [W' + M'·2^s + M''] by rows for A; send A [M'] by columns."""
     p = b.plan
     turn.m_prime = np.array([[secrets.randbits(p.m_prime_bits) for _ in range(p.h)] for _ in range(p.d)],
@@ -235,7 +249,7 @@ def b_send_masked_update(b: Side, turn: Turn) -> None:
     messages.send(b.endpoint, A, RefreshMask(turn.label, m_cols.to_wire()))
 
 
-def a_refresh_weights(a: Side, turn: Turn) -> None:
+def a_refresh_weights(a: Side, turn: ATurn) -> None:
     """Step 7, A: W' + M from the coordinator, divided by 2^s, re-encrypted both ways: A's new [W] by columns."""
     p = a.plan
     m_cols = a.checked(a.receive(RefreshMask, turn.label), "m_cols", a.cols, p.w_bits, p.m_prime_bound, p.h)
@@ -248,7 +262,7 @@ def a_refresh_weights(a: Side, turn: Turn) -> None:
     a.w = _as_w(packing.add(q_cols, packing.multiply(m_cols, -1)), a)
 
 
-def b_finish_refresh(b: Side, turn: Turn) -> None:
+def b_finish_refresh(b: Side, turn: BTurn) -> None:
     """Step 7, B: have the coordinator check that A's [Q] by rows is ⌊(W' + M)/2^s⌋, then remove M' from it: B's
     new [W] by rows."""
     q_rows = b.checked(b.receive(RefreshedRows, turn.label), "q_rows", b.rows, b.plan.w_bits, b.plan.q_bound,
@@ -299,7 +313,7 @@ TRAINING_STEP = Sequence("train", (
 FORWARD_ONLY = Sequence("forward", (_STEP_1, _STEPS_2_3))
 
 
-def run(sequence: Sequence, side: Side, turn: Turn, clock: StepClock | None = None) -> Turn:
+def walk(sequence: Sequence, side: Side, turn: Turn, clock: StepClock | None = None) -> Turn:
     """Run this role's part of `sequence`, stage by stage. Both roles walk the same list, so every message
     is received at a stage after the one that sends it, and the two can never wait on each other."""
     for stage in sequence.stages:

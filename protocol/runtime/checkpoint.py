@@ -4,7 +4,7 @@
     <workdir>/checkpoints/<run_id>/<step>/...              the role's files (torch state dicts, numpy, msgpack, JSON)
 
 `step` counts the training steps done (0: right after [W0] was built). A proposes a
-checkpoint at a step boundary; each role writes its own (party_a/checkpoint.py,
+checkpoint at a step boundary; each role writes its own (party_a/training/checkpoint.py,
 party_b/checkpoint.py, coordinator/checkpoint.py) and confirms. A checkpoint counts only
 when all three hold it: at a resume the roles agree on the newest step all hold
 (`newest_common`). A proposes the next checkpoint only once both others confirmed the

@@ -3,20 +3,21 @@
 On any error the party tells its peers it stops (so they stop at once with its
 reason instead of waiting for a timeout) and closes its endpoint. A party that
 starts by resuming (protocol/runtime/resume.py) starts its endpoint outside any
-generation, for the handshake.
+generation, for the handshake. `run_resumable` is the start-up both parties share:
+whether to resume, the frame, and the fresh start or the resume inside it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from protocol import messages
-from protocol import observe
+from protocol import messages, observe
 from protocol.compute.pool import open_pool
 from protocol.compute.workers import WorkerPool
 from protocol.errors import ConfigError
 from protocol.net.transport import Endpoint
-from protocol.runtime.checkpoint import held
+from protocol.runtime.checkpoint import CheckpointSettings, held
+from protocol.runtime.resume import Agreed, Holding, resumable
 from protocol.settings.config import PartyBasics
 
 
@@ -42,3 +43,19 @@ def run_party(basics: PartyBasics, body: Callable[[Endpoint, WorkerPool], None],
         raise
     finally:
         endpoint.close()
+
+
+Work = Callable[[Endpoint, WorkerPool], tuple[Callable[[], None], Callable[[Agreed], None]]]
+
+
+def run_resumable(basics: PartyBasics, checkpoints: CheckpointSettings, resume: bool, work: Work) -> None:
+    """A party's run that may resume: `work(endpoint, pool)` gives what the party does on a fresh start and what
+    it does from an agreed checkpoint; `resumable` picks one (and rolls back when a peer is lost)."""
+    resume = resuming(basics, resume)
+
+    def body(endpoint: Endpoint, pool: WorkerPool) -> None:
+        fresh, resumed = work(endpoint, pool)
+        resumable(endpoint, checkpoints, lambda: Holding.of(basics.workdir, basics.network.run_id), fresh, resumed,
+                  resume)
+
+    run_party(basics, body, resume)

@@ -299,7 +299,7 @@ def read_compute(root: Table) -> Compute:
 
 
 def read_record(root: Table) -> bool:
-    """[audit] record: write what this party receives per user to <workdir>/audit/ (protocol/runtime/received.py)."""
+    """[audit] record: write what this party receives per user to <workdir>/audit/ (protocol/layer/received.py)."""
     t = root.sub("audit")
     record = t.take("record", bool, False)
     t.finish()

@@ -17,7 +17,7 @@ from protocol import messages
 from protocol.crypto.paillier import Encryptor
 from protocol.layer import steps
 from protocol.layer.decryption import receive_public_key, register_layer, train_label
-from protocol.layer.steps import INIT, TRAINING_STEP, Sequence, Side, Turn
+from protocol.layer.steps import INIT, TRAINING_STEP, Sequence, Side, ATurn
 from protocol.messages.commands import Finish, Init, TrainStep
 from protocol.messages.plan import LayerPlan
 from protocol.messages.run import RunDone
@@ -50,7 +50,7 @@ class RandomTop:
 
 def poisoned(sequence: Sequence) -> Sequence:
     """`sequence` with A's step 7 run while its side poisons the [Q] by rows it sends."""
-    def refresh(a: PoisoningSide, turn: Turn) -> None:
+    def refresh(a: PoisoningSide, turn: ATurn) -> None:
         a.poison = True
         steps.a_refresh_weights(a, turn)
 
@@ -70,12 +70,12 @@ def play_a(tmp_path: Path, poison: bool) -> tuple[str, str]:
         messages.send(a, B, Init(plan))
         register_layer(a, plan, len(IDS), init=True)
         side = PoisoningSide(a, public, Encryptor(public), None, plan)
-        steps.run(INIT, side, Turn("init", np.empty(0, np.int64)))
+        steps.walk(INIT, side, ATurn("init", np.empty(0, np.int64)))
         users = np.arange(len(IDS))
         for batch, sequence in enumerate((poisoned(TRAINING_STEP) if poison else TRAINING_STEP, TRAINING_STEP)):
             label = train_label(1 + batch, 0)
             messages.send(a, B, TrainStep(label, users))
-            steps.run(sequence, side, Turn(label, users, RandomTop()))
+            steps.walk(sequence, side, ATurn(label, users, RandomTop()))
         messages.send(a, B, Finish(None, None))
         messages.send(a, C, RunDone(None))
     except Exception as exc:  # the poisoned run must end in B's refusal, which reaches A as B's stop

@@ -32,13 +32,13 @@ from fastapi.testclient import TestClient
 
 from party_a import config as party_a_config
 from party_a.config import ServeSettings
-from party_a.recommend import recommend_all
-from party_a.scoring import baseline_catalogue
-from party_a.refresh import RefreshListener
-from party_a.segments import SEGMENTS, segment_of
-from party_a.serve import create_app
-from party_a.serving import Recommender
-from party_a.store import U_STORE, write_u_store
+from party_a.serving.recommend import recommend_all
+from party_a.models.scoring import baseline_catalogue
+from party_a.serving.refresh import RefreshListener
+from party_a.data.segments import SEGMENTS, segment_of
+from party_a.serving.http import create_app
+from party_a.serving.recommender import Recommender
+from party_a.serving.store import U_STORE, write_u_store
 from party_b import config as party_b_config
 from protocol.compute.pool import open_pool
 from protocol.keys.keyfiles import write_private

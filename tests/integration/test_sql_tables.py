@@ -11,7 +11,7 @@ import pytest
 
 import party_a.config as party_a_config
 import party_b.config as party_b_config
-from party_a.data import load_tables
+from party_a.data.tables import load_tables
 from protocol.data.tables import Features, encode_features
 from scenarios import ecommerce_bank
 from scenarios.experiment import run_experiment

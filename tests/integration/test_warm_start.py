@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from party_a import config as party_a_config
-from party_a.data import align, load_tables
-from party_a.evaluate import evaluation_lists, metrics, model_scores
-from party_a.model import ActiveModel
-from party_a.store import model_settings, stored_encodings
+from party_a.data.tables import align, load_tables
+from party_a.models.evaluate import evaluation_lists, metrics
+from party_a.models.model import ActiveModel, model_scores
+from party_a.serving.store import model_settings, stored_encodings
 from protocol.data.stored import load_state
 from psi.align import read_aligned_rows
 from scenarios.ecommerce_bank import BANK, SHOP

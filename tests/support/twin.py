@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from party_a.privacy import delta_noise
-from party_a.sampler import Sampler
+from party_a.training.privacy import delta_noise
+from party_a.data.sampler import Sampler
 from party_b import config as party_b_config
 from party_b.privacy import embedding_noise
 from protocol.crypto import fixedpoint

@@ -12,10 +12,10 @@ import torch
 from dp_accounting.rdp import RdpAccountant
 
 from audit.attacks import Columns, Labels, auxiliary, column_attacks, label_attacks
-from party_a.privacy import delta_noise
+from party_a.training.privacy import delta_noise
 from party_b.privacy import embedding_noise
+from protocol.layer.received import Received, load_received
 from protocol.privacy import RowNoise, RowPrivacy, epsilon, noise_for_epsilon
-from protocol.runtime.received import Received, load_received
 
 USERS, EPOCHS, D = 600, 4, 8
 
@@ -143,12 +143,13 @@ class _Batch:
 
 
 def _a_turn(monkeypatch: pytest.MonkeyPatch, noise: RowNoise | None):
-    from party_a import train as party_a_train
+    from party_a.training import layer as party_a_train
+    from protocol.layer.defence import Defence
 
     delta = torch.from_numpy(np.random.default_rng(5).standard_normal((4, 16)).astype(np.float32))
     monkeypatch.setattr(party_a_train, "active_step", lambda model, opt, batch, u: (0.5, delta.clone()))
     received = Received()
-    turn = party_a_train.BatchTurn(None, None, _Batch(np.arange(4)), party_a_train.Audit(noise, received), 1, 0)
+    turn = party_a_train.BatchTurn(None, None, _Batch(np.arange(4)), Defence(noise, received), 1, 0)
     return turn, delta.numpy(), received
 
 
@@ -165,7 +166,8 @@ def test_a_hook_is_the_identity_when_off_and_adds_noise_only_to_delta(monkeypatc
 
 
 def test_b_hook_noises_e_b_only_and_tower_learns_from_the_clean_output() -> None:
-    from party_b.follow import Audit, TowerTurn
+    from party_b.follow import TowerTurn
+    from protocol.layer.defence import Defence
 
     def tower() -> torch.nn.Module:
         torch.manual_seed(0)
@@ -175,13 +177,13 @@ def test_b_hook_noises_e_b_only_and_tower_learns_from_the_clean_output() -> None
     states = []
     for noise in (None, embedding_noise(RowPrivacy(noise_multiplier=2.0, seed=3))):
         t = tower()
-        turn = TowerTurn(t, torch.optim.SGD(t.parameters(), lr=0.1), Audit(noise, Received()), "train/e1/b0")
+        turn = TowerTurn(t, torch.optim.SGD(t.parameters(), lr=0.1), Defence(noise, Received()), "train/e1/b0")
         e = turn.embed(users)
         clean = turn.e_b.detach().numpy()
         assert np.array_equal(e, clean) if noise is None else not np.allclose(e, clean)
         turn.learn(g)
         states.append(t.state_dict())
-        assert np.array_equal(turn.audit.received.arrays("g")[1][:, 0], np.ones(4))  # epoch from the label
+        assert np.array_equal(turn.defence.received.arrays("g")[1][:, 0], np.ones(4))  # epoch from the label
     for name in states[0]:
         assert torch.equal(states[0][name], states[1][name]), name
 

@@ -1,7 +1,8 @@
 """docs/operations.md and docs/grafana/vfrec.json hold against the code.
 
 The metrics table names exactly what the roles (protocol/observe.py's registry) and A's service
-(party_a/serve.py's `Metrics`) export. Every metric that a dashboard panel or an alert rule queries is in the table.
+(party_a/serving/metrics.py's `Metrics`) export. Every metric that a dashboard panel or an alert rule queries is in the
+table.
 Every systemd unit parses, runs a real role and subcommand that accepts its arguments, and has the sections and
 settings its kind needs. So do the cron lines. With `systemd-analyze` installed, the units also pass
 `systemd-analyze verify`.
@@ -205,7 +206,7 @@ def watched_role(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_the_table_is_what_the_code_exports(watched_role) -> None:
-    from party_a.serve import Metrics
+    from party_a.serving.metrics import Metrics
 
     families = list(watched_role.REGISTRY.collect()) + list(Metrics(_Recommender()).registry.collect())
     exported = {exported_name(family): family.type for family in families}

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from party_a.baselines import ease, gram, item_item_scores, item_knn, popularity
-from party_a.evaluate import EvalSet
+from party_a.models.baselines import ease, gram, item_item_scores, item_knn, popularity
+from party_a.models.evaluate import EvalSet
 
 ROWS = [np.array([0, 1]), np.array([0, 1, 2]), np.array([1, 2]), np.array([0])]
 

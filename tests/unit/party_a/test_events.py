@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from party_a import events
-from party_a.data import InteractionsSpec, align, load_tables
-from party_a.sampler import Sampler
+from party_a.data import events
+from party_a.data.tables import InteractionsSpec, align, load_tables
+from party_a.data.sampler import Sampler
 from protocol.data.tables import TableSpec
 from protocol.errors import DataError
 from psi.ids import Normalizer

@@ -5,7 +5,7 @@ training targets, so left alone its norm falls as the user's history grows (rank
 correlation about -0.3 with the user's event count over story 1's first epoch, where
 the first steps' δ is near zero because B's item vectors start at zero) and is zero
 for a user with no training items. A rescales each step's δ rows to one norm
-(`party_a.model.equal_norms`), so only g's direction varies. Measured here on story
+(`party_a.models.model.equal_norms`), so only g's direction varies. Measured here on story
 1 in plaintext (the secure layer computes the same g up to fixed-point rounding):
 |Spearman ρ| between ‖g‖ and the user's number of training events stays at most
 0.1, and the negative control, with the rescaling switched off, finds the leak (|ρ| > 0.2).
@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from party_a import model as party_a_model
-from party_a.sampler import Sampler
+from party_a.models import model as party_a_model
+from party_a.data.sampler import Sampler
 from scenarios import ecommerce_bank
 from scenarios.centralised import PlainLayer, load_joined, train
 from scenarios.plain_quality import plain_align

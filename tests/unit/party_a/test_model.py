@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from party_a.baselines import ease, gram
+from party_a.models.baselines import ease, gram
 from party_a.config import ModelSettings
-from party_a.data import ActiveData
-from party_a.evaluate import eval_set
-from party_a.model import PRIOR_WEIGHTS, ActiveModel, active_step, chosen_prior_weight, equal_norms
-from party_a.sampler import Sampler
-from party_a.scoring import item_item
+from party_a.data.tables import ActiveData
+from party_a.models.evaluate import eval_set
+from party_a.models.model import PRIOR_WEIGHTS, ActiveModel, active_step, chosen_prior_weight, equal_norms
+from party_a.data.sampler import Sampler
+from party_a.models.scoring import item_item
 from protocol.data.tables import Features
 
 N_ITEMS, LAMBDA = 7, 2.0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from party_a.evaluate import EvalSet
-from party_a.evaluate import per_user
-from party_a.segments import by_segment, choose, combined, segment_masks, segment_of
+from party_a.models.evaluate import EvalSet
+from party_a.models.evaluate import per_user
+from party_a.data.segments import by_segment, choose, combined, segment_masks, segment_of
 
 
 def lists(activity: list[int]) -> EvalSet:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from party_a.selection import EarlyStopping, preferred
+from party_a.models.selection import EarlyStopping, preferred
 
 
 def run(curve: list[float], stopper: EarlyStopping) -> list[bool]:

@@ -22,8 +22,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from party_a.config import ServeSettings, read_serve
-from party_a.serve import body_limit, create_app, read_token, shared_socket
-from party_a.serving import Answer, Recommendation
+from party_a.serving.http import body_limit, create_app, read_token, shared_socket
+from party_a.serving.recommender import Answer, Recommendation
 from protocol.errors import ConfigError, DataError, StoreError
 from protocol.runtime import cli
 from protocol.settings.config import Table
@@ -259,7 +259,7 @@ def test_healthz_without_the_token_says_only_that_the_service_is_up(headers: dic
 
 def test_without_a_configured_token_one_is_generated_into_the_workdir_and_never_logged(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="party_a.serve"):
+    with caplog.at_level(logging.INFO, logger="party_a.serving.http"):
         token = read_token(ServeSettings(), tmp_path)
     path = tmp_path / "serve_token"
     assert token and path.read_bytes().strip() == token and path.stat().st_mode & 0o777 == 0o600

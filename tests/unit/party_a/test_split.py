@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from party_a.data import ActiveTables, align
-from party_a.events import Spill, build_histories
+from party_a.data.tables import ActiveTables, align
+from party_a.data.events import Spill, build_histories
 from protocol.data.tables import Features
 
 

@@ -18,10 +18,10 @@ from coordinator.config import key_path
 from coordinator.keys import run_key
 from coordinator.ledger import Ledger
 from party_a.config import EvalSettings, ModelSettings, SecureSettings, Training, TrainSettings
-from party_a.data import ActiveData
-from party_a.model import ActiveModel
-from party_a.train import promoted
-from party_a.warm import ITEM_ROWS, Start, carried_over, model_in_service
+from party_a.data.tables import ActiveData
+from party_a.models.model import ActiveModel
+from party_a.training.loop import promoted
+from party_a.training.warm import ITEM_ROWS, Start, carried_over, model_in_service
 from protocol.crypto.paillier import generate_keypair
 from protocol.data.stored import frame_bytes, state_bytes
 from protocol.data.tables import Features

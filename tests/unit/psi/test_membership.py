@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from party_a.refresh import with_joined
-from party_a.store import u_frame
+from party_a.serving.refresh import with_joined
+from party_a.serving.store import u_frame
 from protocol.errors import ProtocolError
 from protocol.messages.serving import RefreshRequest
 from psi.membership import membership_since, roster_digest

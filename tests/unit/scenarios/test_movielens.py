@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from party_a.data import InteractionsSpec, align, load_tables
+from party_a.data.tables import InteractionsSpec, align, load_tables
 from protocol.data.tables import TableSpec
 from psi.ids import Normalizer
 from scenarios import movielens as ml

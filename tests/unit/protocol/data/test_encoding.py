@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from party_a.data import InteractionsSpec, load_tables
+from party_a.data.tables import InteractionsSpec, load_tables
 from protocol.data.tables import CLIP, Encoding, TableSpec, fit_encoding, rare_below
 from protocol.data.towers import FeatureTower
 from psi.ids import Normalizer

@@ -18,7 +18,7 @@ from protocol.crypto.paillier import Encryptor, generate_keypair
 from protocol.errors import ProtocolError
 from protocol.layer import steps
 from protocol.layer.decryption import ROUTE, Step, send_masked
-from protocol.layer.steps import Side, Turn
+from protocol.layer.steps import ATurn, BTurn, Side
 from protocol.messages.coordinator import DecryptReply, DecryptRequest
 from protocol.messages.layer import EncryptedDelta
 from protocol.messages.plan import LayerPlan
@@ -48,8 +48,8 @@ def sides(net: MemoryNetwork) -> tuple[Side, Side]:
 
 def submit_twice(a: Side, b: Side) -> None:
     for _ in range(2):
-        steps.b_forward_contribution(b, Turn("same", USERS, FixedTower()))
-        steps.a_send_gradients(a, Turn("same", USERS, delta_q=np.full((2, PLAN.h), 100, dtype=np.int64)))
+        steps.b_forward_contribution(b, BTurn("same", USERS, FixedTower()))
+        steps.a_send_gradients(a, ATurn("same", USERS, delta_q=np.full((2, PLAN.h), 100, dtype=np.int64)))
 
 
 def submitted(net: MemoryNetwork, sender: str) -> list[list[int]]:
@@ -107,7 +107,7 @@ def test_b_refuses_g_beyond_the_plan() -> None:
     delta = packing.encrypt(ENC, np.zeros((2, PLAN.h), dtype=object), a.rows, PLAN.delta_bits, PLAN.delta_bound)
     messages.send(a.endpoint, "party_b", EncryptedDelta("s", delta.to_wire()))
     with pytest.raises(ProtocolError, match="g as party_a had it decrypted is outside the plan's bounds"):
-        run_roles((coordinator_once, net, "party_a"), (steps.b_receive_gradient, b, Turn("s", USERS)))
+        run_roles((coordinator_once, net, "party_a"), (steps.b_receive_gradient, b, BTurn("s", USERS)))
 
 
 def test_b_refuses_a_declared_bound_beyond_the_plan() -> None:
@@ -116,4 +116,4 @@ def test_b_refuses_a_declared_bound_beyond_the_plan() -> None:
     delta = packing.encrypt(ENC, np.zeros((2, PLAN.h), dtype=object), a.rows, PLAN.delta_bits, 2 * PLAN.delta_bound)
     messages.send(a.endpoint, "party_b", EncryptedDelta("s", delta.to_wire()))
     with pytest.raises(ProtocolError, match=r"EncryptedDelta.delta from party_a: .* expected 2 in .* bounded by"):
-        steps.b_receive_gradient(b, Turn("s", USERS))
+        steps.b_receive_gradient(b, BTurn("s", USERS))

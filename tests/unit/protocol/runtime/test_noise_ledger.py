@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from party_a.privacy import delta_noise
+from party_a.training.privacy import delta_noise
 from party_b.privacy import embedding_noise
 from party_b.refresh import Changes, refresh_users
 from party_b.store import read_users, write_users

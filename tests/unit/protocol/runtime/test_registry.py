@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from party_a.store import model_facts as a_facts
-from party_a.store import save_active_model
+from party_a.serving.store import model_facts as a_facts
+from party_a.serving.store import save_active_model
 from party_b.store import USERS, users_bytes
 from party_b.store import model_facts as b_facts
 from protocol.errors import StoreError

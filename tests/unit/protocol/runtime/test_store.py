@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from party_a.store import write_u_store
+from party_a.serving.store import write_u_store
 from party_b.store import row_digests
 from protocol.data.tables import Encoding, TableSpec, encode_features, fit_encoding
 from protocol.errors import DataError, ProtocolError, StoreError

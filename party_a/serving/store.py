@@ -8,7 +8,7 @@
     item_knn.pt    item-kNN's item-item weights, when an activity segment is served by item-kNN (the
                    manifest's "segments": each segment's choice on validation)
     w_cols.msgpack [W] by columns of the federated model's chosen epoch, under the coordinator's key of the run:
-                   where a warm start begins (party_a/warm.py)
+                   where a warm start begins (party_a/training/warm.py)
 
 The u store starts as the u of the federated model's chosen epoch, which A computed
 for every shared user to validate that epoch.

@@ -8,15 +8,15 @@ on the segment's users by a significant margin (paired over the users, one-sided
 5 %). A segment of a few hundred users cannot tell scorers within a point or two
 apart, and a switch on noise costs on test what it seemed to gain.
 `combined` scores each user with its segment's choice: what serving by segment
-would give. A's service answers each segment with its choice (party_a/serving.py).
+would give. A's service answers each segment with its choice (party_a/serving/recommender.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from party_a.evaluate import EvalSet, metrics
-from party_a.selection import preferred
+from party_a.models.evaluate import EvalSet, metrics
+from party_a.models.selection import preferred
 
 SEGMENTS = (("0-2", 0, 2), ("3-10", 3, 10), ("11+", 11, None))  # name, fewest and most training events
 CANDIDATES = ("federated", "a_alone", "item_knn", "popularity")  # what a segment may choose, preferred on ties

@@ -24,14 +24,14 @@ import numpy as np
 import pandas as pd
 
 from party_a.config import PartyAConfig
-from party_a.store import read_u_store, u_frame, write_u_store
+from party_a.serving.store import read_u_store, u_frame, write_u_store
 from protocol import messages
 from protocol.crypto import fixedpoint
 from protocol.crypto.paillier import Encryptor
 from protocol.errors import ProtocolError, StoreError, VfrecError
 from protocol.layer import steps
 from protocol.layer.decryption import Step, receive_public_key, refresh_batches, register_layer
-from protocol.layer.steps import FORWARD_ONLY, Side, Turn
+from protocol.layer.steps import FORWARD_ONLY, Side, ATurn
 from protocol.messages.plan import LayerPlan
 from protocol.messages.serving import RefreshDone, RefreshRequest
 from protocol.net.transport import Endpoint
@@ -63,7 +63,7 @@ def receive_session(cfg: PartyAConfig, endpoint: Endpoint) -> int:
     side = Side(endpoint, public, Encryptor(public), None, plan)
     u = store[[f"u{j}" for j in range(plan.h)]].to_numpy(dtype=np.float32, copy=True)
     for label, batch in refresh_batches(users, plan):
-        turn = steps.run(FORWARD_ONLY, side, Turn(label, batch, decrypt_as=Step.EVALUATE))
+        turn = steps.walk(FORWARD_ONLY, side, ATurn(label, batch, decrypt_as=Step.EVALUATE))
         u[batch] = fixedpoint.decode(turn.u, plan.e_bits + plan.w_bits)
     written = store["written"].to_numpy(copy=True)
     written[users] = time.time()

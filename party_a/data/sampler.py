@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from party_a.data import ActiveData
+from party_a.data.tables import ActiveData
 
 PAD = -1
 

@@ -9,7 +9,7 @@ the target, c: ω(c) = exp(a + b·log(1 + c)). The logit of item j is
 
     z · v_j + ω(c) · u · q_j + bias_j + c₁ · Σ_{i in history} S[i, j] + c₂ · S[latest, j],
 
-with S A's own EASE weights (party_a.baselines, λ chosen on validation) and c₁, c₂
+with S A's own EASE weights (party_a.models.baselines, λ chosen on validation) and c₁, c₂
 learnt. This hybrid starts (user side at zero, c₂ = 0) as EASE with a popularity
 prior: the item bias starts at w · log(1 + the item's training count), w chosen on
 validation (`chosen_prior_weight`; how much popularity adds to EASE differs from one
@@ -17,7 +17,7 @@ data set to the next, and w stays 0 unless a weight beats EASE significantly). A
 alone trains from there with u = 0 and is offered as it starts (epoch 0); a trained
 epoch replaces the start only when significantly better on validation.
 
-The federated model starts as A alone at its chosen epoch (party_a/alone.py), with
+The federated model starts as A alone at its chosen epoch (party_a/training/alone.py), with
 q_j = 0: the same prior, λ and weights, and B's contribution a residual that enters
 only as far as training finds it useful. It learns only the q_j and ω (A's own part
 stays A alone's, which early stopping already judged); q_j = 0 also makes δ = 0 at
@@ -48,14 +48,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from party_a.baselines import TrainingRows, ease_weights, gram, popularity
+from party_a.models.baselines import TrainingRows, ease_weights, gram, popularity
 from party_a.config import ModelSettings
-from party_a.evaluate import EvalSet, model_scores, per_user
-from party_a.data import ActiveData
-from party_a.sampler import PAD, Batch, pad_histories
-from party_a.scoring import SCALE_GAIN, Catalogue, catalogue_logits
-from party_a.segments import segment_labels
-from party_a.selection import preferred
+from party_a.models.evaluate import EvalSet, per_user
+from party_a.data.tables import ActiveData
+from party_a.data.sampler import PAD, Batch, pad_histories
+from party_a.models.scoring import SCALE_GAIN, Catalogue, catalogue_logits
+from party_a.data.segments import segment_labels
+from party_a.models.selection import preferred
 from protocol.data.towers import FeatureTower
 
 PRIOR_WEIGHTS = (0.0, 0.125, 0.25, 0.5, 1.0)  # the popularity prior's weights A alone tries (0: EASE alone)
@@ -64,7 +64,7 @@ PRIOR_WEIGHTS = (0.0, 0.125, 0.25, 0.5, 1.0)  # the popularity prior's weights A
 class ActiveModel(nn.Module):
     def __init__(self, data: ActiveData, s: ModelSettings, ease_lambda: float | None = None,
                  prior_weight: float = 1.0):
-        """`ease_lambda`: EASE's λ chosen on validation (party_a.baselines); s.item_item_lambda if None.
+        """`ease_lambda`: EASE's λ chosen on validation (party_a.models.baselines); s.item_item_lambda if None.
         `prior_weight`: the weight of the popularity prior in the starting item bias."""
         super().__init__()
         torch.manual_seed(s.seed)
@@ -151,7 +151,7 @@ class ActiveModel(nn.Module):
         return torch.cat([self.item_part(items), self.partner_items(items)], dim=-1)
 
     def catalogue(self) -> Catalogue:
-        """The catalogue-wide part of the scorer (party_a/scoring.py)."""
+        """The catalogue-wide part of the scorer (party_a/models/scoring.py)."""
         v = self.item_vectors()
         if self.p is None:
             return Catalogue(v, self.item_bias)
@@ -187,6 +187,16 @@ def federated_start(alone: ActiveModel) -> ActiveModel:
     for name, parameter in federated.named_parameters():
         parameter.requires_grad_(name.startswith("partner"))
     return federated
+
+
+@torch.no_grad()
+def model_scores(model: ActiveModel, ev: EvalSet, u: np.ndarray) -> np.ndarray:
+    """Scores of the evaluation lists; `u` holds B's contribution per shared user (zeros for A alone)."""
+    model.eval()
+    scores = model.score(ev.histories, torch.from_numpy(ev.users), torch.from_numpy(ev.items),
+                         torch.from_numpy(np.asarray(u, dtype=np.float32)[ev.users]))
+    model.train()
+    return scores.numpy()
 
 
 def chosen_prior_weight(data: ActiveData, s: ModelSettings, ease_lambda: float, valid: EvalSet,

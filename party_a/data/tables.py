@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from party_a.events import Histories, Spill, build_histories, spill_directory
-from party_a.raw_codes import RawCodes
+from party_a.data.events import Histories, Spill, build_histories, spill_directory
+from party_a.data.raw_codes import RawCodes
 from protocol.data.sql import SqlSource
 from protocol.data.tables import (Encoding, Features, TableSpec, fit_encoding, numeric_column, plain, read_table,
                                   read_table_chunks, row_label, take_source)

@@ -6,7 +6,7 @@ One row per (user, rank): user_id, rank (from 1), item_id, score, source and the
 item's columns. The scores are the ones the HTTP service gives for the same user
 and u store: z is computed here one user at a time as the service does, and the
 catalogue part (z·Vᵀ, item biases, the item-item term, top-k) by the same function
-of party_a/scoring.py, on A's workers (`workers` and [compute]: local processes or
+of party_a/models/scoring.py, on A's workers (`workers` and [compute]: local processes or
 A's Ray cluster; inline with `workers = 0`), in chunks of users.
 """
 
@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from party_a.config import load
-from party_a.serving import Query, Recommender
+from party_a.serving.recommender import Query, Recommender
 from protocol.compute.pool import open_pool
 from protocol.compute.workers import WorkerPool
 from protocol.errors import ConfigError
@@ -38,10 +38,10 @@ CHUNK = 64  # users per task sent to A's workers
 def recommend_all(recommender: Recommender, user_ids: list[str], k: int, include_bought: bool, pool: WorkerPool,
                   progress: bool = True) -> pd.DataFrame:
     """The long table of every user's top-k: z here, one user at a time, and the catalogue part on `pool`
-    (party_a.scoring, whose state is broadcast once to each worker), at most `pool.max_in_flight` chunks
+    (party_a.models.scoring, whose state is broadcast once to each worker), at most `pool.max_in_flight` chunks
     of users at once."""
     for name, catalogue in recommender.catalogues.items():
-        pool.broadcast("party_a.scoring:install", recommender.model_id, name, catalogue.arrays())
+        pool.broadcast("party_a.models.scoring:install", recommender.model_id, name, catalogue.arrays())
     store = recommender.store
     rows: list[dict] = []
     pending: deque[tuple[list[str], list[Query | None], Future | None]] = deque()
@@ -64,7 +64,7 @@ def _submit(pool: WorkerPool, recommender: Recommender, queries: list[Query | No
     known = [q for q in queries if q is not None]
     if not known:
         return None
-    return pool.submit("party_a.scoring:top_items_task", recommender.model_id, [q.source for q in known],
+    return pool.submit("party_a.models.scoring:top_items_task", recommender.model_id, [q.source for q in known],
                        np.stack([q.z.numpy() for q in known]), [q.items.numpy() for q in known],
                        [] if include_bought else [recommender.histories[q.row] for q in known], k, include_bought)
 

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,22 +27,22 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from party_a.config import ServeSettings, load
-from protocol.errors import ConfigError, VfrecError
+from protocol.errors import ConfigError
 from protocol.keys.keyfiles import new_passphrase, read_private, write_private
 
-from party_a.live import LiveModel
-from party_a.refresh import RefreshListener
-from party_a.serving import Answer, Recommender, Source
+from party_a.serving.live import LiveModel, Refresher
+from party_a.serving.metrics import Metrics
+from party_a.serving.refresh import RefreshListener
+from party_a.serving.recommender import Answer, Recommender, Source
 
 log = logging.getLogger(__name__)
 
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 DOCS_PATH = "/docs"  # Swagger UI, its JS, CSS and favicon from the installed fastapi-offline: no internet needed
 OPENAPI_PATH = "/openapi.json"
 DOCS_ASSETS = "/static/swagger-ui"  # where fastapi-offline's static directory (Swagger UI 5) is mounted
@@ -112,74 +111,6 @@ class Health(BaseModel):
     n_items: int | None = None
     shared_users: int | None = None
     u_store_age_seconds: float | None = None
-
-
-class Metrics:
-    """The service's Prometheus metrics, in a registry of their own so that each app (and test) starts at zero.
-    `recommender`: what the u store's age is read from."""
-
-    def __init__(self, recommender: Recommender | LiveModel):
-        self.registry = CollectorRegistry()
-        self.requests = Counter("vfrec_http_requests", "HTTP requests by endpoint (route template) and status code",
-                                ("endpoint", "status"), registry=self.registry)
-        self.latency = Histogram("vfrec_http_request_duration_seconds", "HTTP request latency by endpoint",
-                                 ("endpoint",), buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.answers = Counter("vfrec_answers",
-                               "Answers (one per user) by source: federated, a_alone, item_knn, popularity",
-                               ("source",), registry=self.registry)
-        self.reloads = Counter("vfrec_u_store_reloads", "Reloads of the u store after it changed on disk",
-                               registry=self.registry)
-        age = Gauge("vfrec_u_store_age_seconds", "Seconds since the u store was last written",
-                    registry=self.registry)
-        age.set_function(recommender.u_store_age_seconds)
-        self.model = Gauge("vfrec_model_info", "1 for the model in service (the one answering)", ("model_id",),
-                           registry=self.registry)
-        self.model_reloads = Counter("vfrec_model_reloads",
-                                     "Loads of a whole new model in service while serving (CURRENT, the shared list "
-                                     "or new users changed), by result: loaded (swapped in) or failed (old kept)",
-                                     ("result",), registry=self.registry)
-
-    def serving(self, model_id: str) -> None:
-        """`model_id` is the model in service now."""
-        self.model.clear()
-        self.model.labels(model_id).set(1)
-
-    def reloaded(self, recommender: Recommender | None) -> None:
-        """A whole new model was loaded and swapped in (None: the load failed)."""
-        self.model_reloads.labels("failed" if recommender is None else "loaded").inc()
-        if recommender is not None:
-            self.serving(recommender.model_id)
-
-
-class Refresher:
-    """Calls `live.check()` at most once per `every` seconds, so that a rewritten u store, and a new model in
-    service (party_a/live.py), are picked up without a restart and without a file check per request. A failed
-    reload keeps the previous store."""
-
-    def __init__(self, live: LiveModel, every: float, reloads: Counter):
-        self._live = live
-        self._every = every
-        self._reloads = reloads
-        self._lock = threading.Lock()
-        self._next_check = 0.0
-        self._last_error = ""
-
-    def __call__(self) -> None:
-        now = time.monotonic()
-        if now < self._next_check or not self._lock.acquire(blocking=False):
-            return  # checked recently, or another request is checking right now
-        try:
-            self._next_check = now + self._every
-            if self._live.check():
-                self._reloads.inc()
-                log.info("u store changed on disk: reloaded (age %.0f s)", self._live.u_store_age_seconds())
-            self._last_error = ""
-        except VfrecError as exc:
-            if str(exc) != self._last_error:  # once per distinct failure, not once a second
-                log.warning("u store reload failed, still serving the previous one: %s", exc)
-            self._last_error = str(exc)
-        finally:
-            self._lock.release()
 
 
 class Edge:

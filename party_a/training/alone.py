@@ -4,7 +4,7 @@ A can do this by itself, so it does it first: its popularity prior's weight is c
 on validation (`chosen_prior_weight`), the model as it starts is offered as epoch 0,
 and early stopping on validation NDCG@k chooses the epoch. The chosen model is what A
 serves to its users outside the intersection and where the federated model starts
-(party_a/model.py), so the federated run never starts behind it. Epochs draw their
+(party_a/models/model.py), so the federated run never starts behind it. Epochs draw their
 batches from the same sampler as the federated ones; the test lists are scored for the
 chosen epoch only.
 """
@@ -17,12 +17,12 @@ import numpy as np
 import torch
 
 from party_a.config import Training
-from party_a.data import ActiveData
-from party_a.evaluate import EvalSet, metrics, model_scores, per_user
-from party_a.model import ActiveModel, active_step, chosen_prior_weight
-from party_a.sampler import Sampler
-from party_a.segments import segment_labels
-from party_a.selection import EarlyStopping
+from party_a.data.tables import ActiveData
+from party_a.models.evaluate import EvalSet, metrics, per_user
+from party_a.models.model import ActiveModel, active_step, chosen_prior_weight, model_scores
+from party_a.data.sampler import Sampler
+from party_a.data.segments import segment_labels
+from party_a.models.selection import EarlyStopping
 from protocol.runtime.progress import progress_bar
 
 

@@ -6,7 +6,8 @@ tables did not), a new one is loaded in a background thread, A's tables read aga
 and swapped in by one assignment once whole. Requests meanwhile keep being answered by
 the old one, and each request takes `current` once, so every answer and batch is made
 by one model and names it. A load that fails is logged and the old Recommender stays;
-the same reason does not start another load until something changes again.
+the same reason does not start another load until something changes again. `Refresher` has the service
+check at most once per interval, so that no request pays for a file check.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from party_a.serving import Recommender
+from prometheus_client import Counter
+
+from party_a.serving.recommender import Recommender
 from protocol.errors import VfrecError
 
 log = logging.getLogger(__name__)
@@ -75,3 +78,34 @@ class LiveModel:
 
     def u_store_age_seconds(self) -> float:
         return self.current.u_store_age_seconds()
+
+
+class Refresher:
+    """Calls `live.check()` at most once per `every` seconds, so that a rewritten u store, and a new model in
+    service (party_a/serving/live.py), are picked up without a restart and without a file check per request. A failed
+    reload keeps the previous store."""
+
+    def __init__(self, live: LiveModel, every: float, reloads: Counter):
+        self._live = live
+        self._every = every
+        self._reloads = reloads
+        self._lock = threading.Lock()
+        self._next_check = 0.0
+        self._last_error = ""
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now < self._next_check or not self._lock.acquire(blocking=False):
+            return  # checked recently, or another request is checking right now
+        try:
+            self._next_check = now + self._every
+            if self._live.check():
+                self._reloads.inc()
+                log.info("u store changed on disk: reloaded (age %.0f s)", self._live.u_store_age_seconds())
+            self._last_error = ""
+        except VfrecError as exc:
+            if str(exc) != self._last_error:  # once per distinct failure, not once a second
+                log.warning("u store reload failed, still serving the previous one: %s", exc)
+            self._last_error = str(exc)
+        finally:
+            self._lock.release()

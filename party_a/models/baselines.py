@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from party_a.data import ActiveData
-from party_a.evaluate import EvalSet, metrics
+from party_a.data.tables import ActiveData
+from party_a.models.evaluate import EvalSet, metrics
 
 LAMBDAS = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
 NEIGHBOURS = (10, 50, None)

@@ -19,7 +19,7 @@ training), and those items are left out of its answer unless asked for.
 Scoring is exhaustive and exact: the item vectors are computed once at load, so a
 request costs one product z·Vᵀ over the catalogue (the retrieval stage) and, when
 the model has its item-item part, that part for the same items; then top-k. Users
-are scored one at a time, z here and the catalogue part by party_a/scoring.py (which
+are scored one at a time, z here and the catalogue part by party_a/models/scoring.py (which
 `recommend` runs on A's workers), so a user's scores are the same bits whichever way
 it is asked for (one request, a batch, or `recommend`).
 """
@@ -38,12 +38,12 @@ import numpy as np
 import torch
 
 from party_a.config import PartyAConfig
-from party_a.data import ActiveTables, align, load_tables
-from party_a.model import ActiveModel
-from party_a.sampler import pad_histories
-from party_a.scoring import baseline_catalogue, top_items
-from party_a.segments import SEGMENTS, segment_of
-from party_a.store import ITEM_KNN, U_STORE, model_settings, read_u_store, stored_encodings
+from party_a.data.tables import ActiveTables, align, load_tables
+from party_a.models.model import ActiveModel
+from party_a.data.sampler import pad_histories
+from party_a.models.scoring import baseline_catalogue, top_items
+from party_a.data.segments import SEGMENTS, segment_of
+from party_a.serving.store import ITEM_KNN, U_STORE, model_settings, read_u_store, stored_encodings
 from protocol.data.stored import load_state, read_frame
 from protocol.data.tables import read_table
 from protocol.errors import ConfigError, StoreError

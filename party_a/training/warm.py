@@ -1,6 +1,6 @@
 """A's warm start (`python -m party_a --config a.toml --from current`): the run starts from the model in service.
 
-From the stored model (party_a/store.py) A takes the encodings of its user and item columns (its tables are
+From the stored model (party_a/serving/store.py) A takes the encodings of its user and item columns (its tables are
 encoded as the model learnt them), both models' states, EASE's λ and the popularity prior's weight, and [W] by
 columns of the stored epoch, under the stored model's key (B takes its tower and [W] by rows, the coordinator
 the key). A alone trains on in plaintext from the stored A alone, and the federated model starts as the stored
@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from party_a.config import ModelSettings, Training
-from party_a.data import ActiveData
-from party_a.model import ActiveModel
-from party_a.store import W_COLS, model_settings, stored_encodings
+from party_a.data.tables import ActiveData
+from party_a.models.model import ActiveModel
+from party_a.serving.store import W_COLS, model_settings, stored_encodings
 from protocol.crypto.packing import Packed
 from protocol.crypto.paillier import PublicKey
 from protocol.data.stored import load_state, read_frame

@@ -17,16 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from party_a.data import ActiveData
-
-if TYPE_CHECKING:  # the model imports the baselines, which import this module; the config imports this module
-    from party_a.config import Training
-    from party_a.model import ActiveModel
+from party_a.config import Training
+from party_a.data.tables import ActiveData
 
 
 SPLITS = ("valid", "test")
@@ -39,7 +34,7 @@ class EvalSet:
     items: np.ndarray  # (users, 1 + negatives): held-out item first
     histories: Sequence[np.ndarray]  # per evaluated user: what A knows before the held-out item, oldest first
     cold: np.ndarray  # bool per evaluated user
-    activity: np.ndarray  # per evaluated user: its number of training events at A (party_a/segments.py)
+    activity: np.ndarray  # per evaluated user: its number of training events at A (party_a/data/segments.py)
 
 
 class SplitHistories(Sequence[np.ndarray]):
@@ -95,13 +90,3 @@ def metrics(scores: np.ndarray, cold: np.ndarray, k: int) -> dict:
                 "ndcg": float(ndcg[mask].mean())}
 
     return {"overall": summary(np.ones(len(scores), dtype=bool)), "cold": summary(cold)}
-
-
-@torch.no_grad()
-def model_scores(model: "ActiveModel", ev: EvalSet, u: np.ndarray) -> np.ndarray:
-    """Scores of the evaluation lists; `u` holds B's contribution per shared user (zeros for A alone)."""
-    model.eval()
-    scores = model.score(ev.histories, torch.from_numpy(ev.users), torch.from_numpy(ev.items),
-                         torch.from_numpy(np.asarray(u, dtype=np.float32)[ev.users]))
-    model.train()
-    return scores.numpy()
