@@ -2,7 +2,7 @@
 
 For every page: each relative link `[x](path)` or `[x](path#anchor)` names an existing file (relative to the page's
 folder) and, with an anchor, a heading of that file whose GitHub slug is the anchor; each repository path named in
-backticks (`party_a/serve.py`, `protocol/layer/`, `tests/test_x.py::test_y`, `bench/psi.py:11`) exists. The README
+backticks (`party_a/serving/http.py`, `protocol/layer/`, `tests/test_x.py::test_y`, `bench/psi.py:11`) exists. The README
 stays short, and docs/design.md's "How the code is laid out" names every top-level package and every sub-package of
 `protocol/`, and nothing that is not there.
 """
@@ -92,7 +92,7 @@ def repository_path(span: str) -> str | None:
     token = span.strip()
     token = re.sub(r"\(.*\)$", "", token)  # a call: `steps.run(...)`
     token = re.sub(r"::.*$", "", token)  # a test: `tests/test_x.py::test_y`
-    token = re.sub(r":[\d,-]+$", "", token)  # a line: `party_a/serve.py:3`
+    token = re.sub(r":[\d,-]+$", "", token)  # a line: `party_a/serving/http.py:3`
     if any(c in token for c in "*?[]{}<>$ …") or not PATH.match(token):
         return None
     return token
@@ -166,14 +166,14 @@ def check_layout(root: Path = ROOT) -> list[Problem]:
 
 def test_the_checker_reports_a_broken_link_a_missing_anchor_and_a_missing_path(tmp_path: Path) -> None:
     (tmp_path / "docs").mkdir()
-    (tmp_path / "party_a").mkdir()
-    (tmp_path / "party_a" / "serve.py").write_text("")
+    (tmp_path / "party_a" / "serving").mkdir(parents=True)
+    (tmp_path / "party_a" / "serving" / "http.py").write_text("")
     (tmp_path / "docs" / "serving.md").write_text("# Serving\n\n## Endpoints: `GET` one user\n")
     page = tmp_path / "docs" / "page.md"
     page.write_text(
         "# A page\n"
         "\n"
-        "Good: [serving](serving.md), [its endpoints](serving.md#endpoints-get-one-user), `party_a/serve.py:3`,\n"
+        "Good: [serving](serving.md), [its endpoints](serving.md#endpoints-get-one-user), `party_a/serving/http.py:3`,\n"
         "`python -m party_a serve`, `<workdir>/models/`, `psi/aligned_rows.csv`, [home](https://example.com).\n"
         "Broken: [gone](gone.md) and [no heading](serving.md#errors).\n"
         "```\n"

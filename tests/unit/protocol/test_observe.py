@@ -73,11 +73,11 @@ def test_metrics_and_health_are_served_and_nothing_else(watched: None) -> None:
 
 def test_a_json_line_carries_the_runs_context_and_the_message(watched: None) -> None:
     observe.at(epoch=2, step=41)
-    record = logging.LogRecord("party_a.train", logging.WARNING, __file__, 1, "epoch %d: %s", (2, "slow"), None)
+    record = logging.LogRecord("party_a.training.loop", logging.WARNING, __file__, 1, "epoch %d: %s", (2, "slow"), None)
     line = json.loads(JsonLines("party_a").format(record))
     assert line.pop("time").endswith("+00:00")
     assert line == {"level": "WARNING", "role": "party_a", "run_id": "run-7", "generation": 3, "epoch": 2,
-                    "step": 41, "logger": "party_a.train", "message": "epoch 2: slow"}
+                    "step": 41, "logger": "party_a.training.loop", "message": "epoch 2: slow"}
     try:
         raise ValueError("bad value")
     except ValueError:
