@@ -1,6 +1,6 @@
 """A's positive events as per-user histories on disk, so that A's events need not fit in memory.
 
-`party_a.data.load_tables` reads the interactions table a chunk at a time and appends
+`party_a.data.tables.load_tables` reads the interactions table a chunk at a time and appends
 each chunk's positives to a `Spill` (user row, item, timestamp: 16 bytes an event, on
 disk, in the table's row order). `build_histories` then distributes them to buckets of
 consecutive users (a stable bucket sort on disk, so each bucket keeps that order),

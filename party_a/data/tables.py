@@ -12,7 +12,7 @@ never evaluated, and A may use them for item-item statistics (popularity, kNN,
 EASE), which is what A alone could run on its own data.
 
 The interactions are read a chunk at a time and kept on disk as per-user histories
-(`party_a.events`): `train`, `seen` and `others` are views that read a user's items
+(`party_a.data.events`): `train`, `seen` and `others` are views that read a user's items
 when asked, so A's events need not fit in memory.
 """
 
@@ -133,7 +133,7 @@ def load_tables(users: pd.DataFrame, user_ids: list[str], users_spec: TableSpec,
     """Read and check interactions and items against A's user table; every problem names file, column, row.
 
     `user_ids` are the normalised IDs of `users`' rows (which may hold the raw ID column too, see `_user_codes`).
-    The interactions are read `chunk_rows` rows at a time and A's events kept on disk (`party_a.events`). The user
+    The interactions are read `chunk_rows` rows at a time and A's events kept on disk (`party_a.data.events`). The user
     and item columns are encoded with `encodings` (a stored model's, by "users" and "items"), else fitted here."""
     columns = [spec.user_column, spec.item_column] + [c for c in (spec.label_column, spec.timestamp_column) if c]
     user_codes = _user_codes(users, user_ids, users_spec, normalizer)
