@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from protocol.messages.run import RunDone
 from protocol.net.transport import Endpoint
 from protocol.settings import config
 from protocol.settings.config import PeerConfig
-from scenarios.launch import free_ports, observe_all, start, wait_all, write_local_run
+from scenarios.launch import LocalRun, free_ports, observe_all, start, wait_all, write_local_run
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +35,19 @@ def register_both(a: Endpoint, b: Endpoint, public: PublicKey, shared_users: int
     for party in (a, b):
         register_layer(party, plan, shared_users)
     return plan
+
+
+def stop(coordinator: subprocess.Popen, *endpoints: Endpoint) -> None:
+    """Close the test's own endpoints; kill the coordinator if it is still running."""
+    for endpoint in endpoints:
+        endpoint.close()
+    if coordinator.poll() is None:
+        coordinator.kill()
+
+
+def decryption_log(run: LocalRun) -> list[dict]:
+    """The coordinator's decryption log, one entry per request."""
+    return [json.loads(line) for line in (run.workdir("coordinator") / "audit.jsonl").read_text().splitlines()]
 
 
 def test_decryption_service(tmp_path: Path) -> None:
@@ -83,12 +97,8 @@ def test_decryption_service(tmp_path: Path) -> None:
         out = wait_all(run, {"coordinator": coordinator}, timeout=30)
         assert out["coordinator"].returncode == 0, out["coordinator"].output
     finally:
-        a.close()
-        b.close()
-        if coordinator.poll() is None:
-            coordinator.kill()
-
-    audit = [json.loads(line) for line in (run.workdir("coordinator") / "audit.jsonl").read_text().splitlines()]
+        stop(coordinator, a, b)
+    audit = decryption_log(run)
     assert [(e["who"], e["step"], e["count"], "refused" in e) for e in audit] == [
         ("party_b", "forward", 5, False), ("party_a", "forward", 5, True), ("party_b", "forward", 2, True)]
     assert all(e["run"] == "local" and e["label"] in ("train/e1/b0", "train/e1/b1", "bad") for e in audit)
@@ -161,11 +171,8 @@ def test_decryptions_follow_the_registered_schedule(tmp_path: Path) -> None:
         messages.send(a, "coordinator", RunDone(None))
         assert wait_all(run, {"coordinator": coordinator}, timeout=30)["coordinator"].returncode == 0
     finally:
-        a.close()
-        b.close()
-        if coordinator.poll() is None:
-            coordinator.kill()
-    audit = [json.loads(line) for line in (run.workdir("coordinator") / "audit.jsonl").read_text().splitlines()]
+        stop(coordinator, a, b)
+    audit = decryption_log(run)
     assert [("refused" in e) for e in audit] == [True, True, False, True, False, True, False, True, False, True, True,
                                                   True, True, True, True, False, True, False, False, False, True, True]
     assert "may not submit" in audit[1]["refused"] and audit[1]["who"] == "party_a"
