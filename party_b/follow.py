@@ -182,15 +182,14 @@ class Follower:
         users = self._users(command)
         label = Label.parse(command.label)
         observe.at(None if label is None else label.epoch, self.steps)
-        steps.walk(TRAINING_STEP, self.side, BTurn(command.label, users,
-                                                 TowerTurn(self.tower, self.optimizer, self.defence, command.label,
-                                                           self.steps)), self.clock)
+        tower = TowerTurn(self.tower, self.optimizer, self.defence, command.label, self.steps)
+        steps.walk(TRAINING_STEP, self.side, BTurn(command.label, users, tower), self.clock)
         observe.secure_step(users.size)
         self.steps += 1
 
     def forward(self, command: Forward) -> None:
         turn = BTurn(command.label, self._users(command), TowerTurn(self.tower, None, self.defence),
-                    decrypt_as=Step.EVALUATE)
+                     decrypt_as=Step.EVALUATE)
         steps.walk(FORWARD_ONLY, self.side, turn, self.clock)
 
     def keep(self, command: Keep) -> None:

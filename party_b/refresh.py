@@ -138,7 +138,7 @@ def push(cfg: PartyBConfig, model_id: str, manifest: dict, directory: Path, chan
                            enabled=cfg.psi.show_progress)
         for label, users in bar:
             steps.walk(FORWARD_ONLY, side, BTurn(label, users, TowerTurn(tower, None, Defence(noise)),
-                                               decrypt_as=Step.EVALUATE))
+                                                 decrypt_as=Step.EVALUATE))
         done = messages.receive(endpoint, A, RefreshDone)
         if (done.model_id, done.users) != (model_id, changes.changed.size):
             raise ProtocolError(f"{A} confirmed {done.users} users of model {done.model_id!r}, not "

@@ -179,7 +179,7 @@ def run_training(endpoint: Endpoint, public: PublicKey, pool: WorkerPool, data: 
     models = Models.build(data, cfg, lam, alone.prior_weight, lists["test"], alone.model, workdir,
                           endpoint.cfg.run_id, None if start is None else start.federated(alone.model, names.items))
     loop = Loop(side, models, data, lists, baselines, _sampler(data, cfg), report, Progress(), cfg, workdir,
-              checkpoints, StepClock(endpoint))
+                checkpoints, StepClock(endpoint))
     if start is None:
         offer_start(side, models, alone, data.n_users)
         log.info("epoch 0 (the federated model as it starts: A alone), validation: %s",
@@ -207,7 +207,7 @@ def resume_training(endpoint: Endpoint, pool: WorkerPool, data: ActiveData, cfg:
     models.restore(saved)
     baselines = fit_baselines(data, lists["valid"], cfg.eval.k)
     loop = Loop(side, models, data, lists, baselines, _sampler(data, cfg), report, Progress(**info["progress"]), cfg,
-              workdir, checkpoints, StepClock(endpoint), agreed.generation)
+                workdir, checkpoints, StepClock(endpoint), agreed.generation)
     return train_and_store(loop, names)
 
 

@@ -2,7 +2,7 @@
 
 For every page: each relative link `[x](path)` or `[x](path#anchor)` names an existing file (relative to the page's
 folder) and, with an anchor, a heading of that file whose GitHub slug is the anchor; each repository path named in
-backticks (`party_a/serving/http.py`, `protocol/layer/`, `tests/test_x.py::test_y`, `bench/psi.py:11`) exists. The README
+backticks (`party_a/run.py`, `protocol/layer/`, `tests/test_x.py::test_y`, `bench/psi.py:11`) exists. The README
 stays short, and docs/design.md's "How the code is laid out" names every top-level package and every sub-package of
 `protocol/`, and nothing that is not there.
 """
@@ -173,9 +173,9 @@ def test_the_checker_reports_a_broken_link_a_missing_anchor_and_a_missing_path(t
     page.write_text(
         "# A page\n"
         "\n"
-        "Good: [serving](serving.md), [its endpoints](serving.md#endpoints-get-one-user), `party_a/serving/http.py:3`,\n"
-        "`python -m party_a serve`, `<workdir>/models/`, `psi/aligned_rows.csv`, [home](https://example.com).\n"
-        "Broken: [gone](gone.md) and [no heading](serving.md#errors).\n"
+        "Good: [serving](serving.md), [its endpoints](serving.md#endpoints-get-one-user),\n"
+        "`party_a/serving/http.py:3`, `python -m party_a serve`, `<workdir>/models/`, `psi/aligned_rows.csv`,\n"
+        "[home](https://example.com). Broken: [gone](gone.md) and [no heading](serving.md#errors).\n"
         "```\n"
         "[inside a fence](nowhere.md) `party_a/nowhere.py`\n"
         "```\n"
