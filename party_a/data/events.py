@@ -35,9 +35,9 @@ EVENT = np.dtype([("users", "<i4"), ("items", "<i4"), ("stamps", "<f8")])  # 16 
 
 class Spill:
     """Events (records of `EVENT`) appended chunk by chunk to one raw file, in the table's row order (which orders
-    events of one user at one time), and read back a slice at a time with
-    plain reads: never mapped, so pages read once stay in the kernel's cache, not in this process. Events that
-    come through `add` are also counted per user and per item code, so nothing reads the file to count them."""
+    events of one user at one time), and read back a slice at a time with plain reads: never mapped, so pages read
+    once stay in the kernel's cache, not in this process. Events that come through `add` are also counted per user
+    and per item code, so nothing reads the file to count them."""
 
     def __init__(self, path: Path):
         self.path, self.size = path, 0
@@ -97,9 +97,9 @@ def build_histories(spill: Spill, n_rows: int, n_items: int, recode: np.ndarray 
     """Histories of `n_rows` users from the events in `spill`, and the events per item (repeats included).
 
     `recode` maps the spilled item codes to item indices when they differ. Within a user, events are ordered by
-    timestamp, then by table row; an item bought again counts at its last occurrence only. Two passes over the
-    spill: one counts events per user and per item, one distributes the events to buckets of consecutive users
-    of at most BLOCK_EVENTS / `threads` events (unless one user alone has more). `threads` buckets (default: one
+    timestamp, then by table row; an item bought again counts at its last occurrence only. With the counts `add`
+    kept, one pass over the spill distributes the events to buckets of consecutive users of at most
+    BLOCK_EVENTS / `threads` events (unless one user alone has more). `threads` buckets (default: one
     per core) are then sorted in memory at once, numpy's sorts running outside the GIL, so the events held in
     memory stay about BLOCK_EVENTS whatever the number of cores."""
     threads = threads or os.cpu_count() or 1
@@ -141,8 +141,9 @@ def _last_items(bucket: Spill, a: int, b: int, n_items: int,
     items, users = events["items"][order], users[order]
     del events  # the bucket's records: only the sorted users and items from here on
     items = items if recode is None else recode[items]
-    by_pair = _stable_order(users * n_items + items, (b - a) * n_items)
-    pairs = (users * n_items + items)[by_pair]
+    keys = users * n_items + items
+    by_pair = _stable_order(keys, (b - a) * n_items)
+    pairs = keys[by_pair]
     last = np.sort(by_pair[np.r_[pairs[1:] != pairs[:-1], True]])  # each (user, item) at its last
     return items[last].astype(np.int32), np.bincount(users[last], minlength=b - a)
 
