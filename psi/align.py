@@ -100,7 +100,7 @@ def _full(endpoint: Endpoint, peer: str, ids: Sequence[str], pool: WorkerPool, s
                             f"{result.peer_size} at {peer}); check that both sides normalise IDs the same way "
                             f"([users.ids] kind, country_code)")
     digests = id_digests(ids, pool)
-    shared = result.positions[np.argsort(digests[result.positions], kind="stable")]
+    shared = result.positions[value_order(digests[result.positions])]
     by_value = value_order(result.own_values)
     state = PsiState(result.secret, result.salt, created, digests[by_value], result.own_values[by_value],
                      result.peer_values, result.own_values[shared], np.ones(shared.size, dtype=bool))
