@@ -40,7 +40,8 @@ from protocol.net.transport import Endpoint
 from protocol.runtime.progress import progress_bar
 from psi.ecdh import MATCH_BYTES
 from psi.ids import id_digests, take_ids
-from psi.session import MAX_CHUNK, ExchangeCpu, PsiSettings, Session, both_ways, chunks, swap_blinded
+from psi.session import (MAX_CHUNK, ExchangeCpu, PsiSettings, Session, both_ways, chunks, swap_blinded,
+                         value_order)
 from psi.state import VALUE, PsiState
 
 log = logging.getLogger(__name__)
@@ -102,9 +103,9 @@ def _merged(sorted_values: np.ndarray, more: np.ndarray) -> np.ndarray:
 
 def diff_ids(state: PsiState, digests: np.ndarray) -> Diff:
     """Step 1: which current IDs (by digest, in row order) are new, and which kept ones are gone."""
-    rows = np.argsort(digests, kind="stable")
+    rows = value_order(digests)
     ordered = digests[rows]
-    kept = np.argsort(state.own_digests, kind="stable")
+    kept = value_order(state.own_digests)
     kept_digests = state.own_digests[kept]
     found = _member(kept_digests, ordered)
     present = np.zeros(len(kept), dtype=bool)
@@ -167,7 +168,7 @@ def apply_delta(state: PsiState, removed: np.ndarray, added_digests: np.ndarray,
     keep = np.ones(len(state.own_values), dtype=bool)
     keep[removed] = False
     kept_values, kept_digests = state.own_values[keep], state.own_digests[keep]
-    by_value = np.argsort(added_values, kind="stable")
+    by_value = value_order(added_values)
     at = np.searchsorted(kept_values, added_values[by_value])
     own_values = np.insert(kept_values, at, added_values[by_value])
     own_digests = np.insert(kept_digests, at, added_digests[by_value])
